@@ -1,0 +1,273 @@
+"""The task-family API: a distribution over MDPs with shared state and action spaces.
+
+A family is a static Python object (configuration, compiled simulator constants). Everything that
+varies per task lives in a :class:`Task` pytree and everything that varies per environment lives in
+an :class:`EnvState` pytree, so the pure functions
+
+    reset(task, key) -> EnvState
+    step(task, state, action) -> EnvState
+    step_autoreset(task, state, action) -> EnvState
+
+can be ``jax.vmap``-ped over tasks and over parallel environments and ``jax.jit``-ed over whole
+episodes (``lax.scan``). Shapes below are for one environment; batch axes lead.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+
+@struct.dataclass
+class Task:
+    """One task (or a batch of tasks, with leading axes on every leaf).
+
+    Attributes:
+      params: the physical parameters that define the task, as stored in datasets
+        (e.g. ``goal_angle``, ``target_velocity``, per-element multipliers). Dict of arrays.
+      attributes: ``[attr_dim]`` float vector p_i describing the task (R2PGO eq. 4).
+      model: simulator fields that differ from the family's nominal model, keyed by
+        ``mjx.Model.tree_replace`` path (empty for pure-JAX families).
+      family: name of the family the task belongs to (static, checked by every call).
+    """
+
+    params: Dict[str, jax.Array]
+    attributes: jax.Array
+    model: Dict[str, jax.Array]
+    family: str = struct.field(pytree_node=False)
+
+    @property
+    def num_tasks(self) -> int:
+        """Size of the leading batch axis (only for a 1-D batch of tasks)."""
+        return int(self.attributes.shape[0]) if self.attributes.ndim == 2 else 1
+
+    def __getitem__(self, index) -> "Task":
+        """Index / slice the leading batch axis: ``tasks[3]``, ``tasks[:5]``, ``tasks[idx_array]``."""
+        return jax.tree_util.tree_map(lambda x: x[index], self)
+
+
+def stack_tasks(tasks) -> Task:
+    """Stacks single tasks of one family into a batch with a leading axis."""
+    families = {t.family for t in tasks}
+    if len(families) != 1:
+        raise ValueError(f"cannot stack tasks of different families: {sorted(families)}")
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *tasks)
+
+
+@struct.dataclass
+class EnvState:
+    """State of one environment.
+
+    Attributes:
+      physics: family-specific simulator state (``mjx.Data``, or the point robot's position).
+      obs: ``[obs_dim]`` observation to act on (after an auto-reset, the new episode's first one).
+      next_obs: ``[obs_dim]`` observation the last step reached, before any auto-reset; the
+        ``next_obs`` of the transition. Equal to ``obs`` after ``reset`` and plain ``step``.
+      reward: ``[]`` reward of the last step.
+      terminated: ``[]`` bool, the last step ended the episode in a terminal state.
+      truncated: ``[]`` bool, the last step hit the horizon without terminating.
+      t: ``[]`` int32 steps taken in the current episode.
+      key: PRNG key consumed by auto-resets.
+      info: dict of ``[]`` physical quantities the reward uses (velocities, costs, distances).
+    """
+
+    physics: Any
+    obs: jax.Array
+    next_obs: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    t: jax.Array
+    key: jax.Array
+    info: Dict[str, jax.Array]
+
+    @property
+    def done(self) -> jax.Array:
+        return jnp.logical_or(self.terminated, self.truncated)
+
+
+class TaskFamily(abc.ABC):
+    """Base class of every task family. Subclasses implement ``_make_tasks``, ``_reset``, ``_step``.
+
+    Class attributes set by subclasses: ``obs_dim``, ``action_dim``, ``attr_dim``, ``horizon``,
+    ``action_low``, ``action_high``, ``info_keys``. ``name`` is the registry name (set by the constructor).
+    """
+
+    name: str
+    obs_dim: int
+    action_dim: int
+    attr_dim: int
+    horizon: int
+    action_low: float = -1.0
+    action_high: float = 1.0
+    info_keys: Tuple[str, ...] = ()  # the scalar float32 entries of EnvState.info
+
+    def __init__(self, name: str, num_train: int, num_test: int):
+        self.name = name
+        self.num_train = int(num_train)
+        self.num_test = int(num_test)
+
+    # ---------------------------------------------------------------- tasks
+    @abc.abstractmethod
+    def sample_params(self, key: jax.Array, num: int) -> Dict[str, jax.Array]:
+        """Draws ``num`` tasks' physical parameters (leading axis ``num``)."""
+
+    @abc.abstractmethod
+    def _make_tasks(self, params: Dict[str, np.ndarray]) -> Task:
+        """Builds a batch of tasks from parameters with a leading batch axis."""
+
+    def make_tasks(self, params: Dict[str, Any]) -> Task:
+        """Tasks from stored parameters (e.g. read back from a dataset). Runs on the host."""
+        expected = self.param_shapes()
+        if set(params) != set(expected):
+            raise ValueError(
+                f"{self.name}: task params must have keys {sorted(expected)}, got {sorted(params)}")
+        params = {k: np.asarray(v, np.float32) for k, v in params.items()}
+        nums = {v.shape[0] if v.ndim else None for v in params.values()}
+        for k, v in params.items():
+            if v.ndim == 0 or v.shape[1:] != expected[k]:
+                raise ValueError(f"{self.name}: param {k!r} must have shape [num, *{expected[k]}], "
+                                 f"got {v.shape}")
+        if len(nums) != 1:
+            raise ValueError(f"{self.name}: task params disagree on the number of tasks: {nums}")
+        return self._make_tasks(params)
+
+    def param_shapes(self) -> Dict[str, Tuple[int, ...]]:
+        """Per-task shape of every entry of ``Task.params``."""
+        p = self.sample_params(jax.random.PRNGKey(0), 1)
+        return {k: tuple(v.shape[1:]) for k, v in p.items()}
+
+    def sample_tasks(self, key: jax.Array, num: int) -> Task:
+        """``num`` tasks drawn from the family's distribution (host call, not jittable for families
+        whose derived simulator constants are recomputed by MuJoCo)."""
+        if num < 1:
+            raise ValueError(f"{self.name}: num must be >= 1, got {num}")
+        return self.make_tasks(jax.device_get(self.sample_params(key, num)))
+
+    def train_test_split(self, seed: int = 0) -> Tuple[Task, Task]:
+        """Fixed, seedable split into ``num_train`` training and ``num_test`` unseen test tasks."""
+        tasks = self.sample_tasks(jax.random.PRNGKey(seed), self.num_train + self.num_test)
+        return tasks[: self.num_train], tasks[self.num_train:]
+
+    # ---------------------------------------------------------------- dynamics
+    @abc.abstractmethod
+    def _reset(self, task: Task, key: jax.Array) -> Tuple[Any, jax.Array]:
+        """Returns (physics, obs) of a new episode."""
+
+    @abc.abstractmethod
+    def _step(self, task: Task, physics: Any, action: jax.Array, t: jax.Array
+              ) -> Tuple[Any, jax.Array, jax.Array, jax.Array, Dict[str, jax.Array]]:
+        """Returns (physics, obs, reward, terminated, info) after applying a clipped action."""
+
+    def _merge_reset(self, done: jax.Array, fresh: Any, physics: Any) -> Any:
+        """Selects the fresh episode's physics where ``done``. Families may select fewer fields."""
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), fresh, physics)
+
+    def check_task(self, task: Task) -> None:
+        """Raises a clear error if ``task`` is not one unbatched task of this family."""
+        if not isinstance(task, Task):
+            raise TypeError(f"{self.name}: expected a jaxomrl Task, got {type(task).__name__}")
+        if task.family != self.name:
+            raise ValueError(f"task belongs to family {task.family!r}, not {self.name!r}")
+        if task.attributes.shape != (self.attr_dim,):
+            raise ValueError(
+                f"{self.name}: expected one task with attributes of shape ({self.attr_dim},), got "
+                f"{task.attributes.shape}; vmap over the leading axes of a batch of tasks")
+
+    def reset(self, task: Task, key: jax.Array) -> EnvState:
+        """Starts an episode of ``task``. ``key`` also seeds later auto-resets."""
+        self.check_task(task)
+        key, sub = jax.random.split(key)
+        physics, obs = self._reset(task, sub)
+        zero = jnp.zeros((), jnp.float32)
+        false = jnp.zeros((), bool)
+        info = {k: zero for k in self.info_keys}
+        return EnvState(physics=physics, obs=obs, next_obs=obs, reward=zero, terminated=false,
+                        truncated=false, t=jnp.zeros((), jnp.int32), key=key, info=info)
+
+    def step(self, task: Task, state: EnvState, action: jax.Array) -> EnvState:
+        """Advances one environment step; actions are clipped to [action_low, action_high].
+
+        After a done step, ``step`` keeps going from the terminal state; use ``step_autoreset``
+        for batched collection.
+        """
+        self.check_task(task)
+        action = jnp.asarray(action)
+        if action.shape != (self.action_dim,):
+            raise ValueError(f"{self.name}: action must have shape ({self.action_dim},), got "
+                             f"{action.shape}; vmap over batch axes")
+        action = jnp.clip(action, self.action_low, self.action_high)
+        t = state.t + 1
+        physics, obs, reward, terminated, info = self._step(task, state.physics, action, t)
+        truncated = jnp.logical_and(t >= self.horizon, jnp.logical_not(terminated))
+        return state.replace(physics=physics, obs=obs, next_obs=obs,
+                             reward=reward.astype(jnp.float32), terminated=terminated,
+                             truncated=truncated, t=t, info=info)
+
+    def step_autoreset(self, task: Task, state: EnvState, action: jax.Array) -> EnvState:
+        """``step``, then start a new episode where it ended; ``next_obs`` keeps the last obs."""
+        nxt = self.step(task, state, action)
+        key, sub = jax.random.split(state.key)
+        fresh_physics, fresh_obs = self._reset(task, sub)
+        done = nxt.done
+        return nxt.replace(
+            physics=self._merge_reset(done, fresh_physics, nxt.physics),
+            obs=jnp.where(done, fresh_obs, nxt.obs),
+            t=jnp.where(done, 0, nxt.t),
+            key=key,
+        )
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name!r}, obs_dim={self.obs_dim}, "
+                f"action_dim={self.action_dim}, attr_dim={self.attr_dim}, horizon={self.horizon})")
+
+
+@struct.dataclass
+class Transition:
+    """A batch of transitions; every leaf has the same leading axes."""
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    next_obs: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+
+
+PolicyFn = Callable[[jax.Array, jax.Array], jax.Array]  # (obs [obs_dim], key) -> action
+
+
+def uniform_policy(family: TaskFamily) -> PolicyFn:
+    """Uniformly random actions over the family's action box."""
+
+    def policy(obs, key):
+        del obs
+        return jax.random.uniform(key, (family.action_dim,), minval=family.action_low,
+                                  maxval=family.action_high)
+
+    return policy
+
+
+def rollout(family: TaskFamily, task: Task, key: jax.Array, policy: PolicyFn, num_steps: int,
+            num_envs: int) -> Tuple[EnvState, Transition]:
+    """Runs ``num_envs`` auto-resetting environments of one task for ``num_steps`` steps.
+
+    ``vmap`` this over a batch of tasks (and ``jit`` it) for multi-task collection.
+    Returns the final states ``[num_envs]`` and transitions ``[num_steps, num_envs]``.
+    """
+    reset_key, run_key = jax.random.split(key)
+    states = jax.vmap(family.reset, in_axes=(None, 0))(task, jax.random.split(reset_key, num_envs))
+    step = jax.vmap(family.step_autoreset, in_axes=(None, 0, 0))
+
+    def body(states, k):
+        actions = jax.vmap(policy)(states.obs, jax.random.split(k, num_envs))
+        nxt = step(task, states, actions)
+        tr = Transition(obs=states.obs, action=actions, reward=nxt.reward, next_obs=nxt.next_obs,
+                        terminated=nxt.terminated, truncated=nxt.truncated)
+        return nxt, tr
+
+    return jax.lax.scan(body, states, jax.random.split(run_key, num_steps))
