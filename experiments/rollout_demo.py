@@ -12,7 +12,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from jaxomrl import envs
 
@@ -38,6 +38,7 @@ def episode_return(family, task, key, policy):
 
 
 def main(_):
+    logging.set_verbosity(logging.WARNING)
     config = {} if _HORIZON.value is None else {"horizon": _HORIZON.value}
     family = envs.make(_FAMILY.value, **config)
     train, test = family.train_test_split(_SEED.value)
