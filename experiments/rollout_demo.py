@@ -43,11 +43,8 @@ def main(_):
     family = envs.make(_FAMILY.value, **config)
     train, test = family.train_test_split(_SEED.value)
 
-    def random_policy(task, obs, key):
-        return jax.random.uniform(key, (family.action_dim,), minval=family.action_low,
-                                  maxval=family.action_high)
-
-    policies = {"random": random_policy}
+    uniform = envs.uniform_policy(family)
+    policies = {"random": lambda task, obs, key: uniform(obs, key)}
     if _FAMILY.value == "point_robot_sparse":
         policies["oracle (knows the goal)"] = lambda task, obs, key: family.goal(task) - obs
 
