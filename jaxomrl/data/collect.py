@@ -1,0 +1,490 @@
+"""Offline multi-task data collection: per-task SAC, policy checkpoints, datasets on disk.
+
+Pipeline (``collect(config, out_dir)``):
+
+1. Tasks: the family's fixed train / test split (``config.tasks``), first ``num_tasks`` of it.
+2. SAC on every task in one jitted program (``vmap`` over tasks; see
+   ``jaxomrl.learners.online_sac``). Training runs in ``num_checkpoints`` chunks of
+   ``checkpoint_interval`` iterations. Policy checkpoint ``k`` is the actor after ``k`` chunks
+   (``k = 0`` is the untrained initial policy); all of them are kept in a parameter bank inside
+   the training state. After every chunk the whole state (agents, replay buffers, environments,
+   PRNG keys, bank, learning curve) is saved with orbax, so a killed collection resumes from the
+   last complete chunk and produces the same datasets as an uninterrupted one.
+3. Data: every selected checkpoint is rolled out in ``rollout_envs`` parallel environments of its
+   task (stochastic actions unless ``deterministic``), all tasks x checkpoints in one program.
+   ``train.npz`` holds ``transitions_per_task`` transitions per task split evenly over
+   ``train_checkpoints``; ``ood.npz`` (if ``ood_transitions_per_task > 0``) the same from the
+   held-out ``ood_checkpoints`` (default: all others) -- ReDA's out-of-distribution split.
+   Both are written atomically in the format of ``jaxomrl.data.dataset``.
+
+``out_dir`` also gets ``collect_config.json`` (a directory belongs to one configuration),
+``progress.csv`` (per-chunk mean training return of every task) and ``summary.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jaxomrl import __version__, envs
+from jaxomrl.data import dataset as dataset_lib
+from jaxomrl.envs.base import Task, TaskFamily
+from jaxomrl.experiment.checkpoint import Checkpointer
+from jaxomrl.io import atomic_write_text
+from jaxomrl.learners.online_sac import OnlineSACConfig, OnlineSACState, make_online_sac
+from jaxomrl.learners.sac import SACConfig
+from jaxomrl.nets.actor_critic import scale_action
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectConfig:
+    """Everything that determines a collection (and so its datasets)."""
+
+    family: str
+    family_config: Tuple[Tuple[str, Any], ...] = ()
+    tasks: str = "train"                 # which split: train | test | all
+    num_tasks: Optional[int] = None      # first num_tasks of the split (None: all of it)
+    task_seed: int = 0                   # seed of family.train_test_split
+    seed: int = 0                        # seed of SAC and of the data rollouts
+    online: OnlineSACConfig = OnlineSACConfig()
+    num_checkpoints: int = 20            # checkpoints k = 0..num_checkpoints
+    checkpoint_interval: int = 250       # SAC iterations per checkpoint (x num_envs env steps)
+    train_checkpoints: Tuple[int, ...] = (20,)
+    ood_checkpoints: Optional[Tuple[int, ...]] = None  # None: every checkpoint not in train
+    transitions_per_task: int = 10_000
+    ood_transitions_per_task: int = 0
+    rollout_envs: int = 10
+    deterministic: bool = False
+
+    def __post_init__(self):
+        if self.tasks not in ("train", "test", "all"):
+            raise ValueError(f"tasks must be 'train', 'test' or 'all', got {self.tasks!r}")
+        if self.num_tasks is not None and self.num_tasks < 1:
+            raise ValueError(f"num_tasks must be >= 1, got {self.num_tasks}")
+        if self.num_checkpoints < 1 or self.checkpoint_interval < 1:
+            raise ValueError("num_checkpoints and checkpoint_interval must be >= 1")
+        self._check_ids("train_checkpoints", self.train_checkpoints)
+        if not self.train_checkpoints:
+            raise ValueError("train_checkpoints must name at least one checkpoint")
+        if self.ood_checkpoints is not None:
+            self._check_ids("ood_checkpoints", self.ood_checkpoints)
+            both = set(self.ood_checkpoints) & set(self.train_checkpoints)
+            if both:
+                raise ValueError(f"checkpoints {sorted(both)} are both train and ood")
+        if self.rollout_envs < 1:
+            raise ValueError("rollout_envs must be >= 1")
+        self._check_budget("transitions_per_task", self.transitions_per_task,
+                           len(self.train_checkpoints), allow_zero=False)
+        if self.ood_transitions_per_task:
+            if not self.ood_ids:
+                raise ValueError("ood_transitions_per_task > 0 but no checkpoint is held out")
+            self._check_budget("ood_transitions_per_task", self.ood_transitions_per_task,
+                               len(self.ood_ids), allow_zero=True)
+
+    def _check_ids(self, name, ids):
+        bad = [k for k in ids if not 0 <= k <= self.num_checkpoints]
+        if bad:
+            raise ValueError(f"{name} {bad} outside 0..{self.num_checkpoints}")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{name} has duplicates: {list(ids)}")
+
+    def _check_budget(self, name, total, num_ckpts, allow_zero):
+        unit = num_ckpts * self.rollout_envs
+        if total < (0 if allow_zero else unit) or total % unit:
+            raise ValueError(f"{name} ({total}) must be a positive multiple of "
+                             f"#checkpoints ({num_ckpts}) x rollout_envs ({self.rollout_envs}) "
+                             f"= {unit}")
+
+    @property
+    def ood_ids(self) -> Tuple[int, ...]:
+        if self.ood_checkpoints is not None:
+            return tuple(self.ood_checkpoints)
+        return tuple(k for k in range(self.num_checkpoints + 1) if k not in self.train_checkpoints)
+
+    @property
+    def env_steps_per_checkpoint(self) -> int:
+        return self.checkpoint_interval * self.online.num_envs
+
+    def make_family(self) -> TaskFamily:
+        return envs.make(self.family, **dict(self.family_config))
+
+    def to_json(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["family_config"] = dict(self.family_config)
+        return json.loads(json.dumps(d))  # tuples -> lists, as read back
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "CollectConfig":
+        d = dict(d)
+        online = dict(d.pop("online"))
+        sac = SACConfig(**{k: tuple(v) if isinstance(v, list) else v
+                           for k, v in online.pop("sac").items()})
+        tup = lambda v: None if v is None else tuple(v)
+        return cls(online=OnlineSACConfig(sac=sac, **online),
+                   family_config=tuple(sorted(d.pop("family_config").items())),
+                   train_checkpoints=tup(d.pop("train_checkpoints")),
+                   ood_checkpoints=tup(d.pop("ood_checkpoints")), **d)
+
+
+@struct.dataclass
+class CollectState:
+    """Everything a resumed collection needs; leading axis ``[T]`` on per-task leaves."""
+
+    sac: OnlineSACState      # [T]
+    bank: Any                # actor params [T, K + 1, ...]
+    curve: jax.Array         # [K + 1, T] mean training-episode return per chunk (nan: none)
+    chunk: jax.Array         # [] chunks completed
+
+
+def select_tasks(config: CollectConfig) -> Tuple[Task, np.ndarray]:
+    """The tasks of a collection and whether each is from the family's test split."""
+    family = config.make_family()
+    train, test = family.train_test_split(config.task_seed)
+    parts = {"train": [(train, False)], "test": [(test, True)],
+             "all": [(train, False), (test, True)]}[config.tasks]
+    tasks = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x), *[p for p, _ in parts])
+    is_test = np.concatenate([np.full(p.num_tasks, t) for p, t in parts])
+    if config.num_tasks is not None:
+        if config.num_tasks > tasks.num_tasks:
+            raise ValueError(f"num_tasks={config.num_tasks} but the {config.tasks!r} split of "
+                             f"{family.name} has {tasks.num_tasks} tasks")
+        tasks, is_test = tasks[: config.num_tasks], is_test[: config.num_tasks]
+    return tasks, is_test
+
+
+class _Programs:
+    """The jitted programs of one configuration (cached: tests and reruns share compilations)."""
+
+    def __init__(self, family: TaskFamily, online_config: OnlineSACConfig,
+                 checkpoint_interval: int, num_checkpoints: int, rollout_envs: int,
+                 deterministic: bool):
+        online = make_online_sac(family, online_config)
+        self.online = online
+        k_total = num_checkpoints + 1
+
+        def init(key, task):
+            state = online.init(key, task)
+            bank = jax.tree_util.tree_map(
+                lambda p: jnp.zeros((k_total,) + p.shape, p.dtype).at[0].set(p),
+                state.agent.actor_params)
+            return state, bank
+
+        def chunk(state, bank, task, k):
+            state, metrics = online.train(state, task, checkpoint_interval)
+            bank = jax.tree_util.tree_map(lambda b, p: b.at[k].set(p), bank,
+                                          state.agent.actor_params)
+            return state, bank, metrics
+
+        def rollout(actor_params, task, key, num_steps):
+            def policy(obs, k):
+                a = online.sac.act(actor_params, obs, k, deterministic)
+                return scale_action(a, family.action_low, family.action_high)
+            return envs.rollout(family, task, key, policy, num_steps, rollout_envs)[1]
+
+        self.init = jax.jit(jax.vmap(init))
+        self.chunk = jax.jit(jax.vmap(chunk, in_axes=(0, 0, 0, None)))
+        # tasks (outer) x checkpoints (inner): Transition [T, C, steps, envs]
+        self.rollout = jax.jit(
+            jax.vmap(jax.vmap(rollout, in_axes=(0, None, 0, None)), in_axes=(0, 0, 0, None)),
+            static_argnums=3)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_programs(*args) -> _Programs:
+    return _Programs(*args)
+
+
+def _programs(config: CollectConfig) -> _Programs:
+    """Programs depend on these fields only (seeds, tasks and budgets are arguments / shapes)."""
+    return _cached_programs(config.make_family(), config.online, config.checkpoint_interval,
+                            config.num_checkpoints, config.rollout_envs, config.deterministic)
+
+
+def _check_config_file(config: CollectConfig, out_dir: str) -> None:
+    path = os.path.join(out_dir, "collect_config.json")
+    mine = config.to_json()
+    if os.path.exists(path):
+        with open(path) as f:
+            theirs = json.load(f)
+        if theirs != mine:
+            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            raise ValueError(f"{out_dir} holds a collection with a different configuration "
+                             f"(differs in: {', '.join(diff)}); use another output directory")
+    else:
+        atomic_write_text(path, json.dumps(mine, indent=1, sort_keys=True))
+
+
+def _episodes(done: np.ndarray, stream_len: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(episode, timestep) ``[T, N]`` from done flags, streams of ``stream_len`` transitions."""
+    t, n = done.shape
+    idx = np.arange(n)
+    start = np.zeros_like(done)
+    start[:, 0] = True
+    start[:, 1:] = done[:, :-1]
+    start[:, idx % stream_len == 0] = True
+    episode = np.cumsum(start, axis=1) - 1
+    last_start = np.maximum.accumulate(np.where(start, idx, 0), axis=1)
+    return episode.astype(np.int32), (idx - last_start).astype(np.int32)
+
+
+def _checkpoint_returns(reward, done, episode, ckpt_of, ids) -> list:
+    """``[T][C]`` mean return of completed episodes per checkpoint (None if none completed).
+
+    Episodes cut by the end of a rollout stream (no done flag) are not counted.
+    """
+    out = []
+    for task in range(reward.shape[0]):
+        ep = episode[task]
+        totals = np.bincount(ep, weights=reward[task].astype(np.float64))
+        ended = done[task]
+        row = []
+        for c in ids:
+            sel = ended & (ckpt_of[task] == c)
+            row.append(float(np.mean(totals[ep[sel]])) if np.any(sel) else None)
+        out.append(row)
+    return out
+
+
+def _build_dataset(config, family, tasks, is_test, tr, ids, split) -> dataset_lib.MultiTaskDataset:
+    """Host-side dataset from rollouts ``Transition [T, C, steps, envs]`` of checkpoints ``ids``."""
+    tr = jax.device_get(tr)
+    num_tasks, c, steps, n_env = tr.reward.shape
+
+    def flat(x):  # [T, C, steps, envs, ...] -> [T, C * envs * steps, ...] (streams contiguous)
+        x = np.asarray(x)
+        x = np.swapaxes(x, 2, 3)
+        return x.reshape((num_tasks, c * n_env * steps) + x.shape[4:])
+
+    terminated, truncated = flat(tr.terminated), flat(tr.truncated)
+    done = terminated | truncated
+    episode, timestep = _episodes(done, steps)
+    checkpoint = np.repeat(np.asarray(ids, np.int32), n_env * steps)[None].repeat(num_tasks, 0)
+    reward = flat(tr.reward).astype(np.float32)
+    returns = _checkpoint_returns(reward, done, episode, checkpoint, ids)
+    meta = {
+        "family": family.name, "family_config": dict(config.family_config),
+        "obs_dim": family.obs_dim, "action_dim": family.action_dim, "attr_dim": family.attr_dim,
+        "action_low": float(family.action_low), "action_high": float(family.action_high),
+        "num_tasks": int(num_tasks), "transitions_per_task": int(reward.shape[1]),
+        "checkpoints": [int(k) for k in ids],
+        "checkpoint_env_steps": config.env_steps_per_checkpoint,
+        "warmup_env_steps": math.ceil(config.online.warmup_steps / config.online.num_envs)
+        * config.online.num_envs,
+        "checkpoint_returns": returns, "split": split,
+        "provenance": {"collect_config": config.to_json(), "jaxomrl_version": __version__,
+                       "policy": "deterministic" if config.deterministic else "stochastic"},
+    }
+    params = {k: np.asarray(v, np.float32) for k, v in jax.device_get(tasks.params).items()}
+    return dataset_lib.MultiTaskDataset(
+        transitions={"obs": flat(tr.obs).astype(np.float32),
+                     "action": flat(tr.action).astype(np.float32), "reward": reward,
+                     "next_obs": flat(tr.next_obs).astype(np.float32),
+                     "terminated": terminated, "truncated": truncated, "episode": episode,
+                     "timestep": timestep, "checkpoint": checkpoint},
+        attributes=np.asarray(tasks.attributes, np.float32), is_test=np.asarray(is_test, bool),
+        task_params=params, meta=meta)
+
+
+@dataclasses.dataclass
+class CollectResult:
+    train_path: str
+    ood_path: Optional[str]
+    summary: Dict[str, Any]
+
+
+def _default_log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] = _default_log,
+            stop_after_chunks: Optional[int] = None) -> Optional[CollectResult]:
+    """Runs (or resumes) a collection into ``out_dir``; returns the dataset paths and summary.
+
+    ``stop_after_chunks`` stops (returning ``None``) once that many chunks are complete and
+    checkpointed in this call -- what a kill at that point leaves behind (used to test resume).
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    _check_config_file(config, out_dir)
+    finished = _finished(config, out_dir)
+    if finished is not None:
+        log(f"{out_dir}: collection already complete; reusing its datasets")
+        return finished
+    family = config.make_family()
+    tasks, is_test = select_tasks(config)
+    progs = _programs(config)
+    num_tasks, k_total = tasks.num_tasks, config.num_checkpoints
+    ckpt = Checkpointer(os.path.join(out_dir, "sac_checkpoints"))
+    try:
+        t0 = time.time()
+        keys = jax.random.split(jax.random.PRNGKey(config.seed), num_tasks)
+
+        def fresh():
+            sac_state, bank = progs.init(keys, tasks)
+            return CollectState(sac=sac_state, bank=bank,
+                                curve=jnp.full((k_total + 1, num_tasks), jnp.nan),
+                                chunk=jnp.zeros((), jnp.int32))
+
+        latest = ckpt.latest_step()
+        if latest is not None:
+            state = ckpt.restore(latest, jax.eval_shape(fresh))
+            log(f"resumed from {ckpt.directory} at checkpoint {latest}/{k_total}")
+        else:
+            state = fresh()
+            ckpt.save(0, state)
+            log(f"{family.name}: SAC on {num_tasks} tasks, {k_total} checkpoints x "
+                f"{config.env_steps_per_checkpoint} env steps per task")
+        done_chunks = int(state.chunk)
+        run_start, ran = time.time(), 0
+        for k in range(done_chunks + 1, k_total + 1):
+            sac_state, bank, metrics = progs.chunk(state.sac, state.bank, tasks, k)
+            ret = metrics["episode_return"]
+            state = CollectState(sac=sac_state, bank=bank, curve=state.curve.at[k].set(ret),
+                                 chunk=jnp.asarray(k, jnp.int32))
+            ckpt.save(k, state)
+            ran += 1
+            ret = np.asarray(ret)
+            elapsed = time.time() - run_start
+            sps = ran * config.env_steps_per_checkpoint * num_tasks / elapsed
+            eta = elapsed / ran * (k_total - k)
+            finite = ret[np.isfinite(ret)]
+            rets = (f"train return mean {finite.mean():.3f} [min {finite.min():.3f}, max "
+                    f"{finite.max():.3f}] ({finite.size}/{num_tasks} tasks ended episodes)"
+                    if finite.size else "no training episode ended in this chunk")
+            log(f"checkpoint {k}/{k_total} | {k * config.env_steps_per_checkpoint} env steps/task"
+                f" | {rets} | {sps:,.0f} env steps/s | {elapsed:.0f}s, ETA {eta:.0f}s")
+            _write_progress(out_dir, config, np.asarray(state.curve), k)
+            if stop_after_chunks is not None and ran >= stop_after_chunks and k < k_total:
+                ckpt.wait()
+                return None
+        ckpt.wait()
+    finally:
+        ckpt.close()
+
+    # Data from the checkpoints.
+    paths = {}
+    for split, ids, total in (("train", config.train_checkpoints, config.transitions_per_task),
+                              ("ood", config.ood_ids, config.ood_transitions_per_task)):
+        if not total:
+            continue
+        steps = total // (len(ids) * config.rollout_envs)
+        if steps < family.horizon:
+            log(f"note: {split} rollouts are {steps} steps per environment, shorter than the "
+                f"horizon ({family.horizon}); their episodes are cut by the collection budget")
+        idx = np.asarray(ids)
+        params = jax.tree_util.tree_map(lambda b: b[:, idx], state.bank)
+        base = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1 if split == "train" else 2)
+        keys = jax.vmap(lambda t: jax.vmap(lambda c: jax.random.fold_in(
+            jax.random.fold_in(base, t), c))(jnp.asarray(idx)))(jnp.arange(num_tasks))
+        tr = progs.rollout(params, tasks, keys, steps)
+        ds = _build_dataset(config, family, tasks, is_test, tr, ids, split)
+        paths[split] = dataset_lib.save(ds, os.path.join(out_dir, f"{split}.npz"))
+        log(f"wrote {paths[split]}: {num_tasks} tasks x {ds.transitions_per_task} transitions "
+            f"from checkpoints {list(ids)}")
+    summary = _summary(config, np.asarray(state.curve), paths, time.time() - t0)
+    atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1))
+    return CollectResult(train_path=paths["train"], ood_path=paths.get("ood"), summary=summary)
+
+
+def _finished(config: CollectConfig, out_dir: str) -> Optional[CollectResult]:
+    """The result of a completed collection in ``out_dir`` (None if incomplete or invalid)."""
+    summary_path = os.path.join(out_dir, "summary.json")
+    paths = {"train": os.path.join(out_dir, "train.npz")}
+    if config.ood_transitions_per_task:
+        paths["ood"] = os.path.join(out_dir, "ood.npz")
+    if not all(os.path.exists(p) for p in [summary_path, *paths.values()]):
+        return None
+    try:
+        for p in paths.values():
+            dataset_lib.load(p, family=config.family)
+        with open(summary_path) as f:
+            summary = json.load(f)
+    except (dataset_lib.DatasetError, ValueError):
+        return None
+    return CollectResult(train_path=paths["train"], ood_path=paths.get("ood"), summary=summary)
+
+
+def _write_progress(out_dir, config, curve, k):
+    lines = ["checkpoint,env_steps_per_task," + ",".join(f"task{i}" for i in range(curve.shape[1]))]
+    for j in range(1, k + 1):
+        lines.append(f"{j},{j * config.env_steps_per_checkpoint}," +
+                     ",".join(f"{x:.6g}" for x in curve[j]))
+    atomic_write_text(os.path.join(out_dir, "progress.csv"), "\n".join(lines) + "\n")
+
+
+def checkpoint_return_table(path: str) -> Dict[int, Tuple[float, float]]:
+    """{checkpoint: (mean, std over tasks) of its mean episode return} from a saved dataset."""
+    ds = dataset_lib.load(path)
+    r = np.asarray(ds.meta["checkpoint_returns"], np.float64)
+    out = {}
+    for i, c in enumerate(ds.meta["checkpoints"]):
+        col = r[:, i][np.isfinite(r[:, i])]
+        out[int(c)] = (float(col.mean()), float(col.std())) if col.size else (None, None)
+    return out
+
+
+def _summary(config, curve, paths, seconds) -> Dict[str, Any]:
+    rows = [row[~np.isnan(row)] for row in curve[1:]]
+    out = {"family": config.family, "collect_seconds_this_call": seconds,
+           "training_curve_mean_return": [float(r.mean()) if r.size else None for r in rows],
+           "datasets": {}}
+    for split, path in paths.items():
+        out["datasets"][split] = {"path": path, "checkpoint_returns": {
+            str(k): {"mean": m, "std": s} for k, (m, s) in checkpoint_return_table(path).items()}}
+    return out
+
+
+# Per-family defaults for the CLI (any flag given explicitly overrides them). The point robot's
+# reward is sparse (1 within 0.2 of a goal 1 away, from a fixed start): SAC from scratch rarely
+# finds it, so its collection agents learn from the dense reward -distance (an info key) while
+# the datasets store the task's sparse reward. Locomotion follows the peer settings (256x256,
+# lr 3e-4, batch 256); sizes of a full run are in benchmarks/README.md.
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "point_robot_sparse": dict(
+        hidden=(64, 64), batch_size=128, num_envs=8, buffer_capacity=20_000, warmup_steps=400,
+        updates_per_iteration=4, train_reward="dense_reward", sac_steps=24_000,
+        checkpoint_every=2_000, train_checkpoints=(2, 6, 12), transitions_per_task=6_000,
+        ood_transitions_per_task=2_000, rollout_envs=10),
+    "default": dict(
+        hidden=(256, 256), batch_size=256, num_envs=16, buffer_capacity=1_000_000,
+        warmup_steps=5_000, updates_per_iteration=8, train_reward="reward", sac_steps=1_000_000,
+        checkpoint_every=20_000, train_checkpoints=(5, 25, 45), transitions_per_task=150_000,
+        ood_checkpoints=(10, 20, 30, 40, 50), ood_transitions_per_task=50_000, rollout_envs=10),
+}
+
+
+def preset(family: str) -> Dict[str, Any]:
+    return dict(PRESETS.get(family, PRESETS["default"]))
+
+
+def config_from_settings(family: str, s: Dict[str, Any], **extra) -> CollectConfig:
+    """A :class:`CollectConfig` from flat settings (preset keys; env-step counts per task)."""
+    num_envs = int(s["num_envs"])
+    for name in ("sac_steps", "checkpoint_every"):
+        if s[name] % num_envs:
+            raise ValueError(f"{name} ({s[name]}) must be a multiple of num_envs ({num_envs})")
+    if s["sac_steps"] % s["checkpoint_every"]:
+        raise ValueError(f"sac_steps ({s['sac_steps']}) must be a multiple of checkpoint_every "
+                         f"({s['checkpoint_every']})")
+    sac = SACConfig(hidden=tuple(s["hidden"]), batch_size=int(s["batch_size"]))
+    online = OnlineSACConfig(sac=sac, num_envs=num_envs, buffer_capacity=int(s["buffer_capacity"]),
+                             warmup_steps=int(s["warmup_steps"]),
+                             updates_per_iteration=int(s["updates_per_iteration"]),
+                             train_reward=s["train_reward"])
+    ood = s.get("ood_checkpoints")
+    return CollectConfig(
+        family=family, online=online, num_checkpoints=s["sac_steps"] // s["checkpoint_every"],
+        checkpoint_interval=s["checkpoint_every"] // num_envs,
+        train_checkpoints=tuple(int(k) for k in s["train_checkpoints"]),
+        ood_checkpoints=None if not ood else tuple(int(k) for k in ood),
+        transitions_per_task=int(s["transitions_per_task"]),
+        ood_transitions_per_task=int(s["ood_transitions_per_task"]),
+        rollout_envs=int(s["rollout_envs"]), **extra)

@@ -1,0 +1,278 @@
+"""The on-disk multi-task dataset format (one ``.npz`` file), with atomic writes and validation.
+
+Format ``jaxomrl.MultiTaskDataset`` version 1. Every task holds the same number ``N`` of
+transitions, so the arrays are rectangular ``[num_tasks, N, ...]`` and sampling needs no ragged
+indexing. Transitions of a task are stored as contiguous streams: checkpoint by checkpoint, and
+within a checkpoint environment by environment, in time order.
+
+=================  ==================  =========  =================================================
+array              shape               dtype      meaning
+=================  ==================  =========  =================================================
+obs                [T, N, obs_dim]     float32    observation acted on
+action             [T, N, action_dim]  float32    action taken, in the family's action box
+reward             [T, N]              float32    the task's reward
+next_obs           [T, N, obs_dim]     float32    observation reached (before any reset)
+terminated         [T, N]              bool       true terminal state (no bootstrapping)
+truncated          [T, N]              bool       episode cut by the horizon
+episode            [T, N]              int32      episode index within the task, from 0
+timestep           [T, N]              int32      step index within the episode, from 0
+checkpoint         [T, N]              int32      behaviour-policy checkpoint that produced it
+attributes         [T, attr_dim]       float32    task attribute vectors p_i
+is_test            [T]                 bool       task belongs to the family's unseen test split
+param/<name>       [T, ...]            float32    the task's physical parameters
+meta.json          [bytes]             uint8      metadata, JSON (below)
+=================  ==================  =========  =================================================
+
+``done`` is ``terminated | truncated``; an episode ends where ``episode`` changes (the last
+episode of a stream may be cut by the collection budget without a done flag). Metadata keys:
+``format``, ``version``, ``family``, ``family_config``, ``obs_dim``, ``action_dim``, ``attr_dim``,
+``action_low``, ``action_high``, ``num_tasks``, ``transitions_per_task``, ``checkpoints`` (ids
+present), ``checkpoint_env_steps`` (environment steps per task of checkpoint k is ``k * value``),
+``checkpoint_returns`` (``[T][C]`` mean completed-episode return per checkpoint), ``split``
+(``train`` or ``ood``), ``provenance`` (how it was made: collection config), ``sha256`` (of every
+array). No wall-clock time is stored, so the same collection gives byte-identical files.
+
+Writes go to a temporary file in the destination directory, are flushed and fsync-ed, and are
+renamed over the destination, so a crash never leaves a half-written dataset under its name.
+Loading checks the container, format, version, keys, dtypes, shapes, checksums, finiteness,
+index ranges and (if asked) the family, and raises :class:`DatasetError` naming the problem.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import zipfile
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from jaxomrl.io import atomic_write
+
+FORMAT = "jaxomrl.MultiTaskDataset"
+VERSION = 1
+
+# name -> (dtype, trailing shape as metadata keys or ints)
+TRANSITION_FIELDS = {
+    "obs": (np.float32, ("obs_dim",)),
+    "action": (np.float32, ("action_dim",)),
+    "reward": (np.float32, ()),
+    "next_obs": (np.float32, ("obs_dim",)),
+    "terminated": (np.bool_, ()),
+    "truncated": (np.bool_, ()),
+    "episode": (np.int32, ()),
+    "timestep": (np.int32, ()),
+    "checkpoint": (np.int32, ()),
+}
+REQUIRED_META = ("format", "version", "family", "family_config", "obs_dim", "action_dim",
+                 "attr_dim", "action_low", "action_high", "num_tasks", "transitions_per_task",
+                 "checkpoints", "checkpoint_env_steps", "checkpoint_returns", "split",
+                 "provenance", "sha256")
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, unreadable, of another version or family, or inconsistent."""
+
+
+@dataclasses.dataclass
+class MultiTaskDataset:
+    """Host-side dataset: numpy arrays (``transitions``, ``attributes``, ``is_test``,
+    ``task_params``) and a metadata dict. See the module docstring for shapes."""
+
+    transitions: Dict[str, np.ndarray]
+    attributes: np.ndarray
+    is_test: np.ndarray
+    task_params: Dict[str, np.ndarray]
+    meta: Dict[str, Any]
+
+    @property
+    def num_tasks(self) -> int:
+        return int(self.attributes.shape[0])
+
+    @property
+    def transitions_per_task(self) -> int:
+        return int(self.transitions["reward"].shape[1])
+
+    @property
+    def family(self) -> str:
+        return self.meta["family"]
+
+    def make_family(self):
+        """The task family (with its configuration) that produced the data."""
+        from jaxomrl import envs
+        return envs.make(self.meta["family"], **self.meta["family_config"])
+
+    def tasks(self):
+        """The data's tasks as a batched :class:`jaxomrl.envs.Task` (rebuilt from parameters)."""
+        return self.make_family().make_tasks(self.task_params)
+
+    def select_tasks(self, index) -> "MultiTaskDataset":
+        """A dataset with a subset of tasks (``index``: int array or bool mask over tasks)."""
+        index = np.arange(self.num_tasks)[np.asarray(index)]
+        if index.size == 0:
+            raise DatasetError("task selection is empty")
+        meta = dict(self.meta, num_tasks=int(index.size),
+                    checkpoint_returns=[self.meta["checkpoint_returns"][i] for i in index])
+        meta.pop("sha256", None)
+        return MultiTaskDataset(
+            transitions={k: v[index] for k, v in self.transitions.items()},
+            attributes=self.attributes[index], is_test=self.is_test[index],
+            task_params={k: v[index] for k, v in self.task_params.items()}, meta=meta)
+
+    def arrays(self) -> Dict[str, np.ndarray]:
+        out = dict(self.transitions)
+        out["attributes"] = self.attributes
+        out["is_test"] = self.is_test
+        out.update({f"param/{k}": v for k, v in self.task_params.items()})
+        return out
+
+    def to_device(self):
+        """The :class:`jaxomrl.data.sampler.TaskData` pytree for jitted sampling."""
+        from jaxomrl.data.sampler import TaskData
+        return TaskData.from_dataset(self)
+
+
+def _sha256(x: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
+
+
+def _check_meta_types(meta: Dict[str, Any], where: str) -> None:
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise DatasetError(f"{where}: metadata lacks {', '.join(missing)}")
+    if meta["format"] != FORMAT:
+        raise DatasetError(f"{where}: not a jaxomrl multi-task dataset (format {meta['format']!r})")
+    if meta["version"] != VERSION:
+        raise DatasetError(f"{where}: dataset format version {meta['version']} is not supported "
+                           f"(this jaxomrl reads version {VERSION}); re-collect or convert it")
+
+
+def validate(ds: MultiTaskDataset, where: str = "dataset", check_sha: bool = True) -> None:
+    """Raises :class:`DatasetError` if ``ds`` is inconsistent (shapes, dtypes, values)."""
+    meta = ds.meta
+    _check_meta_types(dict(meta, sha256=meta.get("sha256", {})), where)
+    t, n = int(meta["num_tasks"]), int(meta["transitions_per_task"])
+    if t < 1 or n < 1:
+        raise DatasetError(f"{where}: empty dataset ({t} tasks x {n} transitions)")
+    dims = {k: int(meta[k]) for k in ("obs_dim", "action_dim", "attr_dim")}
+    arrays = ds.arrays()
+    for name, (dtype, trail) in TRANSITION_FIELDS.items():
+        if name not in ds.transitions:
+            raise DatasetError(f"{where}: missing array {name!r}")
+        shape = (t, n) + tuple(dims[d] for d in trail)
+        _check_array(where, name, ds.transitions[name], dtype, shape)
+    _check_array(where, "attributes", ds.attributes, np.float32, (t, dims["attr_dim"]))
+    _check_array(where, "is_test", ds.is_test, np.bool_, (t,))
+    if not ds.task_params:
+        raise DatasetError(f"{where}: no task parameters (param/<name> arrays)")
+    for k, v in ds.task_params.items():
+        if v.dtype != np.float32 or v.ndim < 1 or v.shape[0] != t:
+            raise DatasetError(f"{where}: param/{k} must be float32 [{t}, ...], got "
+                               f"{v.dtype} {list(v.shape)}")
+    for name, v in arrays.items():
+        if v.dtype == np.float32 and not np.all(np.isfinite(v)):
+            bad = np.argwhere(~np.isfinite(v))[0].tolist()
+            raise DatasetError(f"{where}: array {name!r} has non-finite values (first at index "
+                               f"{bad})")
+    tr = ds.transitions
+    ckpts = np.asarray(meta["checkpoints"], np.int64)
+    if not np.all(np.isin(tr["checkpoint"], ckpts)):
+        raise DatasetError(f"{where}: 'checkpoint' holds ids outside metadata checkpoints "
+                           f"{ckpts.tolist()}")
+    if np.any(tr["episode"] < 0) or np.any(tr["timestep"] < 0):
+        raise DatasetError(f"{where}: negative 'episode' or 'timestep' index")
+    if np.any(np.diff(tr["episode"], axis=1) < 0):
+        raise DatasetError(f"{where}: 'episode' indices must be non-decreasing within a task")
+    if np.any(tr["terminated"] & tr["truncated"]):
+        raise DatasetError(f"{where}: a transition is both terminated and truncated")
+    if np.any(np.abs(tr["action"]) > max(abs(meta["action_low"]), abs(meta["action_high"])) + 1e-5):
+        raise DatasetError(f"{where}: actions outside the action box "
+                           f"[{meta['action_low']}, {meta['action_high']}]")
+    returns = np.asarray(meta["checkpoint_returns"], np.float64)
+    if returns.shape != (t, len(ckpts)):
+        raise DatasetError(f"{where}: checkpoint_returns must be [{t}][{len(ckpts)}], got "
+                           f"{list(returns.shape)}")
+    if check_sha:
+        sums = meta["sha256"]
+        if set(sums) != set(arrays):
+            raise DatasetError(f"{where}: checksums list {sorted(sums)} but the file holds "
+                               f"{sorted(arrays)}")
+        for name, v in arrays.items():
+            if _sha256(v) != sums[name]:
+                raise DatasetError(f"{where}: array {name!r} does not match its checksum "
+                                   f"(corrupted file)")
+
+
+def _check_array(where, name, x, dtype, shape):
+    if x.dtype != dtype:
+        raise DatasetError(f"{where}: array {name!r} has dtype {x.dtype}, expected "
+                           f"{np.dtype(dtype)}")
+    if tuple(x.shape) != tuple(shape):
+        raise DatasetError(f"{where}: array {name!r} has shape {list(x.shape)}, expected "
+                           f"{list(shape)}")
+
+
+def _write_npz(f, arrays: Dict[str, np.ndarray]) -> None:
+    """An ``np.load``-able zip of ``.npy`` members with fixed timestamps (reproducible bytes)."""
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(arrays[name]),
+                                          allow_pickle=False)
+
+
+def save(ds: MultiTaskDataset, path: str) -> str:
+    """Validates and writes ``ds`` atomically to ``path`` (``.npz`` appended if missing)."""
+    if not path.endswith(".npz"):
+        path += ".npz"
+    arrays = ds.arrays()
+    meta = dict(ds.meta, format=FORMAT, version=VERSION,
+                sha256={k: _sha256(v) for k, v in arrays.items()})
+    ds = dataclasses.replace(ds, meta=meta)
+    validate(ds, where=path)
+    blob = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)
+    atomic_write(path, lambda f: _write_npz(f, {"meta.json": blob, **arrays}))
+    return path
+
+
+def load(path: str, family: Optional[str] = None) -> MultiTaskDataset:
+    """Reads and validates a dataset; ``family`` (a name) must match if given."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no dataset at {path!r}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = list(z.files)
+            if "meta.json" not in names:
+                raise DatasetError(f"{path}: no meta.json entry; not a jaxomrl dataset")
+            arrays = {k: z[k] for k in names}
+    except DatasetError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+        raise DatasetError(f"{path}: unreadable dataset file (truncated or corrupted): "
+                           f"{type(e).__name__}: {e}") from e
+    try:
+        meta = json.loads(arrays.pop("meta.json").tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{path}: metadata is not valid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: metadata must be a JSON object")
+    _check_meta_types(meta, path)
+    if family is not None and meta["family"] != family:
+        raise DatasetError(f"{path}: dataset is from family {meta['family']!r}, expected "
+                           f"{family!r}")
+    expected = set(TRANSITION_FIELDS) | {"attributes", "is_test"}
+    missing = expected - set(arrays)
+    if missing:
+        raise DatasetError(f"{path}: missing arrays {sorted(missing)}")
+    extra = [k for k in arrays if k not in expected and not k.startswith("param/")]
+    if extra:
+        raise DatasetError(f"{path}: unexpected arrays {sorted(extra)}")
+    ds = MultiTaskDataset(
+        transitions={k: arrays[k] for k in TRANSITION_FIELDS},
+        attributes=arrays["attributes"], is_test=arrays["is_test"],
+        task_params={k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")},
+        meta=meta)
+    validate(ds, where=path)
+    return ds

@@ -1,0 +1,122 @@
+"""Jittable, task-balanced sampling from a multi-task dataset on the device.
+
+``TaskData`` is the dataset as a pytree of device arrays ``[T, N, ...]``. The samplers draw the
+same number of items from every requested task, so batches have static shapes ``[M, B, ...]``
+(``M`` tasks, ``B`` per task) and work inside ``jit``, ``vmap`` and ``lax.scan``:
+
+    data = dataset.to_device()
+    batch = sample_transitions(data, key, 256)                 # Transition [T, 256]
+    ctx, mask = sample_windows(data, key, 32, window=16)       # Transition [T, 32, 16], [T, 32, 16]
+    tasks = sample_task_subset(key, data.num_tasks, 16)        # a meta-batch of 16 task indices
+    batch = sample_transitions(data, key, 256, tasks)          # Transition [16, 256]
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jaxomrl.envs.base import Transition
+from jaxomrl.nets.actor_critic import unscale_action
+
+
+@struct.dataclass
+class TaskData:
+    """A multi-task dataset on the device. Actions are normalised to [-1, 1] (policies' space).
+
+    Shapes: ``transitions`` a :class:`Transition` with leaves ``[T, N, ...]``; ``episode``,
+    ``timestep``, ``checkpoint`` ``[T, N]``; ``attributes`` ``[T, attr_dim]``.
+    """
+
+    transitions: Transition
+    episode: jax.Array
+    timestep: jax.Array
+    checkpoint: jax.Array
+    attributes: jax.Array
+
+    @property
+    def num_tasks(self) -> int:
+        return int(self.episode.shape[0])
+
+    @property
+    def size(self) -> int:
+        """Transitions per task."""
+        return int(self.episode.shape[1])
+
+    @classmethod
+    def from_dataset(cls, ds) -> "TaskData":
+        tr = ds.transitions
+        low, high = float(ds.meta["action_low"]), float(ds.meta["action_high"])
+        action = unscale_action(tr["action"], low, high).astype(np.float32)
+        transitions = Transition(**{f: jnp.asarray(action if f == "action" else tr[f])
+                                    for f in Transition.__dataclass_fields__})
+        return cls(transitions=transitions, episode=jnp.asarray(tr["episode"]),
+                   timestep=jnp.asarray(tr["timestep"]), checkpoint=jnp.asarray(tr["checkpoint"]),
+                   attributes=jnp.asarray(ds.attributes))
+
+    def gather(self, tasks: jax.Array, index: jax.Array) -> Transition:
+        """Transitions at ``index [M, ...]`` of tasks ``tasks [M]``."""
+        flat = index.reshape(index.shape[0], -1)
+
+        def take(x):
+            x = x[tasks]
+            out = jnp.take_along_axis(x, flat.reshape(flat.shape + (1,) * (x.ndim - 2)), axis=1)
+            return out.reshape(index.shape + x.shape[2:])
+
+        return jax.tree_util.tree_map(take, self.transitions)
+
+
+def _tasks(data: TaskData, tasks: Optional[jax.Array]) -> jax.Array:
+    if tasks is None:
+        return jnp.arange(data.num_tasks)
+    tasks = jnp.asarray(tasks)
+    if tasks.ndim != 1:
+        raise ValueError(f"tasks must be a 1-D array of task indices, got shape {tasks.shape}")
+    return tasks
+
+
+def sample_task_subset(key: jax.Array, num_tasks: int, meta_batch: int) -> jax.Array:
+    """``meta_batch`` distinct task indices drawn uniformly from ``range(num_tasks)``."""
+    if not 1 <= meta_batch <= num_tasks:
+        raise ValueError(f"meta_batch must be in [1, {num_tasks}], got {meta_batch}")
+    return jax.random.choice(key, num_tasks, (meta_batch,), replace=False)
+
+
+def sample_transitions(data: TaskData, key: jax.Array, batch_size: int,
+                       tasks: Optional[jax.Array] = None) -> Transition:
+    """``batch_size`` transitions per task, uniformly with replacement: ``Transition [M, B]``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    tasks = _tasks(data, tasks)
+    index = jax.random.randint(key, (tasks.shape[0], batch_size), 0, data.size)
+    return data.gather(tasks, index)
+
+
+def sample_windows(data: TaskData, key: jax.Array, batch_size: int, window: int,
+                   tasks: Optional[jax.Array] = None, same_episode: bool = True
+                   ) -> Tuple[Transition, jax.Array]:
+    """Context windows: ``window`` consecutive transitions of one task ending at a uniform index.
+
+    Returns ``(Transition [M, B, W], mask [M, B, W])``: ``mask`` is False for positions before the
+    task's first transition and, with ``same_episode``, for transitions of an earlier episode than
+    the window's last one (so a window never mixes episodes or behaviour checkpoints). The last
+    position is always valid. Windows are right-aligned: padding comes first.
+    """
+    if batch_size < 1 or window < 1:
+        raise ValueError(f"batch_size and window must be >= 1, got {batch_size}, {window}")
+    if window > data.size:
+        raise ValueError(f"window ({window}) is longer than the data per task ({data.size})")
+    tasks = _tasks(data, tasks)
+    end = jax.random.randint(key, (tasks.shape[0], batch_size), 0, data.size)
+    pos = end[..., None] - (window - 1) + jnp.arange(window)
+    mask = pos >= 0
+    pos = jnp.maximum(pos, 0)
+    if same_episode:
+        episode = data.episode[tasks]
+        ep_pos = jnp.take_along_axis(episode, pos.reshape(pos.shape[0], -1), axis=1)
+        ep_end = jnp.take_along_axis(episode, end, axis=1)
+        mask = mask & (ep_pos.reshape(pos.shape) == ep_end[..., None])
+    return data.gather(tasks, pos), mask

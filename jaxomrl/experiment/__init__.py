@@ -1,0 +1,1 @@
+"""Experiment infrastructure shared by the drivers in ``experiments/``: checkpoints, logging."""

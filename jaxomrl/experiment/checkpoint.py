@@ -1,0 +1,55 @@
+"""Orbax checkpointing of whole training-state pytrees, for resumable runs.
+
+Orbax writes each step to a temporary directory and renames it when complete, so a run killed
+mid-save resumes from the previous complete step.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+
+def _nonempty(tree: Any) -> Dict[str, Any]:
+    """Leaves by flat index, without zero-size arrays (which orbax cannot store; simulator
+    states such as ``mjx.Data`` have some). ``restore`` recreates them from the template."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    return {str(i): x for i, x in enumerate(leaves) if math.prod(x.shape) > 0}
+
+
+class Checkpointer:
+    """Saves / restores a pytree by integer step in ``directory`` (keeps the newest ``max_to_keep``)."""
+
+    def __init__(self, directory: str, max_to_keep: int = 2):
+        self.directory = os.path.abspath(directory)
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                                                 cleanup_tmp_directories=True))
+
+    def latest_step(self) -> Optional[int]:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any) -> None:
+        """Starts saving ``state`` as ``step`` (asynchronously; ``wait`` or the next save joins)."""
+        self._manager.save(step, args=ocp.args.StandardSave(_nonempty(state)))
+
+    def restore(self, step: int, like: Any) -> Any:
+        """The state saved at ``step``, with the structure, shapes and dtypes of ``like``
+        (arrays or ``jax.ShapeDtypeStruct`` leaves, e.g. from ``jax.eval_shape``)."""
+        leaves, treedef = jax.tree_util.tree_flatten(like)
+        target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _nonempty(like))
+        saved = self._manager.restore(step, args=ocp.args.StandardRestore(target))
+        out = [saved[str(i)] if str(i) in saved else jnp.zeros(x.shape, x.dtype)
+               for i, x in enumerate(leaves)]
+        return jax.tree_util.tree_unflatten(treedef, out)
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()

@@ -1,0 +1,137 @@
+"""Online SAC in a task family: one agent per task, trained in parallel environments.
+
+``make_online_sac(family, config)`` returns ``OnlineSAC(init, train)``:
+
+    state = init(key, task)                       # agent, replay buffer, envs; runs the warm-up
+    state, metrics = train(state, task, num_iterations)   # lax.scan over iterations
+
+An iteration steps all ``num_envs`` auto-resetting environments once with actions sampled from
+the current policy, appends the transitions to the task's replay buffer, and performs
+``updates_per_iteration`` SAC updates on minibatches from it. Both functions are pure, so
+
+    jax.jit(jax.vmap(train, in_axes=(0, 0, None)), static_argnums=2)(states, tasks, n)
+
+trains an independent agent on every task of a batch in one program (per-task parameters,
+buffers, environments and PRNG streams).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Dict, NamedTuple, Tuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxomrl.data.replay import ReplayBuffer, replay_add, replay_init, replay_sample
+from jaxomrl.envs.base import EnvState, Task, TaskFamily, Transition
+from jaxomrl.learners.sac import SAC, SACConfig, SACState, make_sac
+from jaxomrl.nets.actor_critic import scale_action
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineSACConfig:
+    sac: SACConfig = SACConfig()
+    num_envs: int = 8
+    buffer_capacity: int = 100_000
+    warmup_steps: int = 1_000           # env steps per task with uniform actions, no updates
+    updates_per_iteration: int = 1      # gradient updates per step of all num_envs envs
+    train_reward: str = "reward"        # "reward", or an info key of the family (reward shaping)
+
+    def __post_init__(self):
+        if self.num_envs < 1 or self.updates_per_iteration < 0 or self.warmup_steps < 0:
+            raise ValueError("num_envs must be >= 1; updates_per_iteration, warmup_steps >= 0")
+        if self.buffer_capacity < self.num_envs:
+            raise ValueError(f"buffer_capacity ({self.buffer_capacity}) must hold at least one "
+                             f"step of all envs ({self.num_envs})")
+
+    def validate_for(self, family: TaskFamily) -> None:
+        if self.train_reward != "reward" and self.train_reward not in family.info_keys:
+            raise ValueError(f"train_reward {self.train_reward!r} is neither 'reward' nor an info "
+                             f"key of {family.name} ({', '.join(family.info_keys) or 'none'})")
+
+
+@struct.dataclass
+class OnlineSACState:
+    agent: SACState
+    buffer: ReplayBuffer
+    env: EnvState            # [num_envs]
+    key: jax.Array
+    episode_return: jax.Array  # [num_envs] task-reward return of the running episodes
+    env_steps: jax.Array     # [] environment steps taken (all envs)
+
+
+class OnlineSAC(NamedTuple):
+    init: Callable[[jax.Array, Task], OnlineSACState]
+    train: Callable[[OnlineSACState, Task, int], Tuple[OnlineSACState, Dict[str, jax.Array]]]
+    sac: SAC
+    config: OnlineSACConfig
+
+
+def make_online_sac(family: TaskFamily, config: OnlineSACConfig) -> OnlineSAC:
+    config.validate_for(family)
+    sac = make_sac(config.sac, family.obs_dim, family.action_dim)
+    num_envs = config.num_envs
+    step_envs = jax.vmap(family.step_autoreset, in_axes=(None, 0, 0))
+
+    def iterate(state: OnlineSACState, task: Task, num_iterations: int, random_actions: bool):
+        def body(s: OnlineSACState, _):
+            key, k_act, k_upd = jax.random.split(s.key, 3)
+            if random_actions:
+                action = jax.random.uniform(k_act, (num_envs, family.action_dim), minval=-1.0,
+                                            maxval=1.0)
+            else:
+                action = sac.act(s.agent.actor_params, s.env.obs, k_act)
+            nxt = step_envs(task, s.env,
+                            scale_action(action, family.action_low, family.action_high))
+            reward = nxt.reward if config.train_reward == "reward" else nxt.info[config.train_reward]
+            buffer = replay_add(s.buffer, Transition(
+                obs=s.env.obs, action=action, reward=reward, next_obs=nxt.next_obs,
+                terminated=nxt.terminated, truncated=nxt.truncated))
+            ep_return = s.episode_return + nxt.reward
+            done = nxt.done
+            finished = (jnp.sum(jnp.where(done, ep_return, 0.0)), jnp.sum(done))
+            agent, metrics = s.agent, {}
+            if not random_actions and config.updates_per_iteration > 0:
+                def update(agent, k):
+                    k_batch, k_sac = jax.random.split(k)
+                    batch = replay_sample(buffer, k_batch, config.sac.batch_size)
+                    return sac.update(agent, batch, k_sac)
+
+                agent, metrics = jax.lax.scan(
+                    update, agent, jax.random.split(k_upd, config.updates_per_iteration))
+                metrics = jax.tree_util.tree_map(jnp.mean, metrics)
+            new = OnlineSACState(agent=agent, buffer=buffer, env=nxt, key=key,
+                                 episode_return=jnp.where(done, 0.0, ep_return),
+                                 env_steps=s.env_steps + num_envs)
+            return new, (finished, metrics)
+
+        state, ((ret_sum, ret_count), metrics) = jax.lax.scan(body, state, None, num_iterations)
+        count = jnp.sum(ret_count)
+        out = {k: jnp.mean(v) for k, v in metrics.items()}
+        out["episode_return"] = jnp.where(count > 0, jnp.sum(ret_sum) / jnp.maximum(count, 1),
+                                          jnp.nan)
+        out["episodes"] = count
+        return state, out
+
+    def init(key: jax.Array, task: Task) -> OnlineSACState:
+        k_agent, k_env, k_run = jax.random.split(key, 3)
+        family.check_task(task)
+        env = jax.vmap(family.reset, in_axes=(None, 0))(task, jax.random.split(k_env, num_envs))
+        example = Transition(obs=jnp.zeros(family.obs_dim), action=jnp.zeros(family.action_dim),
+                             reward=jnp.zeros(()), next_obs=jnp.zeros(family.obs_dim),
+                             terminated=jnp.zeros((), bool), truncated=jnp.zeros((), bool))
+        state = OnlineSACState(agent=sac.init(k_agent),
+                               buffer=replay_init(example, config.buffer_capacity), env=env,
+                               key=k_run, episode_return=jnp.zeros(num_envs),
+                               env_steps=jnp.zeros((), jnp.int32))
+        warmup_iterations = math.ceil(config.warmup_steps / num_envs)
+        if warmup_iterations:
+            state, _ = iterate(state, task, warmup_iterations, random_actions=True)
+        return state
+
+    def train(state: OnlineSACState, task: Task, num_iterations: int):
+        return iterate(state, task, num_iterations, random_actions=False)
+
+    return OnlineSAC(init=init, train=train, sac=sac, config=config)

@@ -1,0 +1,69 @@
+"""Soft Actor-Critic losses (Haarnoja et al. 2018, "SAC: algorithms and applications").
+
+Written on network *outputs* so they can be used with any actor / critic / conditioning head.
+Batch axes are written ``[B]``; ``n`` is the number of critics in the ensemble. Every function
+is pure and jittable; none applies ``stop_gradient`` to its inputs except where stated, so the
+caller decides what is differentiated (e.g. the TD target is computed from target networks).
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+
+
+def soft_q_target(reward: jax.Array, terminated: jax.Array, next_q: jax.Array,
+                  next_log_prob: jax.Array, alpha: jax.Array, discount: float) -> jax.Array:
+    """Soft Bellman target ``y = r + gamma (1 - d) (min_k Q'_k(s', a') - alpha log pi(a'|s'))``.
+
+    Args:
+      reward: ``[B]``.
+      terminated: ``[B]`` bool or {0, 1}; only true terminal states cut the bootstrap (a time-limit
+        truncation is not terminal).
+      next_q: ``[n, B]`` target-critic values at ``(s', a' ~ pi(.|s'))``.
+      next_log_prob: ``[B]`` ``log pi(a'|s')``.
+      alpha: ``[]`` entropy temperature.
+      discount: gamma.
+    Returns: ``[B]`` targets, with gradients stopped.
+    """
+    soft_v = jnp.min(next_q, axis=0) - alpha * next_log_prob
+    not_done = 1.0 - terminated.astype(reward.dtype)
+    return jax.lax.stop_gradient(reward + discount * not_done * soft_v)
+
+
+def critic_loss(q: jax.Array, target: jax.Array) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """Clipped double-Q regression ``L_Q = sum_k mean_B (Q_k(s, a) - y)^2``.
+
+    Args: q ``[n, B]`` critic values at the data's ``(s, a)``; target ``[B]``.
+    Returns: (scalar loss, metrics).
+    """
+    err = q - target[None]
+    loss = jnp.sum(jnp.mean(err ** 2, axis=-1))
+    return loss, {"critic_loss": loss, "q_mean": jnp.mean(q), "td_abs": jnp.mean(jnp.abs(err))}
+
+
+def sac_actor_loss(q: jax.Array, log_prob: jax.Array, alpha: jax.Array
+                   ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """``L_pi = mean_B (alpha log pi(a|s) - min_k Q_k(s, a))`` with ``a ~ pi(.|s)`` reparameterised.
+
+    Args: q ``[n, B]`` critic values at the policy's actions; log_prob ``[B]``; alpha ``[]``
+    (treated as a constant here).
+    """
+    alpha = jax.lax.stop_gradient(alpha)
+    loss = jnp.mean(alpha * log_prob - jnp.min(q, axis=0))
+    return loss, {"actor_loss": loss, "entropy": -jnp.mean(log_prob)}
+
+
+def temperature_loss(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: float
+                     ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """``L_alpha = -log(alpha) * mean_B (log pi(a|s) + H_target)``.
+
+    Gradient descent raises alpha when the policy's entropy ``-E log pi`` is below ``H_target``
+    and lowers it when above. ``log_prob`` ``[B]`` is treated as a constant. (Parameterised by
+    ``log alpha``, as most implementations: the stationary point is the same as for
+    ``-alpha (log pi + H)``.)
+    """
+    log_prob = jax.lax.stop_gradient(log_prob)
+    loss = -log_alpha * jnp.mean(log_prob + target_entropy)
+    return loss, {"alpha_loss": loss, "alpha": jnp.exp(log_alpha)}

@@ -1,0 +1,7 @@
+"""Flax networks: MLPs, actors, critics (and, in later modules, heads and encoders)."""
+from jaxomrl.nets.actor_critic import (Critic, TanhGaussianActor, scale_action, tanh_gaussian_mode,
+                                       tanh_gaussian_sample, unscale_action)
+from jaxomrl.nets.mlp import MLP
+
+__all__ = ["MLP", "Critic", "TanhGaussianActor", "scale_action", "unscale_action",
+           "tanh_gaussian_sample", "tanh_gaussian_mode"]

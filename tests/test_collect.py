@@ -1,0 +1,102 @@
+"""Data collection end to end on the point robot: SAC learns, data spans returns, resume is exact."""
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jaxomrl.data import collect as C
+from jaxomrl.data import dataset as ds_lib
+from jaxomrl.learners.online_sac import OnlineSACConfig
+from jaxomrl.learners.sac import SACConfig
+
+CONFIG = C.CollectConfig(
+    family="point_robot_sparse", num_tasks=3,
+    online=OnlineSACConfig(sac=SACConfig(hidden=(32, 32), batch_size=64), num_envs=8,
+                           buffer_capacity=8_000, warmup_steps=400, updates_per_iteration=4,
+                           train_reward="dense_reward"),
+    num_checkpoints=6, checkpoint_interval=200, train_checkpoints=(1, 6),
+    transitions_per_task=800, ood_transitions_per_task=1000, rollout_envs=10)
+
+
+def _quiet(msg):
+    del msg
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("full"))
+    return out, C.collect(CONFIG, out, log=_quiet)
+
+
+def test_sac_learns_and_data_spans_low_to_high_return(uninterrupted):
+    out, result = uninterrupted
+    train = ds_lib.load(result.train_path, family="point_robot_sparse")
+    ood = ds_lib.load(result.ood_path)
+    assert train.num_tasks == 3 and train.transitions_per_task == 800
+    assert ood.meta["checkpoints"] == [0, 2, 3, 4, 5] and ood.meta["split"] == "ood"
+    r = np.asarray(train.meta["checkpoint_returns"], float)  # [task, (ckpt 1, ckpt 6)]
+    # first checkpoint: barely reaches the goal; last: every task's policy reaches its own goal
+    assert np.all(r[:, 0] < 1.0), r
+    assert np.all(r[:, 1] > 4.0), r
+    final = train.transitions["checkpoint"] == 6
+    ep = train.transitions["episode"]
+    for t in range(3):
+        rewards = np.bincount(ep[t][final[t]], weights=train.transitions["reward"][t][final[t]])
+        assert np.mean(rewards[np.unique(ep[t][final[t]])] > 0) > 0.8
+    # the data were collected in the tasks recorded in the file
+    tasks = train.tasks()
+    assert tasks.num_tasks == 3 and not train.is_test.any()
+    curve = [x for x in json.load(open(os.path.join(out, "summary.json")))[
+        "training_curve_mean_return"]]
+    assert curve[-1] > curve[0] + 3.0
+    progress = open(os.path.join(out, "progress.csv")).read().splitlines()
+    assert len(progress) == 1 + CONFIG.num_checkpoints
+
+
+def test_killed_and_resumed_collection_gives_the_same_datasets(uninterrupted, tmp_path):
+    _, full = uninterrupted
+    out = str(tmp_path / "resumed")
+    assert C.collect(CONFIG, out, log=_quiet, stop_after_chunks=2) is None
+    assert not os.path.exists(os.path.join(out, "train.npz"))
+    logs = []
+    resumed = C.collect(CONFIG, out, log=logs.append)
+    assert any("resumed" in m and "checkpoint 2/6" in m for m in logs), logs
+    for a, b in ((full.train_path, resumed.train_path), (full.ood_path, resumed.ood_path)):
+        assert open(a, "rb").read() == open(b, "rb").read()
+    # a finished directory is reused, and one collection's directory refuses another config
+    logs.clear()
+    C.collect(CONFIG, out, log=logs.append)
+    assert any("already complete" in m for m in logs)
+    with pytest.raises(ValueError, match="different configuration.*seed"):
+        C.collect(dataclasses.replace(CONFIG, seed=1), out, log=_quiet)
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(train_checkpoints=(7,)), r"outside 0..6"),
+    (dict(train_checkpoints=(1, 1)), "duplicates"),
+    (dict(transitions_per_task=805), "multiple of"),
+    (dict(ood_checkpoints=(1,)), "both train and ood"),
+    (dict(tasks="valid"), "tasks must be"),
+])
+def test_config_errors(change, match):
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(CONFIG, **change)
+
+
+@pytest.mark.parametrize("family", ["point_robot_sparse", "cheetah_vel", "hopper_gravity"])
+def test_presets_are_valid_configs(family):
+    cfg = C.config_from_settings(family, C.preset(family))
+    assert max(cfg.train_checkpoints) <= cfg.num_checkpoints
+
+
+def test_settings_errors():
+    s = C.preset("point_robot_sparse")
+    with pytest.raises(ValueError, match="multiple of num_envs"):
+        C.config_from_settings("point_robot_sparse", dict(s, sac_steps=1001))
+    cfg = C.config_from_settings("point_robot_sparse", s, num_tasks=5)
+    assert cfg.num_checkpoints == 12 and cfg.checkpoint_interval == 250
+    assert C.CollectConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
+    with pytest.raises(ValueError, match="num_tasks=50 but"):
+        C.select_tasks(dataclasses.replace(cfg, num_tasks=50))

@@ -1,0 +1,126 @@
+"""SAC: losses equal their equations, the tanh-Gaussian density, vmapped-over-tasks training."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxomrl import envs
+from jaxomrl.learners.online_sac import OnlineSACConfig, make_online_sac
+from jaxomrl.learners.sac import SACConfig
+from jaxomrl.losses import sac as L
+from jaxomrl.nets.actor_critic import tanh_gaussian_sample
+
+RNG = np.random.default_rng(0)
+B, N = 64, 2
+
+
+def test_soft_q_target_matches_equation():
+    r, nq, lp = RNG.normal(size=B), RNG.normal(size=(N, B)), RNG.normal(size=B)
+    term = RNG.random(B) < 0.3
+    alpha, gamma = 0.37, 0.95
+    want = r + gamma * (1 - term) * (nq.min(0) - alpha * lp)
+    got = L.soft_q_target(jnp.asarray(r, jnp.float32), jnp.asarray(term), jnp.asarray(nq, jnp.float32),
+                          jnp.asarray(lp, jnp.float32), jnp.float32(alpha), gamma)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # terminal transitions do not bootstrap
+    np.testing.assert_allclose(np.asarray(got)[term], r[term], rtol=1e-6)
+
+
+def test_critic_loss_matches_equation_and_pulls_q_to_target():
+    q, y = RNG.normal(size=(N, B)).astype(np.float32), RNG.normal(size=B).astype(np.float32)
+    want = sum(np.mean((q[k] - y) ** 2) for k in range(N))
+    loss, _ = L.critic_loss(jnp.asarray(q), jnp.asarray(y))
+    np.testing.assert_allclose(loss, want, rtol=1e-5)
+    g = jax.grad(lambda q: L.critic_loss(q, jnp.asarray(y))[0])(jnp.asarray(q))
+    np.testing.assert_allclose(g, 2 * (q - y) / B, rtol=1e-4, atol=1e-6)
+
+
+def test_actor_loss_matches_equation_and_ignores_alpha_gradient():
+    q, lp = RNG.normal(size=(N, B)).astype(np.float32), RNG.normal(size=B).astype(np.float32)
+    alpha = 0.2
+    want = np.mean(alpha * lp - q.min(0))
+    loss, m = L.sac_actor_loss(jnp.asarray(q), jnp.asarray(lp), jnp.float32(alpha))
+    np.testing.assert_allclose(loss, want, rtol=1e-5)
+    np.testing.assert_allclose(m["entropy"], -lp.mean(), rtol=1e-5)
+    g_alpha = jax.grad(lambda a: L.sac_actor_loss(jnp.asarray(q), jnp.asarray(lp), a)[0])(0.2)
+    assert g_alpha == 0.0
+    # only the smaller critic receives gradient, with weight -1/B
+    gq = np.asarray(jax.grad(lambda q: L.sac_actor_loss(q, jnp.asarray(lp), 0.2)[0])(jnp.asarray(q)))
+    lower = q.argmin(0)
+    np.testing.assert_allclose(gq[lower, np.arange(B)], -1.0 / B, rtol=1e-5)
+    np.testing.assert_allclose(gq[1 - lower, np.arange(B)], 0.0)
+
+
+@pytest.mark.parametrize("entropy_gap", [+1.0, -1.0])
+def test_temperature_loss_equation_and_direction(entropy_gap):
+    target = -2.0
+    # log_prob = -(entropy) with entropy = target + gap
+    lp = jnp.full((B,), -(target + entropy_gap))
+    log_alpha = jnp.float32(np.log(0.3))
+    loss, _ = L.temperature_loss(log_alpha, lp, target)
+    np.testing.assert_allclose(loss, -np.log(0.3) * (-(target + entropy_gap) + target), rtol=1e-5)
+    grad = jax.grad(lambda a: L.temperature_loss(a, lp, target)[0])(log_alpha)
+    # entropy above the target (gap > 0): descent lowers alpha; below: raises it
+    assert np.sign(grad) == np.sign(entropy_gap)
+
+
+def test_tanh_gaussian_log_prob_is_change_of_variables_and_normalised():
+    mean = jnp.asarray(RNG.normal(size=(B, 3)), jnp.float32)
+    log_std = jnp.asarray(RNG.uniform(-1, 0.5, size=(B, 3)), jnp.float32)
+    key = jax.random.PRNGKey(3)
+    a, lp = tanh_gaussian_sample(mean, log_std, key)
+    u = np.arctanh(np.clip(np.asarray(a, np.float64), -1 + 1e-7, 1 - 1e-7))
+    std = np.exp(np.asarray(log_std, np.float64))
+    want = np.sum(-0.5 * ((u - np.asarray(mean)) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)
+                  - np.log(1 - np.tanh(u) ** 2), axis=-1)
+    np.testing.assert_allclose(lp, want, rtol=1e-3, atol=1e-3)
+    assert np.all(np.abs(np.asarray(a)) <= 1.0)
+    # 1-D density integrates to one over (-1, 1)
+    u_grid = np.linspace(-8, 8, 20001)
+    m1, s1 = 0.3, 0.8
+    a_grid = np.tanh(u_grid)
+    dens = np.exp(-0.5 * ((u_grid - m1) / s1) ** 2) / (s1 * np.sqrt(2 * np.pi)) / (1 - a_grid ** 2)
+    assert abs(np.trapezoid(dens, a_grid) - 1.0) < 1e-3
+
+
+# ---------------------------------------------------------------- vmapped training
+TINY = OnlineSACConfig(sac=SACConfig(hidden=(16, 16), batch_size=32), num_envs=4,
+                       buffer_capacity=512, warmup_steps=32, updates_per_iteration=2,
+                       train_reward="dense_reward")
+ITERS = 12
+
+
+@functools.cache
+def _online_fns():
+    family = envs.make("point_robot_sparse")
+    o = make_online_sac(family, TINY)
+    single = jax.jit(lambda k, t: o.train(o.init(k, t), t, ITERS))
+    batched = jax.jit(jax.vmap(lambda k, t: o.train(o.init(k, t), t, ITERS)))
+    return family, single, batched
+
+
+def test_vmapped_over_tasks_equals_per_task_training():
+    family, single, batched = _online_fns()
+    tasks = family.sample_tasks(jax.random.PRNGKey(1), 3)
+    keys = jax.random.split(jax.random.PRNGKey(2), 3)
+    states, metrics = batched(keys, tasks)
+    assert int(states.agent.step[0]) == ITERS * TINY.updates_per_iteration
+    for i in range(3):
+        s_i, m_i = single(keys[i], tasks[i])
+        for a, b in zip(jax.tree_util.tree_leaves(s_i.agent),
+                        jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda x: x[i], states.agent))):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(s_i.buffer.data.obs, states.buffer.data.obs[i], atol=1e-5)
+    # agents are independent: different tasks give different parameters
+    p = jax.tree_util.tree_leaves(states.agent.actor_params)[0]
+    assert not np.allclose(p[0], p[1])
+
+
+def test_online_config_errors():
+    with pytest.raises(ValueError, match="train_reward"):
+        make_online_sac(envs.make("point_robot_sparse"),
+                        OnlineSACConfig(train_reward="nonexistent"))
+    with pytest.raises(ValueError, match="buffer_capacity"):
+        OnlineSACConfig(num_envs=8, buffer_capacity=4)
