@@ -254,8 +254,14 @@ def _checkpoint_returns(reward, done, episode, ckpt_of, ids) -> list:
     return out
 
 
-def _build_dataset(config, family, tasks, is_test, tr, ids, split) -> dataset_lib.MultiTaskDataset:
-    """Host-side dataset from rollouts ``Transition [T, C, steps, envs]`` of checkpoints ``ids``."""
+def build_dataset(family: TaskFamily, tasks: Task, is_test, tr, ids: Sequence[int], split: str,
+                  provenance: Dict[str, Any], family_config: Optional[Dict[str, Any]] = None,
+                  checkpoint_env_steps: int = 0, warmup_env_steps: int = 0
+                  ) -> dataset_lib.MultiTaskDataset:
+    """A dataset from rollouts ``Transition [T, C, steps, envs]`` of behaviour policies ``ids``.
+
+    Any behaviour policies work (e.g. scripted ones for tests); ``provenance`` records how.
+    """
     tr = jax.device_get(tr)
     num_tasks, c, steps, n_env = tr.reward.shape
 
@@ -271,17 +277,15 @@ def _build_dataset(config, family, tasks, is_test, tr, ids, split) -> dataset_li
     reward = flat(tr.reward).astype(np.float32)
     returns = _checkpoint_returns(reward, done, episode, checkpoint, ids)
     meta = {
-        "family": family.name, "family_config": dict(config.family_config),
+        "family": family.name, "family_config": dict(family_config or {}),
         "obs_dim": family.obs_dim, "action_dim": family.action_dim, "attr_dim": family.attr_dim,
         "action_low": float(family.action_low), "action_high": float(family.action_high),
         "num_tasks": int(num_tasks), "transitions_per_task": int(reward.shape[1]),
         "checkpoints": [int(k) for k in ids],
-        "checkpoint_env_steps": config.env_steps_per_checkpoint,
-        "warmup_env_steps": math.ceil(config.online.warmup_steps / config.online.num_envs)
-        * config.online.num_envs,
+        "checkpoint_env_steps": int(checkpoint_env_steps),
+        "warmup_env_steps": int(warmup_env_steps),
         "checkpoint_returns": returns, "split": split,
-        "provenance": {"collect_config": config.to_json(), "jaxomrl_version": __version__,
-                       "policy": "deterministic" if config.deterministic else "stochastic"},
+        "provenance": dict(provenance, jaxomrl_version=__version__),
     }
     params = {k: np.asarray(v, np.float32) for k, v in jax.device_get(tasks.params).items()}
     return dataset_lib.MultiTaskDataset(
@@ -385,7 +389,14 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
         keys = jax.vmap(lambda t: jax.vmap(lambda c: jax.random.fold_in(
             jax.random.fold_in(base, t), c))(jnp.asarray(idx)))(jnp.arange(num_tasks))
         tr = progs.rollout(params, tasks, keys, steps)
-        ds = _build_dataset(config, family, tasks, is_test, tr, ids, split)
+        ds = build_dataset(
+            family, tasks, is_test, tr, ids, split,
+            provenance={"collect_config": config.to_json(),
+                        "policy": "deterministic" if config.deterministic else "stochastic"},
+            family_config=dict(config.family_config),
+            checkpoint_env_steps=config.env_steps_per_checkpoint,
+            warmup_env_steps=math.ceil(config.online.warmup_steps / config.online.num_envs)
+            * config.online.num_envs)
         paths[split] = dataset_lib.save(ds, os.path.join(out_dir, f"{split}.npz"))
         log(f"wrote {paths[split]}: {num_tasks} tasks x {ds.transitions_per_task} transitions "
             f"from checkpoints {list(ids)}")

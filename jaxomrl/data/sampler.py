@@ -120,3 +120,29 @@ def sample_windows(data: TaskData, key: jax.Array, batch_size: int, window: int,
         ep_end = jnp.take_along_axis(episode, end, axis=1)
         mask = mask & (ep_pos.reshape(pos.shape) == ep_end[..., None])
     return data.gather(tasks, pos), mask
+
+
+def sample_episodes(data: TaskData, key: jax.Array, batch_size: int, length: int,
+                    tasks: Optional[jax.Array] = None) -> Tuple[Transition, jax.Array]:
+    """Trajectory prefixes: ``length`` transitions from the start of a uniformly drawn episode.
+
+    Returns ``(Transition [M, B, L], mask [M, B, L])``; ``mask`` is False after the episode ends
+    (or the task's data ends). Windows are left-aligned, as recurrent encoders need.
+    """
+    if batch_size < 1 or length < 1:
+        raise ValueError(f"batch_size and length must be >= 1, got {batch_size}, {length}")
+    if length > data.size:
+        raise ValueError(f"length ({length}) is longer than the data per task ({data.size})")
+    tasks = _tasks(data, tasks)
+    starts_ok = data.timestep[tasks] == 0                                   # [M, N]
+    logits = jnp.where(starts_ok, 0.0, -jnp.inf)
+    start = jax.random.categorical(key, logits[:, None, :], axis=-1,
+                                   shape=(tasks.shape[0], batch_size))      # [M, B]
+    pos = start[..., None] + jnp.arange(length)
+    mask = pos < data.size
+    pos = jnp.minimum(pos, data.size - 1)
+    episode = data.episode[tasks]
+    ep_pos = jnp.take_along_axis(episode, pos.reshape(pos.shape[0], -1), axis=1).reshape(pos.shape)
+    ep_start = jnp.take_along_axis(episode, start, axis=1)
+    mask = mask & (ep_pos == ep_start[..., None])
+    return data.gather(tasks, pos), mask

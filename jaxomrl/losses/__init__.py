@@ -1,4 +1,17 @@
-"""Standalone, jittable loss functions. Each documents its shapes and the equation it implements."""
-from jaxomrl.losses.sac import (critic_loss, soft_q_target, sac_actor_loss, temperature_loss)
+"""Standalone, jittable loss functions. Each documents its shapes and the equation it implements.
 
-__all__ = ["critic_loss", "soft_q_target", "sac_actor_loss", "temperature_loss"]
+* ``sac``: soft Q target, critic, actor and temperature losses.
+* ``contrastive``: InfoNCE, R2PGO's similarity weights and weighted negatives (eq. 4-5), FOCAL's
+  distance metric, CORRO's noise negatives.
+* ``vae``: R2PGO's ELBO (eq. 2-3): trajectory reconstruction and sequential KL.
+ReDA's relative representation metric d(phi) is in ``jaxomrl.eval.metrics``.
+"""
+from jaxomrl.losses.contrastive import (corro_negatives, focal_distance_loss, info_nce,
+                                        sample_negative_tasks, similarity_weights,
+                                        weighted_info_nce)
+from jaxomrl.losses.sac import critic_loss, sac_actor_loss, soft_q_target, temperature_loss
+from jaxomrl.losses.vae import gaussian_kl, sequential_kl, vae_loss
+
+__all__ = ["critic_loss", "soft_q_target", "sac_actor_loss", "temperature_loss", "info_nce",
+           "similarity_weights", "sample_negative_tasks", "weighted_info_nce",
+           "focal_distance_loss", "corro_negatives", "gaussian_kl", "sequential_kl", "vae_loss"]

@@ -1,0 +1,37 @@
+"""How well task embeddings identify tasks: nearest-centroid accuracy and ReDA's d(phi)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def centroid_accuracy(z_reference: jax.Array, z_query: jax.Array) -> jax.Array:
+    """Nearest-centroid task identification.
+
+    ``z_reference [T, S, D]`` (embeddings of S contexts per task) defines one centroid per task;
+    each query embedding in ``z_query [T, S', D]`` is assigned to the nearest centroid. Returns the
+    fraction assigned to their own task (chance: 1 / T).
+    """
+    if z_reference.ndim != 3 or z_query.ndim != 3 or z_reference.shape[0] != z_query.shape[0]:
+        raise ValueError(f"expected [T, S, D] and [T, S', D], got {z_reference.shape}, "
+                         f"{z_query.shape}")
+    centroids = jnp.mean(z_reference, axis=1)                                   # [T, D]
+    d2 = jnp.sum((z_query[:, :, None] - centroids[None, None]) ** 2, axis=-1)    # [T, S', T]
+    return jnp.mean(jnp.argmin(d2, axis=-1) == jnp.arange(z_query.shape[0])[:, None])
+
+
+def relative_representation_metric(z_train_1: jax.Array, z_train_2: jax.Array,
+                                   z_test_1: jax.Array) -> jax.Array:
+    """ReDA eq. (8): ``d(phi) = mean ||z1 - z||^2 / mean ||z2 - z||^2`` over all pairs, where
+    ``z1 [N1, D]`` / ``z2 [N2, D]`` embed training contexts of tasks 1 / 2 and ``z [M, D]`` embeds
+    task 1's out-of-distribution test contexts. Near 0: the test contexts are recognised as task
+    1; near or above 1: they are not told apart from task 2.
+    """
+    for name, z in (("z_train_1", z_train_1), ("z_train_2", z_train_2), ("z_test_1", z_test_1)):
+        if z.ndim != 2 or z.shape[0] == 0:
+            raise ValueError(f"{name} must be a non-empty [N, D] array, got {z.shape}")
+
+    def mean_sq(a, b):
+        return jnp.mean(jnp.sum((a[:, None] - b[None]) ** 2, axis=-1))
+
+    return mean_sq(z_train_1, z_test_1) / mean_sq(z_train_2, z_test_1)

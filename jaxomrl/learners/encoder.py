@@ -1,0 +1,291 @@
+"""Task-encoder learner: any encoder, any weighted combination of representation losses.
+
+``make_encoder_learner(config, obs_dim, action_dim)`` returns ``EncoderLearner`` with pure
+
+    state = init(key)
+    state, metrics = update(state, data, key)          # one gradient step from a TaskData
+    state, metrics = train(state, data, key, steps)    # lax.scan of updates; metrics [steps]
+    z = embed(params, contexts, mask)                  # task embeddings of context windows
+    acc = evaluate(params, data_ref, data_query, key)  # nearest-centroid task accuracy
+
+Encoders (``config.encoder``):
+
+* ``gru``: R2PGO's recurrent VAE. Contexts are episode prefixes of ``window`` transitions; the
+  embedding of a context is the posterior mean after its last valid transition.
+* ``transformer``: ReDA's context encoder. Contexts are the ``window`` transitions before a
+  query transition; the query is the query transition's observation and the previous action.
+* ``mlp``: FOCAL / CORRO transition encoder pooled (mean or attention) over ``window``
+  transitions.
+
+Losses (weights in the config; any combination): ``vae`` (R2PGO eq. 2-3; gru only), ``infonce``
+(R2PGO eq. 4-5 with kernel width ``alpha``; ``alpha = 0`` is uniform negatives), ``focal``
+(distance metric), ``corro`` (InfoNCE on single transitions with noise negatives; mlp only).
+Every loss reads ``contexts_per_task`` contexts of ``meta_batch`` tasks per step. Per-step metrics
+are the loss terms and ``batch_task_accuracy`` (nearest-centroid task identification between the
+two halves of the batch's contexts); ``evaluate`` measures it on held-out contexts or tasks.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from jaxomrl.data.sampler import (TaskData, sample_episodes, sample_task_subset,
+                                  sample_transitions, sample_windows)
+from jaxomrl.envs.base import Transition
+from jaxomrl.eval.metrics import centroid_accuracy
+from jaxomrl.losses import contrastive, vae
+from jaxomrl.nets.encoders import (GRUEncoder, RewardDecoder, StateDecoder,
+                                   TransformerContextEncoder, TransitionSetEncoder,
+                                   transition_features)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    encoder: str = "gru"                 # gru | transformer | mlp
+    latent_dim: int = 5
+    hidden: int = 64                     # GRU state / transformer width / MLP width
+    pooling: str = "mean"                # mlp encoder: mean | attention
+    window: int = 16                     # transitions per context
+    contexts_per_task: int = 8
+    meta_batch: Optional[int] = None     # tasks per step (None: all)
+    learning_rate: float = 3e-4
+    vae_weight: float = 0.0
+    kl_weight: float = 0.1
+    decode_state: bool = False
+    infonce_weight: float = 0.0
+    alpha: float = 0.0                   # similarity kernel width (R2PGO eq. 4)
+    num_negatives: int = 16
+    temperature: float = 1.0
+    score: str = "dot"
+    focal_weight: float = 0.0
+    corro_weight: float = 0.0
+    corro_reward_std: float = 0.5
+    corro_next_obs_std: float = 0.0
+
+    def __post_init__(self):
+        if self.encoder not in ("gru", "transformer", "mlp"):
+            raise ValueError(f"encoder must be gru, transformer or mlp, got {self.encoder!r}")
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
+        if self.window < 1 or self.contexts_per_task < 1:
+            raise ValueError("window and contexts_per_task must be >= 1 (an empty context has "
+                             "no task information)")
+        if self.vae_weight and self.encoder != "gru":
+            raise ValueError("the VAE loss needs the recurrent encoder (encoder='gru')")
+        if self.corro_weight and self.encoder != "mlp":
+            raise ValueError("the CORRO loss needs the transition encoder (encoder='mlp')")
+        if self.infonce_weight and self.contexts_per_task < 2:
+            raise ValueError("InfoNCE needs contexts_per_task >= 2 (anchor and positive)")
+        if not any((self.vae_weight, self.infonce_weight, self.focal_weight, self.corro_weight)):
+            raise ValueError("no loss selected: set a positive vae/infonce/focal/corro weight")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+
+@struct.dataclass
+class EncoderState:
+    params: Any
+    opt_state: Any
+    step: jax.Array
+
+
+class EncoderLearner(NamedTuple):
+    init: Callable
+    update: Callable
+    train: Callable
+    embed: Callable
+    sample_contexts: Callable
+    evaluate: Callable
+    config: EncoderConfig
+
+
+class _Model(nn.Module):
+    """Encoder plus the decoders its losses need."""
+
+    config: EncoderConfig
+    obs_dim: int
+    action_dim: int
+
+    def setup(self):
+        c = self.config
+        if c.encoder == "gru":
+            self.encoder = GRUEncoder(c.hidden, c.latent_dim)
+            self.reward_decoder = RewardDecoder()
+            if c.decode_state:
+                self.state_decoder = StateDecoder(obs_dim=self.obs_dim)
+        elif c.encoder == "transformer":
+            self.encoder = TransformerContextEncoder(c.hidden, 1, c.latent_dim)
+        else:
+            self.encoder = TransitionSetEncoder((c.hidden, c.hidden), c.latent_dim, c.pooling)
+
+    def __call__(self, ctx: Transition, mask: jax.Array, query: Optional[Transition] = None):
+        """One context ``[W]`` -> embedding ``[latent]`` (and the GRU's posteriors)."""
+        feats = transition_features(ctx)
+        if self.config.encoder == "gru":
+            mu, logvar = self.encoder(feats)
+            last = jnp.maximum(jnp.sum(mask) , 1)
+            return mu[last], (mu, logvar)
+        if self.config.encoder == "transformer":
+            q = jnp.concatenate([query.obs, ctx.action[-1]], axis=-1)
+            return self.encoder(q, feats, mask), None
+        return self.encoder(feats, mask), None
+
+    def decode(self, z, tr: Transition):
+        r = self.reward_decoder(z, tr.obs, tr.action, tr.next_obs)
+        s = self.state_decoder(z, tr.obs, tr.action) if self.config.decode_state else None
+        return r, s
+
+    def per_transition(self, feats):
+        return self.encoder.per_transition(feats)
+
+
+def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -> EncoderLearner:
+    model = _Model(config, obs_dim, action_dim)
+    tx = optax.adam(config.learning_rate)
+    w = config.window
+
+    def sample_contexts(data: TaskData, key: jax.Array, num: int, tasks=None):
+        """``num`` contexts per task: (ctx Transition [M, num, W], mask [M, num, W], query)."""
+        if config.encoder == "gru":
+            ctx, mask = sample_episodes(data, key, num, w, tasks)
+            return ctx, mask, None
+        if config.encoder == "transformer":
+            full, mask = sample_windows(data, key, num, w + 1, tasks)
+            ctx = jax.tree_util.tree_map(lambda x: x[:, :, :-1], full)
+            query = jax.tree_util.tree_map(lambda x: x[:, :, -1], full)
+            return ctx, mask[:, :, :-1], query
+        ctx, mask = sample_windows(data, key, num, w, tasks)
+        return ctx, mask, None
+
+    def embed(params, ctx, mask, query=None):
+        """Embeddings ``[..., latent]`` of contexts with leading batch axes ``[...]``."""
+        lead = mask.shape[:-1]
+        flat = lambda x: None if x is None else jax.tree_util.tree_map(
+            lambda y: y.reshape((-1,) + y.shape[len(lead):]), x)
+        fn = lambda c, m, q: model.apply(params, c, m, q)[0]
+        z = jax.vmap(fn)(flat(ctx), mask.reshape((-1,) + mask.shape[len(lead):]), flat(query))
+        return z.reshape(lead + z.shape[-1:])
+
+    def init(key: jax.Array) -> EncoderState:
+        ex = Transition(obs=jnp.zeros((w, obs_dim)), action=jnp.zeros((w, action_dim)),
+                        reward=jnp.zeros((w,)), next_obs=jnp.zeros((w, obs_dim)),
+                        terminated=jnp.zeros((w,), bool), truncated=jnp.zeros((w,), bool))
+        q = jax.tree_util.tree_map(lambda x: x[0], ex) if config.encoder == "transformer" else None
+        params = model.init(key, ex, jnp.ones((w,), bool), q)
+        if config.encoder == "gru":
+            p2 = model.init(key, ex, jnp.ones((w,), bool), None, method=_decode_all)
+            params = {"params": {**p2["params"], **params["params"]}}
+        if config.corro_weight:
+            p3 = model.init(key, transition_features(ex), method=_Model.per_transition)
+            params = {"params": {**p3["params"], **params["params"]}}
+        return EncoderState(params=params, opt_state=tx.init(params),
+                            step=jnp.zeros((), jnp.int32))
+
+    def loss_fn(params, data: TaskData, key):
+        k_task, k_ctx, k_nce, k_vae, k_corro = jax.random.split(key, 5)
+        tasks = (None if config.meta_batch is None
+                 else sample_task_subset(k_task, data.num_tasks, config.meta_batch))
+        task_idx = jnp.arange(data.num_tasks) if tasks is None else tasks
+        ctx, mask, query = sample_contexts(data, k_ctx, config.contexts_per_task, tasks)
+        m_tasks, s = mask.shape[:2]
+        z = embed(params, ctx, mask, query)                                # [M, S, D]
+        total, metrics = 0.0, {}
+        if config.vae_weight:
+            flat = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), ctx)
+            keys = jax.random.split(k_vae, m_tasks * s)
+            l_vae, m_vae = jax.vmap(lambda c, m, k: model.apply(
+                params, c, m, k, config, method=_vae_terms))(flat, mask.reshape(-1, w), keys)
+            total += config.vae_weight * jnp.mean(l_vae)
+            metrics.update({k: jnp.mean(v) for k, v in m_vae.items()})
+        if config.infonce_weight:
+            l_nce, m_nce = contrastive.weighted_info_nce(
+                k_nce, z, data.attributes[task_idx], config.alpha, config.num_negatives,
+                config.temperature, config.score)
+            total += config.infonce_weight * l_nce
+            metrics.update(m_nce)
+        if config.focal_weight:
+            l_focal, m_focal = contrastive.focal_distance_loss(
+                z.reshape(m_tasks * s, -1), jnp.repeat(jnp.arange(m_tasks), s))
+            total += config.focal_weight * l_focal
+            metrics.update(m_focal)
+        if config.corro_weight:
+            l_corro, m_corro = _corro_loss(params, data, k_corro, task_idx)
+            total += config.corro_weight * l_corro
+            metrics.update(m_corro)
+        metrics["loss"] = total
+        if s >= 2:  # how well this batch's embeddings identify their tasks (held-in contexts)
+            metrics["batch_task_accuracy"] = centroid_accuracy(
+                jax.lax.stop_gradient(z[:, : s // 2]), jax.lax.stop_gradient(z[:, s // 2:]))
+        return total, metrics
+
+    def _corro_loss(params, data, key, task_idx):
+        k_a, k_p, k_n = jax.random.split(key, 3)
+        n = config.contexts_per_task
+        anchor = sample_transitions(data, k_a, n, task_idx)                # [M, n]
+        positive = sample_transitions(data, k_p, n, task_idx)
+        r_neg, s_neg = contrastive.corro_negatives(k_n, anchor.reward, anchor.next_obs,
+                                                   config.num_negatives, config.corro_reward_std,
+                                                   config.corro_next_obs_std)
+        k = config.num_negatives
+        rep = lambda x: jnp.broadcast_to(x[:, :, None], x.shape[:2] + (k,) + x.shape[2:])
+        neg = Transition(obs=rep(anchor.obs), action=rep(anchor.action), reward=r_neg,
+                         next_obs=s_neg, terminated=rep(anchor.terminated),
+                         truncated=rep(anchor.truncated))
+        per = lambda tr: model.apply(params, transition_features(tr), method=_Model.per_transition)
+        za, zp, zn = per(anchor), per(positive), per(neg)
+        d = za.shape[-1]
+        loss, m = contrastive.info_nce(za.reshape(-1, d), zp.reshape(-1, d),
+                                       zn.reshape(-1, k, d), config.temperature, config.score)
+        return loss, {"corro": loss, "corro_accuracy": m["infonce_accuracy"]}
+
+    def update(state: EncoderState, data: TaskData, key: jax.Array):
+        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, data, key)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return EncoderState(params=params, opt_state=opt_state, step=state.step + 1), metrics
+
+    def train(state: EncoderState, data: TaskData, key: jax.Array, num_steps: int):
+        return jax.lax.scan(lambda s, k: update(s, data, k), state,
+                            jax.random.split(key, num_steps))
+
+    def evaluate(params, data_reference: TaskData, data_query: TaskData, key: jax.Array,
+                 num_contexts: int = 32) -> jax.Array:
+        """Nearest-centroid accuracy: centroids from ``data_reference`` contexts, queries from
+        ``data_query`` contexts of the same tasks (e.g. another behaviour checkpoint)."""
+        if data_reference.num_tasks != data_query.num_tasks:
+            raise ValueError("reference and query data must hold the same tasks")
+        k1, k2 = jax.random.split(key)
+        z_ref = embed(params, *sample_contexts(data_reference, k1, num_contexts))
+        z_q = embed(params, *sample_contexts(data_query, k2, num_contexts))
+        return centroid_accuracy(z_ref, z_q)
+
+    return EncoderLearner(init=init, update=update, train=train, embed=embed,
+                          sample_contexts=sample_contexts, evaluate=evaluate, config=config)
+
+
+def _decode_all(model: _Model, ctx: Transition, mask, query):
+    """Init helper touching the decoders."""
+    del mask, query
+    z = jnp.zeros(ctx.reward.shape + (model.config.latent_dim,))
+    return model.decode(z, ctx)
+
+
+def _vae_terms(model: _Model, ctx: Transition, mask: jax.Array, key: jax.Array,
+               config: EncoderConfig):
+    """R2PGO eq. (2-3) for one episode prefix ``[W]``: every posterior decodes every transition."""
+    _, (mu, logvar) = model(ctx, mask)
+    eps = jax.random.normal(key, mu.shape)
+    m = mu + jnp.exp(0.5 * logvar) * eps                                  # [W+1, D]
+    w = ctx.reward.shape[0]
+    tile = lambda x: jnp.broadcast_to(x[None], (w + 1,) + x.shape)
+    r_pred, s_pred = model.decode(jnp.broadcast_to(m[:, None], (w + 1, w, m.shape[-1])),
+                                  jax.tree_util.tree_map(tile, ctx))
+    return vae.vae_loss(mu, logvar, r_pred, ctx.reward, mask,
+                        s_pred, ctx.next_obs if s_pred is not None else None,
+                        kl_weight=config.kl_weight)

@@ -1,0 +1,150 @@
+"""Task encoders: recurrent VAE (R2PGO / VariBAD), transformer context encoder (ReDA), and a
+transition-MLP set encoder with mean or attention pooling (FOCAL / CORRO).
+
+Encoders read transitions as feature vectors ``[s, a, r, s']`` (:func:`transition_features`) and
+work on unbatched inputs; ``vmap`` them over batch axes.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxomrl.envs.base import Transition
+from jaxomrl.nets.mlp import MLP
+
+LOGVAR_MIN, LOGVAR_MAX = -10.0, 4.0
+
+
+def transition_features(tr: Transition) -> jax.Array:
+    """``[..., 2 obs_dim + action_dim + 1]``: ``[s, a, r, s']`` of every transition."""
+    return jnp.concatenate([tr.obs, tr.action, tr.reward[..., None], tr.next_obs], axis=-1)
+
+
+class GRUEncoder(nn.Module):
+    """Recurrent posterior ``q(m | tau_{:t})``: ``x [L, F] -> (mu, logvar) [L+1, latent]``.
+
+    Row 0 is the posterior before any transition (from the zero hidden state); row t after t
+    transitions. ``step(h, x)`` advances one transition for online inference.
+    """
+
+    hidden: int = 64
+    latent_dim: int = 5
+    embed_dim: int = 32
+
+    def setup(self):
+        self.embed = nn.Dense(self.embed_dim)
+        self.cell = nn.GRUCell(self.hidden)
+        self.head = nn.Dense(2 * self.latent_dim)
+
+    def _posterior(self, h):
+        mu, logvar = jnp.split(self.head(h), 2, axis=-1)
+        return mu, jnp.clip(logvar, LOGVAR_MIN, LOGVAR_MAX)
+
+    def initial_state(self) -> jax.Array:
+        return jnp.zeros((self.hidden,))
+
+    def step(self, h: jax.Array, x: jax.Array):
+        h, _ = self.cell(h, nn.relu(self.embed(x)))
+        return h, self._posterior(h)
+
+    def __call__(self, x: jax.Array) -> Tuple[jax.Array, jax.Array]:
+        if x.ndim != 2:
+            raise ValueError(f"GRUEncoder takes one sequence [L, F]; vmap over batches, got "
+                             f"{x.shape}")
+        scan = nn.scan(lambda mdl, h, xt: mdl.cell(h, xt), variable_broadcast="params",
+                       split_rngs={"params": False})
+        h0 = self.initial_state()
+        _, hs = scan(self, h0, nn.relu(self.embed(x)))
+        return self._posterior(jnp.concatenate([h0[None], hs], axis=0))
+
+
+class RewardDecoder(nn.Module):
+    """``p(r | m, s, a, s')``: ``(z [..., D], features [..., F]) -> r [...]``."""
+
+    hidden: Sequence[int] = (32, 32)
+
+    @nn.compact
+    def __call__(self, z, s, a, s_next):
+        return MLP(self.hidden, 1)(jnp.concatenate([z, s, a, s_next], axis=-1))[..., 0]
+
+
+class StateDecoder(nn.Module):
+    """``p(s' | m, s, a)``: predicts the next observation."""
+
+    hidden: Sequence[int] = (64, 64)
+    obs_dim: int = 1
+
+    @nn.compact
+    def __call__(self, z, s, a):
+        return MLP(self.hidden, self.obs_dim)(jnp.concatenate([z, s, a], axis=-1))
+
+
+class TransformerContextEncoder(nn.Module):
+    """ReDA's context encoder: one attention layer whose query comes from the current observation
+    and last action and whose keys / values come from the context's state-action pairs.
+
+    ``(query_in [Q], context [W, C], mask [W]) -> z [latent_dim]``. Defaults: width 64, one head,
+    output 8 (ReDA appendix B.5).
+    """
+
+    width: int = 64
+    num_heads: int = 1
+    latent_dim: int = 8
+
+    @nn.compact
+    def __call__(self, query_in: jax.Array, context: jax.Array,
+                 mask: Optional[jax.Array] = None) -> jax.Array:
+        if context.ndim != 2 or context.shape[0] == 0:
+            raise ValueError(f"context must be a non-empty [W, C] array, got {context.shape}")
+        if mask is None:
+            mask = jnp.ones(context.shape[:1], bool)
+        q = nn.Dense(self.width)(query_in)[None]                          # [1, width]
+        kv = nn.relu(nn.Dense(self.width)(context))                       # [W, width]
+        attn = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, qkv_features=self.width)
+        h = attn(q, kv, mask=mask[None, None, :])[0]                      # [width]
+        h = nn.LayerNorm()(h + q[0])
+        h = h + MLP((self.width,), self.width)(h)
+        return nn.Dense(self.latent_dim)(nn.relu(h))
+
+
+class TransitionSetEncoder(nn.Module):
+    """FOCAL / CORRO style: an MLP embeds each transition, pooled over the context set.
+
+    ``(features [W, F], mask [W]) -> z [latent_dim]``; ``pooling`` is ``mean`` or ``attention``
+    (softmax weights from a learned score per transition). ``per_transition(features)`` gives the
+    unpooled embeddings ``[..., latent_dim]`` (CORRO's InfoNCE works on single transitions).
+    """
+
+    hidden: Sequence[int] = (64, 64)
+    latent_dim: int = 5
+    pooling: str = "mean"
+    normalize: bool = False
+
+    def setup(self):
+        if self.pooling not in ("mean", "attention"):
+            raise ValueError(f"pooling must be 'mean' or 'attention', got {self.pooling!r}")
+        self.mlp = MLP(self.hidden, self.latent_dim)
+        if self.pooling == "attention":
+            self.score = nn.Dense(1)
+
+    def per_transition(self, features: jax.Array) -> jax.Array:
+        z = self.mlp(features)
+        if self.normalize:
+            z = z / (jnp.linalg.norm(z, axis=-1, keepdims=True) + 1e-8)
+        return z
+
+    def __call__(self, features: jax.Array, mask: Optional[jax.Array] = None) -> jax.Array:
+        if features.ndim != 2 or features.shape[0] == 0:
+            raise ValueError(f"context must be a non-empty [W, F] array, got {features.shape}")
+        if mask is None:
+            mask = jnp.ones(features.shape[:1], bool)
+        z = self.per_transition(features)
+        if self.pooling == "mean":
+            w = mask.astype(z.dtype) / jnp.maximum(jnp.sum(mask), 1)
+        else:
+            logits = jnp.where(mask, self.score(features)[:, 0], -1e9)
+            w = jax.nn.softmax(logits) * jnp.any(mask)
+        return jnp.sum(w[:, None] * z, axis=0)
