@@ -1,15 +1,22 @@
-"""Soft Actor-Critic as a pure-functional learner.
+"""Soft Actor-Critic as a pure-functional learner, optionally task-conditioned and offline.
 
-``make_sac(config, obs_dim, action_dim)`` returns ``SAC(init, update, act)``:
+``make_sac(config, obs_dim, action_dim, latent_dim=0)`` returns ``SAC(init, update, act)``:
 
-    state = sac.init(key)                          # SACState pytree
-    state, metrics = sac.update(state, batch, key)  # one gradient step on a Transition batch [B]
-    action = sac.act(state.actor_params, obs, key, deterministic)   # in [-1, 1]^d
+    state = sac.init(key)                              # SACState pytree
+    state, metrics = sac.update(state, batch, key, z)  # one gradient step on a Transition [B]
+    action = sac.act(state.actor_params, obs, key, deterministic, z)   # in [-1, 1]^d
 
-All three are jittable and ``vmap``-able (e.g. over tasks: one independent agent per task).
-Actions in batches are in the normalised box [-1, 1]^d (see ``jaxomrl.nets.actor_critic``).
-One update does, in order: critic step on the soft Bellman target from the target critics,
-actor step through the updated critics, temperature step, Polyak averaging of the targets.
+All three are jittable and ``vmap``-able (over tasks, over seeds). Actions in batches are in the
+normalised box [-1, 1]^d (see ``jaxomrl.nets.actor_critic``). One update does, in order: critic
+step on the soft Bellman target from the target critics, actor step through the updated
+critics, temperature step, Polyak averaging of the targets.
+
+The same learner is the data-collection agent (``head="none"``: plain SAC on the state) and the
+offline meta-policy: ``head="concat"`` (``[s, z]``, the baselines) or ``"hyper"`` (R2PGO's
+hypernetwork-generated last layer, ``jaxomrl.nets.heads``) condition actor and critics on a
+task embedding ``z [B, latent_dim]`` (given, i.e. detached from the encoder), and
+``bc_weight > 0`` turns the actor loss into TD3+BC-style SAC+BC (``rl_weight = 0``: pure
+behaviour cloning, OM-BC; the critics are then not trained).
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ from jaxomrl.envs.base import Transition
 from jaxomrl.losses import sac as sac_losses
 from jaxomrl.nets.actor_critic import (Critic, TanhGaussianActor, tanh_gaussian_mode,
                                        tanh_gaussian_sample)
+from jaxomrl.nets.heads import ConditionedActor, ConditionedCritic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,8 +50,17 @@ class SACConfig:
     learn_alpha: bool = True
     target_entropy: Optional[float] = None  # None: -action_dim
     batch_size: int = 256
+    head: str = "none"                      # none | concat | hyper (task conditioning)
+    hyper_hidden: Tuple[int, ...] = (64,)
+    rl_weight: float = 1.0                  # SAC+BC: lambda (2.5 in TD3+BC / ReDA)
+    bc_weight: float = 0.0                  # > 0: SAC+BC actor loss; with rl_weight 0: BC only
 
     def __post_init__(self):
+        if self.head not in ("none", "concat", "hyper"):
+            raise ValueError(f"head must be none, concat or hyper, got {self.head!r}")
+        if self.rl_weight < 0 or self.bc_weight < 0 or (self.rl_weight == 0 and
+                                                        self.bc_weight == 0):
+            raise ValueError("rl_weight and bc_weight must be >= 0 and not both 0")
         if not self.hidden or min(self.hidden) < 1:
             raise ValueError(f"hidden sizes must be positive, got {self.hidden}")
         if not 0.0 < self.tau <= 1.0:
@@ -75,9 +92,26 @@ class SAC(NamedTuple):
     config: SACConfig
 
 
-def make_sac(config: SACConfig, obs_dim: int, action_dim: int) -> SAC:
-    actor = TanhGaussianActor(config.hidden, action_dim)
-    critic = Critic(config.hidden, config.num_critics)
+def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int = 0) -> SAC:
+    conditioned = config.head != "none"
+    if conditioned and latent_dim < 1:
+        raise ValueError(f"head {config.head!r} conditions on a task embedding: latent_dim >= 1")
+    if conditioned:
+        actor = ConditionedActor(config.hidden, action_dim, config.head, config.hyper_hidden)
+        critic = ConditionedCritic(config.hidden, config.num_critics, config.head,
+                                   config.hyper_hidden)
+    else:
+        actor = TanhGaussianActor(config.hidden, action_dim)
+        critic = Critic(config.hidden, config.num_critics)
+    offline_bc = config.bc_weight > 0
+    train_critic = config.rl_weight > 0
+
+    def actor_apply(params, obs, z):
+        return actor.apply(params, obs, z) if conditioned else actor.apply(params, obs)
+
+    def critic_apply(params, obs, action, z):
+        return critic.apply(params, obs, action, z) if conditioned else \
+            critic.apply(params, obs, action)
     actor_tx = optax.adam(config.actor_lr)
     critic_tx = optax.adam(config.critic_lr)
     alpha_tx = optax.adam(config.alpha_lr)
@@ -86,9 +120,10 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int) -> SAC:
 
     def init(key: jax.Array) -> SACState:
         ka, kc = jax.random.split(key)
-        obs = jnp.zeros((1, obs_dim))
-        actor_params = actor.init(ka, obs)
-        critic_params = critic.init(kc, obs, jnp.zeros((1, action_dim)))
+        obs, z = jnp.zeros((1, obs_dim)), jnp.zeros((1, max(latent_dim, 1)))
+        extra = (z,) if conditioned else ()
+        actor_params = actor.init(ka, obs, *extra)
+        critic_params = critic.init(kc, obs, jnp.zeros((1, action_dim)), *extra)
         log_alpha = jnp.log(jnp.asarray(config.init_alpha, jnp.float32))
         return SACState(actor_params=actor_params, critic_params=critic_params,
                         target_critic_params=critic_params, log_alpha=log_alpha,
@@ -96,36 +131,55 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int) -> SAC:
                         critic_opt=critic_tx.init(critic_params),
                         alpha_opt=alpha_tx.init(log_alpha), step=jnp.zeros((), jnp.int32))
 
-    def act(actor_params, obs: jax.Array, key: jax.Array, deterministic: bool = False):
-        mean, log_std = actor.apply(actor_params, obs)
+    def act(actor_params, obs: jax.Array, key: jax.Array, deterministic: bool = False,
+            z: Optional[jax.Array] = None):
+        mean, log_std = actor_apply(actor_params, obs, z)
         if deterministic:
             return tanh_gaussian_mode(mean)
         return tanh_gaussian_sample(mean, log_std, key)[0]
 
-    def update(state: SACState, batch: Transition, key: jax.Array):
+    def update(state: SACState, batch: Transition, key: jax.Array,
+               z: Optional[jax.Array] = None):
         k_next, k_pi = jax.random.split(key)
         alpha = jnp.exp(state.log_alpha)
+        if conditioned and (z is None or z.shape[:-1] != batch.reward.shape):
+            raise ValueError(f"a {config.head!r} head needs task embeddings z [B, latent_dim] "
+                             f"for the batch {batch.reward.shape}")
 
         # Critic.
-        next_mean, next_log_std = actor.apply(state.actor_params, batch.next_obs)
-        next_action, next_logp = tanh_gaussian_sample(next_mean, next_log_std, k_next)
-        next_q = critic.apply(state.target_critic_params, batch.next_obs, next_action)
-        target = sac_losses.soft_q_target(batch.reward, batch.terminated, next_q, next_logp,
-                                          alpha, config.discount)
+        if train_critic:
+            next_mean, next_log_std = actor_apply(state.actor_params, batch.next_obs, z)
+            next_action, next_logp = tanh_gaussian_sample(next_mean, next_log_std, k_next)
+            next_q = critic_apply(state.target_critic_params, batch.next_obs, next_action, z)
+            target = sac_losses.soft_q_target(batch.reward, batch.terminated, next_q, next_logp,
+                                              alpha, config.discount)
 
-        def c_loss(params):
-            return sac_losses.critic_loss(critic.apply(params, batch.obs, batch.action), target)
+            def c_loss(params):
+                return sac_losses.critic_loss(critic_apply(params, batch.obs, batch.action, z),
+                                              target)
 
-        (_, c_metrics), c_grads = jax.value_and_grad(c_loss, has_aux=True)(state.critic_params)
-        c_updates, critic_opt = critic_tx.update(c_grads, state.critic_opt, state.critic_params)
-        critic_params = optax.apply_updates(state.critic_params, c_updates)
+            (_, c_metrics), c_grads = jax.value_and_grad(c_loss, has_aux=True)(
+                state.critic_params)
+            c_updates, critic_opt = critic_tx.update(c_grads, state.critic_opt,
+                                                     state.critic_params)
+            critic_params = optax.apply_updates(state.critic_params, c_updates)
+        else:
+            c_metrics, critic_opt, critic_params = {}, state.critic_opt, state.critic_params
 
         # Actor.
         def a_loss(params):
-            mean, log_std = actor.apply(params, batch.obs)
+            mean, log_std = actor_apply(params, batch.obs, z)
             action, logp = tanh_gaussian_sample(mean, log_std, k_pi)
-            q = critic.apply(critic_params, batch.obs, action)
-            loss, metrics = sac_losses.sac_actor_loss(q, logp, alpha)
+            if not train_critic:
+                loss, metrics = sac_losses.bc_loss(tanh_gaussian_mode(mean), batch.action)
+                return loss, (metrics, logp)
+            q = critic_apply(critic_params, batch.obs, action, z)
+            if offline_bc:
+                loss, metrics = sac_losses.sac_bc_actor_loss(
+                    q, logp, alpha, tanh_gaussian_mode(mean), batch.action, config.rl_weight,
+                    config.bc_weight)
+            else:
+                loss, metrics = sac_losses.sac_actor_loss(q, logp, alpha)
             return loss, (metrics, logp)
 
         (_, (a_metrics, logp)), a_grads = jax.value_and_grad(a_loss, has_aux=True)(
@@ -134,7 +188,7 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int) -> SAC:
         actor_params = optax.apply_updates(state.actor_params, a_updates)
 
         # Temperature.
-        if config.learn_alpha:
+        if config.learn_alpha and train_critic:
             (_, t_metrics), t_grad = jax.value_and_grad(
                 sac_losses.temperature_loss, has_aux=True)(state.log_alpha, logp, target_entropy)
             t_update, alpha_opt = alpha_tx.update(t_grad, state.alpha_opt, state.log_alpha)

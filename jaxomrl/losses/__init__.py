@@ -1,6 +1,6 @@
 """Standalone, jittable loss functions. Each documents its shapes and the equation it implements.
 
-* ``sac``: soft Q target, critic, actor and temperature losses.
+* ``sac``: soft Q target, critic, actor and temperature losses; SAC+BC (TD3+BC-style) and BC.
 * ``contrastive``: InfoNCE, R2PGO's similarity weights and weighted negatives (eq. 4-5), FOCAL's
   distance metric, CORRO's noise negatives.
 * ``vae``: R2PGO's ELBO (eq. 2-3): trajectory reconstruction and sequential KL.
@@ -9,9 +9,10 @@ ReDA's relative representation metric d(phi) is in ``jaxomrl.eval.metrics``.
 from jaxomrl.losses.contrastive import (corro_negatives, focal_distance_loss, info_nce,
                                         sample_negative_tasks, similarity_weights,
                                         weighted_info_nce)
-from jaxomrl.losses.sac import critic_loss, sac_actor_loss, soft_q_target, temperature_loss
+from jaxomrl.losses.sac import (bc_loss, critic_loss, sac_actor_loss, sac_bc_actor_loss,
+                                soft_q_target, temperature_loss)
 from jaxomrl.losses.vae import gaussian_kl, sequential_kl, vae_loss
 
-__all__ = ["critic_loss", "soft_q_target", "sac_actor_loss", "temperature_loss", "info_nce",
+__all__ = ["bc_loss", "sac_bc_actor_loss", "critic_loss", "soft_q_target", "sac_actor_loss", "temperature_loss", "info_nce",
            "similarity_weights", "sample_negative_tasks", "weighted_info_nce",
            "focal_distance_loss", "corro_negatives", "gaussian_kl", "sequential_kl", "vae_loss"]

@@ -67,3 +67,34 @@ def temperature_loss(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: 
     log_prob = jax.lax.stop_gradient(log_prob)
     loss = -log_alpha * jnp.mean(log_prob + target_entropy)
     return loss, {"alpha_loss": loss, "alpha": jnp.exp(log_alpha)}
+
+
+def bc_loss(pred_action: jax.Array, data_action: jax.Array
+            ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """Behaviour cloning ``mean_B ||pi(s) - a_data||^2`` (``[B, d]`` each; squared error summed
+    over action dimensions)."""
+    loss = jnp.mean(jnp.sum((pred_action - data_action) ** 2, axis=-1))
+    return loss, {"bc_loss": loss}
+
+
+def sac_bc_actor_loss(q: jax.Array, log_prob: jax.Array, alpha: jax.Array,
+                      pred_action: jax.Array, data_action: jax.Array, rl_weight: float = 2.5,
+                      bc_weight: float = 1.0) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """Offline SAC+BC actor loss, TD3+BC-style (Fujimoto & Gu 2021; ReDA appendix B.4):
+
+        L = rl_weight * mean_B(alpha log pi(a|s) - min_k Q_k(s, a)) / sg(mean_B |min_k Q_k(s, a)|)
+            + bc_weight * mean_B ||pi(s) - a_data||^2
+
+    ``q [n, B]`` at reparameterised policy actions, ``log_prob [B]``, ``pred_action [B, d]`` the
+    policy's action used for cloning (its mode, tanh(mean)), ``data_action [B, d]`` in the same
+    normalised box. The normaliser ``sg(.)`` is a constant (stop-gradient), so the RL term's scale
+    does not depend on the reward scale of the task family.
+    """
+    alpha = jax.lax.stop_gradient(alpha)
+    q_min = jnp.min(q, axis=0)
+    scale = jax.lax.stop_gradient(jnp.mean(jnp.abs(q_min))) + 1e-6
+    rl = jnp.mean(alpha * log_prob - q_min) / scale
+    bc, _ = bc_loss(pred_action, data_action)
+    loss = rl_weight * rl + bc_weight * bc
+    return loss, {"actor_loss": loss, "actor_rl": rl, "bc_loss": bc,
+                  "entropy": -jnp.mean(log_prob), "q_scale": scale}

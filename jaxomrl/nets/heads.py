@@ -1,0 +1,100 @@
+"""Task-conditioned networks: concatenation ``[s, z]`` (the baselines) and R2PGO's adaptive policy
+generation (§4.2), where shared lower layers read the state and a hypernetwork generates the last
+layer's weights and bias from the task embedding:
+
+    x2 = F_theta1(s),  x3 = F_theta2(x2),  out = F_H(z)(x3) = x3 W(z) + b(z)
+
+Initialisation (bias-HyperInit, Beck et al. 2023): the hypernetwork's output layer starts with a
+zero kernel and a bias equal to a freshly initialised ordinary layer, so at step 0 the generated
+layer *is* a standard dense layer for every z -- training starts exactly like the unconditioned
+network and the dependence on z is learnt from there (no exploding generated weights).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxomrl.nets.actor_critic import LOG_STD_MAX, LOG_STD_MIN
+from jaxomrl.nets.mlp import MLP
+
+
+class HyperDense(nn.Module):
+    """A dense layer ``x [..., n_in] -> [..., features]`` whose weights come from ``z [..., D]``."""
+
+    features: int
+    hyper_hidden: Sequence[int] = (64,)
+    init_scale: float = 1.0   # variance scaling of the layer generated at initialisation
+
+    @nn.compact
+    def __call__(self, x: jax.Array, z: jax.Array) -> jax.Array:
+        n_in, f = x.shape[-1], self.features
+
+        def bias_init(key, shape, dtype=jnp.float32):
+            w = nn.initializers.variance_scaling(self.init_scale, "fan_in", "truncated_normal")(
+                key, (n_in, f), dtype)
+            return jnp.concatenate([w.reshape(-1), jnp.zeros((f,), dtype)])
+
+        h = MLP(self.hyper_hidden)(z) if self.hyper_hidden else z
+        theta = nn.Dense(n_in * f + f, kernel_init=nn.initializers.zeros, bias_init=bias_init,
+                         name="generator")(h)
+        w = theta[..., : n_in * f].reshape(theta.shape[:-1] + (n_in, f))
+        b = theta[..., n_in * f:]
+        return jnp.einsum("...i,...io->...o", x, w) + b
+
+
+class ConditionedMLP(nn.Module):
+    """``(x, z) -> [..., out]`` with ``head`` ``concat`` (MLP on ``[x, z]``) or ``hyper`` (MLP
+    lower layers on ``x``, hypernetwork-generated output layer from ``z``)."""
+
+    hidden: Sequence[int]
+    out: int
+    head: str = "hyper"
+    hyper_hidden: Sequence[int] = (64,)
+    output_scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, z: jax.Array) -> jax.Array:
+        if self.head == "concat":
+            return MLP(self.hidden, self.out, output_scale=self.output_scale)(
+                jnp.concatenate([x, z], axis=-1))
+        if self.head == "hyper":
+            return HyperDense(self.out, self.hyper_hidden, self.output_scale)(
+                MLP(self.hidden)(x), z)
+        raise ValueError(f"head must be 'concat' or 'hyper', got {self.head!r}")
+
+
+class ConditionedActor(nn.Module):
+    """``(obs, z) -> (mean, log_std)`` of a tanh-Gaussian policy."""
+
+    hidden: Sequence[int]
+    action_dim: int
+    head: str = "hyper"
+    hyper_hidden: Sequence[int] = (64,)
+
+    @nn.compact
+    def __call__(self, obs, z) -> Tuple[jax.Array, jax.Array]:
+        out = ConditionedMLP(self.hidden, 2 * self.action_dim, self.head, self.hyper_hidden,
+                             output_scale=0.01)(obs, z)
+        mean, raw = jnp.split(out, 2, axis=-1)
+        return mean, LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw) + 1.0)
+
+
+class ConditionedCritic(nn.Module):
+    """``num`` Q networks ``(obs, action, z) -> q [num, ...]``; the hyper head generates each
+    critic's last layer from z."""
+
+    hidden: Sequence[int]
+    num: int = 2
+    head: str = "hyper"
+    hyper_hidden: Sequence[int] = (64,)
+
+    @nn.compact
+    def __call__(self, obs, action, z):
+        ensemble = nn.vmap(ConditionedMLP, variable_axes={"params": 0},
+                           split_rngs={"params": True}, in_axes=None, out_axes=0,
+                           axis_size=self.num)
+        x = jnp.concatenate([obs, action], axis=-1)
+        return ensemble(self.hidden, 1, self.head, self.hyper_hidden)(x, z)[..., 0]
