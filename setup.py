@@ -10,5 +10,5 @@ setup(
         "jax", "jaxlib", "flax", "optax", "chex", "mujoco", "mujoco-mjx", "brax",
         "orbax-checkpoint", "numpy", "absl-py",
     ],
-    extras_require={"test": ["pytest"], "plots": ["matplotlib"]},
+    extras_require={"test": ["pytest"], "plots": ["matplotlib"], "bench": ["torch"]},
 )

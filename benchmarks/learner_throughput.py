@@ -1,0 +1,232 @@
+"""Meta-policy update throughput: JAX (seeds vmapped in one jitted program) vs a PyTorch loop.
+
+The update is one offline SAC+BC step of the task-conditioned meta-policy (twin critics, target
+networks, learned temperature, TD3+BC-style actor loss) with R2PGO's hypernetwork head (or
+``--head=concat``), at the same network sizes and batch in both frameworks. PyTorch runs seeds one
+after another, as the peer codebases do; JAX runs S seeds as one ``jit(vmap(lax.scan(update)))``.
+Each measurement runs in its own subprocess, so peak memory (the process's max RSS) is per
+configuration.
+
+    python benchmarks/learner_throughput.py --seeds=1,5,20 --updates=100
+
+Prints a table and, on its last line, one JSON object. Needs ``torch`` (optional dependency).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("seeds", ["1", "5", "20"], "Seed counts for the vmapped JAX program.")
+flags.DEFINE_integer("updates", 100, "Updates per timed call (per seed).")
+flags.DEFINE_integer("repeats", 3, "Timed repeats (best is reported).")
+flags.DEFINE_list("hidden", ["256", "256"], "Hidden sizes of actor and critics.")
+flags.DEFINE_integer("batch", 256, "Minibatch size.")
+flags.DEFINE_integer("obs_dim", 17, "Observation size (HalfCheetah: 17).")
+flags.DEFINE_integer("action_dim", 6, "Action size (HalfCheetah: 6).")
+flags.DEFINE_integer("latent_dim", 5, "Task-embedding size.")
+flags.DEFINE_enum("head", "hyper", ["hyper", "concat"], "Conditioning head.")
+flags.DEFINE_string("worker", None, "Internal: run one measurement (jax or torch).")
+flags.DEFINE_integer("num_seeds", 1, "Internal: seeds of a jax worker.")
+
+
+def _batch_np():
+    import numpy as np
+    r = np.random.default_rng(0)
+    b, o, a, d = FLAGS.batch, FLAGS.obs_dim, FLAGS.action_dim, FLAGS.latent_dim
+    f = lambda *s: r.normal(size=s).astype(np.float32)
+    return dict(obs=f(b, o), action=np.tanh(f(b, a)), reward=f(b), next_obs=f(b, o),
+                terminated=np.zeros(b, bool), z=f(b, d))
+
+
+def jax_worker(num_seeds: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+    from jaxomrl.envs.base import Transition
+    from jaxomrl.learners.sac import SACConfig, make_sac
+    data = _batch_np()
+    batch = Transition(obs=jnp.asarray(data["obs"]), action=jnp.asarray(data["action"]),
+                       reward=jnp.asarray(data["reward"]), next_obs=jnp.asarray(data["next_obs"]),
+                       terminated=jnp.asarray(data["terminated"]),
+                       truncated=jnp.zeros(FLAGS.batch, bool))
+    z = jnp.asarray(data["z"])
+    cfg = SACConfig(hidden=tuple(int(h) for h in FLAGS.hidden), head=FLAGS.head,
+                    rl_weight=2.5, bc_weight=1.0, batch_size=FLAGS.batch)
+    sac = make_sac(cfg, FLAGS.obs_dim, FLAGS.action_dim, FLAGS.latent_dim)
+    n = FLAGS.updates
+
+    def run(state, key):
+        def body(s, k):
+            s, m = sac.update(s, batch, k, z)
+            return s, m["actor_loss"]
+        return jax.lax.scan(body, state, jax.random.split(key, n))
+
+    keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
+    states = jax.jit(jax.vmap(sac.init))(keys)
+    fn = jax.jit(jax.vmap(run))
+    for _ in range(2):  # compile + warm-up
+        states, out = fn(states, keys)
+        jax.block_until_ready(out)
+    best = float("inf")
+    for r in range(FLAGS.repeats):
+        t = time.perf_counter()
+        states, out = fn(states, jax.random.split(jax.random.PRNGKey(r + 1), num_seeds))
+        jax.block_until_ready(out)
+        best = min(best, time.perf_counter() - t)
+    return {"framework": "jax", "seeds": num_seeds, "seed_updates_per_s": num_seeds * n / best,
+            "peak_rss_mib": _peak_rss_mib()}
+
+
+def torch_worker() -> dict:
+    import math
+    import torch
+    from torch import nn
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    hidden = [int(h) for h in FLAGS.hidden]
+    o, a, d = FLAGS.obs_dim, FLAGS.action_dim, FLAGS.latent_dim
+
+    def mlp(n_in, sizes):
+        layers = []
+        for h in sizes:
+            layers += [nn.Linear(n_in, h), nn.ReLU()]
+            n_in = h
+        return nn.Sequential(*layers)
+
+    class Head(nn.Module):
+        def __init__(self, n_in, out):
+            super().__init__()
+            self.lower = mlp(n_in, hidden)
+            self.out, self.h = out, hidden[-1]
+            if FLAGS.head == "hyper":
+                self.hyper = mlp(d, [64])
+                self.gen = nn.Linear(64, self.h * out + out)
+                nn.init.zeros_(self.gen.weight)
+            else:
+                self.lower = mlp(n_in + d, hidden)
+                self.last = nn.Linear(self.h, out)
+
+        def forward(self, x, z):
+            if FLAGS.head == "hyper":
+                theta = self.gen(self.hyper(z))
+                w = theta[:, : self.h * self.out].view(-1, self.h, self.out)
+                b = theta[:, self.h * self.out:]
+                return torch.bmm(self.lower(x).unsqueeze(1), w).squeeze(1) + b
+            return self.last(self.lower(torch.cat([x, z], -1)))
+
+    class Actor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = Head(o, 2 * a)
+
+        def forward(self, s, z):
+            mean, raw = self.net(s, z).chunk(2, -1)
+            log_std = -5.0 + 3.5 * (torch.tanh(raw) + 1.0)
+            eps = torch.randn_like(mean)
+            u = mean + log_std.exp() * eps
+            logp = (-0.5 * eps ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+                    - 2.0 * (math.log(2.0) - u - nn.functional.softplus(-2.0 * u))).sum(-1)
+            return torch.tanh(u), logp, torch.tanh(mean)
+
+    class Critics(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = nn.ModuleList([Head(o + a, 1) for _ in range(2)])
+
+        def forward(self, s, act, z):
+            x = torch.cat([s, act], -1)
+            return torch.stack([q(x, z).squeeze(-1) for q in self.q])
+
+    data = {k: torch.as_tensor(v) for k, v in _batch_np().items()}
+    n = FLAGS.updates
+    best = float("inf")
+    actor, critic = Actor(), Critics()
+    target = Critics()
+    target.load_state_dict(critic.state_dict())
+    log_alpha = torch.zeros((), requires_grad=True)
+    opt_a = torch.optim.Adam(actor.parameters(), 3e-4)
+    opt_c = torch.optim.Adam(critic.parameters(), 3e-4)
+    opt_t = torch.optim.Adam([log_alpha], 3e-4)
+
+    def update():
+        s, act, r, s2, done, z = (data[k] for k in ("obs", "action", "reward", "next_obs",
+                                                    "terminated", "z"))
+        alpha = log_alpha.exp().detach()
+        with torch.no_grad():
+            a2, logp2, _ = actor(s2, z)
+            y = r + 0.99 * (1 - done.float()) * (target(s2, a2, z).min(0).values - alpha * logp2)
+        c_loss = ((critic(s, act, z) - y) ** 2).mean(-1).sum()
+        opt_c.zero_grad()
+        c_loss.backward()
+        opt_c.step()
+        pi, logp, mode = actor(s, z)
+        q = critic(s, pi, z).min(0).values
+        a_loss = 2.5 * (alpha * logp - q).mean() / q.abs().mean().detach() + \
+            ((mode - act) ** 2).sum(-1).mean()
+        opt_a.zero_grad()
+        a_loss.backward()
+        opt_a.step()
+        t_loss = -log_alpha * (logp.detach() - a).mean()
+        opt_t.zero_grad()
+        t_loss.backward()
+        opt_t.step()
+        with torch.no_grad():
+            for p, tp in zip(critic.parameters(), target.parameters()):
+                tp.mul_(1 - 5e-3).add_(5e-3 * p)
+
+    for _ in range(10):
+        update()
+    for _ in range(FLAGS.repeats):
+        t = time.perf_counter()
+        for _ in range(n):
+            update()
+        best = min(best, time.perf_counter() - t)
+    return {"framework": "torch", "seeds": 1, "seed_updates_per_s": n / best,
+            "torch": torch.__version__, "peak_rss_mib": _peak_rss_mib()}
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _run_child(args):
+    out = subprocess.run([sys.executable, __file__, *args, *sys.argv[1:]], check=True,
+                         capture_output=True, text=True)
+    return json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])
+
+
+def main(argv):
+    del argv
+    if FLAGS.worker == "jax":
+        print(json.dumps(jax_worker(FLAGS.num_seeds)))
+        return
+    if FLAGS.worker == "torch":
+        print(json.dumps(torch_worker()))
+        return
+    import jax
+    machine = (f"{platform.machine()}, {os.cpu_count()} cpus, jax {jax.__version__} "
+               f"({jax.devices()[0].platform})")
+    results = [_run_child(["--worker=torch"])]
+    for s in FLAGS.seeds:
+        results.append(_run_child(["--worker=jax", f"--num_seeds={s}"]))
+    torch_rate = results[0]["seed_updates_per_s"]
+    print(f"machine: {machine}; torch {results[0].get('torch')}; head={FLAGS.head}, hidden="
+          f"{','.join(FLAGS.hidden)}, batch={FLAGS.batch}, {FLAGS.updates} updates per call")
+    print(f"{'framework':10s} {'seeds':>5s} {'seed-updates/s':>15s} {'vs torch':>9s} "
+          f"{'peak RSS MiB':>13s}")
+    for r in results:
+        r["speedup_vs_torch_loop"] = r["seed_updates_per_s"] / torch_rate
+        print(f"{r['framework']:10s} {r['seeds']:5d} {r['seed_updates_per_s']:15,.0f} "
+              f"{r['speedup_vs_torch_loop']:9.2f} {r['peak_rss_mib']:13,.0f}")
+    print(json.dumps({"machine": machine, "results": results}))
+
+
+if __name__ == "__main__":
+    app.run(main)
