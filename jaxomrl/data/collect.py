@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import os
 import time
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
@@ -374,7 +373,7 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
         ckpt.close()
 
     # Data from the checkpoints.
-    paths = {}
+    paths, datasets = {}, {}
     for split, ids, total in (("train", config.train_checkpoints, config.transitions_per_task),
                               ("ood", config.ood_ids, config.ood_transitions_per_task)):
         if not total:
@@ -395,12 +394,12 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
                         "policy": "deterministic" if config.deterministic else "stochastic"},
             family_config=dict(config.family_config),
             checkpoint_env_steps=config.env_steps_per_checkpoint,
-            warmup_env_steps=math.ceil(config.online.warmup_steps / config.online.num_envs)
-            * config.online.num_envs)
+            warmup_env_steps=config.online.warmup_iterations * config.online.num_envs)
         paths[split] = dataset_lib.save(ds, os.path.join(out_dir, f"{split}.npz"))
+        datasets[split] = ds
         log(f"wrote {paths[split]}: {num_tasks} tasks x {ds.transitions_per_task} transitions "
             f"from checkpoints {list(ids)}")
-    summary = _summary(config, np.asarray(state.curve), paths, time.time() - t0)
+    summary = _summary(config, np.asarray(state.curve), paths, datasets, time.time() - t0)
     atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1))
     return CollectResult(train_path=paths["train"], ood_path=paths.get("ood"), summary=summary)
 
@@ -431,9 +430,8 @@ def _write_progress(out_dir, config, curve, k):
     atomic_write_text(os.path.join(out_dir, "progress.csv"), "\n".join(lines) + "\n")
 
 
-def checkpoint_return_table(path: str) -> Dict[int, Tuple[float, float]]:
-    """{checkpoint: (mean, std over tasks) of its mean episode return} from a saved dataset."""
-    ds = dataset_lib.load(path)
+def checkpoint_return_table(ds: dataset_lib.MultiTaskDataset) -> Dict[int, Tuple[float, float]]:
+    """{checkpoint: (mean, std over tasks) of its mean episode return} of a dataset."""
     r = np.asarray(ds.meta["checkpoint_returns"], np.float64)
     out = {}
     for i, c in enumerate(ds.meta["checkpoints"]):
@@ -442,14 +440,15 @@ def checkpoint_return_table(path: str) -> Dict[int, Tuple[float, float]]:
     return out
 
 
-def _summary(config, curve, paths, seconds) -> Dict[str, Any]:
+def _summary(config, curve, paths, datasets, seconds) -> Dict[str, Any]:
     rows = [row[~np.isnan(row)] for row in curve[1:]]
     out = {"family": config.family, "collect_seconds_this_call": seconds,
            "training_curve_mean_return": [float(r.mean()) if r.size else None for r in rows],
            "datasets": {}}
     for split, path in paths.items():
         out["datasets"][split] = {"path": path, "checkpoint_returns": {
-            str(k): {"mean": m, "std": s} for k, (m, s) in checkpoint_return_table(path).items()}}
+            str(k): {"mean": m, "std": s}
+            for k, (m, s) in checkpoint_return_table(datasets[split]).items()}}
     return out
 
 

@@ -59,14 +59,15 @@ class TaskData:
 
     def gather(self, tasks: jax.Array, index: jax.Array) -> Transition:
         """Transitions at ``index [M, ...]`` of tasks ``tasks [M]``."""
-        flat = index.reshape(index.shape[0], -1)
+        return jax.tree_util.tree_map(lambda x: _take(x, tasks, index), self.transitions)
 
-        def take(x):
-            x = x[tasks]
-            out = jnp.take_along_axis(x, flat.reshape(flat.shape + (1,) * (x.ndim - 2)), axis=1)
-            return out.reshape(index.shape + x.shape[2:])
 
-        return jax.tree_util.tree_map(take, self.transitions)
+def _take(x: jax.Array, tasks: jax.Array, index: jax.Array) -> jax.Array:
+    """``x [T, N, ...]`` at tasks ``[M]`` and per-task positions ``index [M, ...]``."""
+    x = x[tasks]
+    flat = index.reshape(index.shape[0], -1)
+    out = jnp.take_along_axis(x, flat.reshape(flat.shape + (1,) * (x.ndim - 2)), axis=1)
+    return out.reshape(index.shape + x.shape[2:])
 
 
 def _tasks(data: TaskData, tasks: Optional[jax.Array]) -> jax.Array:
@@ -115,10 +116,8 @@ def sample_windows(data: TaskData, key: jax.Array, batch_size: int, window: int,
     mask = pos >= 0
     pos = jnp.maximum(pos, 0)
     if same_episode:
-        episode = data.episode[tasks]
-        ep_pos = jnp.take_along_axis(episode, pos.reshape(pos.shape[0], -1), axis=1)
-        ep_end = jnp.take_along_axis(episode, end, axis=1)
-        mask = mask & (ep_pos.reshape(pos.shape) == ep_end[..., None])
+        same = _take(data.episode, tasks, pos) == _take(data.episode, tasks, end)[..., None]
+        mask = mask & same
     return data.gather(tasks, pos), mask
 
 
@@ -141,8 +140,5 @@ def sample_episodes(data: TaskData, key: jax.Array, batch_size: int, length: int
     pos = start[..., None] + jnp.arange(length)
     mask = pos < data.size
     pos = jnp.minimum(pos, data.size - 1)
-    episode = data.episode[tasks]
-    ep_pos = jnp.take_along_axis(episode, pos.reshape(pos.shape[0], -1), axis=1).reshape(pos.shape)
-    ep_start = jnp.take_along_axis(episode, start, axis=1)
-    mask = mask & (ep_pos == ep_start[..., None])
+    mask = mask & (_take(data.episode, tasks, pos) == _take(data.episode, tasks, start)[..., None])
     return data.gather(tasks, pos), mask

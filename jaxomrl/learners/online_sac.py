@@ -46,6 +46,11 @@ class OnlineSACConfig:
             raise ValueError(f"buffer_capacity ({self.buffer_capacity}) must hold at least one "
                              f"step of all envs ({self.num_envs})")
 
+    @property
+    def warmup_iterations(self) -> int:
+        """Steps of all envs in the warm-up (``warmup_steps`` rounded up to whole steps)."""
+        return math.ceil(self.warmup_steps / self.num_envs)
+
     def validate_for(self, family: TaskFamily) -> None:
         if self.train_reward != "reward" and self.train_reward not in family.info_keys:
             raise ValueError(f"train_reward {self.train_reward!r} is neither 'reward' nor an info "
@@ -126,9 +131,8 @@ def make_online_sac(family: TaskFamily, config: OnlineSACConfig) -> OnlineSAC:
                                buffer=replay_init(example, config.buffer_capacity), env=env,
                                key=k_run, episode_return=jnp.zeros(num_envs),
                                env_steps=jnp.zeros((), jnp.int32))
-        warmup_iterations = math.ceil(config.warmup_steps / num_envs)
-        if warmup_iterations:
-            state, _ = iterate(state, task, warmup_iterations, random_actions=True)
+        if config.warmup_iterations:
+            state, _ = iterate(state, task, config.warmup_iterations, random_actions=True)
         return state
 
     def train(state: OnlineSACState, task: Task, num_iterations: int):
