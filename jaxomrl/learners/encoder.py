@@ -129,7 +129,7 @@ class _Model(nn.Module):
         feats = transition_features(ctx)
         if self.config.encoder == "gru":
             mu, logvar = self.encoder(feats)
-            last = jnp.maximum(jnp.sum(mask) , 1)
+            last = jnp.maximum(jnp.sum(mask), 1)
             return mu[last], (mu, logvar)
         if self.config.encoder == "transformer":
             q = jnp.concatenate([query.obs, ctx.action[-1]], axis=-1)
@@ -163,27 +163,26 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
         ctx, mask = sample_windows(data, key, num, w, tasks)
         return ctx, mask, None
 
+    def encode(params, ctx, mask, query=None):
+        """(embeddings ``[..., latent]``, GRU posteriors ``[..., W+1, latent]`` or None) of
+        contexts with leading batch axes ``[...]``."""
+        lead = mask.shape[:-1]
+        flat = lambda x: jax.tree_util.tree_map(
+            lambda y: y.reshape((-1,) + y.shape[len(lead):]), x)
+        out = jax.vmap(lambda c, m, q: model.apply(params, c, m, q))(flat(ctx), flat(mask),
+                                                                     flat(query))
+        return jax.tree_util.tree_map(lambda y: y.reshape(lead + y.shape[1:]), out)
+
     def embed(params, ctx, mask, query=None):
         """Embeddings ``[..., latent]`` of contexts with leading batch axes ``[...]``."""
-        lead = mask.shape[:-1]
-        flat = lambda x: None if x is None else jax.tree_util.tree_map(
-            lambda y: y.reshape((-1,) + y.shape[len(lead):]), x)
-        fn = lambda c, m, q: model.apply(params, c, m, q)[0]
-        z = jax.vmap(fn)(flat(ctx), mask.reshape((-1,) + mask.shape[len(lead):]), flat(query))
-        return z.reshape(lead + z.shape[-1:])
+        return encode(params, ctx, mask, query)[0]
 
     def init(key: jax.Array) -> EncoderState:
         ex = Transition(obs=jnp.zeros((w, obs_dim)), action=jnp.zeros((w, action_dim)),
                         reward=jnp.zeros((w,)), next_obs=jnp.zeros((w, obs_dim)),
                         terminated=jnp.zeros((w,), bool), truncated=jnp.zeros((w,), bool))
         q = jax.tree_util.tree_map(lambda x: x[0], ex) if config.encoder == "transformer" else None
-        params = model.init(key, ex, jnp.ones((w,), bool), q)
-        if config.encoder == "gru":
-            p2 = model.init(key, ex, jnp.ones((w,), bool), None, method=_decode_all)
-            params = {"params": {**p2["params"], **params["params"]}}
-        if config.corro_weight:
-            p3 = model.init(key, transition_features(ex), method=_Model.per_transition)
-            params = {"params": {**p3["params"], **params["params"]}}
+        params = model.init(key, ex, jnp.ones((w,), bool), q, method=_init_all)
         return EncoderState(params=params, opt_state=tx.init(params),
                             step=jnp.zeros((), jnp.int32))
 
@@ -194,13 +193,14 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
         task_idx = jnp.arange(data.num_tasks) if tasks is None else tasks
         ctx, mask, query = sample_contexts(data, k_ctx, config.contexts_per_task, tasks)
         m_tasks, s = mask.shape[:2]
-        z = embed(params, ctx, mask, query)                                # [M, S, D]
+        z, posteriors = encode(params, ctx, mask, query)                   # [M, S, D]
         total, metrics = 0.0, {}
         if config.vae_weight:
-            flat = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), ctx)
+            flat = lambda x: jax.tree_util.tree_map(lambda y: y.reshape((-1,) + y.shape[2:]), x)
             keys = jax.random.split(k_vae, m_tasks * s)
-            l_vae, m_vae = jax.vmap(lambda c, m, k: model.apply(
-                params, c, m, k, config, method=_vae_terms))(flat, mask.reshape(-1, w), keys)
+            l_vae, m_vae = jax.vmap(lambda c, m, post, k: model.apply(
+                params, c, m, post, k, config, method=_vae_terms))(
+                    flat(ctx), flat(mask), flat(posteriors), keys)
             total += config.vae_weight * jnp.mean(l_vae)
             metrics.update({k: jnp.mean(v) for k, v in m_vae.items()})
         if config.infonce_weight:
@@ -269,17 +269,21 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
                           sample_contexts=sample_contexts, evaluate=evaluate, config=config)
 
 
-def _decode_all(model: _Model, ctx: Transition, mask, query):
-    """Init helper touching the decoders."""
-    del mask, query
-    z = jnp.zeros(ctx.reward.shape + (model.config.latent_dim,))
-    return model.decode(z, ctx)
+def _init_all(model: _Model, ctx: Transition, mask, query):
+    """Init entry point that calls every submodule the configured losses use."""
+    z, _ = model(ctx, mask, query)
+    if model.config.encoder == "gru":
+        model.decode(jnp.broadcast_to(z, ctx.reward.shape + z.shape), ctx)
+    if model.config.corro_weight:
+        model.per_transition(transition_features(ctx))
+    return z
 
 
-def _vae_terms(model: _Model, ctx: Transition, mask: jax.Array, key: jax.Array,
+def _vae_terms(model: _Model, ctx: Transition, mask: jax.Array, posteriors, key: jax.Array,
                config: EncoderConfig):
-    """R2PGO eq. (2-3) for one episode prefix ``[W]``: every posterior decodes every transition."""
-    _, (mu, logvar) = model(ctx, mask)
+    """R2PGO eq. (2-3) for one episode prefix ``[W]`` from its posteriors ``(mu, logvar)
+    [W+1, D]``: every posterior decodes every transition."""
+    mu, logvar = posteriors
     eps = jax.random.normal(key, mu.shape)
     m = mu + jnp.exp(0.5 * logvar) * eps                                  # [W+1, D]
     w = ctx.reward.shape[0]

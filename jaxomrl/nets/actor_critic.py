@@ -28,9 +28,13 @@ class TanhGaussianActor(nn.Module):
     def __call__(self, obs: jax.Array) -> Tuple[jax.Array, jax.Array]:
         out = MLP(self.hidden, 2 * self.action_dim, output_scale=0.01)(obs)
         mean, raw = jnp.split(out, 2, axis=-1)
-        # Smoothly bounded log-std (no dead gradient at a clip boundary).
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw) + 1.0)
-        return mean, log_std
+        return mean, bounded_log_std(raw)
+
+
+def bounded_log_std(raw: jax.Array) -> jax.Array:
+    """Maps a raw network output smoothly into [LOG_STD_MIN, LOG_STD_MAX] (no dead gradient at a
+    clip boundary)."""
+    return LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw) + 1.0)
 
 
 class Critic(nn.Module):

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxomrl.nets.actor_critic import LOG_STD_MAX, LOG_STD_MIN
+from jaxomrl.nets.actor_critic import bounded_log_std
 from jaxomrl.nets.mlp import MLP
 
 
@@ -79,7 +79,7 @@ class ConditionedActor(nn.Module):
         out = ConditionedMLP(self.hidden, 2 * self.action_dim, self.head, self.hyper_hidden,
                              output_scale=0.01)(obs, z)
         mean, raw = jnp.split(out, 2, axis=-1)
-        return mean, LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw) + 1.0)
+        return mean, bounded_log_std(raw)
 
 
 class ConditionedCritic(nn.Module):
