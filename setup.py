@@ -8,7 +8,7 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "jax", "jaxlib", "flax", "optax", "chex", "mujoco", "mujoco-mjx", "brax",
-        "orbax-checkpoint", "numpy", "absl-py",
+        "orbax-checkpoint", "numpy", "absl-py", "tensorboardX",
     ],
     extras_require={"test": ["pytest"], "plots": ["matplotlib"], "bench": ["torch"]},
 )

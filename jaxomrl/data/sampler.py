@@ -59,10 +59,10 @@ class TaskData:
 
     def gather(self, tasks: jax.Array, index: jax.Array) -> Transition:
         """Transitions at ``index [M, ...]`` of tasks ``tasks [M]``."""
-        return jax.tree_util.tree_map(lambda x: _take(x, tasks, index), self.transitions)
+        return jax.tree_util.tree_map(lambda x: take(x, tasks, index), self.transitions)
 
 
-def _take(x: jax.Array, tasks: jax.Array, index: jax.Array) -> jax.Array:
+def take(x: jax.Array, tasks: jax.Array, index: jax.Array) -> jax.Array:
     """``x [T, N, ...]`` at tasks ``[M]`` and per-task positions ``index [M, ...]``."""
     x = x[tasks]
     flat = index.reshape(index.shape[0], -1)
@@ -86,14 +86,21 @@ def sample_task_subset(key: jax.Array, num_tasks: int, meta_batch: int) -> jax.A
     return jax.random.choice(key, num_tasks, (meta_batch,), replace=False)
 
 
-def sample_transitions(data: TaskData, key: jax.Array, batch_size: int,
-                       tasks: Optional[jax.Array] = None) -> Transition:
-    """``batch_size`` transitions per task, uniformly with replacement: ``Transition [M, B]``."""
+def sample_indices(data: TaskData, key: jax.Array, batch_size: int,
+                   tasks: Optional[jax.Array] = None) -> Tuple[jax.Array, jax.Array]:
+    """``(tasks [M], index [M, B])``: ``batch_size`` uniform positions per task, with replacement.
+    ``data.gather(tasks, index)`` gives the transitions; ``take(x, tasks, index)`` any per-transition
+    array ``x [T, N, ...]`` aligned with them (e.g. precomputed task embeddings)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     tasks = _tasks(data, tasks)
-    index = jax.random.randint(key, (tasks.shape[0], batch_size), 0, data.size)
-    return data.gather(tasks, index)
+    return tasks, jax.random.randint(key, (tasks.shape[0], batch_size), 0, data.size)
+
+
+def sample_transitions(data: TaskData, key: jax.Array, batch_size: int,
+                       tasks: Optional[jax.Array] = None) -> Transition:
+    """``batch_size`` transitions per task, uniformly with replacement: ``Transition [M, B]``."""
+    return data.gather(*sample_indices(data, key, batch_size, tasks))
 
 
 def sample_windows(data: TaskData, key: jax.Array, batch_size: int, window: int,
@@ -116,7 +123,7 @@ def sample_windows(data: TaskData, key: jax.Array, batch_size: int, window: int,
     mask = pos >= 0
     pos = jnp.maximum(pos, 0)
     if same_episode:
-        same = _take(data.episode, tasks, pos) == _take(data.episode, tasks, end)[..., None]
+        same = take(data.episode, tasks, pos) == take(data.episode, tasks, end)[..., None]
         mask = mask & same
     return data.gather(tasks, pos), mask
 
@@ -140,5 +147,5 @@ def sample_episodes(data: TaskData, key: jax.Array, batch_size: int, length: int
     pos = start[..., None] + jnp.arange(length)
     mask = pos < data.size
     pos = jnp.minimum(pos, data.size - 1)
-    mask = mask & (_take(data.episode, tasks, pos) == _take(data.episode, tasks, start)[..., None])
+    mask = mask & (take(data.episode, tasks, pos) == take(data.episode, tasks, start)[..., None])
     return data.gather(tasks, pos), mask

@@ -8,6 +8,15 @@
     z = embed(params, contexts, mask)                  # task embeddings of context windows
     acc = evaluate(params, data_ref, data_query, key)  # nearest-centroid task accuracy
 
+Online inference (the same code at training and test time): a *context* carry holds what the
+encoder has seen of the current history (the GRU's hidden state, or the last ``window``
+transitions for the window encoders):
+
+    ctx = context_init()                                 # empty history
+    z = context_embed(params, ctx, obs)                  # embedding to act on at ``obs``
+    ctx = context_update(params, ctx, transition)        # after a step
+    z, next_z = embed_stream(params, data)               # [T, N, D] for every dataset transition
+
 Encoders (``config.encoder``):
 
 * ``gru``: R2PGO's recurrent VAE. Contexts are episode prefixes of ``window`` transitions; the
@@ -102,6 +111,10 @@ class EncoderLearner(NamedTuple):
     embed: Callable
     sample_contexts: Callable
     evaluate: Callable
+    context_init: Callable
+    context_update: Callable
+    context_embed: Callable
+    embed_stream: Callable
     config: EncoderConfig
 
 
@@ -143,6 +156,12 @@ class _Model(nn.Module):
 
     def per_transition(self, feats):
         return self.encoder.per_transition(feats)
+
+    def gru_step(self, h, feats):
+        return self.encoder.step(h, feats)[0]
+
+    def gru_mean(self, h):
+        return self.encoder.posterior(h)[0]
 
 
 def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -> EncoderLearner:
@@ -265,8 +284,59 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
         z_q = embed(params, *sample_contexts(data_query, k2, num_contexts))
         return centroid_accuracy(z_ref, z_q)
 
+    recurrent = config.encoder == "gru"
+
+    def context_init():
+        """The empty history: the GRU's zero state, or an all-masked window ``[W]``."""
+        if recurrent:
+            return jnp.zeros((config.hidden,))
+        empty = Transition(obs=jnp.zeros((w, obs_dim)), action=jnp.zeros((w, action_dim)),
+                           reward=jnp.zeros((w,)), next_obs=jnp.zeros((w, obs_dim)),
+                           terminated=jnp.zeros((w,), bool), truncated=jnp.zeros((w,), bool))
+        return empty, jnp.zeros((w,), bool)
+
+    def context_update(params, ctx, tr: Transition):
+        """Adds one transition (unbatched; actions in [-1, 1]) to the history."""
+        if recurrent:
+            return model.apply(params, ctx, transition_features(tr), method=_Model.gru_step)
+        window, mask = ctx
+        shift = lambda buf, x: jnp.concatenate([buf[1:], jnp.asarray(x, buf.dtype)[None]])
+        return jax.tree_util.tree_map(shift, window, tr), shift(mask, True)
+
+    def context_embed(params, ctx, obs):
+        """Embedding ``[latent]`` to act on at observation ``obs`` given the history ``ctx``
+        (the GRU's posterior mean; the transformer queries with ``obs`` and the last action)."""
+        if recurrent:
+            return model.apply(params, ctx, method=_Model.gru_mean)
+        window, mask = ctx
+        query = None
+        if config.encoder == "transformer":  # the model reads obs here, the action from the window
+            query = jax.tree_util.tree_map(lambda x: x[-1], window).replace(obs=obs)
+        return model.apply(params, window, mask, query)[0]
+
+    def embed_stream(params, data: TaskData):
+        """Embeddings of every dataset transition as an online agent would have them: the history
+        is the transition's episode up to it. Returns ``(z, next_z)`` ``[T, N, latent]``: ``z``
+        before the transition (to act on ``obs``), ``next_z`` after it (at ``next_obs``)."""
+        new_episode = jnp.concatenate(
+            [jnp.ones((data.num_tasks, 1), bool), data.episode[:, 1:] != data.episode[:, :-1]], 1)
+
+        def one_task(transitions, starts):
+            def body(ctx, inp):
+                tr, start = inp
+                ctx = jax.tree_util.tree_map(lambda a, b: jnp.where(start, a, b), context_init(),
+                                             ctx)
+                z = context_embed(params, ctx, tr.obs)
+                ctx = context_update(params, ctx, tr)
+                return ctx, (z, context_embed(params, ctx, tr.next_obs))
+            return jax.lax.scan(body, context_init(), (transitions, starts))[1]
+
+        return jax.vmap(one_task)(data.transitions, new_episode)
+
     return EncoderLearner(init=init, update=update, train=train, embed=embed,
-                          sample_contexts=sample_contexts, evaluate=evaluate, config=config)
+                          sample_contexts=sample_contexts, evaluate=evaluate,
+                          context_init=context_init, context_update=context_update,
+                          context_embed=context_embed, embed_stream=embed_stream, config=config)
 
 
 def _init_all(model: _Model, ctx: Transition, mask, query):

@@ -4,6 +4,7 @@
 
     state = sac.init(key)                              # SACState pytree
     state, metrics = sac.update(state, batch, key, z)  # one gradient step on a Transition [B]
+    state, metrics = sac.update(state, batch, key, z, next_z)  # belief changes along the step
     action = sac.act(state.actor_params, obs, key, deterministic, z)   # in [-1, 1]^d
 
 All three are jittable and ``vmap``-able (over tasks, over seeds). Actions in batches are in the
@@ -139,8 +140,11 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int =
         return tanh_gaussian_sample(mean, log_std, key)[0]
 
     def update(state: SACState, batch: Transition, key: jax.Array,
-               z: Optional[jax.Array] = None):
+               z: Optional[jax.Array] = None, next_z: Optional[jax.Array] = None):
+        """One step on ``batch`` [B]. ``z`` conditions on ``obs``; ``next_z`` (default ``z``) on
+        ``next_obs``: the embedding after the transition, for history-based (recurrent) beliefs."""
         k_next, k_pi = jax.random.split(key)
+        next_z = z if next_z is None else next_z
         alpha = jnp.exp(state.log_alpha)
         if conditioned and (z is None or z.shape[:-1] != batch.reward.shape):
             raise ValueError(f"a {config.head!r} head needs task embeddings z [B, latent_dim] "
@@ -148,9 +152,9 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int =
 
         # Critic.
         if train_critic:
-            next_mean, next_log_std = actor_apply(state.actor_params, batch.next_obs, z)
+            next_mean, next_log_std = actor_apply(state.actor_params, batch.next_obs, next_z)
             next_action, next_logp = tanh_gaussian_sample(next_mean, next_log_std, k_next)
-            next_q = critic_apply(state.target_critic_params, batch.next_obs, next_action, z)
+            next_q = critic_apply(state.target_critic_params, batch.next_obs, next_action, next_z)
             target = sac_losses.soft_q_target(batch.reward, batch.terminated, next_q, next_logp,
                                               alpha, config.discount)
 

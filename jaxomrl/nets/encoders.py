@@ -39,7 +39,7 @@ class GRUEncoder(nn.Module):
         self.cell = nn.GRUCell(self.hidden)
         self.head = nn.Dense(2 * self.latent_dim)
 
-    def _posterior(self, h):
+    def posterior(self, h):
         mu, logvar = jnp.split(self.head(h), 2, axis=-1)
         return mu, jnp.clip(logvar, LOGVAR_MIN, LOGVAR_MAX)
 
@@ -48,7 +48,7 @@ class GRUEncoder(nn.Module):
 
     def step(self, h: jax.Array, x: jax.Array):
         h, _ = self.cell(h, nn.relu(self.embed(x)))
-        return h, self._posterior(h)
+        return h, self.posterior(h)
 
     def __call__(self, x: jax.Array) -> Tuple[jax.Array, jax.Array]:
         if x.ndim != 2:
@@ -58,7 +58,7 @@ class GRUEncoder(nn.Module):
                        split_rngs={"params": False})
         h0 = self.initial_state()
         _, hs = scan(self, h0, nn.relu(self.embed(x)))
-        return self._posterior(jnp.concatenate([h0[None], hs], axis=0))
+        return self.posterior(jnp.concatenate([h0[None], hs], axis=0))
 
 
 class RewardDecoder(nn.Module):

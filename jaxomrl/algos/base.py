@@ -1,0 +1,45 @@
+"""What an algorithm is to the experiment runner: a sequence of training phases and an evaluation.
+
+Each phase is a pure learner over one seed; the runner ``vmap``s it over seeds, ``jit``s chunks of
+its ``lax.scan``-ned updates, checkpoints between chunks and hands the phase's ``output`` to the
+next phase. Every function below is for ONE seed and must be jittable.
+
+    aux = phase.prepare(inputs, data)            # derived once from the previous phase's output
+    state = phase.init(key, aux, data)
+    state, metrics = phase.update(state, key, aux, data)
+    outputs = phase.output(state, aux)           # the next phase's ``inputs``
+    metrics = algorithm.evaluate(outputs, key, eval_data)   # after the last phase
+
+``inputs`` (and so ``aux``) are deterministic functions of what earlier phases trained, so a
+resumed run recomputes ``aux`` instead of storing it; checkpoints hold ``inputs`` and ``state``.
+``data`` and ``eval_data`` are pytrees of device arrays shared by all seeds (not ``vmap``-ped).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, NamedTuple, Tuple
+
+import jax
+
+
+def _no_prepare(inputs: Any, data: Any) -> Any:
+    del data
+    return inputs
+
+
+class Phase(NamedTuple):
+    name: str
+    num_steps: int
+    init: Callable[[jax.Array, Any, Any], Any]
+    update: Callable[[Any, jax.Array, Any, Any], Tuple[Any, Dict[str, jax.Array]]]
+    output: Callable[[Any, Any], Any]
+    prepare: Callable[[Any, Any], Any] = _no_prepare
+
+
+class Algorithm(NamedTuple):
+    """``phases`` run in order; ``evaluate(outputs, key, eval_data) -> {name: array}`` (one seed)
+    scores the last phase's output. ``config`` is a JSON-serialisable description of the run."""
+
+    name: str
+    phases: Tuple[Phase, ...]
+    evaluate: Callable[[Any, jax.Array, Any], Dict[str, jax.Array]]
+    config: Dict[str, Any]

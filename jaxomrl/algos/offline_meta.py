@@ -1,0 +1,195 @@
+"""Context-based offline meta-RL: a task encoder, then a task-conditioned SAC+BC / BC policy.
+
+The recipe behind R2PGO and its baselines (``jaxomrl.algos.registry`` names the configurations):
+
+1. ``encoder`` phase (skipped for a task-agnostic policy): train the task encoder on the training
+   tasks' data with the configured representation losses (``jaxomrl.learners.encoder``).
+2. ``policy`` phase: freeze the encoder; embed every dataset transition from its episode's
+   history up to it (``embed_stream``: the embedding an online agent would have at that step, and
+   the one after the step for the TD target's next state); train the conditioned SAC+BC policy
+   (``jaxomrl.learners.sac``, concat or hypernetwork head) on meta-batches of tasks.
+3. ``evaluate`` (``jaxomrl.eval.adaptation``) in the test and training tasks: online adaptation
+   (the encoder re-infers z from the policy's own history at every step; episode 1 is zero-shot)
+   and the offline-context protocol (z from one episode of the task's offline data, held fixed).
+
+What the policy conditions on while training (``policy_context``):
+
+* ``"task"`` (default): the embedding of a prefix of *another* episode of the same task, of
+  uniform length 0..H (from empty to a whole episode), fixed along the transition. The policy
+  learns to act on whatever the context reveals, and the embedding cannot leak the behaviour of
+  the transition it conditions (actions of the same episode are not in its context).
+* ``"history"`` (VariBAD / BOReL): the embedding of the transition's own episode up to it (and
+  after it, for the TD target). Matches online inference step by step, but the context then holds
+  the behaviour policy's earlier actions in that episode, which with goal-directed data identify
+  the task by themselves; online, the policy's own first actions then decide "its" task.
+
+Data (``data`` of the phases): ``{"train": TaskData}`` of the training tasks. Evaluation data:
+``{"tasks": {split: Task}, "data": {split: TaskData}}`` for ``train`` (and ``test``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from jaxomrl.algos.base import Algorithm, Phase
+from jaxomrl.data.sampler import TaskData, sample_indices, sample_task_subset, take
+from jaxomrl.envs.base import TaskFamily
+from jaxomrl.eval.adaptation import context_from_data, encoder_context, online_returns
+from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
+from jaxomrl.learners.sac import SACConfig, make_sac
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaConfig:
+    """One offline meta-RL run (per seed).
+
+    ``encoder`` None trains a task-agnostic policy (no task embedding). ``meta_batch`` tasks per
+    policy step (None: all) and ``policy.batch_size`` transitions in total, split evenly.
+    """
+
+    policy: SACConfig
+    encoder: Optional[EncoderConfig] = None
+    encoder_steps: int = 2000
+    policy_steps: int = 5000
+    meta_batch: Optional[int] = 16
+    eval_episodes: int = 1
+    carry_context: bool = True
+    policy_context: str = "task"
+    eval_contexts: int = 4
+
+    def __post_init__(self):
+        if self.policy_context not in ("task", "history"):
+            raise ValueError(f"policy_context must be 'task' or 'history', got "
+                             f"{self.policy_context!r}")
+        if self.eval_contexts < 1:
+            raise ValueError(f"eval_contexts must be >= 1, got {self.eval_contexts}")
+        if self.encoder is None and self.policy.head != "none":
+            raise ValueError(f"a {self.policy.head!r} head needs an encoder")
+        if self.encoder is not None and self.policy.head == "none":
+            raise ValueError("an encoder needs a conditioned policy head (concat or hyper)")
+        if self.encoder is not None and self.encoder_steps < 1:
+            raise ValueError(f"encoder_steps must be >= 1, got {self.encoder_steps}")
+        if self.policy_steps < 1:
+            raise ValueError(f"policy_steps must be >= 1, got {self.policy_steps}")
+        if self.eval_episodes < 1:
+            raise ValueError(f"eval_episodes must be >= 1, got {self.eval_episodes}")
+
+
+@struct.dataclass
+class Embedded:
+    """The frozen encoder's parameters and every training transition's embeddings ``[T, N, D]``."""
+
+    encoder_params: Any
+    z: jax.Array
+    next_z: jax.Array
+
+
+def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
+                   num_train_tasks: int) -> Algorithm:
+    obs_dim, action_dim = family.obs_dim, family.action_dim
+    enc = (make_encoder_learner(config.encoder, obs_dim, action_dim)
+           if config.encoder is not None else None)
+    latent = config.encoder.latent_dim if enc is not None else 0
+    sac = make_sac(config.policy, obs_dim, action_dim, latent)
+    meta_batch = min(config.meta_batch or num_train_tasks, num_train_tasks)
+    per_task = max(config.policy.batch_size // meta_batch, 1)
+
+    def policy_prepare(encoder_params, data) -> Optional[Embedded]:
+        if enc is None:
+            return None
+        z, next_z = enc.embed_stream(encoder_params, data["train"])
+        return Embedded(encoder_params=encoder_params, z=z, next_z=next_z)
+
+    def policy_update(state, key, aux: Optional[Embedded], data):
+        train: TaskData = data["train"]
+        k_task, k_idx, k_sac = jax.random.split(key, 3)
+        tasks = (sample_task_subset(k_task, train.num_tasks, meta_batch)
+                 if meta_batch < train.num_tasks else None)
+        tasks, index = sample_indices(train, k_idx, per_task, tasks)
+        flat = lambda x: x.reshape((-1,) + x.shape[2:])
+        batch = jax.tree_util.tree_map(flat, train.gather(tasks, index))
+        if aux is None:
+            return sac.update(state, batch, k_sac)
+        if config.policy_context == "history":
+            z, next_z = (flat(take(x, tasks, index)) for x in (aux.z, aux.next_z))
+            return sac.update(state, batch, k_sac, z, next_z)
+        # "task": the embedding of a prefix of another episode of the same task, of uniform
+        # length 0..H (before or after a uniformly drawn transition), fixed for obs and next_obs.
+        k_ctx, k_side, k_sac = jax.random.split(k_sac, 3)
+        _, ctx_index = sample_indices(train, k_ctx, per_task, tasks)
+        after = jax.random.bernoulli(k_side, 0.5, ctx_index.shape)[..., None]
+        z = flat(jnp.where(after, take(aux.next_z, tasks, ctx_index),
+                           take(aux.z, tasks, ctx_index)))
+        return sac.update(state, batch, k_sac, z)
+
+    def policy_output(state, aux: Optional[Embedded]) -> Dict[str, Any]:
+        return {"actor": state.actor_params,
+                "encoder": aux.encoder_params if aux is not None else None}
+
+    policy_phase = Phase(name="policy", num_steps=config.policy_steps,
+                         init=lambda key, aux, data: sac.init(key), update=policy_update,
+                         output=policy_output, prepare=policy_prepare)
+    phases = (policy_phase,)
+    if enc is not None:
+        encoder_phase = Phase(
+            name="encoder", num_steps=config.encoder_steps,
+            init=lambda key, aux, data: enc.init(key),
+            update=lambda state, key, aux, data: enc.update(state, data["train"], key),
+            output=lambda state, aux: state.params)
+        phases = (encoder_phase, policy_phase)
+
+    def evaluate(outputs, key, eval_data) -> Dict[str, jax.Array]:
+        """Returns per task set (``train`` / ``test``):
+
+        * ``{split}_online`` ``[T, eval_episodes]``: online adaptation, the embedding re-inferred
+          from the policy's own history at every step (episode 1: zero-shot);
+        * ``{split}_offline_ctx`` ``[T, 1]`` (with an encoder): the embedding inferred from one
+          episode of the task's offline data and held fixed, mean over ``eval_contexts`` episodes.
+        """
+        context = encoder_context(enc, outputs["encoder"]) if enc is not None else None
+
+        def act(obs, z, k, deterministic):
+            return sac.act(outputs["actor"], obs, k, deterministic, z)
+
+        out = {}
+        for split, tasks in sorted(eval_data["tasks"].items()):
+            key, k_on, k_off = jax.random.split(key, 3)
+            out[f"{split}_online"] = online_returns(family, tasks, act, context, k_on,
+                                                    config.eval_episodes, config.carry_context)
+            if context is None:
+                continue
+
+            def offline(k):
+                k_ctx, k_run = jax.random.split(k)
+                start = context_from_data(context, eval_data["data"][split], k_ctx,
+                                          family.horizon)
+                return online_returns(family, tasks, act, context, k_run, 1,
+                                      initial_context=start, frozen=True)[:, 0]
+
+            per_ctx = jax.vmap(offline)(jax.random.split(k_off, config.eval_contexts))
+            out[f"{split}_offline_ctx"] = jnp.mean(per_ctx, axis=0)[:, None]
+        return out
+
+    return Algorithm(name=name, phases=phases, evaluate=evaluate,
+                     config=dataclasses.asdict(config))
+
+
+def run_data(ds) -> Tuple[Dict[str, TaskData], Dict[str, Any]]:
+    """``(data, eval_data)`` of a ``MultiTaskDataset``: phases train on its training tasks; the
+    evaluation rolls out in its training tasks and, if it has any, its test tasks."""
+    train = np.flatnonzero(~ds.is_test)
+    test = np.flatnonzero(ds.is_test)
+    if train.size == 0:
+        raise ValueError("the dataset has no training tasks")
+    tasks = ds.tasks()
+    data = {"train": ds.select_tasks(train).to_device()}
+    eval_data = {"tasks": {"train": tasks[train]}, "data": {"train": data["train"]}}
+    if test.size:
+        eval_data["tasks"]["test"] = tasks[test]
+        eval_data["data"]["test"] = ds.select_tasks(test).to_device()
+    return data, eval_data

@@ -1,0 +1,96 @@
+"""Named algorithms and their ablations, built from one set of sizes and schedules.
+
+A run is named by a *spec*: the algorithm, optionally followed by ablations, ``/``-separated:
+
+    r2pgo                               R2PGO (recurrent VAE + similarity-weighted InfoNCE encoder,
+                                        hypernetwork SAC+BC actor and critics)
+    r2pgo/no_weighted_negatives         ... negatives drawn uniformly over tasks (alpha = 0)
+    r2pgo/no_hypernetwork               ... policy conditioned by concatenating [s, z]
+    bc                                  task-agnostic behaviour cloning on all training tasks
+
+``make_config(spec, settings)`` gives the ``MetaConfig`` of a spec; ``make(spec, settings,
+family, num_train_tasks)`` the ``Algorithm`` the runner trains.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Tuple
+
+from jaxomrl.algos.base import Algorithm
+from jaxomrl.algos.offline_meta import MetaConfig, make_algorithm
+from jaxomrl.envs.base import TaskFamily
+from jaxomrl.learners.encoder import EncoderConfig
+from jaxomrl.learners.sac import SACConfig
+
+ALGORITHMS: Dict[str, Tuple[str, ...]] = {
+    "r2pgo": ("no_weighted_negatives", "no_hypernetwork"),
+    "bc": (),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Sizes and schedules shared by every algorithm of a comparison (defaults: the papers' /
+    peer codebases' values where they agree, PEER_SETTINGS.md)."""
+
+    hidden: Tuple[int, ...] = (256, 256)
+    hyper_hidden: Tuple[int, ...] = (64,)
+    latent_dim: int = 5
+    encoder_hidden: int = 64
+    window: int = 20                    # GRU: episode-prefix length the encoder trains on
+    contexts_per_task: int = 8
+    encoder_meta_batch: int = 16
+    encoder_steps: int = 2000
+    encoder_lr: float = 3e-4
+    kl_weight: float = 0.1
+    infonce_weight: float = 1.0
+    alpha: float = 5.0                  # R2PGO eq. 4 kernel width on task attributes
+    num_negatives: int = 16
+    temperature: float = 1.0
+    policy_steps: int = 5000
+    batch_size: int = 256
+    meta_batch: int = 16
+    lr: float = 3e-4
+    rl_weight: float = 2.5              # TD3+BC lambda
+    bc_weight: float = 1.0
+    eval_episodes: int = 1
+    carry_context: bool = True
+
+
+def parse_spec(spec: str) -> Tuple[str, Tuple[str, ...]]:
+    """``"r2pgo/no_hypernetwork"`` -> ``("r2pgo", ("no_hypernetwork",))``, validated."""
+    name, *ablations = spec.strip().split("/")
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {name!r}; known: {sorted(ALGORITHMS)}")
+    for a in ablations:
+        if a not in ALGORITHMS[name]:
+            raise ValueError(f"{name} has no ablation {a!r}; known: {list(ALGORITHMS[name])}")
+    if len(set(ablations)) != len(ablations):
+        raise ValueError(f"repeated ablation in {spec!r}")
+    return name, tuple(ablations)
+
+
+def make_config(spec: str, s: Settings) -> MetaConfig:
+    name, ablations = parse_spec(spec)
+    policy = dict(hidden=tuple(s.hidden), hyper_hidden=tuple(s.hyper_hidden), actor_lr=s.lr,
+                  critic_lr=s.lr, batch_size=s.batch_size)
+    common = dict(policy_steps=s.policy_steps, meta_batch=s.meta_batch,
+                  eval_episodes=s.eval_episodes, carry_context=s.carry_context)
+    if name == "bc":
+        return MetaConfig(policy=SACConfig(head="none", rl_weight=0.0, bc_weight=s.bc_weight,
+                                           **policy), **common)
+    encoder = EncoderConfig(
+        encoder="gru", latent_dim=s.latent_dim, hidden=s.encoder_hidden, window=s.window,
+        contexts_per_task=s.contexts_per_task, meta_batch=s.encoder_meta_batch,
+        learning_rate=s.encoder_lr, vae_weight=1.0, kl_weight=s.kl_weight,
+        infonce_weight=s.infonce_weight,
+        alpha=0.0 if "no_weighted_negatives" in ablations else s.alpha,
+        num_negatives=s.num_negatives, temperature=s.temperature)
+    head = "concat" if "no_hypernetwork" in ablations else "hyper"
+    return MetaConfig(policy=SACConfig(head=head, rl_weight=s.rl_weight, bc_weight=s.bc_weight,
+                                       **policy),
+                      encoder=encoder, encoder_steps=s.encoder_steps, **common)
+
+
+def make(spec: str, settings: Settings, family: TaskFamily, num_train_tasks: int) -> Algorithm:
+    return make_algorithm(spec, make_config(spec, settings), family, num_train_tasks)

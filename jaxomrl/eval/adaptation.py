@@ -1,0 +1,114 @@
+"""Online adaptation: a task-conditioned policy acts in a task while its encoder infers the task
+from the history so far (R2PGO §4, "zero-shot": no gradient steps, no pre-collected context).
+
+``online_returns`` rolls one policy out in a batch of tasks for ``num_episodes`` consecutive
+episodes and returns the return of every episode; episode 1 is zero-shot adaptation. At every
+step the task embedding is re-inferred from the history (the context carry of
+``jaxomrl.learners.encoder``), which is carried across episodes or reset at each one. Everything
+is one ``lax.scan`` ``vmap``-ped over tasks; ``vmap`` it again over seeds (parameters).
+
+With ``initial_context`` from :func:`context_from_data` and ``frozen=True`` the same rollout is
+the offline-context protocol (FOCAL / CORRO): the task is inferred once from an episode of the
+task's offline data and the embedding is held fixed.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxomrl.data.sampler import sample_episodes
+from jaxomrl.envs.base import Task, TaskFamily, Transition
+from jaxomrl.nets.actor_critic import scale_action
+
+
+class Context(NamedTuple):
+    """How a policy infers its task online (functions closed over the encoder's parameters).
+
+    ``init() -> carry``, ``update(carry, transition) -> carry`` (one unbatched transition with
+    actions in [-1, 1]), ``embed(carry, obs) -> z [latent]``.
+    """
+
+    init: Callable[[], Any]
+    update: Callable[[Any, Transition], Any]
+    embed: Callable[[Any, jax.Array], jax.Array]
+
+
+def encoder_context(learner, params) -> Context:
+    """The online context of an ``EncoderLearner`` with parameters ``params``."""
+    return Context(init=learner.context_init,
+                   update=lambda c, tr: learner.context_update(params, c, tr),
+                   embed=lambda c, obs: learner.context_embed(params, c, obs))
+
+
+def online_returns(family: TaskFamily, tasks: Task, act: Callable, context: Optional[Context],
+                   key: jax.Array, num_episodes: int = 1, carry_context: bool = True,
+                   deterministic: bool = True, initial_context: Any = None,
+                   frozen: bool = False) -> jax.Array:
+    """Returns ``[num_tasks, num_episodes]`` of a policy adapting online in every task.
+
+    Args:
+      family: the task family.
+      tasks: a batch of tasks (leading axis).
+      act: ``act(obs, z, key, deterministic) -> action in [-1, 1]^d`` (``z`` is None without a
+        context), e.g. ``functools.partial(sac.act, actor_params)`` rearranged.
+      context: how the task embedding is inferred online (None: a task-agnostic policy).
+      key: PRNG key (environment resets and stochastic actions).
+      num_episodes: consecutive episodes per task; the rollout runs ``num_episodes * horizon``
+        steps and episodes that end early (termination) leave the rest of the budget unused.
+      carry_context: keep the history across episodes (True) or start each episode empty.
+      deterministic: act with the policy's mode.
+      initial_context: per-task context carries ``[num_tasks, ...]`` to start from (e.g. from
+        :func:`context_from_data`) instead of the empty history.
+      frozen: never update the context with the policy's own transitions (the embedding stays
+        that of ``initial_context``: the offline-context protocol of FOCAL / CORRO).
+    """
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    low, high = family.action_low, family.action_high
+
+    def one_task(task, key, start):
+        k_reset, k_run = jax.random.split(key)
+        state = family.reset(task, k_reset)
+        ctx = start if start is not None else (context.init() if context is not None else ())
+
+        def body(carry, k):
+            state, ctx, episode, returns = carry
+            z = context.embed(ctx, state.obs) if context is not None else None
+            action = act(state.obs, z, k, deterministic)
+            nxt = family.step_autoreset(task, state, scale_action(action, low, high))
+            live = episode < num_episodes
+            returns = returns + jnp.where(live, nxt.reward, 0.0) * jax.nn.one_hot(
+                jnp.minimum(episode, num_episodes - 1), num_episodes)
+            if context is not None and not frozen:
+                tr = Transition(obs=state.obs, action=action, reward=nxt.reward,
+                                next_obs=nxt.next_obs, terminated=nxt.terminated,
+                                truncated=nxt.truncated)
+                ctx = context.update(ctx, tr)
+                if not carry_context:
+                    ctx = jax.tree_util.tree_map(lambda a, b: jnp.where(nxt.done, a, b),
+                                                 context.init(), ctx)
+            return (nxt, ctx, episode + nxt.done.astype(jnp.int32), returns), None
+
+        init = (state, ctx, jnp.zeros((), jnp.int32), jnp.zeros((num_episodes,), jnp.float32))
+        (_, _, _, returns), _ = jax.lax.scan(
+            body, init, jax.random.split(k_run, num_episodes * family.horizon))
+        return returns
+
+    return jax.vmap(one_task)(tasks, jax.random.split(key, tasks.num_tasks), initial_context)
+
+
+def context_from_data(context: Context, data, key: jax.Array, length: int) -> Any:
+    """Per-task context carries ``[T, ...]`` after reading one episode prefix of ``length``
+    transitions drawn uniformly from each task's data (a ``TaskData``; any behaviour checkpoint)."""
+    ctx, mask = sample_episodes(data, key, 1, length)
+
+    def one(tr, m):
+        def body(c, inp):
+            t, valid = inp
+            new = context.update(c, t)
+            return jax.tree_util.tree_map(lambda a, b: jnp.where(valid, a, b), new, c), None
+        return jax.lax.scan(body, context.init(), (tr, m))[0]
+
+    return jax.vmap(one)(jax.tree_util.tree_map(lambda x: x[:, 0], ctx), mask[:, 0])

@@ -1,0 +1,286 @@
+"""The experiment runner: every seed of a run in one jitted, ``vmap``-ped program, checkpointed.
+
+    result = run(algorithm, data, eval_data, RunConfig(workdir="runs/x", seeds=(0, 1, 2)))
+
+For each phase of the algorithm (``jaxomrl.algos.base``) the runner ``vmap``s ``init`` and a
+``lax.scan`` of ``chunk_steps`` updates over seeds and ``jit``s it; between chunks it logs the
+chunk-mean metrics (CSV, TensorBoard, a progress line with steps/s and ETA) and saves an orbax
+checkpoint of ``(inputs, state)``. With ``shard_seeds`` the seed axis is split over all devices
+(``jax.sharding``; seeds must divide evenly).
+
+Randomness is a pure function of (seed, phase, chunk index), so a run killed at any point and
+started again with the same workdir resumes from its last checkpoint and ends with the same
+parameters as an uninterrupted run. A workdir remembers its configuration (``run.json``) and
+refuses a different one. At the end ``results.json`` holds the final evaluation per seed and as
+mean +- std over seeds, and the per-task arrays.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxomrl.algos.base import Algorithm
+from jaxomrl.experiment.checkpoint import Checkpointer
+from jaxomrl.experiment.logger import RunLogger
+from jaxomrl.io import atomic_write_text
+
+EVAL_KEY = 10_000  # fold-in constant of the evaluation key (the same key at every evaluation)
+
+
+class RunConfigError(ValueError):
+    """The workdir holds a different run."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    workdir: str
+    seeds: Tuple[int, ...] = (0,)
+    chunk_steps: int = 500          # updates per jitted chunk (and per log row)
+    checkpoint_every: int = 1       # chunks between checkpoints
+    eval_every: int = 0             # last-phase updates between evaluations (0: only at the end)
+    shard_seeds: bool = False       # split the seed axis over all devices
+    verbose: bool = True
+
+    def __post_init__(self):
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}")
+        if self.chunk_steps < 1 or self.checkpoint_every < 1 or self.eval_every < 0:
+            raise ValueError("chunk_steps and checkpoint_every must be >= 1, eval_every >= 0")
+        if self.eval_every and self.eval_every % self.chunk_steps:
+            raise ValueError(f"eval_every ({self.eval_every}) must be a multiple of chunk_steps "
+                             f"({self.chunk_steps})")
+
+
+def _schedule(algorithm: Algorithm, chunk_steps: int) -> List[Tuple[int, int, int, int]]:
+    """Every chunk of the run: (phase index, chunk index in phase, first step, num steps)."""
+    out = []
+    for p, phase in enumerate(algorithm.phases):
+        for c, start in enumerate(range(0, phase.num_steps, chunk_steps)):
+            out.append((p, c, start, min(chunk_steps, phase.num_steps - start)))
+    return out
+
+
+def _summary(values: np.ndarray) -> Dict[str, Any]:
+    values = np.asarray(values, np.float64)
+    return {"mean": float(values.mean()), "std": float(values.std()),
+            "per_seed": [float(v) for v in values]}
+
+
+def scalar_metrics(evaluation: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """``[seeds]`` scalars from an evaluation: for ``name [seeds, tasks, episodes]``, the mean over
+    tasks of every episode (``name/ep1`` ...); other arrays are averaged over non-seed axes."""
+    out = {}
+    for name, v in evaluation.items():
+        v = np.asarray(v)
+        if v.ndim == 3:
+            for e in range(v.shape[2]):
+                out[f"{name}/ep{e + 1}"] = v[:, :, e].mean(axis=1)
+        else:
+            out[name] = v.reshape(v.shape[0], -1).mean(axis=1)
+    return out
+
+
+def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
+        description: Optional[Dict[str, Any]] = None,
+        stop_after_chunks: Optional[int] = None) -> Optional[Dict[str, Any]]:
+    """Trains (or resumes) every seed of ``algorithm`` and evaluates it.
+
+    Args:
+      algorithm: phases and evaluation (one seed each; see ``jaxomrl.algos.base``).
+      data: pytree of device arrays the phases read (shared by all seeds).
+      eval_data: pytree the evaluation reads.
+      config: run settings.
+      description: JSON-serialisable facts that identify the run beyond the algorithm's config
+        (dataset path and checksum, family, ...); stored in ``run.json`` and ``results.json``.
+      stop_after_chunks: stop (checkpointed) after this many chunks in this call; for tests of
+        resumption. Returns None in that case.
+
+    Returns the results dictionary also written to ``workdir/results.json``.
+    """
+    os.makedirs(config.workdir, exist_ok=True)
+    seeds = list(config.seeds)
+    identity = {"algorithm": algorithm.name, "config": algorithm.config,
+                "seeds": seeds, "chunk_steps": config.chunk_steps,
+                "eval_every": config.eval_every, "description": description or {}}
+    identity = json.loads(json.dumps(identity, default=str))
+    run_json = os.path.join(config.workdir, "run.json")
+    if os.path.exists(run_json):
+        with open(run_json) as f:
+            saved = json.load(f)
+        if saved != identity:
+            diff = sorted(k for k in identity if saved.get(k) != identity[k])
+            raise RunConfigError(f"{config.workdir} holds a different run (differs in {diff}); "
+                                 "use a new --workdir or delete the old one")
+    else:
+        atomic_write_text(run_json, json.dumps(identity, indent=1, sort_keys=True))
+
+    # Placement: seeds on the leading axis, optionally split over devices.
+    if config.shard_seeds:
+        devices = jax.devices()
+        if len(seeds) % len(devices):
+            raise ValueError(f"shard_seeds: {len(seeds)} seeds do not split evenly over "
+                             f"{len(devices)} devices")
+        mesh = Mesh(np.array(devices), ("seeds",))
+        seed_sharding, shared = NamedSharding(mesh, P("seeds")), NamedSharding(mesh, P())
+        put_seeds = lambda t: jax.device_put(t, seed_sharding)
+        data, eval_data = jax.device_put((data, eval_data), shared)
+    else:
+        put_seeds = lambda t: t
+
+    seed_keys = put_seeds(jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, jnp.uint32)))
+    phase_keys = [jax.vmap(lambda k: jax.random.fold_in(k, p))(seed_keys)
+                  for p in range(len(algorithm.phases))]
+    schedule = _schedule(algorithm, config.chunk_steps)
+    last_phase = len(algorithm.phases) - 1
+
+    prepare = [jax.jit(jax.vmap(ph.prepare, in_axes=(0, None))) for ph in algorithm.phases]
+    init = [jax.jit(jax.vmap(ph.init, in_axes=(0, 0, None))) for ph in algorithm.phases]
+    output = [jax.jit(jax.vmap(ph.output)) for ph in algorithm.phases]
+    evaluate = jax.jit(jax.vmap(algorithm.evaluate, in_axes=(0, 0, None)))
+    eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, EVAL_KEY))(seed_keys)
+    chunk_fns: Dict[Tuple[int, int], Any] = {}
+
+    def chunk_fn(p: int, n: int):
+        if (p, n) not in chunk_fns:
+            phase = algorithm.phases[p]
+
+            def one_seed(state, key, aux, data):
+                keys = jax.random.split(key, n)
+                state, metrics = jax.lax.scan(lambda s, k: phase.update(s, k, aux, data),
+                                              state, keys)
+                return state, jax.tree_util.tree_map(lambda m: jnp.mean(m, axis=0), metrics)
+
+            chunk_fns[(p, n)] = jax.jit(jax.vmap(one_seed, in_axes=(0, 0, 0, None)))
+        return chunk_fns[(p, n)]
+
+    def phase_init(p: int, inputs):
+        aux = prepare[p](inputs, data)
+        k_init = jax.vmap(lambda k: jax.random.fold_in(k, 0))(phase_keys[p])
+        return aux, init[p](k_init, aux, data)
+
+    # Restore, or start.
+    ckpt = Checkpointer(os.path.join(config.workdir, "checkpoints"))
+    done_chunks = ckpt.latest_step() or 0
+    inputs = put_seeds(jnp.zeros((len(seeds),)))  # the first phase's inputs: a placeholder
+    if done_chunks:
+        p_done = schedule[done_chunks - 1][0]
+        like_inputs = inputs
+        for p in range(p_done):  # shapes of every phase's inputs, without computing anything
+            aux_s = jax.eval_shape(prepare[p], like_inputs, data)
+            st_s = jax.eval_shape(init[p], phase_keys[p], aux_s, data)
+            like_inputs = jax.eval_shape(output[p], st_s, aux_s)
+        aux_s = jax.eval_shape(prepare[p_done], like_inputs, data)
+        like_state = jax.eval_shape(init[p_done], phase_keys[p_done], aux_s, data)
+        saved = ckpt.restore(done_chunks, {"inputs": like_inputs, "state": like_state})
+        inputs, state = put_seeds(saved["inputs"]), put_seeds(saved["state"])
+        aux = prepare[p_done](inputs, data)
+        current = p_done
+    else:
+        current = None
+    purge = done_chunks and sum(s[3] for s in schedule[:done_chunks])
+    logger = RunLogger(config.workdir, seeds, purge_step=purge or None)
+    if done_chunks:
+        p_done, c_done, start, n = schedule[done_chunks - 1]
+        logger.truncate(algorithm.phases[p_done].name, start + n)
+        for p in range(p_done + 1, len(algorithm.phases)):
+            logger.truncate(algorithm.phases[p].name, -1)
+        logger.truncate("eval", start + n if p_done == last_phase else -1)
+        if config.verbose:
+            print(f"[{algorithm.name}] resuming after chunk {done_chunks}/{len(schedule)} "
+                  f"({algorithm.phases[p_done].name} step {start + n})", flush=True)
+
+    def log_eval(step: int, global_step: int, seconds: float):
+        outs = output[last_phase](state, aux)
+        ev = jax.device_get(evaluate(outs, eval_keys, eval_data))
+        logger.write("eval", step, global_step, seconds, scalar_metrics(ev))
+        return ev
+
+    t_start = time.time()
+    global_step = purge or 0
+    chunks_this_call = 0
+    for g in range(done_chunks, len(schedule)):
+        p, c, start, n = schedule[g]
+        phase = algorithm.phases[p]
+        if current != p:
+            if current is not None:
+                inputs = output[current](state, aux)
+            aux, state = phase_init(p, inputs)
+            current = p
+            t_phase, steps_phase = time.time(), 0
+        elif chunks_this_call == 0:
+            t_phase, steps_phase = time.time(), 0
+        key = jax.vmap(lambda k: jax.random.fold_in(k, 1 + c))(phase_keys[p])
+        state, metrics = chunk_fn(p, n)(state, key, aux, data)
+        metrics = jax.device_get(metrics)
+        global_step += n
+        steps_phase += n
+        elapsed = time.time() - t_start
+        logger.write(phase.name, start + n, global_step, elapsed, metrics)
+        if p == last_phase and config.eval_every and (start + n) % config.eval_every == 0 \
+                and start + n < phase.num_steps:
+            log_eval(start + n, global_step, elapsed)
+        chunks_this_call += 1
+        stopping = stop_after_chunks is not None and chunks_this_call >= stop_after_chunks
+        phase_ends = g + 1 == len(schedule) or schedule[g + 1][0] != p
+        if (g + 1) % config.checkpoint_every == 0 or phase_ends or stopping:
+            ckpt.save(g + 1, {"inputs": inputs, "state": state})
+        if config.verbose:
+            rate = steps_phase / max(time.time() - t_phase, 1e-9)
+            eta = (phase.num_steps - start - n) / max(rate, 1e-9)
+            shown = " ".join(f"{k}={float(np.mean(v)):.4g}" for k, v in sorted(metrics.items())
+                             if k in ("loss", "actor_loss", "critic_loss", "bc", "infonce",
+                                      "bc_loss", "batch_task_accuracy"))
+            print(f"[{algorithm.name}] {phase.name} {start + n}/{phase.num_steps} | "
+                  f"{rate:.0f} steps/s x {len(seeds)} seeds | phase ETA {eta:.0f}s | {shown}", flush=True)
+        if stopping and g + 1 < len(schedule):
+            ckpt.close()
+            logger.close()
+            return None
+    ckpt.close()
+
+    final_step = algorithm.phases[last_phase].num_steps
+    evaluation = log_eval(final_step, global_step, time.time() - t_start)
+    logger.close()
+    results = {
+        "algorithm": algorithm.name,
+        "seeds": seeds,
+        "metrics": {k: _summary(v) for k, v in scalar_metrics(evaluation).items()},
+        "per_task": {k: np.asarray(v).tolist() for k, v in evaluation.items()},
+        "train_seconds_this_call": time.time() - t_start,
+        "devices": len(jax.tree_util.tree_leaves(state)[0].sharding.device_set),
+        "run": identity,
+    }
+    atomic_write_text(os.path.join(config.workdir, "results.json"),
+                      json.dumps(results, indent=1, sort_keys=True))
+    return results
+
+
+def final_outputs(algorithm: Algorithm, data: Any, workdir: str, num_seeds: int) -> Any:
+    """The last phase's outputs (e.g. trained parameters) of a finished run, from its checkpoint."""
+    with open(os.path.join(workdir, "run.json")) as f:
+        schedule = _schedule(algorithm, json.load(f)["chunk_steps"])
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    step = ckpt.latest_step()
+    if step != len(schedule):
+        raise ValueError(f"{workdir}: the run is not finished ({step} of {len(schedule)} chunks)")
+    like_inputs = jnp.zeros((num_seeds,))
+    keys = jax.vmap(jax.random.PRNGKey)(jnp.arange(num_seeds, dtype=jnp.uint32))
+    for p, ph in enumerate(algorithm.phases):
+        prep = jax.vmap(ph.prepare, in_axes=(0, None))
+        aux_s = jax.eval_shape(prep, like_inputs, data)
+        st_s = jax.eval_shape(jax.vmap(ph.init, in_axes=(0, 0, None)), keys, aux_s, data)
+        if p < len(algorithm.phases) - 1:
+            like_inputs = jax.eval_shape(jax.vmap(ph.output), st_s, aux_s)
+    saved = ckpt.restore(step, {"inputs": like_inputs, "state": st_s})
+    ckpt.close()
+    last = algorithm.phases[-1]
+    aux = jax.jit(jax.vmap(last.prepare, in_axes=(0, None)))(saved["inputs"], data)
+    return jax.jit(jax.vmap(last.output))(saved["state"], aux)

@@ -1,0 +1,34 @@
+"""Test data: point-robot datasets from scripted goal-seeking behaviour (no SAC needed)."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxomrl import envs
+from jaxomrl.data.collect import build_dataset
+
+NOISE = (0.03, 0.08)  # two behaviour "checkpoints": goal-directed with different action noise
+
+
+@functools.cache
+def scripted_point_robot_dataset(num_train=12, num_test=4, num_envs=4, steps=40):
+    """A point-robot MultiTaskDataset (train and test tasks) of noisy goal-seeking behaviour."""
+    family = envs.make("point_robot_sparse")
+    train, test = family.train_test_split(0)
+    tasks = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[:num_train], b[:num_test]]),
+                                   train, test)
+    is_test = np.arange(num_train + num_test) >= num_train
+
+    def run(task, noise, key):
+        def policy(obs, k):
+            d = family.goal(task) - obs
+            a = 0.1 * d / (jnp.linalg.norm(d) + 1e-6)
+            return a + noise * jax.random.normal(k, (2,))
+        return envs.rollout(family, task, key, policy, steps, num_envs)[1]
+
+    keys = jax.random.split(jax.random.PRNGKey(0), (num_train + num_test) * len(NOISE))
+    keys = keys.reshape(num_train + num_test, len(NOISE), -1)
+    tr = jax.jit(jax.vmap(jax.vmap(run, in_axes=(None, 0, 0)), in_axes=(0, None, 0)))(
+        tasks, jnp.asarray(NOISE), keys)
+    return build_dataset(family, tasks, is_test, tr, [1, 2], "train", {"policy": "scripted"})

@@ -1,0 +1,179 @@
+"""The experiment runner (vmapped seeds, resume, sharding, logs), online-adaptation rollouts of
+known policies, the policy's context embeddings, and the train.py command line's input checks."""
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxomrl import algos, envs
+from jaxomrl.algos.offline_meta import run_data
+from jaxomrl.data import dataset as dataset_lib
+from jaxomrl.eval.adaptation import Context, online_returns
+from jaxomrl.experiment.runner import RunConfig, RunConfigError, final_outputs, run
+from scripted_data import scripted_point_robot_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = algos.Settings(hidden=(16, 16), hyper_hidden=(8,), latent_dim=3, encoder_hidden=16,
+                      window=10, contexts_per_task=4, encoder_meta_batch=4, encoder_steps=6,
+                      policy_steps=6, batch_size=32, meta_batch=4, eval_episodes=2)
+SEEDS = (0, 1)
+
+
+def _setup(spec="r2pgo", settings=TINY):
+    ds = scripted_point_robot_dataset()
+    family = ds.make_family()
+    data, eval_data = run_data(ds)
+    return algos.make(spec, settings, family, int((~ds.is_test).sum())), data, eval_data
+
+
+def _run(workdir, seeds=SEEDS, stop=None, spec="r2pgo", settings=TINY):
+    algorithm, data, eval_data = _setup(spec, settings)
+    cfg = RunConfig(workdir=str(workdir), seeds=seeds, chunk_steps=2, verbose=False)
+    res = run(algorithm, data, eval_data, cfg, {"test": True}, stop_after_chunks=stop)
+    return res, algorithm, data
+
+
+def _csv_steps(path):
+    with open(path, newline="") as f:
+        return [int(r[0]) for r in list(csv.reader(f))[1:]]
+
+
+def test_resume_equals_uninterrupted_and_seeds_vmapped_equal_separate(tmp_path):
+    full, algorithm, data = _run(tmp_path / "full")
+    ref = final_outputs(algorithm, data, str(tmp_path / "full"), len(SEEDS))
+    # Killed mid-encoder, then across the encoder -> policy boundary, then finished.
+    assert _run(tmp_path / "resumed", stop=2)[0] is None
+    assert _run(tmp_path / "resumed", stop=2)[0] is None
+    resumed, _, _ = _run(tmp_path / "resumed")
+    out = final_outputs(algorithm, data, str(tmp_path / "resumed"), len(SEEDS))
+    for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(out)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert resumed["metrics"] == full["metrics"]
+    for name in ("encoder", "policy"):
+        assert _csv_steps(tmp_path / "resumed" / f"metrics_{name}.csv") == [2, 4, 6]
+    res = json.loads((tmp_path / "full" / "results.json").read_text())
+    for name in ("test_online/ep1", "test_online/ep2", "test_offline_ctx/ep1"):
+        assert len(res["metrics"][name]["per_seed"]) == len(SEEDS)
+    assert np.asarray(res["per_task"]["test_online"]).shape == (2, 4, 2)
+    assert os.listdir(tmp_path / "full" / "tensorboard" / "seed1")
+
+    # Seed 1 alone (its own program, batch of one) = seed 1 of the vmapped pair.
+    _run(tmp_path / "alone", seeds=(1,))
+    alone = final_outputs(algorithm, data, str(tmp_path / "alone"), 1)
+    for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(alone)):
+        np.testing.assert_allclose(np.asarray(a)[1], np.asarray(b)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_workdir_refuses_a_different_run(tmp_path):
+    _run(tmp_path, spec="bc", stop=1)
+    with pytest.raises(RunConfigError, match="different run"):
+        _run(tmp_path, spec="bc", stop=1,
+             settings=algos.Settings(**{**TINY.__dict__, "batch_size": 64}))
+
+
+def test_seeds_sharded_over_host_devices_equal_unsharded(tmp_path):
+    """Two CPU host devices; the sharded run places seeds on both and computes the same."""
+    script = textwrap.dedent(f"""
+        import sys, jax, numpy as np
+        sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
+        from test_runner import _setup
+        from jaxomrl.experiment.runner import RunConfig, run, final_outputs
+        assert jax.device_count() == 2, jax.devices()
+        algorithm, data, eval_data = _setup("bc")
+        outs = []
+        for shard in (False, True):
+            wd = {str(tmp_path)!r} + f"/shard{{shard}}"
+            res = run(algorithm, data, eval_data,
+                      RunConfig(workdir=wd, seeds=(0, 1), chunk_steps=3, shard_seeds=shard,
+                                verbose=False))
+            assert res["devices"] == (2 if shard else 1), res["devices"]
+            outs.append(final_outputs(algorithm, data, wd, 2))
+        for a, b in zip(*map(jax.tree_util.tree_leaves, outs)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+        print("SHARDED_OK")
+    """)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=600)
+    assert "SHARDED_OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "train.py"), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+
+
+def test_train_cli_rejects_missing_data_wrong_family_and_unknown_algorithm(tmp_path):
+    wd = f"--workdir={tmp_path / 'w'}"
+    proc = _cli(f"--data={tmp_path / 'nowhere'}", "--family=point_robot_sparse", wd)
+    assert proc.returncode != 0 and "no dataset at" in proc.stderr
+    ds = scripted_point_robot_dataset()   # scripted noise can leave the action box: clip
+    ds = dataset_lib.MultiTaskDataset(
+        transitions={**ds.transitions, "action": np.clip(ds.transitions["action"], -0.1, 0.1)},
+        attributes=ds.attributes, is_test=ds.is_test, task_params=ds.task_params, meta=ds.meta)
+    path = dataset_lib.save(ds, str(tmp_path / "train.npz"))
+    proc = _cli(f"--data={path}", "--family=cheetah_vel", wd)
+    assert proc.returncode != 0
+    assert "from family 'point_robot_sparse', expected 'cheetah_vel'" in proc.stderr
+    proc = _cli(f"--data={tmp_path}", "--family=point_robot_sparse", "--algo=r2pgo/no_vae", wd)
+    assert proc.returncode != 0 and "r2pgo has no ablation 'no_vae'" in proc.stderr
+    assert not os.path.exists(tmp_path / "w")
+
+
+def test_online_returns_of_known_policies_and_context_semantics():
+    family = envs.make("point_robot_sparse")
+    _, test = family.train_test_split(0)
+    tasks = test[:3]
+    goals = jax.vmap(family.goal)(tasks)
+
+    def to_goal(obs, goal):  # 0.09 per step straight at the goal: inside radius 0.2 from step 9
+        d = goal - obs
+        return 0.9 * d / jnp.linalg.norm(d)   # normalised action; the env scales by 0.1
+
+    # Context = number of transitions seen; the policy moves only once it has seen 20.
+    counting = Context(init=lambda: jnp.zeros(()), update=lambda c, tr: c + 1,
+                       embed=lambda c, obs: jnp.stack([c, 0.0]))
+
+    def returns(carry, frozen=False, initial=None, context=counting, gate=20):
+        def run_one(task, goal, key):
+            def act(obs, z, k, det):
+                move = 1.0 if z is None else (z[0] >= gate).astype(jnp.float32)
+                return move * to_goal(obs, goal)
+            t1 = jax.tree_util.tree_map(lambda x: x[None], task)
+            init = None if initial is None else jnp.full((1,), initial)
+            return online_returns(family, t1, act, context, key, 2, carry, initial_context=init,
+                                  frozen=frozen)[0]
+        return np.asarray(jax.jit(jax.vmap(run_one))(tasks, goals, jax.random.split(
+            jax.random.PRNGKey(0), 3)))
+
+    np.testing.assert_array_equal(returns(True, context=None), np.full((3, 2), 12.0))
+    np.testing.assert_array_equal(returns(True), np.tile([0.0, 12.0], (3, 1)))
+    np.testing.assert_array_equal(returns(False), np.zeros((3, 2)))          # reset per episode
+    np.testing.assert_array_equal(returns(True, frozen=True), np.zeros((3, 2)))
+    np.testing.assert_array_equal(returns(True, frozen=True, initial=20.0),
+                                  np.full((3, 2), 12.0))
+
+
+def test_policy_embeddings_are_the_online_context_of_each_episode_prefix():
+    algorithm, data, _ = _setup()
+    from jaxomrl.learners.encoder import make_encoder_learner
+    enc = make_encoder_learner(algos.make_config("r2pgo", TINY).encoder, 2, 2)
+    params = enc.init(jax.random.PRNGKey(0)).params
+    z, next_z = jax.jit(enc.embed_stream)(params, data["train"])
+    ep = np.asarray(data["train"].episode[0])
+    first = np.flatnonzero(ep == ep[0])              # the task's first episode
+    tr = jax.tree_util.tree_map(lambda x: x[0, first][None], data["train"].transitions)
+    prefix = enc.embed(params, tr, jnp.ones((1, first.size), bool))
+    np.testing.assert_allclose(next_z[0, first[-1]], prefix[0], atol=1e-5)
+    second = first[-1] + 1                          # a new episode starts from the empty history
+    np.testing.assert_allclose(z[0, second], z[0, 0], atol=1e-6)
+    assert not np.allclose(z[0, second], next_z[0, first[-1]])
