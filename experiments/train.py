@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 
-import jax
 import numpy as np
 from absl import app, flags, logging
 
@@ -94,7 +93,7 @@ def main(argv):
     digest = hashlib.sha256(json.dumps(ds.meta["sha256"], sort_keys=True).encode()).hexdigest()
     description = {"family": ds.family, "dataset": os.path.abspath(path),
                    "dataset_sha256": digest, "num_train_tasks": n_train,
-                   "num_test_tasks": int(ds.is_test.sum()), "devices": str(jax.devices())}
+                   "num_test_tasks": int(ds.is_test.sum())}
     seeds = tuple(range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds))
     results = {}
     for spec in specs:
