@@ -68,6 +68,20 @@ def _schedule(algorithm: Algorithm, chunk_steps: int) -> List[Tuple[int, int, in
     return out
 
 
+def _templates(algorithm: Algorithm, data: Any, num_seeds: int, phase: int) -> Tuple[Any, Any]:
+    """Shapes and dtypes of the checkpointed ``(inputs, state)`` of ``phase`` for ``num_seeds``
+    seeds, derived abstractly (``jax.eval_shape``) through the earlier phases."""
+    keys = jax.eval_shape(lambda: jax.vmap(jax.random.PRNGKey)(jnp.zeros((num_seeds,),
+                                                                         jnp.uint32)))
+    inputs = jax.ShapeDtypeStruct((num_seeds,), jnp.float32)  # the first phase's placeholder
+    for p, ph in enumerate(algorithm.phases[:phase + 1]):
+        aux = jax.eval_shape(jax.vmap(ph.prepare, in_axes=(0, None)), inputs, data)
+        state = jax.eval_shape(jax.vmap(ph.init, in_axes=(0, 0, None)), keys, aux, data)
+        if p < phase:
+            inputs = jax.eval_shape(jax.vmap(ph.output), state, aux)
+    return inputs, state
+
+
 def _summary(values: np.ndarray) -> Dict[str, Any]:
     values = np.asarray(values, np.float64)
     return {"mean": float(values.mean()), "std": float(values.std()),
@@ -172,13 +186,7 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
     inputs = put_seeds(jnp.zeros((len(seeds),)))  # the first phase's inputs: a placeholder
     if done_chunks:
         p_done = schedule[done_chunks - 1][0]
-        like_inputs = inputs
-        for p in range(p_done):  # shapes of every phase's inputs, without computing anything
-            aux_s = jax.eval_shape(prepare[p], like_inputs, data)
-            st_s = jax.eval_shape(init[p], phase_keys[p], aux_s, data)
-            like_inputs = jax.eval_shape(output[p], st_s, aux_s)
-        aux_s = jax.eval_shape(prepare[p_done], like_inputs, data)
-        like_state = jax.eval_shape(init[p_done], phase_keys[p_done], aux_s, data)
+        like_inputs, like_state = _templates(algorithm, data, len(seeds), p_done)
         saved = ckpt.restore(done_chunks, {"inputs": like_inputs, "state": like_state})
         inputs, state = put_seeds(saved["inputs"]), put_seeds(saved["state"])
         aux = prepare[p_done](inputs, data)
@@ -188,7 +196,7 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
     purge = done_chunks and sum(s[3] for s in schedule[:done_chunks])
     logger = RunLogger(config.workdir, seeds, purge_step=purge or None)
     if done_chunks:
-        p_done, c_done, start, n = schedule[done_chunks - 1]
+        p_done, _, start, n = schedule[done_chunks - 1]
         logger.truncate(algorithm.phases[p_done].name, start + n)
         for p in range(p_done + 1, len(algorithm.phases)):
             logger.truncate(algorithm.phases[p].name, -1)
@@ -236,8 +244,8 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
             rate = steps_phase / max(time.time() - t_phase, 1e-9)
             eta = (phase.num_steps - start - n) / max(rate, 1e-9)
             shown = " ".join(f"{k}={float(np.mean(v)):.4g}" for k, v in sorted(metrics.items())
-                             if k in ("loss", "actor_loss", "critic_loss", "bc", "infonce",
-                                      "bc_loss", "batch_task_accuracy"))
+                             if k in ("loss", "actor_loss", "critic_loss", "infonce", "bc_loss",
+                                      "batch_task_accuracy"))
             print(f"[{algorithm.name}] {phase.name} {start + n}/{phase.num_steps} | "
                   f"{rate:.0f} steps/s x {len(seeds)} seeds | phase ETA {eta:.0f}s | {shown}", flush=True)
         if stopping and g + 1 < len(schedule):
@@ -271,15 +279,8 @@ def final_outputs(algorithm: Algorithm, data: Any, workdir: str, num_seeds: int)
     step = ckpt.latest_step()
     if step != len(schedule):
         raise ValueError(f"{workdir}: the run is not finished ({step} of {len(schedule)} chunks)")
-    like_inputs = jnp.zeros((num_seeds,))
-    keys = jax.vmap(jax.random.PRNGKey)(jnp.arange(num_seeds, dtype=jnp.uint32))
-    for p, ph in enumerate(algorithm.phases):
-        prep = jax.vmap(ph.prepare, in_axes=(0, None))
-        aux_s = jax.eval_shape(prep, like_inputs, data)
-        st_s = jax.eval_shape(jax.vmap(ph.init, in_axes=(0, 0, None)), keys, aux_s, data)
-        if p < len(algorithm.phases) - 1:
-            like_inputs = jax.eval_shape(jax.vmap(ph.output), st_s, aux_s)
-    saved = ckpt.restore(step, {"inputs": like_inputs, "state": st_s})
+    like_inputs, like_state = _templates(algorithm, data, num_seeds, len(algorithm.phases) - 1)
+    saved = ckpt.restore(step, {"inputs": like_inputs, "state": like_state})
     ckpt.close()
     last = algorithm.phases[-1]
     aux = jax.jit(jax.vmap(last.prepare, in_axes=(0, None)))(saved["inputs"], data)

@@ -169,6 +169,12 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
     tx = optax.adam(config.learning_rate)
     w = config.window
 
+    def empty_window() -> Transition:
+        """``window`` zero transitions (a shape template and the empty online context)."""
+        return Transition(obs=jnp.zeros((w, obs_dim)), action=jnp.zeros((w, action_dim)),
+                          reward=jnp.zeros((w,)), next_obs=jnp.zeros((w, obs_dim)),
+                          terminated=jnp.zeros((w,), bool), truncated=jnp.zeros((w,), bool))
+
     def sample_contexts(data: TaskData, key: jax.Array, num: int, tasks=None):
         """``num`` contexts per task: (ctx Transition [M, num, W], mask [M, num, W], query)."""
         if config.encoder == "gru":
@@ -197,9 +203,7 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
         return encode(params, ctx, mask, query)[0]
 
     def init(key: jax.Array) -> EncoderState:
-        ex = Transition(obs=jnp.zeros((w, obs_dim)), action=jnp.zeros((w, action_dim)),
-                        reward=jnp.zeros((w,)), next_obs=jnp.zeros((w, obs_dim)),
-                        terminated=jnp.zeros((w,), bool), truncated=jnp.zeros((w,), bool))
+        ex = empty_window()
         q = jax.tree_util.tree_map(lambda x: x[0], ex) if config.encoder == "transformer" else None
         params = model.init(key, ex, jnp.ones((w,), bool), q, method=_init_all)
         return EncoderState(params=params, opt_state=tx.init(params),
@@ -290,10 +294,7 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
         """The empty history: the GRU's zero state, or an all-masked window ``[W]``."""
         if recurrent:
             return jnp.zeros((config.hidden,))
-        empty = Transition(obs=jnp.zeros((w, obs_dim)), action=jnp.zeros((w, action_dim)),
-                           reward=jnp.zeros((w,)), next_obs=jnp.zeros((w, obs_dim)),
-                           terminated=jnp.zeros((w,), bool), truncated=jnp.zeros((w,), bool))
-        return empty, jnp.zeros((w,), bool)
+        return empty_window(), jnp.zeros((w,), bool)
 
     def context_update(params, ctx, tr: Transition):
         """Adds one transition (unbatched; actions in [-1, 1]) to the history."""
