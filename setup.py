@@ -10,5 +10,5 @@ setup(
         "jax", "jaxlib", "flax", "optax", "chex", "mujoco", "mujoco-mjx", "brax",
         "orbax-checkpoint", "numpy", "absl-py", "tensorboardX",
     ],
-    extras_require={"test": ["pytest"], "plots": ["matplotlib"], "bench": ["torch"]},
+    extras_require={"test": ["pytest"], "plots": ["matplotlib", "scikit-learn"], "bench": ["torch"]},
 )

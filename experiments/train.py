@@ -13,7 +13,6 @@ finished ones. The table at the end compares the specs with the SAC experts that
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -21,7 +20,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from jaxomrl import algos
-from jaxomrl.algos.offline_meta import run_data
+from jaxomrl.algos.offline_meta import describe_data, run_data
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.experiment.runner import RunConfig, RunConfigError, run
 
@@ -34,6 +33,8 @@ flags.DEFINE_string("workdir", None, "Working directory (one subdirectory per sp
 flags.DEFINE_integer("seeds", 3, "Number of seeds, trained together (vmapped).")
 flags.DEFINE_integer("seed_offset", 0, "First seed.")
 flags.DEFINE_bool("shard_seeds", False, "Split the seeds over all devices (jax.sharding).")
+flags.DEFINE_bool("share_phases", True, "Specs whose first phases are identical (e.g. the same "
+                  "encoder) train them once: outputs shared via <workdir>/shared_phases.")
 flags.DEFINE_integer("chunk_steps", 500, "Updates per jitted chunk / log row.")
 flags.DEFINE_integer("checkpoint_every", 1, "Chunks between orbax checkpoints.")
 flags.DEFINE_integer("eval_every", 0, "Policy updates between evaluations (0: at the end).")
@@ -52,6 +53,8 @@ flags.DEFINE_float("kl_weight", _D.kl_weight, "Weight of the VAE's KL terms.")
 flags.DEFINE_float("rl_weight", _D.rl_weight, "SAC+BC lambda.")
 flags.DEFINE_float("bc_weight", _D.bc_weight, "Behaviour-cloning weight.")
 flags.DEFINE_integer("eval_episodes", _D.eval_episodes, "Consecutive online episodes per task.")
+flags.DEFINE_integer("eval_contexts", _D.eval_contexts,
+                     "Context episodes per task of the offline / off-policy protocols.")
 flags.mark_flags_as_required(["family", "data", "workdir"])
 
 
@@ -73,7 +76,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     path = _dataset_path(FLAGS.data)
     try:
-        ds = dataset_lib.load(path, family=FLAGS.family)
+        ds, ood = dataset_lib.load_collection(path, family=FLAGS.family)
         specs = [s for s in FLAGS.algo if s]
         for s in specs:
             algos.parse_spec(s)
@@ -87,13 +90,11 @@ def main(argv):
         window=FLAGS.window or min(family.horizon, 64), encoder_steps=FLAGS.encoder_steps,
         policy_steps=FLAGS.policy_steps, batch_size=FLAGS.batch_size, meta_batch=FLAGS.meta_batch,
         encoder_meta_batch=FLAGS.meta_batch, alpha=FLAGS.alpha, kl_weight=FLAGS.kl_weight,
-        rl_weight=FLAGS.rl_weight, bc_weight=FLAGS.bc_weight, eval_episodes=FLAGS.eval_episodes)
-    data, eval_data = run_data(ds)
+        rl_weight=FLAGS.rl_weight, bc_weight=FLAGS.bc_weight, eval_episodes=FLAGS.eval_episodes,
+        eval_contexts=FLAGS.eval_contexts)
+    data, eval_data = run_data(ds, ood)
     n_train = int((~ds.is_test).sum())
-    digest = hashlib.sha256(json.dumps(ds.meta["sha256"], sort_keys=True).encode()).hexdigest()
-    description = {"family": ds.family, "dataset": os.path.abspath(path),
-                   "dataset_sha256": digest, "num_train_tasks": n_train,
-                   "num_test_tasks": int(ds.is_test.sum())}
+    description = describe_data(path, ds, ood)
     seeds = tuple(range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds))
     results = {}
     for spec in specs:
@@ -104,7 +105,9 @@ def main(argv):
         workdir = os.path.join(FLAGS.workdir, spec.replace("/", "-"))
         config = RunConfig(workdir=workdir, seeds=seeds, chunk_steps=FLAGS.chunk_steps,
                            checkpoint_every=FLAGS.checkpoint_every, eval_every=FLAGS.eval_every,
-                           shard_seeds=FLAGS.shard_seeds)
+                           shard_seeds=FLAGS.shard_seeds,
+                           share_dir=(os.path.join(FLAGS.workdir, "shared_phases")
+                                      if FLAGS.share_phases else None))
         done = os.path.join(workdir, "results.json")
         if os.path.exists(done):
             with open(done) as f:
@@ -120,8 +123,8 @@ def main(argv):
 
 
 def print_table(ds, results) -> None:
-    """Mean ± std over seeds of every return metric and, in brackets, its fraction of the data's
-    best behaviour checkpoint (the per-task SAC experts) on the same tasks."""
+    """Mean ± std over seeds of every metric and, for returns, in brackets the fraction of the
+    data's best behaviour checkpoint (the per-task SAC experts) on the same tasks."""
     ckpts = list(ds.meta["checkpoints"])
     best = int(np.argmax(ckpts))
     returns = np.asarray(ds.meta["checkpoint_returns"], np.float64)[:, best]
@@ -132,8 +135,9 @@ def print_table(ds, results) -> None:
                      key=lambda c: (not c.startswith("test"), c))
     print(f"\n{ds.family}: return per episode, mean ± std over seeds (fraction of the SAC experts "
           f"of checkpoint {ckpts[best]} that made the data). online: the policy infers the task "
-          "from its own history (ep1 = zero-shot); offline_ctx: from one episode of the task's "
-          "data, held fixed")
+          "from its own history (ep1 = zero-shot); offline_ctx / offpolicy_ctx: from one episode "
+          "of the task's training data / held-out checkpoints' data, held fixed; dphi: ReDA's "
+          "d(phi), lower is better")
     print("| algorithm | " + " | ".join(columns) + " |")
     print("|---|" + "---:|" * len(columns))
     for spec, res in results.items():
@@ -141,7 +145,7 @@ def print_table(ds, results) -> None:
         for c in columns:
             m = res["metrics"].get(c)
             split = c.split("_")[0]
-            cells.append("" if m is None else
+            cells.append("" if m is None else _fmt(m) if "dphi" in c else
                          f"{_fmt(m)} ({m['mean'] / expert[split]:.2f})")
         print(f"| {spec} | " + " | ".join(cells) + " |")
     cells = [f"{expert[c.split('_')[0]]:.2f}" if c.endswith("ep1") else "" for c in columns]

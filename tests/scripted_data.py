@@ -24,7 +24,7 @@ def scripted_point_robot_dataset(num_train=12, num_test=4, num_envs=4, steps=40)
         def policy(obs, k):
             d = family.goal(task) - obs
             a = 0.1 * d / (jnp.linalg.norm(d) + 1e-6)
-            return a + noise * jax.random.normal(k, (2,))
+            return jnp.clip(a + noise * jax.random.normal(k, (2,)), -0.1, 0.1)  # the box
         return envs.rollout(family, task, key, policy, steps, num_envs)[1]
 
     keys = jax.random.split(jax.random.PRNGKey(0), (num_train + num_test) * len(NOISE))

@@ -33,9 +33,10 @@ def _setup(spec="r2pgo", settings=TINY):
     return algos.make(spec, settings, family, int((~ds.is_test).sum())), data, eval_data
 
 
-def _run(workdir, seeds=SEEDS, stop=None, spec="r2pgo", settings=TINY):
+def _run(workdir, seeds=SEEDS, stop=None, spec="r2pgo", settings=TINY, share_dir=None):
     algorithm, data, eval_data = _setup(spec, settings)
-    cfg = RunConfig(workdir=str(workdir), seeds=seeds, chunk_steps=2, verbose=False)
+    cfg = RunConfig(workdir=str(workdir), seeds=seeds, chunk_steps=2, verbose=False,
+                    share_dir=share_dir)
     res = run(algorithm, data, eval_data, cfg, {"test": True}, stop_after_chunks=stop)
     return res, algorithm, data
 
@@ -69,6 +70,24 @@ def test_resume_equals_uninterrupted_and_seeds_vmapped_equal_separate(tmp_path):
     alone = final_outputs(algorithm, data, str(tmp_path / "alone"), 1)
     for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(alone)):
         np.testing.assert_allclose(np.asarray(a)[1], np.asarray(b)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_identical_first_phases_are_shared_and_give_the_same_result(tmp_path):
+    share = str(tmp_path / "shared")
+    first = _run(tmp_path / "a", spec="r2pgo", share_dir=share)[0]
+    assert first["phases_shared_in_this_call"] == []
+    # Same encoder, other policy head: the encoder phase is taken from the first run.
+    shared, algorithm, data = _run(tmp_path / "b", spec="r2pgo/no_hypernetwork", share_dir=share)
+    assert shared["phases_shared_in_this_call"] == ["encoder"]
+    assert _csv_steps(tmp_path / "b" / "metrics_encoder.csv") == [2, 4, 6]
+    alone = _run(tmp_path / "c", spec="r2pgo/no_hypernetwork")[0]
+    assert shared["metrics"] == alone["metrics"]
+    for a, b in zip(*(jax.tree_util.tree_leaves(final_outputs(algorithm, data, str(d), 2))
+                      for d in (tmp_path / "b", tmp_path / "c"))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # Another encoder (uniform negatives) is not taken from it.
+    other = _run(tmp_path / "d", spec="r2pgo/no_weighted_negatives", share_dir=share, stop=1)
+    assert other[0] is None and not os.path.exists(tmp_path / "d" / "metrics_policy.csv")
 
 
 def test_workdir_refuses_a_different_run(tmp_path):
@@ -116,11 +135,7 @@ def test_train_cli_rejects_missing_data_wrong_family_and_unknown_algorithm(tmp_p
     wd = f"--workdir={tmp_path / 'w'}"
     proc = _cli(f"--data={tmp_path / 'nowhere'}", "--family=point_robot_sparse", wd)
     assert proc.returncode != 0 and "no dataset at" in proc.stderr
-    ds = scripted_point_robot_dataset()   # scripted noise can leave the action box: clip
-    ds = dataset_lib.MultiTaskDataset(
-        transitions={**ds.transitions, "action": np.clip(ds.transitions["action"], -0.1, 0.1)},
-        attributes=ds.attributes, is_test=ds.is_test, task_params=ds.task_params, meta=ds.meta)
-    path = dataset_lib.save(ds, str(tmp_path / "train.npz"))
+    path = dataset_lib.save(scripted_point_robot_dataset(), str(tmp_path / "train.npz"))
     proc = _cli(f"--data={path}", "--family=cheetah_vel", wd)
     assert proc.returncode != 0
     assert "from family 'point_robot_sparse', expected 'cheetah_vel'" in proc.stderr

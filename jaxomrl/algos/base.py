@@ -16,7 +16,7 @@ resumed run recomputes ``aux`` instead of storing it; checkpoints hold ``inputs`
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, NamedTuple, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
 
@@ -27,19 +27,27 @@ def _no_prepare(inputs: Any, data: Any) -> Any:
 
 
 class Phase(NamedTuple):
+    """``config`` (JSON-serialisable, optional): everything besides its inputs, the data and the
+    seeds that determines what the phase computes. Runs whose phases up to this one have equal
+    configs compute equal outputs, which the runner can then share (``RunConfig.share_dir``)."""
+
     name: str
     num_steps: int
     init: Callable[[jax.Array, Any, Any], Any]
     update: Callable[[Any, jax.Array, Any, Any], Tuple[Any, Dict[str, jax.Array]]]
     output: Callable[[Any, Any], Any]
     prepare: Callable[[Any, Any], Any] = _no_prepare
+    config: Optional[Dict[str, Any]] = None
 
 
 class Algorithm(NamedTuple):
     """``phases`` run in order; ``evaluate(outputs, key, eval_data) -> {name: array}`` (one seed)
-    scores the last phase's output. ``config`` is a JSON-serialisable description of the run."""
+    scores the last phase's output. ``config`` is a JSON-serialisable description of the run.
+    ``embed(outputs, key, data, num) -> [T, num, latent]`` (None for task-agnostic algorithms):
+    task embeddings of ``num`` contexts per task of a ``TaskData`` (for d(phi) and t-SNE)."""
 
     name: str
     phases: Tuple[Phase, ...]
     evaluate: Callable[[Any, jax.Array, Any], Dict[str, jax.Array]]
     config: Dict[str, Any]
+    embed: Optional[Callable[[Any, jax.Array, Any, int], jax.Array]] = None

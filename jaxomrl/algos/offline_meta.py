@@ -29,6 +29,7 @@ Data (``data`` of the phases): ``{"train": TaskData}`` of the training tasks. Ev
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -37,9 +38,12 @@ import numpy as np
 from flax import struct
 
 from jaxomrl.algos.base import Algorithm, Phase
+from jaxomrl.data.dataset import digest
 from jaxomrl.data.sampler import TaskData, sample_indices, sample_task_subset, take
 from jaxomrl.envs.base import TaskFamily
-from jaxomrl.eval.adaptation import context_from_data, encoder_context, online_returns
+from jaxomrl.eval.adaptation import encoder_context
+from jaxomrl.eval.metrics import task_representation_metric
+from jaxomrl.eval.protocols import evaluate_policy
 from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
 from jaxomrl.learners.sac import SACConfig, make_sac
 
@@ -78,6 +82,20 @@ class MetaConfig:
             raise ValueError(f"policy_steps must be >= 1, got {self.policy_steps}")
         if self.eval_episodes < 1:
             raise ValueError(f"eval_episodes must be >= 1, got {self.eval_episodes}")
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "MetaConfig":
+        """Inverse of ``dataclasses.asdict`` (e.g. the ``config`` of a run's ``run.json``)."""
+        def build(klass, values):
+            return klass(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        d = dict(d)
+        d["policy"] = build(SACConfig, d["policy"])
+        if d.get("encoder") is not None:
+            d["encoder"] = build(EncoderConfig, d["encoder"])
+        return build(cls, d)
+
+
+DPHI_CONTEXTS = 16  # contexts per task and source behind each d(phi)
 
 
 @struct.dataclass
@@ -140,56 +158,74 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
             name="encoder", num_steps=config.encoder_steps,
             init=lambda key, aux, data: enc.init(key),
             update=lambda state, key, aux, data: enc.update(state, data["train"], key),
-            output=lambda state, aux: state.params)
+            output=lambda state, aux: state.params,
+            config={"encoder": dataclasses.asdict(config.encoder),
+                    "steps": config.encoder_steps})
         phases = (encoder_phase, policy_phase)
 
-    def evaluate(outputs, key, eval_data) -> Dict[str, jax.Array]:
-        """Returns per task set (``train`` / ``test``):
+    def embed(outputs, key, data: TaskData, num: int) -> jax.Array:
+        """``[T, num, latent]``: embeddings of ``num`` contexts per task drawn from ``data``."""
+        params = outputs["encoder"]
+        return enc.embed(params, *enc.sample_contexts(data, key, num))
 
-        * ``{split}_online`` ``[T, eval_episodes]``: online adaptation, the embedding re-inferred
-          from the policy's own history at every step (episode 1: zero-shot);
-        * ``{split}_offline_ctx`` ``[T, 1]`` (with an encoder): the embedding inferred from one
-          episode of the task's offline data and held fixed, mean over ``eval_contexts`` episodes.
-        """
+    def evaluate(outputs, key, eval_data) -> Dict[str, jax.Array]:
+        """``jaxomrl.eval.protocols.evaluate_policy`` in every task set of ``eval_data``
+        (``{split}_online [T, eval_episodes]``, ``{split}_offline_ctx [T, 1]``,
+        ``{split}_offpolicy_ctx [T, 1]`` with ood data) and, with an encoder and ood data, ReDA's
+        d(phi) per task (``{split}_dphi [T]``: training-data contexts vs held-out-checkpoint
+        contexts of the same task, relative to the other tasks)."""
         context = encoder_context(enc, outputs["encoder"]) if enc is not None else None
 
         def act(obs, z, k, deterministic):
             return sac.act(outputs["actor"], obs, k, deterministic, z)
 
-        out = {}
-        for split, tasks in sorted(eval_data["tasks"].items()):
-            key, k_on, k_off = jax.random.split(key, 3)
-            out[f"{split}_online"] = online_returns(family, tasks, act, context, k_on,
-                                                    config.eval_episodes, config.carry_context)
-            if context is None:
-                continue
-
-            def offline(k):
-                k_ctx, k_run = jax.random.split(k)
-                start = context_from_data(context, eval_data["data"][split], k_ctx,
-                                          family.horizon)
-                return online_returns(family, tasks, act, context, k_run, 1,
-                                      initial_context=start, frozen=True)[:, 0]
-
-            per_ctx = jax.vmap(offline)(jax.random.split(k_off, config.eval_contexts))
-            out[f"{split}_offline_ctx"] = jnp.mean(per_ctx, axis=0)[:, None]
+        k_policy, k_embed = jax.random.split(key)
+        sources = {"data": eval_data["data"], "ood": eval_data.get("ood", {})}
+        out = evaluate_policy(family, eval_data["tasks"], act, context, k_policy, sources,
+                              config.eval_episodes, config.carry_context, config.eval_contexts)
+        if enc is not None:
+            for split, ood in sorted(sources["ood"].items()):
+                if ood.num_tasks < 2:
+                    continue
+                k_embed, k1, k2 = jax.random.split(k_embed, 3)
+                out[f"{split}_dphi"] = task_representation_metric(
+                    embed(outputs, k1, sources["data"][split], DPHI_CONTEXTS),
+                    embed(outputs, k2, ood, DPHI_CONTEXTS))
         return out
 
     return Algorithm(name=name, phases=phases, evaluate=evaluate,
-                     config=dataclasses.asdict(config))
+                     config=dataclasses.asdict(config), embed=embed if enc is not None else None)
 
 
-def run_data(ds) -> Tuple[Dict[str, TaskData], Dict[str, Any]]:
+def run_data(ds, ood=None) -> Tuple[Dict[str, TaskData], Dict[str, Any]]:
     """``(data, eval_data)`` of a ``MultiTaskDataset``: phases train on its training tasks; the
-    evaluation rolls out in its training tasks and, if it has any, its test tasks."""
+    evaluation rolls out in its training tasks and, if it has any, its test tasks. ``ood``: the
+    collection's held-out-checkpoint dataset of the same tasks (the off-policy protocol's context
+    source), or None."""
     train = np.flatnonzero(~ds.is_test)
     test = np.flatnonzero(ds.is_test)
     if train.size == 0:
         raise ValueError("the dataset has no training tasks")
+    if ood is not None and (ood.num_tasks != ds.num_tasks or ood.family != ds.family
+                            or not np.array_equal(ood.is_test, ds.is_test)):
+        raise ValueError("the ood dataset does not hold the same tasks as the training dataset")
     tasks = ds.tasks()
+    splits = {"train": train, "test": test} if test.size else {"train": train}
     data = {"train": ds.select_tasks(train).to_device()}
-    eval_data = {"tasks": {"train": tasks[train]}, "data": {"train": data["train"]}}
-    if test.size:
-        eval_data["tasks"]["test"] = tasks[test]
-        eval_data["data"]["test"] = ds.select_tasks(test).to_device()
+    eval_data = {"tasks": {}, "data": {}, "ood": {}}
+    for split, index in splits.items():
+        eval_data["tasks"][split] = tasks[index]
+        eval_data["data"][split] = data["train"] if split == "train" else \
+            ds.select_tasks(index).to_device()
+        if ood is not None:
+            eval_data["ood"][split] = ood.select_tasks(index).to_device()
     return data, eval_data
+
+
+def describe_data(path: str, ds, ood=None) -> Dict[str, Any]:
+    """The facts about a run's data that identify it (``run.json``'s ``description``): where the
+    dataset is, its checksum (and its ood companion's), its task counts."""
+    return {"family": ds.family, "dataset": os.path.abspath(path),
+            "dataset_sha256": digest(ds), "num_train_tasks": int((~ds.is_test).sum()),
+            "num_test_tasks": int(ds.is_test.sum()),
+            "ood_dataset_sha256": digest(ood) if ood is not None else None}

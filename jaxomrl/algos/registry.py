@@ -8,6 +8,18 @@ A run is named by a *spec*: the algorithm, optionally followed by ablations, ``/
     r2pgo/no_hypernetwork               ... policy conditioned by concatenating [s, z]
     bc                                  task-agnostic behaviour cloning on all training tasks
 
+Baselines (ReDA §5 / appendix B.4: same data, sizes and SAC+BC policy learning; the encoder is
+frozen after its phase and the policy conditions on [s, z]):
+
+    om_bc                               recurrent VAE encoder (reconstruction only, no
+                                        contrastive term), policy by behaviour cloning on [s, z]
+    om_sac                              the same encoder, SAC+BC policy
+    focal                               FOCAL: transition encoder, mean-pooled, distance metric
+                                        loss
+    corro                               CORRO: transition encoder trained by InfoNCE on single
+                                        transitions against generated negatives (reward noise),
+                                        mean-pooled over the context
+
 ``make_config(spec, settings)`` gives the ``MetaConfig`` of a spec; ``make(spec, settings,
 family, num_train_tasks)`` the ``Algorithm`` the runner trains.
 """
@@ -25,6 +37,10 @@ from jaxomrl.learners.sac import SACConfig
 ALGORITHMS: Dict[str, Tuple[str, ...]] = {
     "r2pgo": ("no_weighted_negatives", "no_hypernetwork"),
     "bc": (),
+    "om_bc": (),
+    "om_sac": (),
+    "focal": (),
+    "corro": (),
 }
 
 
@@ -54,6 +70,7 @@ class Settings:
     rl_weight: float = 2.5              # TD3+BC lambda
     bc_weight: float = 1.0
     eval_episodes: int = 1
+    eval_contexts: int = 4              # context episodes per task of the fixed-context protocols
     carry_context: bool = True
 
 
@@ -75,21 +92,34 @@ def make_config(spec: str, s: Settings) -> MetaConfig:
     policy = dict(hidden=tuple(s.hidden), hyper_hidden=tuple(s.hyper_hidden), actor_lr=s.lr,
                   critic_lr=s.lr, batch_size=s.batch_size)
     common = dict(policy_steps=s.policy_steps, meta_batch=s.meta_batch,
-                  eval_episodes=s.eval_episodes, carry_context=s.carry_context)
+                  eval_episodes=s.eval_episodes, carry_context=s.carry_context,
+                  eval_contexts=s.eval_contexts)
     if name == "bc":
         return MetaConfig(policy=SACConfig(head="none", rl_weight=0.0, bc_weight=s.bc_weight,
                                            **policy), **common)
-    encoder = EncoderConfig(
-        encoder="gru", latent_dim=s.latent_dim, hidden=s.encoder_hidden, window=s.window,
-        contexts_per_task=s.contexts_per_task, meta_batch=s.encoder_meta_batch,
-        learning_rate=s.encoder_lr, vae_weight=1.0, kl_weight=s.kl_weight,
-        infonce_weight=s.infonce_weight,
-        alpha=0.0 if "no_weighted_negatives" in ablations else s.alpha,
-        num_negatives=s.num_negatives, temperature=s.temperature)
-    head = "concat" if "no_hypernetwork" in ablations else "hyper"
-    return MetaConfig(policy=SACConfig(head=head, rl_weight=s.rl_weight, bc_weight=s.bc_weight,
-                                       **policy),
-                      encoder=encoder, encoder_steps=s.encoder_steps, **common)
+    shared = dict(latent_dim=s.latent_dim, hidden=s.encoder_hidden, window=s.window,
+                  contexts_per_task=s.contexts_per_task, meta_batch=s.encoder_meta_batch,
+                  learning_rate=s.encoder_lr, temperature=s.temperature)
+    vae = dict(encoder="gru", vae_weight=1.0, kl_weight=s.kl_weight)
+    if name == "r2pgo":
+        encoder = EncoderConfig(
+            **vae, **shared, infonce_weight=s.infonce_weight, num_negatives=s.num_negatives,
+            alpha=0.0 if "no_weighted_negatives" in ablations else s.alpha)
+    elif name in ("om_bc", "om_sac"):
+        encoder = EncoderConfig(**vae, **shared)
+    elif name == "focal":
+        encoder = EncoderConfig(encoder="mlp", pooling="mean", focal_weight=1.0, **shared)
+    else:  # corro
+        encoder = EncoderConfig(encoder="mlp", pooling="mean", corro_weight=1.0,
+                                num_negatives=s.num_negatives, **shared)
+    if name == "om_bc":
+        head = dict(head="concat", rl_weight=0.0, bc_weight=s.bc_weight)
+    else:
+        hyper = name == "r2pgo" and "no_hypernetwork" not in ablations
+        head = dict(head="hyper" if hyper else "concat", rl_weight=s.rl_weight,
+                    bc_weight=s.bc_weight)
+    return MetaConfig(policy=SACConfig(**head, **policy), encoder=encoder,
+                      encoder_steps=s.encoder_steps, **common)
 
 
 def make(spec: str, settings: Settings, family: TaskFamily, num_train_tasks: int) -> Algorithm:

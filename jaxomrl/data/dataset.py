@@ -276,3 +276,26 @@ def load(path: str, family: Optional[str] = None) -> MultiTaskDataset:
         meta=meta)
     validate(ds, where=path)
     return ds
+
+
+def digest(ds: MultiTaskDataset) -> str:
+    """One checksum of a dataset's content (from its per-array SHA-256s in the metadata)."""
+    return hashlib.sha256(json.dumps(ds.meta["sha256"], sort_keys=True).encode()).hexdigest()
+
+
+def load_collection(path: str, family: Optional[str] = None):
+    """``(train, ood)`` of a collection: ``path`` is its directory or its ``train.npz``; ``ood``
+    (the held-out behaviour checkpoints' data, ``ood.npz`` beside it) is None if absent. Raises
+    ``FileNotFoundError`` / ``DatasetError`` for a missing or invalid dataset, or an ood dataset
+    of other tasks."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "train.npz")
+    train = load(path, family)
+    ood_path = os.path.join(os.path.dirname(path), "ood.npz")
+    if not os.path.exists(ood_path):
+        return train, None
+    ood = load(ood_path, train.family)
+    if (ood.num_tasks != train.num_tasks or not np.array_equal(ood.is_test, train.is_test)
+            or not np.allclose(ood.attributes, train.attributes)):
+        raise DatasetError(f"{ood_path} does not hold the tasks of {path}")
+    return train, ood

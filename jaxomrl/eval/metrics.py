@@ -35,3 +35,25 @@ def relative_representation_metric(z_train_1: jax.Array, z_train_2: jax.Array,
         return jnp.mean(jnp.sum((a[:, None] - b[None]) ** 2, axis=-1))
 
     return mean_sq(z_train_1, z_test_1) / mean_sq(z_train_2, z_test_1)
+
+
+def task_representation_metric(z_train: jax.Array, z_test: jax.Array) -> jax.Array:
+    """ReDA eq. (8) for every task of a task set: ``d_i = m(i, i) / mean_{j != i} m(j, i)`` with
+    ``m(j, i)`` the mean squared distance between task j's training-context embeddings
+    ``z_train [T, S, D]`` and task i's test-context embeddings ``z_test [T, S', D]`` (e.g. from
+    held-out behaviour checkpoints). Returns ``[T]``. With two tasks, ``d_1`` is eq. (8) exactly;
+    with more, the other task of eq. (8) is replaced by the average over all other tasks.
+    """
+    if z_train.ndim != 3 or z_test.ndim != 3 or z_train.shape[0] != z_test.shape[0]:
+        raise ValueError(f"expected [T, S, D] and [T, S', D], got {z_train.shape}, {z_test.shape}")
+    t = z_train.shape[0]
+    if t < 2:
+        raise ValueError("d(phi) compares a task with the others: it needs at least 2 tasks")
+    # m[i, j] = mean over pairs of ||z_train[j] - z_test[i]||^2, from means and second moments.
+    sq_train = jnp.mean(jnp.sum(z_train ** 2, -1), 1)                      # [T]
+    sq_test = jnp.mean(jnp.sum(z_test ** 2, -1), 1)                        # [T]
+    cross = jnp.mean(z_test, 1) @ jnp.mean(z_train, 1).T                   # [T(test), T(train)]
+    m = sq_test[:, None] + sq_train[None, :] - 2.0 * cross
+    own = jnp.diagonal(m)
+    others = (jnp.sum(m, axis=1) - own) / (t - 1)
+    return own / others

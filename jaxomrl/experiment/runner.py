@@ -11,14 +11,20 @@ checkpoint of ``(inputs, state)``. With ``shard_seeds`` the seed axis is split o
 Randomness is a pure function of (seed, phase, chunk index), so a run killed at any point and
 started again with the same workdir resumes from its last checkpoint and ends with the same
 parameters as an uninterrupted run. A workdir remembers its configuration (``run.json``) and
-refuses a different one. At the end ``results.json`` holds the final evaluation per seed and as
+refuses a different one. With ``share_dir``, a phase's outputs are published there when it ends,
+keyed by a digest of the configs of the phases up to it (``Phase.config``), the seeds, chunking
+and data; a fresh run whose first phases have the same digest starts after them from the
+published outputs (e.g. the ablations of a policy head share one trained encoder), with the same
+result as training them again. At the end ``results.json`` holds the final evaluation per seed and as
 mean +- std over seeds, and the per-task arrays.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import shutil
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -48,6 +54,7 @@ class RunConfig:
     eval_every: int = 0             # last-phase updates between evaluations (0: only at the end)
     shard_seeds: bool = False       # split the seed axis over all devices
     verbose: bool = True
+    share_dir: Optional[str] = None  # outputs of phases other runs can reuse (see ``run``)
 
     def __post_init__(self):
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -80,6 +87,30 @@ def _templates(algorithm: Algorithm, data: Any, num_seeds: int, phase: int) -> T
         if p < phase:
             inputs = jax.eval_shape(jax.vmap(ph.output), state, aux)
     return inputs, state
+
+
+def _phase_digests(algorithm: Algorithm, identity: Dict[str, Any]) -> List[Optional[str]]:
+    """For every phase but the last: a digest of everything its output depends on (the configs
+    of the phases up to it, seeds, chunking, data description), or None if a phase up to it
+    declares no ``config``."""
+    out, prefix = [], []
+    for ph in algorithm.phases[:-1]:
+        if ph.config is None or (out and out[-1] is None):
+            out.append(None)
+            continue
+        prefix.append({"name": ph.name, "num_steps": ph.num_steps, "config": ph.config})
+        blob = json.dumps({"phases": prefix, "seeds": identity["seeds"],
+                           "chunk_steps": identity["chunk_steps"],
+                           "description": identity["description"]}, sort_keys=True, default=str)
+        out.append(hashlib.sha256(blob.encode()).hexdigest()[:24])
+    return out
+
+
+def evaluation_keys(seeds) -> jax.Array:
+    """``[len(seeds)]`` keys of the evaluations of seeds ``seeds`` (the same at every evaluation
+    of a run, and for ``experiments/evaluate.py``)."""
+    keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(list(seeds), jnp.uint32))
+    return jax.vmap(lambda k: jax.random.fold_in(k, EVAL_KEY))(keys)
 
 
 def _summary(values: np.ndarray) -> Dict[str, Any]:
@@ -159,7 +190,7 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
     init = [jax.jit(jax.vmap(ph.init, in_axes=(0, 0, None))) for ph in algorithm.phases]
     output = [jax.jit(jax.vmap(ph.output)) for ph in algorithm.phases]
     evaluate = jax.jit(jax.vmap(algorithm.evaluate, in_axes=(0, 0, None)))
-    eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, EVAL_KEY))(seed_keys)
+    eval_keys = put_seeds(evaluation_keys(seeds))
     chunk_fns: Dict[Tuple[int, int], Any] = {}
 
     def chunk_fn(p: int, n: int):
@@ -193,7 +224,48 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
         current = p_done
     else:
         current = None
-    purge = done_chunks and sum(s[3] for s in schedule[:done_chunks])
+    # A fresh run takes the outputs of its longest prefix of phases another run already trained
+    # with the same configs, seeds and data (``share_dir``); its later phases then start from them.
+    digests = _phase_digests(algorithm, identity)
+    first_chunk, shared = done_chunks, []
+    if not done_chunks and config.share_dir:
+        for p in reversed(range(len(digests))):
+            where = os.path.join(config.share_dir, digests[p] or "")
+            if digests[p] and os.path.exists(os.path.join(where, "phase.json")):
+                like = _templates(algorithm, data, len(seeds), p + 1)[0]
+                inputs = put_seeds(_restore_outputs(where, like))
+                for ph in algorithm.phases[:p + 1]:
+                    src = os.path.join(where, f"metrics_{ph.name}.csv")
+                    if os.path.exists(src):
+                        shutil.copyfile(src, os.path.join(config.workdir,
+                                                          f"metrics_{ph.name}.csv"))
+                first_chunk = next(g for g, c in enumerate(schedule) if c[0] == p + 1)
+                shared = [ph.name for ph in algorithm.phases[:p + 1]]
+                if config.verbose:
+                    print(f"[{algorithm.name}] phases {shared} shared from {where}", flush=True)
+                break
+
+    def share(p: int, outputs) -> None:
+        """Publishes phase ``p``'s outputs (and its CSV logs) for other runs."""
+        if not config.share_dir or digests[p] is None:
+            return
+        where = os.path.join(config.share_dir, digests[p])
+        if os.path.exists(os.path.join(where, "phase.json")):
+            return
+        os.makedirs(where, exist_ok=True)
+        for ph in algorithm.phases[:p + 1]:
+            src = os.path.join(config.workdir, f"metrics_{ph.name}.csv")
+            if os.path.exists(src):
+                shutil.copyfile(src, os.path.join(where, f"metrics_{ph.name}.csv"))
+        saver = Checkpointer(os.path.join(where, "outputs"))
+        saver.save(0, {"outputs": outputs})
+        saver.close()
+        atomic_write_text(os.path.join(where, "phase.json"), json.dumps(
+            {"phases": [ph.name for ph in algorithm.phases[:p + 1]], "from": config.workdir,
+             "algorithm": algorithm.name, "seeds": seeds}, indent=1))
+
+    purge = (done_chunks or first_chunk) and sum(s[3] for s in schedule[:done_chunks
+                                                                           or first_chunk])
     logger = RunLogger(config.workdir, seeds, purge_step=purge or None)
     if done_chunks:
         p_done, _, start, n = schedule[done_chunks - 1]
@@ -214,12 +286,13 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
     t_start = time.time()
     global_step = purge or 0
     chunks_this_call = 0
-    for g in range(done_chunks, len(schedule)):
+    for g in range(first_chunk, len(schedule)):
         p, c, start, n = schedule[g]
         phase = algorithm.phases[p]
         if current != p:
             if current is not None:
                 inputs = output[current](state, aux)
+                share(current, inputs)
             aux, state = phase_init(p, inputs)
             current = p
             t_phase, steps_phase = time.time(), 0
@@ -264,11 +337,20 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
         "per_task": {k: np.asarray(v).tolist() for k, v in evaluation.items()},
         "train_seconds_this_call": time.time() - t_start,
         "devices": len(jax.tree_util.tree_leaves(state)[0].sharding.device_set),
+        "phases_shared_in_this_call": shared,
         "run": identity,
     }
     atomic_write_text(os.path.join(config.workdir, "results.json"),
                       json.dumps(results, indent=1, sort_keys=True))
     return results
+
+
+def _restore_outputs(where: str, like: Any) -> Any:
+    loader = Checkpointer(os.path.join(where, "outputs"))
+    try:
+        return loader.restore(0, {"outputs": like})["outputs"]
+    finally:
+        loader.close()
 
 
 def final_outputs(algorithm: Algorithm, data: Any, workdir: str, num_seeds: int) -> Any:

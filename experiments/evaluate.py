@@ -1,0 +1,288 @@
+"""Evaluates finished training runs under every protocol and writes the papers' tables and figures.
+
+    python experiments/evaluate.py --workdir=runs/point_robot_r2pgo --episodes=5
+
+For every run under ``--workdir`` (the ``experiments/train.py`` workdir; one subdirectory per
+spec, or ``--algo`` to choose), restores the trained parameters of every seed and evaluates, in the
+seen (training) and unseen (test) tasks, in one jitted program vmapped over seeds:
+
+* on-policy / online adaptation: ``--episodes`` consecutive episodes per task, the task inferred
+  from the policy's own history (episode 1 = zero-shot);
+* offline context: one episode of the task's training data, embedding held fixed;
+* off-policy context: one episode of held-out behaviour checkpoints (``ood.npz``), held fixed;
+* ReDA's d(phi) of every encoder (training-data vs held-out-checkpoint contexts).
+
+Writes to ``--out`` (default ``<workdir>/evaluation``): ``results.json`` (per-seed x per-task x
+per-episode returns and summaries), ``tables.md`` (mean ± std over seeds, best in bold; also
+printed), ``adaptation.png`` (return per adaptation episode), ``protocols.png`` (bars per
+protocol), ``tsne.png`` (task embeddings coloured by the task parameter; crosses: held-out
+checkpoint contexts), ``learning_curves.png`` (if the runs evaluated during training,
+``train.py --eval_every``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, List
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+
+from jaxomrl.algos.offline_meta import MetaConfig, make_algorithm, run_data
+from jaxomrl.algos.registry import ALGORITHMS
+from jaxomrl.data import dataset as dataset_lib
+from jaxomrl.eval import report
+from jaxomrl.experiment.runner import evaluation_keys, final_outputs
+from jaxomrl.io import atomic_write_text
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "experiments/train.py workdir (one subdirectory per spec).")
+flags.DEFINE_list("algo", None, "Specs to evaluate (default: every finished run in --workdir).")
+flags.DEFINE_string("data", None, "train.npz or its directory (default: the runs' dataset).")
+flags.DEFINE_integer("episodes", 5, "Consecutive online adaptation episodes per task.")
+flags.DEFINE_integer("contexts", 4, "Context episodes per task of the fixed-context protocols.")
+flags.DEFINE_integer("tsne_contexts", 8, "Contexts per task and source in the t-SNE plot.")
+flags.DEFINE_string("out", None, "Output directory (default: <workdir>/evaluation).")
+flags.mark_flag_as_required("workdir")
+
+PROTOCOLS = {"online": "on-policy (online)", "offline_ctx": "offline context",
+             "offpolicy_ctx": "off-policy context"}
+SPLITS = {"test": "unseen", "train": "seen"}
+
+
+class EvaluationError(ValueError):
+    pass
+
+
+def find_runs(workdir: str, specs=None) -> Dict[str, str]:
+    """``{spec: run directory}`` of finished runs (``results.json`` present)."""
+    if not os.path.isdir(workdir):
+        raise EvaluationError(f"--workdir {workdir!r} does not exist")
+    if specs:
+        dirs = {s: os.path.join(workdir, s.replace("/", "-")) for s in specs}
+    else:
+        dirs = {}
+        for d in sorted(os.listdir(workdir)):
+            path = os.path.join(workdir, d, "run.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    dirs[json.load(f)["algorithm"]] = os.path.join(workdir, d)
+    runs = {}
+    for spec, d in dirs.items():
+        if not os.path.exists(os.path.join(d, "results.json")):
+            raise EvaluationError(f"{spec}: no finished run in {d} (train it with "
+                                  "experiments/train.py first)")
+        runs[spec] = d
+    if not runs:
+        raise EvaluationError(f"no runs in {workdir}")
+    if not specs:  # the registry's order: each algorithm, then its ablations
+        order = list(ALGORITHMS)
+        runs = dict(sorted(runs.items(), key=lambda kv: (
+            order.index(kv[0].split("/")[0]) if kv[0].split("/")[0] in order else len(order),
+            kv[0])))
+    return runs
+
+
+def load_data(runs: Dict[str, str], data_flag=None):
+    """The dataset (and ood dataset) the runs trained on, checked against their checksums."""
+    identities = {}
+    for spec, d in runs.items():
+        with open(os.path.join(d, "run.json")) as f:
+            identities[spec] = json.load(f)
+    descriptions = {s: i["description"] for s, i in identities.items()}
+    digests = {d["dataset_sha256"] for d in descriptions.values()}
+    if len(digests) != 1:
+        raise EvaluationError("the runs trained on different datasets; evaluate them separately")
+    path = data_flag or next(iter(descriptions.values()))["dataset"]
+    try:
+        ds, ood = dataset_lib.load_collection(path)
+    except FileNotFoundError as e:
+        raise EvaluationError(f"{e}; pass the dataset's location with --data") from e
+    if dataset_lib.digest(ds) not in digests:
+        raise EvaluationError(f"{path} is not the dataset the runs trained on")
+    return ds, ood, identities
+
+
+def evaluate_run(spec: str, run_dir: str, identity: Dict[str, Any], ds, data, eval_data,
+                 episodes: int, contexts: int, tsne_contexts: int):
+    """Per-seed evaluation arrays ``{metric: [S, T, K]}`` and seed 0's embeddings of every
+    task's contexts (``{"data": [T, N, D], "ood": ...}``, None without an encoder)."""
+    config = MetaConfig.from_dict(identity["config"])
+    config = dataclasses.replace(config, eval_episodes=episodes, eval_contexts=contexts)
+    family = ds.make_family()
+    n_train = int((~ds.is_test).sum())
+    algorithm = make_algorithm(spec, config, family, n_train)
+    seeds = identity["seeds"]
+    outputs = final_outputs(algorithm, data, run_dir, len(seeds))
+    evaluation = jax.jit(jax.vmap(algorithm.evaluate, in_axes=(0, 0, None)))(
+        outputs, evaluation_keys(seeds), eval_data)
+    evaluation = {k: np.asarray(v) for k, v in jax.device_get(evaluation).items()}
+    embeddings = None
+    if algorithm.embed is not None:
+        first = jax.tree_util.tree_map(lambda x: x[0], outputs)
+        embed = jax.jit(algorithm.embed, static_argnums=3)
+        key = jax.random.PRNGKey(0)
+        embeddings = {}
+        for source in ("data", "ood"):
+            parts = [eval_data[source][s] for s in ("train", "test") if s in eval_data[source]]
+            if parts:
+                embeddings[source] = np.concatenate(
+                    [np.asarray(embed(first, jax.random.fold_in(key, i), p, tsne_contexts))
+                     for i, p in enumerate(parts)])
+    return evaluation, embeddings
+
+
+def summarise(evaluation: Dict[str, np.ndarray]) -> Dict[str, List[float]]:
+    """Per-seed scalars: ``{split}_{protocol}/ep{k}`` (mean over tasks) and ``{split}_dphi``."""
+    out = {}
+    for name, v in evaluation.items():
+        if v.ndim == 3:
+            for e in range(v.shape[2]):
+                out[f"{name}/ep{e + 1}"] = v[:, :, e].mean(axis=1).tolist()
+        else:
+            out[name] = v.reshape(v.shape[0], -1).mean(axis=1).tolist()
+    return out
+
+
+def tables(per_seed: Dict[str, Dict[str, List[float]]], episodes: int) -> str:
+    """The papers' layouts: protocols x seen/unseen (ReDA tables 1-2), return per adaptation
+    episode (R2PGO fig. 2), d(phi) (ReDA eq. 8)."""
+    out = []
+    for split, split_name in SPLITS.items():
+        cols = [f"{split}_online/ep1", f"{split}_online/ep{episodes}",
+                f"{split}_offline_ctx/ep1", f"{split}_offpolicy_ctx/ep1"]
+        cols = [c for c in dict.fromkeys(cols) if any(c in r for r in per_seed.values())]
+        if not cols:
+            continue
+        headers = {c: PROTOCOLS[c.split("/")[0][len(split) + 1:]] +
+                   (f", ep {c.split('/ep')[1]}" if c.startswith(f"{split}_online") else "")
+                   for c in cols}
+        out.append(f"### Return by protocol, {split_name} tasks (mean ± std over seeds)\n\n" +
+                   report.markdown_table(per_seed, cols, headers))
+    ep_cols = [f"test_online/ep{e}" for e in range(1, episodes + 1)]
+    if any(ep_cols[0] in r for r in per_seed.values()):
+        out.append("### Online adaptation, unseen tasks: return per episode (1 = zero-shot)\n\n" +
+                   report.markdown_table(per_seed, ep_cols,
+                                         {c: f"ep {i + 1}" for i, c in enumerate(ep_cols)}))
+    dphi = [c for c in ("test_dphi", "train_dphi") if any(c in r for r in per_seed.values())]
+    if dphi:
+        rows = {s: r for s, r in per_seed.items() if any(c in r for c in dphi)}
+        out.append("### d(φ) (ReDA eq. 8; lower: held-out-checkpoint contexts closer to their "
+                   "own task)\n\n" + report.markdown_table(
+                       rows, dphi, {"test_dphi": "unseen tasks", "train_dphi": "seen tasks"},
+                       lower_is_better=dphi, digits=3))
+    return "\n\n".join(out) + "\n"
+
+
+def plots(out_dir: str, runs: Dict[str, str], evaluations, embeddings, ds, episodes: int):
+    written = []
+    colour = report.colours(list(runs))
+    adapt = {s: ev["test_online" if "test_online" in ev else "train_online"].mean(axis=1)
+             for s, ev in evaluations.items()}
+    written.append(report.plot_adaptation(
+        adapt, os.path.join(out_dir, "adaptation.png"),
+        f"{ds.family}: online adaptation ({'unseen' if ds.is_test.any() else 'seen'} tasks)",
+        colour))
+    split = "test" if ds.is_test.any() else "train"
+    groups = {}
+    for protocol, label in PROTOCOLS.items():
+        name = f"{split}_{protocol}"
+        vals = {s: ev[name][:, :, 0].mean(axis=1) for s, ev in evaluations.items() if name in ev}
+        if vals:
+            groups[label] = vals
+    written.append(report.plot_bars(groups, os.path.join(out_dir, "protocols.png"),
+                                    f"{ds.family}: return by protocol ({SPLITS[split]} tasks; "
+                                    "online = episode 1)", colour=colour))
+    emb = {s: e for s, e in embeddings.items() if e is not None}
+    if emb:
+        order = np.concatenate([np.flatnonzero(~ds.is_test), np.flatnonzero(ds.is_test)])
+        param = ds.attributes[order, 0]
+        joined, markers = {}, None
+        for s, e in emb.items():
+            parts = [e["data"]] + ([e["ood"]] if "ood" in e else [])
+            joined[s] = np.concatenate(parts, axis=1)
+            markers = np.concatenate([np.zeros(p.shape[:2], bool) if i == 0 else
+                                      np.ones(p.shape[:2], bool) for i, p in enumerate(parts)], 1)
+        written.append(report.plot_tsne(
+            joined, param, os.path.join(out_dir, "tsne.png"),
+            f"{ds.family}: task embeddings (seed 0; dots: training-data contexts"
+            + (", crosses: held-out checkpoints)" if "ood" in next(iter(emb.values())) else ")"),
+            param_name="task attribute 0", markers=markers))
+    for metric, title in ((f"{split}_offline_ctx/ep1", "offline context"),
+                          (f"{split}_online/ep1", "online, episode 1")):
+        curves = {}
+        for s, d in runs.items():
+            c = report.read_curve(os.path.join(d, "metrics_eval.csv"), metric)
+            if c is not None and len(c[0]) >= 2:
+                curves[s] = c
+        if curves:
+            path = os.path.join(out_dir, f"learning_curve_{metric.split('/')[0]}.png")
+            written.append(report.plot_curves(curves, path, f"{ds.family}: {title} "
+                                              f"({SPLITS[split]} tasks) during training",
+                                              colour=colour))
+    return written
+
+
+def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contexts: int = 4,
+             tsne_contexts: int = 8, out_dir=None, verbose: bool = True) -> Dict[str, Any]:
+    """Everything ``main`` does; returns the ``results.json`` dictionary."""
+    if episodes < 1 or contexts < 1 or tsne_contexts < 1:
+        raise EvaluationError("--episodes, --contexts and --tsne_contexts must be >= 1")
+    runs = find_runs(workdir, specs)
+    ds, ood, identities = load_data(runs, data_path)
+    data, eval_data = run_data(ds, ood)
+    out_dir = out_dir or os.path.join(workdir, "evaluation")
+    os.makedirs(out_dir, exist_ok=True)
+    evaluations, embeddings, per_seed = {}, {}, {}
+    for spec, d in runs.items():
+        if verbose:
+            print(f"[{spec}] evaluating {len(identities[spec]['seeds'])} seeds", flush=True)
+        evaluations[spec], embeddings[spec] = evaluate_run(
+            spec, d, identities[spec], ds, data, eval_data, episodes, contexts, tsne_contexts)
+        per_seed[spec] = summarise(evaluations[spec])
+    text = tables(per_seed, episodes)
+    ckpts = list(ds.meta["checkpoints"])
+    returns = np.asarray(ds.meta["checkpoint_returns"], np.float64)
+    experts = ", ".join(f"checkpoint {k}: {returns[ds.is_test, i].mean():.2f} unseen / "
+                        f"{returns[~ds.is_test, i].mean():.2f} seen" if ds.is_test.any() else
+                        f"checkpoint {k}: {returns[:, i].mean():.2f}"
+                        for i, k in enumerate(ckpts))
+    header = (f"# {ds.family}: {len(runs)} algorithms, seeds {identities[next(iter(runs))]['seeds']}"
+              f"\n\nData return of the behaviour checkpoints (mean over tasks): {experts}.\n\n")
+    atomic_write_text(os.path.join(out_dir, "tables.md"), header + text)
+    results = {
+        "setup": {"family": ds.family, "episodes": episodes, "contexts": contexts,
+                  "ood_data": ood is not None, "runs": runs,
+                  "data_checkpoint_returns": dict(zip(map(str, ckpts),
+                                                      returns.mean(axis=0).tolist()))},
+        "algorithms": {s: {"seeds": identities[s]["seeds"],
+                           "summary": {m: dict(zip(("mean", "std"), report.mean_std(v)),
+                                               per_seed=v) for m, v in per_seed[s].items()},
+                           "per_seed_task_episode": {m: v.tolist()
+                                                     for m, v in evaluations[s].items()}}
+                       for s in runs},
+    }
+    atomic_write_text(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1))
+    results["figures"] = plots(out_dir, runs, evaluations, embeddings, ds, episodes)
+    if verbose:
+        print("\n" + header + text)
+        print("wrote " + ", ".join([os.path.join(out_dir, "results.json"),
+                                    os.path.join(out_dir, "tables.md")] + results["figures"]))
+    return results
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    try:
+        evaluate(FLAGS.workdir, FLAGS.algo, FLAGS.data, FLAGS.episodes, FLAGS.contexts,
+                 FLAGS.tsne_contexts, FLAGS.out)
+    except (EvaluationError, dataset_lib.DatasetError) as e:
+        raise app.UsageError(str(e)) from e
+
+
+if __name__ == "__main__":
+    app.run(main)

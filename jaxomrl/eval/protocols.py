@@ -1,0 +1,86 @@
+"""The evaluation protocols of R2PGO and ReDA, for any task-conditioned policy.
+
+Where the context the policy infers its task from comes from:
+
+* ``online`` (R2PGO's online adaptation; ReDA's *on-policy* protocol): the policy's own
+  interaction. ``num_episodes`` consecutive episodes per task, the embedding re-inferred from the
+  history at every step and the history carried across episodes (or reset); episode 1 is
+  zero-shot adaptation. Returns ``[T, num_episodes]``.
+* ``offline_ctx`` (FOCAL / CORRO): one episode of the task's offline *training* data (any of
+  its behaviour checkpoints), read before the episode; the embedding is then held fixed.
+  Returns ``[T, 1]``, the mean over ``num_contexts`` drawn episodes.
+* ``offpolicy_ctx`` (ReDA's *off-policy* protocol): as ``offline_ctx`` but the episode comes from
+  data of behaviour checkpoints held out of training (the collection's ``ood`` split).
+
+``evaluate_policy`` runs every protocol whose context source exists, for every task set (split),
+and reports ``{split}_{protocol}``. Everything is jittable and ``vmap``s over seeds.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxomrl.eval.adaptation import Context, context_from_data, online_returns
+from jaxomrl.envs.base import Task, TaskFamily
+
+# Context source of each fixed-context protocol (keys of ``evaluate_policy``'s ``sources``).
+CONTEXT_PROTOCOLS = {"offline_ctx": "data", "offpolicy_ctx": "ood"}
+
+
+def fixed_context_returns(family: TaskFamily, tasks: Task, act: Callable, context: Context,
+                          data, key: jax.Array, num_contexts: int = 4) -> jax.Array:
+    """``[T]``: return of one episode per task with the embedding inferred from one episode of
+    ``data`` (a ``TaskData`` of the same tasks) and held fixed; mean over ``num_contexts`` episodes
+    drawn uniformly from ``data``."""
+    if num_contexts < 1:
+        raise ValueError(f"num_contexts must be >= 1, got {num_contexts}")
+    if data.num_tasks != tasks.num_tasks:
+        raise ValueError(f"context data holds {data.num_tasks} tasks, the task set "
+                         f"{tasks.num_tasks}")
+
+    def one(k):
+        k_ctx, k_run = jax.random.split(k)
+        start = context_from_data(context, data, k_ctx, family.horizon)
+        return online_returns(family, tasks, act, context, k_run, 1, initial_context=start,
+                              frozen=True)[:, 0]
+
+    return jnp.mean(jax.vmap(one)(jax.random.split(key, num_contexts)), axis=0)
+
+
+def evaluate_policy(family: TaskFamily, tasks: Mapping[str, Task], act: Callable,
+                    context: Optional[Context], key: jax.Array,
+                    sources: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                    num_episodes: int = 1, carry_context: bool = True,
+                    num_contexts: int = 4) -> Dict[str, jax.Array]:
+    """Every protocol for every task set.
+
+    Args:
+      family: the task family.
+      tasks: ``{split: Task}`` (e.g. ``train`` = seen, ``test`` = unseen tasks).
+      act: ``act(obs, z, key, deterministic) -> action in [-1, 1]^d``.
+      context: the policy's online task inference (None: task-agnostic; only ``online`` runs).
+      key: PRNG key.
+      sources: ``{"data": {split: TaskData}, "ood": {split: TaskData}}``, the context data of the
+        fixed-context protocols (a missing source or split skips that protocol there).
+      num_episodes, carry_context: of the ``online`` protocol.
+      num_contexts: context episodes drawn per task by the fixed-context protocols.
+    Returns ``{f"{split}_online": [T, K], f"{split}_offline_ctx": [T, 1],
+    f"{split}_offpolicy_ctx": [T, 1]}``.
+    """
+    sources = sources or {}
+    out = {}
+    for split, task_set in sorted(tasks.items()):
+        key, k_on, k_fixed = jax.random.split(key, 3)
+        out[f"{split}_online"] = online_returns(family, task_set, act, context, k_on,
+                                                num_episodes, carry_context)
+        if context is None:
+            continue
+        for i, (protocol, source) in enumerate(sorted(CONTEXT_PROTOCOLS.items())):
+            data = sources.get(source, {}).get(split)
+            if data is not None:
+                out[f"{split}_{protocol}"] = fixed_context_returns(
+                    family, task_set, act, context, data, jax.random.fold_in(k_fixed, i),
+                    num_contexts)[:, None]
+    return out

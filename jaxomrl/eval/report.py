@@ -1,0 +1,202 @@
+"""Tables and figures in the papers' layout, from evaluation arrays and run logs (host-side).
+
+* ``markdown_table``: algorithms as rows, metrics as columns, ``mean ± std`` over seeds, the best
+  mean of each column in bold (ties at the printed precision all bold).
+* ``read_curve``: a metric's per-seed values over training steps from a run's ``metrics_*.csv``.
+* ``plot_curves`` (learning curves, mean ± std band), ``plot_adaptation`` (return per
+  adaptation episode), ``plot_tsne`` (t-SNE of task embeddings coloured by a task parameter, one
+  panel per algorithm), ``plot_bars`` (ablation bars with std error bars). PNG files.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+
+def mean_std(values) -> Tuple[float, float]:
+    v = np.asarray(values, np.float64).reshape(-1)
+    return float(v.mean()), float(v.std())
+
+
+def markdown_table(rows: Mapping[str, Mapping[str, Sequence[float]]], columns: Sequence[str],
+                   headers: Optional[Mapping[str, str]] = None,
+                   lower_is_better: Sequence[str] = (), digits: int = 2,
+                   row_header: str = "algorithm") -> str:
+    """``rows[name][column]``: per-seed values (missing: empty cell). Cells are ``mean ± std``;
+    the best mean of each column (highest, or lowest for ``lower_is_better``) is bold."""
+    headers = headers or {}
+    stats = {r: {c: mean_std(v) for c, v in cols.items() if v is not None and len(v)}
+             for r, cols in rows.items()}
+    best = {}
+    for c in columns:
+        means = [s[c][0] for s in stats.values() if c in s and math.isfinite(s[c][0])]
+        if means:
+            best[c] = min(means) if c in lower_is_better else max(means)
+    lines = ["| " + " | ".join([row_header] + [headers.get(c, c) for c in columns]) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for r, s in stats.items():
+        cells = []
+        for c in columns:
+            if c not in s:
+                cells.append("—")
+                continue
+            m, sd = s[c]
+            text = f"{m:.{digits}f} ± {sd:.{digits}f}"
+            cells.append(f"**{text}**" if len(stats) > 1 and
+                         round(m, digits) == round(best[c], digits) else text)
+        lines.append("| " + " | ".join([r] + cells) + " |")
+    return "\n".join(lines)
+
+
+def read_curve(path: str, metric: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """``(steps [N], values [N, seeds])`` of ``metric`` in a run's wide CSV (``metrics_*.csv``),
+    or None if the file or metric is absent."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except FileNotFoundError:
+        return None
+    if len(rows) < 2 or metric not in rows[0]:
+        return None
+    header = rows[0]
+    seed_cols = [i for i, h in enumerate(header)
+                 if h.startswith(metric + "/seed") and h[len(metric) + 5:].isdigit()]
+    body = [r for r in rows[1:] if r]
+    steps = np.array([int(r[0]) for r in body])
+    values = np.array([[float(r[i]) for i in seed_cols] for r in body])
+    return steps, values
+
+
+def colours(names: Sequence[str]) -> Dict[str, Any]:
+    """One colour per name (matplotlib's tab10 / tab20 cycle), to keep them fixed across figures."""
+    import matplotlib
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
+
+
+def _figure(ncols: int = 1, nrows: int = 1, size=(5.6, 3.8)):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows),
+                             squeeze=False)
+    return plt, fig, axes
+
+
+def _save(plt, fig, path: str) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(curves: Mapping[str, Tuple[np.ndarray, np.ndarray]], path: str, title: str,
+                xlabel: str = "policy updates", ylabel: str = "return",
+                colour: Optional[Mapping[str, Any]] = None) -> str:
+    """Learning curves: ``curves[name] = (steps [N], values [N, seeds])``; mean line and
+    mean ± std band over seeds."""
+    colour = colour or colours(list(curves))
+    plt, fig, axes = _figure()
+    ax = axes[0, 0]
+    for name, (steps, values) in curves.items():
+        m, s = values.mean(axis=1), values.std(axis=1)
+        ax.plot(steps, m, marker="o" if len(steps) < 12 else None, label=name,
+                color=colour[name])
+        ax.fill_between(steps, m - s, m + s, alpha=0.2, color=colour[name])
+    ax.set_title(title, fontsize=9)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+def plot_adaptation(returns: Mapping[str, np.ndarray], path: str, title: str,
+                    colour: Optional[Mapping[str, Any]] = None) -> str:
+    """Return per adaptation episode: ``returns[name] [seeds, episodes]`` (mean over tasks);
+    mean ± std over seeds; episode 1 is zero-shot."""
+    colour = colour or colours(list(returns))
+    plt, fig, axes = _figure()
+    ax = axes[0, 0]
+    for name, r in returns.items():
+        r = np.asarray(r)
+        ep = np.arange(1, r.shape[1] + 1)
+        ax.errorbar(ep, r.mean(0), yerr=r.std(0), marker="o", capsize=3, label=name,
+                    color=colour[name])
+    ax.set_title(title, fontsize=9)
+    ax.set(xlabel="adaptation episode (1 = zero-shot)", ylabel="return")
+    ax.set_xticks(np.arange(1, max(np.asarray(r).shape[1] for r in returns.values()) + 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+def tsne(points: np.ndarray, seed: int = 0) -> np.ndarray:
+    """2-D t-SNE (scikit-learn) of ``points [N, D]``; perplexity scaled down for small N."""
+    from sklearn.manifold import TSNE
+    n = points.shape[0]
+    perplexity = float(min(30.0, max(2.0, (n - 1) / 3.0)))
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed
+                ).fit_transform(np.asarray(points, np.float64))
+
+
+def plot_tsne(embeddings: Mapping[str, np.ndarray], task_param: np.ndarray, path: str,
+              title: str, param_name: str = "task parameter",
+              markers: Optional[np.ndarray] = None) -> str:
+    """t-SNE of task embeddings, one panel per algorithm: ``embeddings[name] [T, N, D]`` (N
+    contexts of each of T tasks), coloured by ``task_param [T]``. ``markers [T, N]`` (bool)
+    draws the True points as crosses (e.g. contexts from held-out behaviour checkpoints)."""
+    names = list(embeddings)
+    ncols = min(len(names), 4)
+    nrows = math.ceil(len(names) / ncols)
+    plt, fig, axes = _figure(ncols, nrows, size=(3.6, 3.3))
+    task_param = np.asarray(task_param, np.float64)
+    for ax, name in zip(axes.reshape(-1), names):
+        z = np.asarray(embeddings[name])
+        t, n = z.shape[:2]
+        xy = tsne(z.reshape(t * n, -1))
+        colour = np.repeat(task_param, n)
+        cross = np.zeros(t * n, bool) if markers is None else np.asarray(markers).reshape(-1)
+        sc = ax.scatter(xy[~cross, 0], xy[~cross, 1], c=colour[~cross], s=9, cmap="viridis",
+                        vmin=task_param.min(), vmax=task_param.max())
+        if cross.any():
+            ax.scatter(xy[cross, 0], xy[cross, 1], c=colour[cross], s=16, marker="x",
+                       cmap="viridis", vmin=task_param.min(), vmax=task_param.max())
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.reshape(-1)[len(names):]:
+        ax.axis("off")
+    fig.colorbar(sc, ax=axes.reshape(-1).tolist(), label=param_name, shrink=0.8)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_bars(groups: Mapping[str, Mapping[str, Sequence[float]]], path: str, title: str,
+              ylabel: str = "return", colour: Optional[Mapping[str, Any]] = None) -> str:
+    """Grouped bars: ``groups[metric][name]`` per-seed values; bar = mean, error bar = std."""
+    metrics = list(groups)
+    names: List[str] = []
+    for g in groups.values():
+        names += [n for n in g if n not in names]
+    colour = colour or colours(names)
+    plt, fig, axes = _figure(size=(min(11.0, 2.5 + 0.3 * len(names) * len(metrics)), 3.8))
+    ax = axes[0, 0]
+    width = 0.8 / max(len(names), 1)
+    for i, name in enumerate(names):
+        stats = [mean_std(groups[m][name]) if name in groups[m] else (np.nan, 0.0)
+                 for m in metrics]
+        ax.bar(np.arange(len(metrics)) + (i - (len(names) - 1) / 2) * width,
+               [s[0] for s in stats], width, yerr=[s[1] for s in stats], capsize=3, label=name,
+               color=colour[name])
+    ax.set_xticks(np.arange(len(metrics)))
+    ax.set_xticklabels(metrics, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.set(ylabel=ylabel)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    return _save(plt, fig, path)

@@ -1,0 +1,173 @@
+"""Evaluation protocols (context sources, known returns), d(phi), the baselines' configurations,
+and experiments/evaluate.py's results, tables and figures from a tiny run."""
+import dataclasses
+import importlib.util
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxomrl import algos, envs
+from jaxomrl.algos.offline_meta import MetaConfig, describe_data, run_data
+from jaxomrl.data import dataset as dataset_lib
+from jaxomrl.data.sampler import TaskData
+from jaxomrl.eval import metrics, report
+from jaxomrl.eval.adaptation import Context
+from jaxomrl.eval.protocols import evaluate_policy
+from jaxomrl.experiment.runner import RunConfig, run
+from scripted_data import scripted_point_robot_dataset
+from test_runner import ROOT, TINY
+
+
+def _with_reward(data: TaskData, scale: float) -> TaskData:
+    tr = data.transitions
+    return data.replace(transitions=tr.replace(reward=tr.reward * scale))
+
+
+def test_protocols_draw_context_from_their_source_and_give_known_returns():
+    """A policy that walks straight to the goal (12 per episode, see test_runner) iff its
+    context's reward sum is positive: each protocol's return shows which data it read."""
+    ds = scripted_point_robot_dataset()
+    family = ds.make_family()
+    _, eval_data = run_data(ds)
+    tasks = eval_data["tasks"]
+    goals = {s: jax.vmap(family.goal)(t) for s, t in tasks.items()}
+    # Every scripted episode reaches its goal, so a context from the data has reward > 0.
+    sources = {"data": {"test": eval_data["data"]["test"],
+                        "train": _with_reward(eval_data["data"]["train"], 0.0)},
+               "ood": {"test": _with_reward(eval_data["data"]["test"], -1.0),
+                       "train": eval_data["data"]["train"]}}
+    reward_sum = Context(init=lambda: jnp.zeros(()), update=lambda c, tr: c + tr.reward,
+                         embed=lambda c, obs: jnp.stack([c, 0.0]))
+
+    def returns(split):
+        data = {name: src[split] for name, src in sources.items()}
+
+        def per_task(i, key):  # one task at a time: the policy closes over its goal
+            goal = goals[split][i]
+            task = jax.tree_util.tree_map(lambda x: x[i][None], tasks[split])
+            sub = {name: {split: jax.tree_util.tree_map(lambda x: x[i][None], d)}
+                   for name, d in data.items()}
+
+            def act(obs, z, k, det):
+                d = goal - obs
+                return (z[0] > 0).astype(jnp.float32) * 0.9 * d / jnp.linalg.norm(d)
+            out = evaluate_policy(family, {split: task}, act, reward_sum, key, sub,
+                                  num_episodes=2, num_contexts=3)
+            return {k: v[0] for k, v in out.items()}
+        n = tasks[split].num_tasks
+        return jax.device_get(jax.jit(jax.vmap(per_task))(
+            jnp.arange(n), jax.random.split(jax.random.PRNGKey(0), n)))
+
+    test, train = returns("test"), returns("train")
+    n_test, n_train = tasks["test"].num_tasks, tasks["train"].num_tasks
+    # test: training data has rewards -> walks (12); ood rewards negated -> stays (0).
+    np.testing.assert_array_equal(test["test_offline_ctx"], np.full((n_test, 1), 12.0))
+    np.testing.assert_array_equal(test["test_offpolicy_ctx"], np.zeros((n_test, 1)))
+    # train: the sources swap roles.
+    np.testing.assert_array_equal(train["train_offline_ctx"], np.zeros((n_train, 1)))
+    np.testing.assert_array_equal(train["train_offpolicy_ctx"], np.full((n_train, 1), 12.0))
+    # online: the policy's own history (empty, then its own reward-less steps) -> never walks.
+    np.testing.assert_array_equal(test["test_online"], np.zeros((n_test, 2)))
+    # A task-agnostic policy is only evaluated online.
+    out = jax.jit(lambda k: evaluate_policy(
+        family, {"test": tasks["test"]}, lambda o, z, k, d: jnp.zeros(2), None, k,
+        sources))(jax.random.PRNGKey(1))
+    assert sorted(out) == ["test_online"]
+
+
+def test_task_representation_metric_is_eq8_for_two_tasks_and_pairwise_means_for_more():
+    k = jax.random.split(jax.random.PRNGKey(3), 3)
+    z_train = jax.random.normal(k[0], (4, 5, 3))
+    z_test = jax.random.normal(k[1], (4, 7, 3)) + 0.5
+    d = np.asarray(metrics.task_representation_metric(z_train, z_test))
+
+    def m(a, b):
+        return np.mean([np.sum((x - y) ** 2) for x in np.asarray(a) for y in np.asarray(b)])
+    for i in range(4):
+        others = np.mean([m(z_train[j], z_test[i]) for j in range(4) if j != i])
+        np.testing.assert_allclose(d[i], m(z_train[i], z_test[i]) / others, rtol=1e-5)
+    two = metrics.task_representation_metric(z_train[:2], z_test[:2])[0]
+    eq8 = metrics.relative_representation_metric(z_train[0], z_train[1], z_test[0])
+    np.testing.assert_allclose(two, eq8, rtol=1e-5)
+    with pytest.raises(ValueError, match="at least 2 tasks"):
+        metrics.task_representation_metric(z_train[:1], z_test[:1])
+
+
+def test_baselines_share_sizes_and_policy_learning_and_configs_round_trip():
+    configs = {s: algos.make_config(s, TINY) for s in
+               ("r2pgo", "r2pgo/no_hypernetwork", "bc", "om_bc", "om_sac", "focal", "corro")}
+    for spec, c in configs.items():
+        assert MetaConfig.from_dict(dataclasses.asdict(c)) == c, spec
+        assert c.policy.hidden == TINY.hidden and c.policy_steps == TINY.policy_steps
+        if c.encoder is not None:
+            assert c.encoder.latent_dim == TINY.latent_dim and c.encoder.window == TINY.window
+    # SAC+BC everywhere except the BC baselines; only R2PGO uses the hypernetwork head.
+    assert {s for s, c in configs.items() if c.policy.rl_weight == 0} == {"bc", "om_bc"}
+    assert {s for s, c in configs.items() if c.policy.head == "hyper"} == {"r2pgo"}
+    om_sac, focal, corro = configs["om_sac"].encoder, configs["focal"].encoder, \
+        configs["corro"].encoder
+    assert om_sac.encoder == "gru" and om_sac.vae_weight > 0 and not om_sac.infonce_weight
+    assert configs["om_bc"].encoder == om_sac
+    assert focal.encoder == "mlp" and focal.focal_weight > 0 and not focal.infonce_weight
+    assert corro.encoder == "mlp" and corro.corro_weight > 0
+
+
+def _load_evaluate_module():
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_cli", os.path.join(ROOT, "experiments", "evaluate.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evaluate_writes_results_tables_and_figures_from_a_tiny_run(tmp_path):
+    ds = scripted_point_robot_dataset()
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    path = dataset_lib.save(ds, str(data_dir / "train.npz"))
+    dataset_lib.save(ds, str(data_dir / "ood.npz"))  # a stand-in for held-out checkpoints
+    ds, ood = dataset_lib.load_collection(str(data_dir))
+    data, eval_data = run_data(ds, ood)
+    family, n_train = ds.make_family(), int((~ds.is_test).sum())
+    settings = dataclasses.replace(TINY, policy_steps=4)
+    for spec in ("r2pgo", "focal"):
+        algorithm = algos.make(spec, settings, family, n_train)
+        run(algorithm, data, eval_data,
+            RunConfig(workdir=str(tmp_path / "runs" / spec), seeds=(0, 1), chunk_steps=2,
+                      eval_every=2, verbose=False), describe_data(path, ds, ood))
+    evaluate = _load_evaluate_module().evaluate
+    res = evaluate(str(tmp_path / "runs"), episodes=3, contexts=2, tsne_contexts=3,
+                   verbose=False)
+    out = tmp_path / "runs" / "evaluation"
+    saved = json.loads((out / "results.json").read_text())
+    r2pgo = saved["algorithms"]["r2pgo"]
+    assert np.asarray(r2pgo["per_seed_task_episode"]["test_online"]).shape == (2, 4, 3)
+    for name in ("test_offline_ctx", "test_offpolicy_ctx", "train_offpolicy_ctx"):
+        assert np.asarray(r2pgo["per_seed_task_episode"][name]).shape[:2] == (2, 4 if "test"
+                                                                             in name else 12)
+    assert len(r2pgo["summary"]["test_dphi"]["per_seed"]) == 2
+    table = (out / "tables.md").read_text()
+    assert "| r2pgo |" in table and "| focal |" in table and "off-policy context" in table
+    assert "**" in table and "d(φ)" in table
+    names = {os.path.basename(f) for f in res["figures"]}
+    assert {"adaptation.png", "protocols.png", "tsne.png",
+            "learning_curve_test_offline_ctx.png"} <= names
+    for f in res["figures"]:
+        with open(f, "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+        assert os.path.getsize(f) > 10_000
+    steps, values = report.read_curve(str(tmp_path / "runs" / "r2pgo" / "metrics_eval.csv"),
+                                      "test_offline_ctx/ep1")
+    assert list(steps) == [2, 4] and values.shape == (2, 2)
+
+
+def test_markdown_table_bolds_the_best_mean_per_column():
+    t = report.markdown_table({"a": {"x": [1.0, 3.0], "d": [0.5]}, "b": {"x": [1.0], "d": [0.2]}},
+                              ["x", "d"], lower_is_better=["d"])
+    rows = t.splitlines()
+    assert rows[2] == "| a | **2.00 ± 1.00** | 0.50 ± 0.00 |"
+    assert rows[3] == "| b | 1.00 ± 0.00 | **0.20 ± 0.00** |"
