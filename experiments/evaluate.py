@@ -43,7 +43,7 @@ flags.DEFINE_string("workdir", None, "experiments/train.py workdir (one subdirec
 flags.DEFINE_list("algo", None, "Specs to evaluate (default: every finished run in --workdir).")
 flags.DEFINE_string("data", None, "train.npz or its directory (default: the runs' dataset).")
 flags.DEFINE_integer("episodes", 5, "Consecutive online adaptation episodes per task.")
-flags.DEFINE_integer("contexts", 4, "Context episodes per task of the fixed-context protocols.")
+flags.DEFINE_integer("contexts", 16, "Context episodes per task of the fixed-context protocols.")
 flags.DEFINE_integer("tsne_contexts", 8, "Contexts per task and source in the t-SNE plot.")
 flags.DEFINE_string("out", None, "Output directory (default: <workdir>/evaluation).")
 flags.mark_flag_as_required("workdir")
@@ -226,7 +226,7 @@ def plots(out_dir: str, runs: Dict[str, str], evaluations, embeddings, ds, episo
     return written
 
 
-def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contexts: int = 4,
+def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contexts: int = 16,
              tsne_contexts: int = 8, out_dir=None, verbose: bool = True) -> Dict[str, Any]:
     """Everything ``main`` does; returns the ``results.json`` dictionary."""
     if episodes < 1 or contexts < 1 or tsne_contexts < 1:

@@ -1,15 +1,18 @@
 """Trains offline meta-RL algorithms on a collected dataset, every seed in one vmapped program,
-and evaluates online (zero-shot) adaptation on the dataset's unseen test tasks.
+and evaluates them under every protocol (``jaxomrl.eval.protocols``) on the dataset's seen and
+unseen tasks (more episodes, tables and figures: ``experiments/evaluate.py``).
 
     python experiments/train.py --data=runs/point_robot_data --family=point_robot_sparse \
-        --algo=r2pgo,r2pgo/no_weighted_negatives,r2pgo/no_hypernetwork,bc --seeds=3 \
-        --workdir=runs/point_robot_r2pgo
+        --algo=r2pgo,r2pgo/no_hypernetwork,bc,om_bc,om_sac,focal,corro --seeds=3 \
+        --workdir=runs/point_robot
 
 ``--algo`` takes one or more specs (``jaxomrl.algos.registry``: an algorithm, optionally with
 ``/ablation``s); each trains into ``<workdir>/<spec>`` (``/`` -> ``-``) with ``run.json``,
 ``metrics_<phase>.csv``, ``metrics_eval.csv``, TensorBoard event files under ``tensorboard/``,
 orbax checkpoints and ``results.json``. Rerunning the command resumes killed runs and reuses
-finished ones. The table at the end compares the specs with the SAC experts that made the data.
+finished ones; specs whose first phases are identical train them once
+(``<workdir>/shared_phases``). The table at the end compares the specs with the SAC experts that
+made the data.
 """
 from __future__ import annotations
 

@@ -22,9 +22,10 @@ from scripted_data import scripted_point_robot_dataset
 from test_runner import ROOT, TINY
 
 
-def _with_reward(data: TaskData, scale: float) -> TaskData:
+def _with_reward(data: TaskData, value: float) -> TaskData:
+    """``data`` with every reward set to ``value`` (marks which source a context came from)."""
     tr = data.transitions
-    return data.replace(transitions=tr.replace(reward=tr.reward * scale))
+    return data.replace(transitions=tr.replace(reward=jnp.full_like(tr.reward, value)))
 
 
 def test_protocols_draw_context_from_their_source_and_give_known_returns():
@@ -35,11 +36,10 @@ def test_protocols_draw_context_from_their_source_and_give_known_returns():
     _, eval_data = run_data(ds)
     tasks = eval_data["tasks"]
     goals = {s: jax.vmap(family.goal)(t) for s, t in tasks.items()}
-    # Every scripted episode reaches its goal, so a context from the data has reward > 0.
-    sources = {"data": {"test": eval_data["data"]["test"],
+    sources = {"data": {"test": _with_reward(eval_data["data"]["test"], 1.0),
                         "train": _with_reward(eval_data["data"]["train"], 0.0)},
                "ood": {"test": _with_reward(eval_data["data"]["test"], -1.0),
-                       "train": eval_data["data"]["train"]}}
+                       "train": _with_reward(eval_data["data"]["train"], 1.0)}}
     reward_sum = Context(init=lambda: jnp.zeros(()), update=lambda c, tr: c + tr.reward,
                          embed=lambda c, obs: jnp.stack([c, 0.0]))
 
@@ -64,7 +64,7 @@ def test_protocols_draw_context_from_their_source_and_give_known_returns():
 
     test, train = returns("test"), returns("train")
     n_test, n_train = tasks["test"].num_tasks, tasks["train"].num_tasks
-    # test: training data has rewards -> walks (12); ood rewards negated -> stays (0).
+    # test: the training data's contexts have reward > 0 -> walks (12); ood's < 0 -> stays (0).
     np.testing.assert_array_equal(test["test_offline_ctx"], np.full((n_test, 1), 12.0))
     np.testing.assert_array_equal(test["test_offpolicy_ctx"], np.zeros((n_test, 1)))
     # train: the sources swap roles.
@@ -72,6 +72,14 @@ def test_protocols_draw_context_from_their_source_and_give_known_returns():
     np.testing.assert_array_equal(train["train_offpolicy_ctx"], np.full((n_train, 1), 12.0))
     # online: the policy's own history (empty, then its own reward-less steps) -> never walks.
     np.testing.assert_array_equal(test["test_online"], np.zeros((n_test, 2)))
+    # Both task sets at once (one batch per protocol); a source with one split only is used there.
+    still = lambda o, z, k, d: jnp.zeros(2)
+    partial = {"data": sources["data"], "ood": {"test": sources["ood"]["test"]}}
+    out = jax.jit(lambda k: evaluate_policy(family, tasks, still, reward_sum, k, partial, 2))(
+        jax.random.PRNGKey(2))
+    assert {k: v.shape for k, v in out.items()} == {
+        "train_online": (n_train, 2), "test_online": (n_test, 2), "train_offline_ctx": (n_train, 1),
+        "test_offline_ctx": (n_test, 1), "test_offpolicy_ctx": (n_test, 1)}
     # A task-agnostic policy is only evaluated online.
     out = jax.jit(lambda k: evaluate_policy(
         family, {"test": tasks["test"]}, lambda o, z, k, d: jnp.zeros(2), None, k,

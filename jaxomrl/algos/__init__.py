@@ -1,7 +1,8 @@
 """Algorithms as recipes over the learners: phases the experiment runner trains, plus evaluation.
 
 ``registry.make(spec, settings, family, num_train_tasks)`` builds a named algorithm (``r2pgo``,
-its ablations, ``bc``); ``offline_meta`` is the context-based offline meta-RL recipe behind them.
+its ablations, ``bc`` and the baselines ``om_bc``, ``om_sac``, ``focal``, ``corro``);
+``offline_meta`` is the context-based offline meta-RL recipe behind them.
 """
 from jaxomrl.algos.base import Algorithm, Phase
 from jaxomrl.algos.registry import ALGORITHMS, Settings, make, make_config, parse_spec

@@ -13,7 +13,8 @@ Where the context the policy infers its task from comes from:
   data of behaviour checkpoints held out of training (the collection's ``ood`` split).
 
 ``evaluate_policy`` runs every protocol whose context source exists, for every task set (split),
-and reports ``{split}_{protocol}``. Everything is jittable and ``vmap``s over seeds.
+and reports ``{split}_{protocol}``; the task sets of a protocol roll out together, as one batch.
+Everything is jittable and ``vmap``s over seeds.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxomrl.eval.adaptation import Context, context_from_data, online_returns
 from jaxomrl.envs.base import Task, TaskFamily
@@ -49,6 +51,12 @@ def fixed_context_returns(family: TaskFamily, tasks: Task, act: Callable, contex
     return jnp.mean(jax.vmap(one)(jax.random.split(key, num_contexts)), axis=0)
 
 
+def _joinable(parts) -> bool:
+    """Whether pytrees differ only in their leading (task) axis."""
+    shapes = [[x.shape[1:] for x in jax.tree_util.tree_leaves(p)] for p in parts]
+    return all(s == shapes[0] for s in shapes)
+
+
 def evaluate_policy(family: TaskFamily, tasks: Mapping[str, Task], act: Callable,
                     context: Optional[Context], key: jax.Array,
                     sources: Optional[Mapping[str, Mapping[str, Any]]] = None,
@@ -70,17 +78,33 @@ def evaluate_policy(family: TaskFamily, tasks: Mapping[str, Task], act: Callable
     f"{split}_offpolicy_ctx": [T, 1]}``.
     """
     sources = sources or {}
-    out = {}
-    for split, task_set in sorted(tasks.items()):
-        key, k_on, k_fixed = jax.random.split(key, 3)
-        out[f"{split}_online"] = online_returns(family, task_set, act, context, k_on,
-                                                num_episodes, carry_context)
-        if context is None:
+    splits = sorted(tasks)
+    sizes = [tasks[s].num_tasks for s in splits]
+    ends = np.cumsum(sizes)
+
+    def joined(parts):  # every split's tasks (or data) in one batch: one rollout program
+        return jax.tree_util.tree_map(lambda *x: jnp.concatenate(x), *parts)
+
+    def per_split(name, values):
+        return {f"{s}_{name}": v for s, v in zip(splits, jnp.split(values, ends[:-1]))}
+
+    k_on, k_fixed = jax.random.split(key)
+    all_tasks = joined([tasks[s] for s in splits])
+    out = per_split("online", online_returns(family, all_tasks, act, context, k_on,
+                                             num_episodes, carry_context))
+    if context is None:
+        return out
+    for i, (protocol, source) in enumerate(sorted(CONTEXT_PROTOCOLS.items())):
+        have = [s for s in splits if sources.get(source, {}).get(s) is not None]
+        k = jax.random.fold_in(k_fixed, i)
+        if have == splits and _joinable([sources[source][s] for s in splits]):
+            returns = fixed_context_returns(family, all_tasks, act, context,
+                                            joined([sources[source][s] for s in splits]), k,
+                                            num_contexts)
+            out.update(per_split(protocol, returns[:, None]))
             continue
-        for i, (protocol, source) in enumerate(sorted(CONTEXT_PROTOCOLS.items())):
-            data = sources.get(source, {}).get(split)
-            if data is not None:
-                out[f"{split}_{protocol}"] = fixed_context_returns(
-                    family, task_set, act, context, data, jax.random.fold_in(k_fixed, i),
-                    num_contexts)[:, None]
+        for j, s in enumerate(have):  # a source with some splits only: one rollout per split
+            out[f"{s}_{protocol}"] = fixed_context_returns(
+                family, tasks[s], act, context, sources[source][s], jax.random.fold_in(k, j),
+                num_contexts)[:, None]
     return out

@@ -15,8 +15,8 @@ refuses a different one. With ``share_dir``, a phase's outputs are published the
 keyed by a digest of the configs of the phases up to it (``Phase.config``), the seeds, chunking
 and data; a fresh run whose first phases have the same digest starts after them from the
 published outputs (e.g. the ablations of a policy head share one trained encoder), with the same
-result as training them again. At the end ``results.json`` holds the final evaluation per seed and as
-mean +- std over seeds, and the per-task arrays.
+result as training them again. At the end ``results.json`` holds the final evaluation per seed
+and as mean +- std over seeds, and the per-task arrays.
 """
 from __future__ import annotations
 
