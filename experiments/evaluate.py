@@ -15,9 +15,9 @@ seen (training) and unseen (test) tasks, in one jitted program vmapped over seed
 Writes to ``--out`` (default ``<workdir>/evaluation``): ``results.json`` (per-seed x per-task x
 per-episode returns and summaries), ``tables.md`` (mean ± std over seeds, best in bold; also
 printed), ``adaptation.png`` (return per adaptation episode), ``protocols.png`` (bars per
-protocol), ``tsne.png`` (task embeddings coloured by the task parameter; crosses: held-out
-checkpoint contexts), ``learning_curves.png`` (if the runs evaluated during training,
-``train.py --eval_every``).
+protocol), ``ablations.png`` (an algorithm beside its evaluated ablations), ``tsne.png`` (task
+embeddings coloured by the task parameter; crosses: held-out checkpoint contexts),
+``learning_curve_*.png`` (if the runs evaluated during training, ``train.py --eval_every``).
 """
 from __future__ import annotations
 
@@ -196,6 +196,16 @@ def plots(out_dir: str, runs: Dict[str, str], evaluations, embeddings, ds, episo
     written.append(report.plot_bars(groups, os.path.join(out_dir, "protocols.png"),
                                     f"{ds.family}: return by protocol ({SPLITS[split]} tasks; "
                                     "online = episode 1)", colour=colour))
+    # Ablation bars: every algorithm evaluated with some of its ablations, beside them.
+    bases = {s.split("/")[0] for s in runs if "/" in s}
+    family_of = {s: s.split("/")[0] for s in runs}
+    if bases:
+        ablation = {label: {s: v for s, v in vals.items() if family_of[s] in bases}
+                    for label, vals in groups.items()}
+        written.append(report.plot_bars(
+            {k: v for k, v in ablation.items() if v}, os.path.join(out_dir, "ablations.png"),
+            f"{ds.family}: ablations ({SPLITS[split]} tasks; online = episode 1)",
+            colour=colour))
     emb = {s: e for s, e in embeddings.items() if e is not None}
     if emb:
         order = np.concatenate([np.flatnonzero(~ds.is_test), np.flatnonzero(ds.is_test)])
@@ -250,7 +260,8 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
                         f"{returns[~ds.is_test, i].mean():.2f} seen" if ds.is_test.any() else
                         f"checkpoint {k}: {returns[:, i].mean():.2f}"
                         for i, k in enumerate(ckpts))
-    header = (f"# {ds.family}: {len(runs)} algorithms, seeds {identities[next(iter(runs))]['seeds']}"
+    seeds = identities[next(iter(runs))]["seeds"]
+    header = (f"# {ds.family}: {len(runs)} algorithms, seeds {seeds}"
               f"\n\nData return of the behaviour checkpoints (mean over tasks): {experts}.\n\n")
     atomic_write_text(os.path.join(out_dir, "tables.md"), header + text)
     results = {

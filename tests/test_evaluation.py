@@ -142,11 +142,13 @@ def test_evaluate_writes_results_tables_and_figures_from_a_tiny_run(tmp_path):
     data, eval_data = run_data(ds, ood)
     family, n_train = ds.make_family(), int((~ds.is_test).sum())
     settings = dataclasses.replace(TINY, policy_steps=4)
-    for spec in ("r2pgo", "focal"):
+    for spec in ("r2pgo", "r2pgo/no_hypernetwork", "focal"):
         algorithm = algos.make(spec, settings, family, n_train)
         run(algorithm, data, eval_data,
-            RunConfig(workdir=str(tmp_path / "runs" / spec), seeds=(0, 1), chunk_steps=2,
-                      eval_every=2, verbose=False), describe_data(path, ds, ood))
+            RunConfig(workdir=str(tmp_path / "runs" / spec.replace("/", "-")), seeds=(0, 1),
+                      chunk_steps=2, eval_every=2, verbose=False,
+                      share_dir=str(tmp_path / "runs" / "shared_phases")),
+            describe_data(path, ds, ood))
     evaluate = _load_evaluate_module().evaluate
     res = evaluate(str(tmp_path / "runs"), episodes=3, contexts=2, tsne_contexts=3,
                    verbose=False)
@@ -162,8 +164,9 @@ def test_evaluate_writes_results_tables_and_figures_from_a_tiny_run(tmp_path):
     assert "| r2pgo |" in table and "| focal |" in table and "off-policy context" in table
     assert "**" in table and "d(φ)" in table
     names = {os.path.basename(f) for f in res["figures"]}
-    assert {"adaptation.png", "protocols.png", "tsne.png",
+    assert {"adaptation.png", "protocols.png", "ablations.png", "tsne.png",
             "learning_curve_test_offline_ctx.png"} <= names
+    assert list(saved["algorithms"]) == ["r2pgo", "r2pgo/no_hypernetwork", "focal"]
     for f in res["figures"]:
         with open(f, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"

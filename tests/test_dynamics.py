@@ -1,0 +1,201 @@
+"""Dynamics-model ensembles: they learn known per-task dynamics, an ensemble trained together
+equals its members trained one by one, early stopping freezes members, losses match their
+equations."""
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxomrl.data.sampler import TaskData
+from jaxomrl.envs.base import Transition
+from jaxomrl.learners.dynamics import DynamicsConfig, make_dynamics, model_io
+from jaxomrl.losses import dynamics as dyn_losses
+
+OBS, ACT, N = 3, 2, 600
+CFG = DynamicsConfig(hidden=(32, 32), ensemble_size=2, learning_rate=3e-3, batch_size=64,
+                     eval_every=50, patience=3, max_holdout=100)
+
+
+@functools.cache
+def linear_tasks(num_tasks=2):
+    """s' = s + B_t a + 0.01 noise, r = w_t . s: each task has its own B_t and w_t."""
+    k = jax.random.split(jax.random.PRNGKey(0), 5)
+    b = jax.random.normal(k[0], (num_tasks, OBS, ACT))
+    w = jax.random.normal(k[1], (num_tasks, OBS))
+    obs = jax.random.normal(k[2], (num_tasks, N, OBS))
+    act = jax.random.uniform(k[3], (num_tasks, N, ACT), minval=-1, maxval=1)
+    nxt = obs + jnp.einsum("toa,tna->tno", b, act) + 0.01 * jax.random.normal(k[4], obs.shape)
+    rew = jnp.einsum("to,tno->tn", w, obs)
+    zeros = jnp.zeros((num_tasks, N), bool)
+    tr = Transition(obs=obs, action=act, reward=rew, next_obs=nxt, terminated=zeros,
+                    truncated=zeros)
+    idx = jnp.broadcast_to(jnp.arange(N), (num_tasks, N))
+    return TaskData(transitions=tr, episode=idx // 20, timestep=idx % 20,
+                    checkpoint=jnp.zeros((num_tasks, N), jnp.int32),
+                    attributes=jnp.arange(num_tasks, dtype=jnp.float32)[:, None])
+
+
+DYN = make_dynamics(CFG, OBS, ACT)
+TRAIN = jax.jit(DYN.train, static_argnums=3)
+
+
+def test_ensembles_learn_each_tasks_dynamics_and_report_holdout_error():
+    data = linear_tasks()
+    state = DYN.init(jax.random.PRNGKey(1), data)
+    before = np.asarray(DYN.holdout_error(state, data))
+    state, metrics = TRAIN(state, jax.random.PRNGKey(2), data, 12)
+    after = np.asarray(DYN.holdout_error(state, data))
+    _, targets = model_io(data)
+    variance = float(jnp.mean(jnp.var(targets, axis=1)))
+    assert after.shape == (2, CFG.ensemble_size)
+    assert np.all(after < 0.05 * variance) and np.all(after < 0.1 * before), (before, after)
+    # Held-out error is recorded every round and the best is what predictions use.
+    assert metrics["holdout_mse"].shape == (2, CFG.ensemble_size, 12)
+    np.testing.assert_allclose(np.asarray(state.members.best_error),
+                               np.asarray(metrics["holdout_mse"]).min(-1), rtol=1e-6)
+    # Task 0's models do not explain task 1 (per-task physics are learned separately).
+    tr = data.transitions
+    params0 = jax.tree_util.tree_map(lambda x: x[0], state.best)
+    norm0 = jax.tree_util.tree_map(lambda x: x[0], state.norm)
+    mean, logvar = DYN.predict(params0, norm0, tr.obs[1], tr.action[1])
+    _, t1 = model_io(data)
+    assert float(jnp.mean((mean - t1[1]) ** 2)) > 10 * float(after[1].mean())
+    p = state.best["params"]
+    assert np.all(np.asarray(logvar) <= np.asarray(p["max_logvar"][0][0]) + 2 * np.log(
+        np.asarray(norm0.out_std)) + 1e-5)
+
+
+def test_ensemble_trained_together_equals_members_trained_one_by_one():
+    data = linear_tasks()
+    key = jax.random.PRNGKey(3)
+    state = DYN.init(jax.random.PRNGKey(4), data)
+    together, _ = TRAIN(state, key, data, 2)
+    # The same per-member keys, one (task, member) at a time.
+    keys = jax.random.split(key, (2, CFG.ensemble_size))
+    inputs, targets = model_io(data)
+    h = max(1, int(N * CFG.holdout_fraction))
+    one = jax.jit(lambda m, k, norm, a, b, c, d: DYN.member_train(m, k, norm, a, b, c, d, 2))
+    for t in range(2):
+        perm = state.split[t]
+        hold, train = perm[: min(h, CFG.max_holdout)], perm[h:]
+        norm = jax.tree_util.tree_map(lambda x: x[t], state.norm)
+        for e in range(CFG.ensemble_size):
+            m = jax.tree_util.tree_map(lambda x: x[t, e], state.members)
+            alone, _ = one(m, keys[t, e], norm, inputs[t][train], targets[t][train],
+                           inputs[t][hold], targets[t][hold])
+            for a, b in zip(jax.tree_util.tree_leaves(alone),
+                            jax.tree_util.tree_leaves(jax.tree_util.tree_map(
+                                lambda x: x[t, e], together.members))):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_early_stopping_freezes_a_member_after_its_patience():
+    data = linear_tasks()
+    state = DYN.init(jax.random.PRNGKey(5), data)
+    state, metrics = TRAIN(state, jax.random.PRNGKey(6), data, 12)
+    # Force every member past its patience: further training changes nothing.
+    stopped = state.replace(members=state.members.replace(
+        since_best=jnp.full_like(state.members.since_best, CFG.patience)))
+    again, m2 = TRAIN(stopped, jax.random.PRNGKey(7), data, 2)
+    for a, b in zip(jax.tree_util.tree_leaves(stopped.members.params),
+                    jax.tree_util.tree_leaves(again.members.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert bool(np.all(np.asarray(m2["stopped"])))
+
+
+def test_step_samples_a_member_and_reports_the_max_std_uncertainty():
+    data = linear_tasks()
+    state = DYN.init(jax.random.PRNGKey(8), data)
+    params = jax.tree_util.tree_map(lambda x: x[0], state.best)
+    norm = jax.tree_util.tree_map(lambda x: x[0], state.norm)
+    obs, act = data.transitions.obs[0, 0], data.transitions.action[0, 0]
+    mean, logvar = DYN.predict(params, norm, obs, act)
+    nxt, rew, u = jax.jit(DYN.step)(params, norm, obs, act, jax.random.PRNGKey(9))
+    std = np.exp(0.5 * np.asarray(logvar))
+    np.testing.assert_allclose(float(u), np.linalg.norm(std[:, :OBS], axis=-1).max(), rtol=1e-5)
+    sample = np.concatenate([np.asarray(nxt - obs), [float(rew)]])
+    z = (sample[None] - np.asarray(mean)) / std
+    assert np.min(np.abs(z).max(-1)) < 6  # a plausible draw of one of the members
+
+
+def test_losses_match_their_equations():
+    k = jax.random.split(jax.random.PRNGKey(10), 3)
+    mu, lv, y = (jax.random.normal(x, (5, 4)) for x in k)
+    ref = np.mean((np.asarray(mu) - np.asarray(y)) ** 2 * np.exp(-np.asarray(lv))
+                  + np.asarray(lv))
+    np.testing.assert_allclose(float(dyn_losses.gaussian_nll(mu, lv, y)), ref, rtol=1e-5)
+    raw = jnp.linspace(-50, 50, 101)
+    bounded = dyn_losses.soft_bound_logvar(raw, jnp.asarray(0.5), jnp.asarray(-10.0))
+    # Soft bounds: within softplus(min - max) of them, monotone in between.
+    assert float(bounded.max()) <= 0.5 + 1e-4 and float(bounded.min()) >= -10.0
+    assert np.all(np.diff(np.asarray(bounded)) >= 0)
+    np.testing.assert_allclose(np.asarray(bounded)[50], 0.0, atol=0.5)
+
+
+def test_a_shared_reward_model_learns_every_tasks_reward_from_the_pooled_data():
+    """Rewards shared across tasks (r = w . s with one w): one reward ensemble on the joint data
+    and per-task next-state models, as in ReDA §3.2."""
+    from jaxomrl.learners.dynamics import pool_tasks
+    data = linear_tasks()
+    tr = data.transitions
+    shared_reward = jnp.einsum("o,tno->tn", jnp.array([1.0, -2.0, 0.5]), tr.obs)
+    data = data.replace(transitions=tr.replace(reward=shared_reward))
+    reward_model = make_dynamics(dataclasses.replace(CFG, target="reward"), OBS, ACT)
+    pooled = pool_tasks(data)
+    assert pooled.transitions.obs.shape == (1, 2 * N, OBS)
+    state = reward_model.init(jax.random.PRNGKey(11), pooled)
+    state, _ = jax.jit(reward_model.train, static_argnums=3)(state, jax.random.PRNGKey(12),
+                                                             pooled, 12)
+    assert float(reward_model.holdout_error(state, pooled).max()) < 0.05 * float(
+        jnp.var(shared_reward))
+    states = make_dynamics(dataclasses.replace(CFG, target="next_state"), OBS, ACT)
+    s = states.init(jax.random.PRNGKey(13), data)
+    p0 = jax.tree_util.tree_map(lambda x: x[0], s.best)
+    n0 = jax.tree_util.tree_map(lambda x: x[0], s.norm)
+    nxt, rew, u = states.step(p0, n0, tr.obs[0, 0], tr.action[0, 0], jax.random.PRNGKey(14))
+    assert nxt.shape == (OBS,) and bool(jnp.isnan(rew)) and float(u) > 0
+
+
+def test_branch_rollouts_of_every_task_follow_the_models_in_one_program():
+    data = linear_tasks()
+    state = DYN.init(jax.random.PRNGKey(15), data)
+    state, _ = TRAIN(state, jax.random.PRNGKey(16), data, 12)
+    starts = data.transitions.obs[:, :8]                                   # [T, S, obs]
+    act = lambda obs, k: jnp.full((ACT,), 0.5)
+    roll = jax.jit(jax.vmap(lambda p, n, s, k: DYN.rollout(p, n, act, s, k, 5)))
+    tr, u = roll(state.best, state.norm, starts, jax.random.split(jax.random.PRNGKey(17), 2))
+    assert tr.obs.shape == (2, 8, 5, OBS) and u.shape == (2, 8, 5)
+    np.testing.assert_array_equal(np.asarray(tr.obs[:, :, 1:]), np.asarray(tr.next_obs[:, :, :-1]))
+    # The learned models move each task's state by its own B_t a (true dynamics, noise 0.01).
+    k = jax.random.split(jax.random.PRNGKey(0), 5)
+    b = jax.random.normal(k[0], (2, OBS, ACT))
+    expected = jnp.einsum("toa,a->to", b, jnp.full((ACT,), 0.5))
+    moved = jnp.mean(tr.next_obs - tr.obs, axis=(1, 2))
+    np.testing.assert_allclose(np.asarray(moved), np.asarray(expected), atol=0.15)
+
+
+def test_adversarial_reward_matches_eq_5_and_6():
+    from jaxomrl.losses import adversarial_reward, infonce_score
+    k = jax.random.split(jax.random.PRNGKey(18), 6)
+    z, nz = jax.random.normal(k[0], (4, 3)), jax.random.normal(k[1], (4, 3))
+    pos, neg = jax.random.normal(k[2], (4, 2, 3)), jax.random.normal(k[3], (4, 5, 3))
+    u, r = jax.random.uniform(k[4], (4,)), jax.random.normal(k[5], (4,))
+
+    def score(zz):
+        out = []
+        for b in range(4):
+            terms = []
+            for p in range(2):
+                num = np.exp(np.dot(zz[b], pos[b, p]))
+                phi = num + np.sum(np.exp(np.asarray(neg[b]) @ np.asarray(zz[b])))
+                terms.append(np.log(num / phi))
+            out.append(np.mean(terms))
+        return np.array(out)
+
+    np.testing.assert_allclose(np.asarray(infonce_score(z, pos, neg)), score(np.asarray(z)),
+                               rtol=1e-5)
+    got = adversarial_reward(z, nz, pos, neg, u, r, lambda_uncertainty=0.7, lambda_task=2.0)
+    want = score(np.asarray(z)) - score(np.asarray(nz)) - 0.7 * np.asarray(u) + 2.0 * np.asarray(r)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
