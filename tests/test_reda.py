@@ -1,0 +1,67 @@
+"""ReDA's adversarial data generation: prefix contexts and the eq. 6 reward in situ."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxomrl.algos.reda import adversarial_batch, prefix_contexts
+from jaxomrl.envs.base import Transition
+from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
+from jaxomrl.losses.adversarial import infonce_score
+from scripted_data import scripted_point_robot_dataset
+
+L = 4
+
+
+def test_prefix_contexts_are_right_aligned_with_the_next_state_as_query():
+    steps = jnp.arange(L + 1, dtype=jnp.float32)
+    tr = Transition(obs=steps[:-1, None], action=jnp.zeros((L, 1)), reward=steps[:-1],
+                    next_obs=steps[1:, None], terminated=jnp.zeros(L, bool),
+                    truncated=jnp.zeros(L, bool))
+    ctx, mask, query = prefix_contexts(tr)
+    for k in range(1, L + 1):
+        np.testing.assert_array_equal(np.asarray(mask[k - 1]), np.arange(L) >= L - k)
+        np.testing.assert_array_equal(np.asarray(ctx.reward[k - 1, L - k:]), np.arange(k))
+        assert float(query.obs[k - 1, 0]) == k          # the state after the first k steps
+
+
+def test_adversarial_reward_in_situ_is_eq_6_on_the_encoders_prefix_embeddings():
+    ds = scripted_point_robot_dataset()
+    data = ds.select_tasks(np.arange(3)).to_device()
+    enc = make_encoder_learner(EncoderConfig(encoder="transformer", infonce_weight=1.0,
+                                             window=L, hidden=16, latent_dim=4), 2, 2)
+    params = enc.init(jax.random.PRNGKey(0)).params
+
+    def rollout(i, starts, key, length):  # a known "model": task i drifts by 0.05 i per step
+        def one(s, k):
+            def body(obs, kk):
+                a = jax.random.uniform(kk, (2,), minval=-1, maxval=1)
+                nxt = obs + 0.1 * a + 0.05 * i
+                return nxt, (Transition(obs=obs, action=a, reward=jnp.zeros(()), next_obs=nxt,
+                                        terminated=jnp.zeros((), bool),
+                                        truncated=jnp.zeros((), bool)), 0.1 * (i + 1))
+            return jax.lax.scan(body, s, jax.random.split(k, length))[1]
+        return jax.vmap(one)(starts, jax.random.split(key, starts.shape[0]))
+
+    reward_fn = lambda obs, a: -jnp.linalg.norm(obs)
+    run = jax.jit(lambda l1, l2: adversarial_batch(enc.embed, params, rollout, reward_fn,
+                                                   data, jax.random.PRNGKey(1), 5, L, 6, l1, l2))
+    tr, info = run(0.5, 2.0)
+    assert tr.obs.shape == (3, 5, L, 2)
+    np.testing.assert_allclose(np.asarray(info["uncertainty"][1]), 0.2, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(tr.reward),
+                               -np.linalg.norm(np.asarray(tr.obs), axis=-1), rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(info["task_reward"]), np.asarray(tr.reward))
+    # eq. 6: r_k = R(z_{k-1}) - R(z_k) - l1 u + l2 r, and r_adv = 0 at the first step.
+    score = np.asarray(info["score"])
+    r_adv = np.concatenate([np.zeros((3, 5, 1)), score[:, :, :-1] - score[:, :, 1:]], axis=2)
+    want = r_adv - 0.5 * np.asarray(info["uncertainty"]) + 2.0 * np.asarray(info["task_reward"])
+    np.testing.assert_allclose(np.asarray(info["adv_reward"]), want, rtol=1e-4, atol=1e-5)
+    # R(z_k) itself: embed task 2, rollout 3, prefix k = 2 by hand; positives = task 2's real
+    # contexts, negatives = the other tasks'.
+    ctx, mask, query = prefix_contexts(jax.tree_util.tree_map(lambda x: x[2, 3], tr))
+    z = enc.embed(params, jax.tree_util.tree_map(lambda x: x[1], ctx), mask[1],
+                  jax.tree_util.tree_map(lambda x: x[1], query))
+    np.testing.assert_allclose(np.asarray(z), np.asarray(info["embeddings"][2, 3, 1]), atol=1e-5)
+    pos = info["positives"]
+    r = infonce_score(z[None], pos[2][None], jnp.concatenate([pos[0], pos[1]])[None])[0]
+    np.testing.assert_allclose(float(r), score[2, 3, 1], rtol=1e-5)
