@@ -21,7 +21,6 @@ embeddings coloured by the task parameter; crosses: held-out checkpoint contexts
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from typing import Any, Dict, List
@@ -31,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from jaxomrl.algos.offline_meta import MetaConfig, make_algorithm, run_data
-from jaxomrl.algos.registry import ALGORITHMS
+from jaxomrl.algos.offline_meta import run_data
+from jaxomrl.algos.registry import ALGORITHMS, from_run_config
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.eval import report
 from jaxomrl.experiment.runner import evaluation_keys, final_outputs
@@ -110,11 +109,10 @@ def evaluate_run(spec: str, run_dir: str, identity: Dict[str, Any], ds, data, ev
                  episodes: int, contexts: int, tsne_contexts: int):
     """Per-seed evaluation arrays ``{metric: [S, T, K]}`` and seed 0's embeddings of every
     task's contexts (``{"data": [T, N, D], "ood": ...}``, None without an encoder)."""
-    config = MetaConfig.from_dict(identity["config"])
-    config = dataclasses.replace(config, eval_episodes=episodes, eval_contexts=contexts)
     family = ds.make_family()
     n_train = int((~ds.is_test).sum())
-    algorithm = make_algorithm(spec, config, family, n_train)
+    algorithm = from_run_config(spec, identity["config"], family, n_train,
+                                eval_episodes=episodes, eval_contexts=contexts)
     seeds = identity["seeds"]
     outputs = final_outputs(algorithm, data, run_dir, len(seeds))
     evaluation = jax.jit(jax.vmap(algorithm.evaluate, in_axes=(0, 0, None)))(

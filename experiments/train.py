@@ -47,7 +47,8 @@ flags.DEFINE_integer("latent_dim", _D.latent_dim, "Task-embedding size.")
 flags.DEFINE_integer("encoder_hidden", _D.encoder_hidden, "GRU state size.")
 flags.DEFINE_integer("window", None, "Episode-prefix length the encoder trains on "
                      "(default: the horizon, at most 64).")
-flags.DEFINE_integer("encoder_steps", _D.encoder_steps, "Encoder gradient steps.")
+flags.DEFINE_integer("encoder_steps", _D.encoder_steps,
+                     "Encoder gradient steps (ReDA: adversarial encoder steps).")
 flags.DEFINE_integer("policy_steps", _D.policy_steps, "Policy gradient steps.")
 flags.DEFINE_integer("batch_size", _D.batch_size, "Policy transitions per step (all tasks).")
 flags.DEFINE_integer("meta_batch", _D.meta_batch, "Tasks per policy / encoder step.")
@@ -58,6 +59,15 @@ flags.DEFINE_float("bc_weight", _D.bc_weight, "Behaviour-cloning weight.")
 flags.DEFINE_integer("eval_episodes", _D.eval_episodes, "Consecutive online episodes per task.")
 flags.DEFINE_integer("eval_contexts", _D.eval_contexts,
                      "Context episodes per task of the offline / off-policy protocols.")
+flags.DEFINE_integer("num_models", _D.num_models, "ReDA: dynamics models per task.")
+flags.DEFINE_list("model_hidden", list(map(str, _D.model_hidden)), "ReDA: model hidden sizes.")
+flags.DEFINE_integer("model_rounds", _D.model_rounds,
+                     "ReDA: model-training rounds (each --model_eval_every steps + held-out eval).")
+flags.DEFINE_integer("model_eval_every", _D.model_eval_every, "ReDA: SGD steps per model round.")
+flags.DEFINE_integer("starts_per_task", _D.starts_per_task,
+                     "ReDA: adversarial rollouts per task and step.")
+flags.DEFINE_float("lambda_uncertainty", _D.lambda_uncertainty, "ReDA: lambda_1 (eq. 6).")
+flags.DEFINE_float("lambda_task", _D.lambda_task, "ReDA: lambda_2 (eq. 6).")
 flags.mark_flags_as_required(["family", "data", "workdir"])
 
 
@@ -94,7 +104,10 @@ def main(argv):
         policy_steps=FLAGS.policy_steps, batch_size=FLAGS.batch_size, meta_batch=FLAGS.meta_batch,
         encoder_meta_batch=FLAGS.meta_batch, alpha=FLAGS.alpha, kl_weight=FLAGS.kl_weight,
         rl_weight=FLAGS.rl_weight, bc_weight=FLAGS.bc_weight, eval_episodes=FLAGS.eval_episodes,
-        eval_contexts=FLAGS.eval_contexts)
+        eval_contexts=FLAGS.eval_contexts, num_models=FLAGS.num_models,
+        model_hidden=tuple(int(h) for h in FLAGS.model_hidden), model_rounds=FLAGS.model_rounds,
+        model_eval_every=FLAGS.model_eval_every, starts_per_task=FLAGS.starts_per_task,
+        lambda_uncertainty=FLAGS.lambda_uncertainty, lambda_task=FLAGS.lambda_task)
     data, eval_data = run_data(ds, ood)
     n_train = int((~ds.is_test).sum())
     description = describe_data(path, ds, ood)

@@ -65,3 +65,55 @@ def test_adversarial_reward_in_situ_is_eq_6_on_the_encoders_prefix_embeddings():
     pos = info["positives"]
     r = infonce_score(z[None], pos[2][None], jnp.concatenate([pos[0], pos[1]])[None])[0]
     np.testing.assert_allclose(float(r), score[2, 3, 1], rtol=1e-5)
+
+
+def _reda_settings():
+    import dataclasses
+    from test_runner import TINY
+    return dataclasses.replace(TINY, window=5, encoder_steps=4, policy_steps=4, num_models=2,
+                               model_hidden=(16, 16), model_rounds=2, model_eval_every=5,
+                               starts_per_task=4)
+
+
+def test_reda_ablation_switches():
+    from jaxomrl.algos.registry import make_reda_config
+    s = _reda_settings()
+    full = make_reda_config("reda", s)
+    assert full.augment and full.adversary_mode == "sac" and full.dynamics.ensemble_size == 2
+    assert not make_reda_config("reda/no_model", s).augment
+    assert make_reda_config("reda/no_adversary", s).adversary_mode == "random"
+    assert make_reda_config("reda/no_uncertainty", s).lambda_uncertainty == 0.0
+    assert make_reda_config("reda/no_task_reward", s).lambda_task == 0.0
+    assert full.meta.encoder.encoder == "transformer"
+    from jaxomrl.algos.reda import ReDAConfig
+    import dataclasses
+    assert ReDAConfig.from_dict(dataclasses.asdict(full)) == full
+
+
+def test_reda_runs_in_the_runner_and_resume_equals_uninterrupted(tmp_path):
+    from jaxomrl import algos
+    from jaxomrl.algos.offline_meta import run_data
+    from jaxomrl.experiment.runner import RunConfig, final_outputs, run
+    ds = scripted_point_robot_dataset()
+    data, eval_data = run_data(ds, ds)          # the data itself stands in for ood contexts
+    algorithm = algos.make("reda", _reda_settings(), ds.make_family(), int((~ds.is_test).sum()))
+    assert [p.name for p in algorithm.phases] == ["models", "adversarial", "policy"]
+
+    def go(wd, stop=None):
+        return run(algorithm, data, eval_data, RunConfig(workdir=str(wd), seeds=(0, 1),
+                                                         chunk_steps=2, verbose=False),
+                   {"test": "reda"}, stop_after_chunks=stop)
+
+    full = go(tmp_path / "full")
+    assert go(tmp_path / "resumed", stop=2) is None   # killed after the models phase
+    assert go(tmp_path / "resumed", stop=1) is None   # and mid-adversarial
+    resumed = go(tmp_path / "resumed")
+    assert resumed["metrics"] == full["metrics"]
+    for a, b in zip(*(jax.tree_util.tree_leaves(final_outputs(algorithm, data, str(d), 2))
+                      for d in (tmp_path / "full", tmp_path / "resumed"))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert "test_dphi" in full["metrics"] and "test_offpolicy_ctx/ep1" in full["metrics"]
+    header = (tmp_path / "full" / "metrics_adversarial.csv").read_text().splitlines()[0]
+    for name in ("adv_reward", "model_uncertainty", "adv_infonce", "adversary_critic_loss"):
+        assert name in header.split(","), header
+    assert "model_holdout_mse" in (tmp_path / "full" / "metrics_models.csv").read_text()

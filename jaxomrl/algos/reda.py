@@ -15,18 +15,32 @@ rollouts (with the reward model's task reward, as contexts carry it) are the adv
 the encoder trains on; with ``reward`` replaced by ``info["adv_reward"]`` they are the
 adversary's SAC batch.
 
-The training loop that alternates this with the adversary's SAC update and the encoder's InfoNCE
-update, and the ``reda`` algorithm in the runner, are the next step (issue 7).
+:func:`make_reda` builds ReDA for the experiment runner: a ``models`` phase (per-task
+next-state ensembles and the shared reward model, early-stopped), an ``adversarial`` phase
+(every step: generate a batch, one SAC step of the adversary on it, one encoder step on InfoNCE
+over real contexts plus InfoNCE with the adversarial contexts as anchors), then the frozen
+encoder's SAC+BC ``policy`` phase and evaluation of ``jaxomrl.algos.offline_meta``.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+import dataclasses
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import optax
+from flax import struct
+
+from jaxomrl.algos.base import Algorithm, Phase
+from jaxomrl.algos.offline_meta import MetaConfig, make_algorithm
 from jaxomrl.data.sampler import TaskData, sample_transitions, sample_windows
+from jaxomrl.envs.base import TaskFamily
+from jaxomrl.learners.dynamics import DynamicsConfig, make_dynamics, pool_tasks
+from jaxomrl.learners.encoder import make_encoder_learner
+from jaxomrl.learners.sac import SACConfig, make_sac
+from jaxomrl.losses import contrastive
 from jaxomrl.envs.base import Transition
 from jaxomrl.losses.adversarial import adversarial_reward, infonce_score
 
@@ -112,3 +126,179 @@ def adversarial_batch(embed: Callable, encoder_params, rollout: Callable, reward
     info = {"adv_reward": total, "uncertainty": u, "task_reward": task_r, "score": score,
             "positives": z_real, "embeddings": z}
     return tr, info
+
+
+@dataclasses.dataclass(frozen=True)
+class ReDAConfig:
+    """``meta``: the encoder (a window encoder, ReDA's transformer) and the policy phase.
+    ``augment=False`` is ReDA without models (the encoder trains on real contexts only);
+    ``adversary="random"`` rolls out uniform actions in the models (ReDA without the adversary).
+    """
+
+    meta: MetaConfig
+    dynamics: DynamicsConfig = DynamicsConfig(target="next_state")
+    reward_model: DynamicsConfig = DynamicsConfig(target="reward")
+    model_rounds: int = 20              # models phase steps (each: eval_every SGD steps + eval)
+    adversary: SACConfig = SACConfig()
+    adversarial_steps: int = 1000       # adversarial phase steps
+    starts_per_task: int = 32
+    num_positives: int = 8
+    lambda_uncertainty: float = 1.0
+    lambda_task: float = 1.0
+    adversarial_weight: float = 1.0     # weight of the adversarial-context InfoNCE term
+    adversary_mode: str = "sac"         # sac | random
+    augment: bool = True
+
+    def __post_init__(self):
+        if self.meta.encoder is None or self.meta.encoder.encoder == "gru":
+            raise ValueError("ReDA needs a window context encoder (transformer or mlp)")
+        if self.adversary_mode not in ("sac", "random"):
+            raise ValueError(f"adversary_mode must be sac or random, got {self.adversary_mode!r}")
+        if self.model_rounds < 1 or self.adversarial_steps < 1:
+            raise ValueError("model_rounds and adversarial_steps must be >= 1")
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "ReDAConfig":
+        """Inverse of ``dataclasses.asdict`` (a run's ``run.json`` config)."""
+        def build(klass, values):
+            return klass(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        d = dict(d)
+        d["meta"] = MetaConfig.from_dict(d["meta"])
+        for name in ("dynamics", "reward_model"):
+            d[name] = build(DynamicsConfig, d[name])
+        d["adversary"] = build(SACConfig, d["adversary"])
+        return cls(**d)
+
+
+@struct.dataclass
+class Models:
+    dyn_params: Any
+    dyn_norm: Any
+    reward_params: Any
+    reward_norm: Any
+
+
+@struct.dataclass
+class AdversarialState:
+    encoder: Any
+    adversary: Any
+
+
+def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
+              num_train_tasks: int) -> Algorithm:
+    base = make_algorithm(name, config.meta, family, num_train_tasks)
+    if not config.augment:
+        return base._replace(config=dataclasses.asdict(config))
+    obs_dim, action_dim = family.obs_dim, family.action_dim
+    enc_cfg = config.meta.encoder
+    enc = make_encoder_learner(enc_cfg, obs_dim, action_dim)
+    dyn = make_dynamics(config.dynamics, obs_dim, action_dim)
+    rew = make_dynamics(config.reward_model, obs_dim, action_dim)
+    adv = make_sac(config.adversary, obs_dim, action_dim)
+    tx = optax.adam(enc_cfg.learning_rate)   # the encoder learner's optimiser (same state)
+    length = enc_cfg.window
+
+    # ---- models ------------------------------------------------------------------------------
+    def models_init(key, aux, data):
+        k1, k2 = jax.random.split(key)
+        return (dyn.init(k1, data["train"]), rew.init(k2, pool_tasks(data["train"])))
+
+    def models_update(state, key, aux, data):
+        k1, k2 = jax.random.split(key)
+        d, m_d = dyn.train(state[0], k1, data["train"], 1)
+        r, m_r = rew.train(state[1], k2, pool_tasks(data["train"]), 1)
+        return (d, r), {"model_holdout_mse": jnp.mean(d.members.best_error),
+                        "reward_holdout_mse": jnp.mean(r.members.best_error),
+                        "model_nll": jnp.mean(m_d["nll"])}
+
+    def models_output(state, aux):
+        d, r = state
+        return Models(dyn_params=d.best, dyn_norm=d.norm, reward_params=r.best,
+                      reward_norm=r.norm)
+
+    # ---- adversarial encoder training ----------------------------------------------------------
+    def adversarial_init(key, aux, data):
+        k1, k2 = jax.random.split(key)
+        return AdversarialState(encoder=enc.init(k1), adversary=adv.init(k2))
+
+    def encoder_loss(params, data: TaskData, rollouts, key):
+        k_ctx, k_nce, k_pos = jax.random.split(key, 3)
+        ctx, mask, query = enc.sample_contexts(data, k_ctx, enc_cfg.contexts_per_task)
+        z_real = enc.embed(params, ctx, mask, query)                          # [T, P, D]
+        l_real, m_real = contrastive.weighted_info_nce(
+            k_nce, z_real, data.attributes, enc_cfg.alpha, enc_cfg.num_negatives,
+            enc_cfg.temperature, enc_cfg.score)
+        # Adversarial contexts (whole rollouts) as anchors; positives: real contexts of their
+        # task; negatives: every real context of the other tasks.
+        t, s = rollouts.reward.shape[:2]
+        full = jax.vmap(jax.vmap(prefix_contexts))(rollouts)
+        last = lambda x: x[:, :, -1]
+        z_adv = enc.embed(params, *(jax.tree_util.tree_map(last, part) for part in full))
+        p = z_real.shape[1]
+        pos = z_real[jnp.arange(t)[:, None], jax.random.randint(k_pos, (t, s), 0, p)]
+        other = np.array([[j for j in range(t) if j != i] for i in range(t)]).reshape(t, t - 1)
+        neg = jnp.broadcast_to(z_real[other].reshape(t, 1, -1, z_real.shape[-1]),
+                               (t, s, (t - 1) * p, z_real.shape[-1]))
+        d = z_real.shape[-1]
+        l_adv, m_adv = contrastive.info_nce(z_adv.reshape(-1, d), pos.reshape(-1, d),
+                                            neg.reshape(t * s, -1, d), enc_cfg.temperature,
+                                            enc_cfg.score)
+        total = l_real + config.adversarial_weight * l_adv
+        return total, {"infonce": l_real, "adv_infonce": l_adv,
+                       "adv_infonce_accuracy": m_adv["infonce_accuracy"]}
+
+    def adversarial_update(state: AdversarialState, key, models: Models, data):
+        train = data["train"]
+        k_gen, k_sac, k_enc = jax.random.split(key, 3)
+
+        def act(obs, k):
+            if config.adversary_mode == "random":
+                return jax.random.uniform(k, (action_dim,), minval=-1.0, maxval=1.0)
+            return adv.act(state.adversary.actor_params, obs, k)
+
+        def rollout(i, starts, k, n):
+            take = lambda x: x[i]
+            return dyn.rollout(jax.tree_util.tree_map(take, models.dyn_params),
+                               jax.tree_util.tree_map(take, models.dyn_norm), act, starts, k, n)
+
+        r_params = jax.tree_util.tree_map(lambda x: x[0], models.reward_params)
+        r_norm = jax.tree_util.tree_map(lambda x: x[0], models.reward_norm)
+
+        def reward_fn(obs, a):
+            return jnp.mean(rew.predict(r_params, r_norm, obs, a)[0][:, 0])
+
+        rollouts, info = adversarial_batch(
+            enc.embed, state.encoder.params, rollout, reward_fn, train, k_gen,
+            config.starts_per_task, length, config.num_positives, config.lambda_uncertainty,
+            config.lambda_task, enc_cfg.temperature)
+        rollouts = jax.lax.stop_gradient(rollouts)
+        metrics = {"adv_reward": jnp.mean(info["adv_reward"]),
+                   "model_uncertainty": jnp.mean(info["uncertainty"]),
+                   "model_task_reward": jnp.mean(info["task_reward"]),
+                   "adv_context_score": jnp.mean(info["score"][:, :, -1])}
+        adversary = state.adversary
+        if config.adversary_mode == "sac":
+            flat = lambda x: x.reshape((-1,) + x.shape[3:])
+            batch = jax.tree_util.tree_map(flat, rollouts.replace(reward=info["adv_reward"]))
+            adversary, m_sac = adv.update(adversary, batch, k_sac)
+            metrics.update({f"adversary_{k}": v for k, v in m_sac.items()
+                            if k in ("critic_loss", "actor_loss")})
+        (_, m_enc), grads = jax.value_and_grad(encoder_loss, has_aux=True)(
+            state.encoder.params, train, rollouts, k_enc)
+        updates, opt_state = tx.update(grads, state.encoder.opt_state, state.encoder.params)
+        encoder = state.encoder.replace(params=optax.apply_updates(state.encoder.params, updates),
+                                        opt_state=opt_state, step=state.encoder.step + 1)
+        metrics.update(m_enc)
+        return AdversarialState(encoder=encoder, adversary=adversary), metrics
+
+    models_phase = Phase(name="models", num_steps=config.model_rounds, init=models_init,
+                         update=models_update, output=models_output,
+                         config={"dynamics": dataclasses.asdict(config.dynamics),
+                                 "reward_model": dataclasses.asdict(config.reward_model),
+                                 "rounds": config.model_rounds})
+    adversarial_phase = Phase(name="adversarial", num_steps=config.adversarial_steps,
+                              init=adversarial_init, update=adversarial_update,
+                              output=lambda state, aux: state.encoder.params)
+    return Algorithm(name=name, phases=(models_phase, adversarial_phase, base.phases[-1]),
+                     evaluate=base.evaluate, config=dataclasses.asdict(config),
+                     embed=base.embed)

@@ -20,6 +20,16 @@ frozen after its phase and the policy conditions on [s, z]):
                                         transitions against generated negatives (reward noise),
                                         mean-pooled over the context
 
+ReDA (``jaxomrl.algos.reda``): per-task dynamics ensembles and a shared reward model, an
+adversarial SAC policy generating contexts in the models against the transformer context
+encoder (InfoNCE on real + adversarial contexts), then the frozen encoder's concat SAC+BC policy:
+
+    reda                                ReDA
+    reda/no_model                       the same encoder trained on real contexts only
+    reda/no_adversary                   uniform random actions in the models
+    reda/no_uncertainty                 lambda_1 = 0
+    reda/no_task_reward                 lambda_2 = 0
+
 ``make_config(spec, settings)`` gives the ``MetaConfig`` of a spec; ``make(spec, settings,
 family, num_train_tasks)`` the ``Algorithm`` the runner trains.
 """
@@ -30,6 +40,8 @@ from typing import Dict, Tuple
 
 from jaxomrl.algos.base import Algorithm
 from jaxomrl.algos.offline_meta import MetaConfig, make_algorithm
+from jaxomrl.algos.reda import ReDAConfig, make_reda
+from jaxomrl.learners.dynamics import DynamicsConfig
 from jaxomrl.envs.base import TaskFamily
 from jaxomrl.learners.encoder import EncoderConfig
 from jaxomrl.learners.sac import SACConfig
@@ -41,6 +53,7 @@ ALGORITHMS: Dict[str, Tuple[str, ...]] = {
     "om_sac": (),
     "focal": (),
     "corro": (),
+    "reda": ("no_model", "no_adversary", "no_uncertainty", "no_task_reward"),
 }
 
 
@@ -72,6 +85,14 @@ class Settings:
     eval_episodes: int = 1
     eval_contexts: int = 4              # context episodes per task of the fixed-context protocols
     carry_context: bool = True
+    # ReDA
+    num_models: int = 3                 # ensemble members per task (ReDA B.5)
+    model_hidden: Tuple[int, ...] = (200, 200, 200)
+    model_rounds: int = 20              # x model_eval_every SGD steps, held-out early stopping
+    model_eval_every: int = 100
+    starts_per_task: int = 32           # adversarial rollouts per task and step
+    lambda_uncertainty: float = 1.0
+    lambda_task: float = 1.0
 
 
 def parse_spec(spec: str) -> Tuple[str, Tuple[str, ...]]:
@@ -101,7 +122,10 @@ def make_config(spec: str, s: Settings) -> MetaConfig:
                   contexts_per_task=s.contexts_per_task, meta_batch=s.encoder_meta_batch,
                   learning_rate=s.encoder_lr, temperature=s.temperature)
     vae = dict(encoder="gru", vae_weight=1.0, kl_weight=s.kl_weight)
-    if name == "r2pgo":
+    if name == "reda":
+        encoder = EncoderConfig(encoder="transformer", infonce_weight=1.0, alpha=0.0,
+                                num_negatives=s.num_negatives, **shared)
+    elif name == "r2pgo":
         encoder = EncoderConfig(
             **vae, **shared, infonce_weight=s.infonce_weight, num_negatives=s.num_negatives,
             alpha=0.0 if "no_weighted_negatives" in ablations else s.alpha)
@@ -122,5 +146,40 @@ def make_config(spec: str, s: Settings) -> MetaConfig:
                       encoder_steps=s.encoder_steps, **common)
 
 
+def make_reda_config(spec: str, s: Settings) -> ReDAConfig:
+    name, ablations = parse_spec(spec)
+    if name != "reda":
+        raise ValueError(f"{spec!r} is not a ReDA spec")
+    models = dict(hidden=tuple(s.model_hidden), ensemble_size=s.num_models,
+                  eval_every=s.model_eval_every)
+    return ReDAConfig(
+        meta=make_config(spec, s),
+        dynamics=DynamicsConfig(target="next_state", **models),
+        reward_model=DynamicsConfig(target="reward", **models),
+        model_rounds=s.model_rounds,
+        adversary=SACConfig(hidden=tuple(s.hidden), batch_size=s.batch_size, actor_lr=s.lr,
+                            critic_lr=s.lr),
+        adversarial_steps=s.encoder_steps, starts_per_task=s.starts_per_task,
+        num_positives=s.contexts_per_task,
+        lambda_uncertainty=0.0 if "no_uncertainty" in ablations else s.lambda_uncertainty,
+        lambda_task=0.0 if "no_task_reward" in ablations else s.lambda_task,
+        adversary_mode="random" if "no_adversary" in ablations else "sac",
+        augment="no_model" not in ablations)
+
+
 def make(spec: str, settings: Settings, family: TaskFamily, num_train_tasks: int) -> Algorithm:
+    if parse_spec(spec)[0] == "reda":
+        return make_reda(spec, make_reda_config(spec, settings), family, num_train_tasks)
     return make_algorithm(spec, make_config(spec, settings), family, num_train_tasks)
+
+
+def from_run_config(spec: str, config: Dict, family: TaskFamily, num_train_tasks: int,
+                    **meta_overrides) -> Algorithm:
+    """The algorithm of a run from its ``run.json`` config, with fields of its ``MetaConfig``
+    replaced (e.g. ``eval_episodes``)."""
+    if parse_spec(spec)[0] == "reda":
+        cfg = ReDAConfig.from_dict(config)
+        cfg = dataclasses.replace(cfg, meta=dataclasses.replace(cfg.meta, **meta_overrides))
+        return make_reda(spec, cfg, family, num_train_tasks)
+    cfg = dataclasses.replace(MetaConfig.from_dict(config), **meta_overrides)
+    return make_algorithm(spec, cfg, family, num_train_tasks)
