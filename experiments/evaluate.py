@@ -34,7 +34,7 @@ from jaxomrl.algos.offline_meta import run_data
 from jaxomrl.algos.registry import ALGORITHMS, from_run_config
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.eval import report
-from jaxomrl.experiment.runner import evaluation_keys, final_outputs
+from jaxomrl.experiment.runner import evaluation_keys, final_outputs, scalar_metrics, seed_summary
 from jaxomrl.io import atomic_write_text
 
 FLAGS = flags.FLAGS
@@ -131,18 +131,6 @@ def evaluate_run(spec: str, run_dir: str, identity: Dict[str, Any], ds, data, ev
                     [np.asarray(embed(first, jax.random.fold_in(key, i), p, tsne_contexts))
                      for i, p in enumerate(parts)])
     return evaluation, embeddings
-
-
-def summarise(evaluation: Dict[str, np.ndarray]) -> Dict[str, List[float]]:
-    """Per-seed scalars: ``{split}_{protocol}/ep{k}`` (mean over tasks) and ``{split}_dphi``."""
-    out = {}
-    for name, v in evaluation.items():
-        if v.ndim == 3:
-            for e in range(v.shape[2]):
-                out[f"{name}/ep{e + 1}"] = v[:, :, e].mean(axis=1).tolist()
-        else:
-            out[name] = v.reshape(v.shape[0], -1).mean(axis=1).tolist()
-    return out
 
 
 def tables(per_seed: Dict[str, Dict[str, List[float]]], episodes: int) -> str:
@@ -250,7 +238,7 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
             print(f"[{spec}] evaluating {len(identities[spec]['seeds'])} seeds", flush=True)
         evaluations[spec], embeddings[spec] = evaluate_run(
             spec, d, identities[spec], ds, data, eval_data, episodes, contexts, tsne_contexts)
-        per_seed[spec] = summarise(evaluations[spec])
+        per_seed[spec] = {m: v.tolist() for m, v in scalar_metrics(evaluations[spec]).items()}
     text = tables(per_seed, episodes)
     ckpts = list(ds.meta["checkpoints"])
     returns = np.asarray(ds.meta["checkpoint_returns"], np.float64)
@@ -268,8 +256,7 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
                   "data_checkpoint_returns": dict(zip(map(str, ckpts),
                                                       returns.mean(axis=0).tolist()))},
         "algorithms": {s: {"seeds": identities[s]["seeds"],
-                           "summary": {m: dict(zip(("mean", "std"), report.mean_std(v)),
-                                               per_seed=v) for m, v in per_seed[s].items()},
+                           "summary": {m: seed_summary(v) for m, v in per_seed[s].items()},
                            "per_seed_task_episode": {m: v.tolist()
                                                      for m, v in evaluations[s].items()}}
                        for s in runs},

@@ -43,8 +43,9 @@ def test_adversarial_reward_in_situ_is_eq_6_on_the_encoders_prefix_embeddings():
         return jax.vmap(one)(starts, jax.random.split(key, starts.shape[0]))
 
     reward_fn = lambda obs, a: -jnp.linalg.norm(obs)
-    run = jax.jit(lambda l1, l2: adversarial_batch(enc.embed, params, rollout, reward_fn,
-                                                   data, jax.random.PRNGKey(1), 5, L, 6, l1, l2))
+    run = jax.jit(lambda l1, l2: adversarial_batch(
+        enc.embed, enc.sample_contexts, params, rollout, reward_fn, data, jax.random.PRNGKey(1),
+        5, L, 6, l1, l2))
     tr, info = run(0.5, 2.0)
     assert tr.obs.shape == (3, 5, L, 2)
     np.testing.assert_allclose(np.asarray(info["uncertainty"][1]), 0.2, rtol=1e-6)

@@ -38,7 +38,7 @@ import numpy as np
 from flax import struct
 
 from jaxomrl.algos.base import Algorithm, Phase
-from jaxomrl.data.dataset import digest
+from jaxomrl.data.dataset import check_same_tasks, digest
 from jaxomrl.data.sampler import TaskData, sample_indices, sample_task_subset, take
 from jaxomrl.envs.base import TaskFamily
 from jaxomrl.eval.adaptation import encoder_context
@@ -46,6 +46,11 @@ from jaxomrl.eval.metrics import task_representation_metric
 from jaxomrl.eval.protocols import evaluate_policy
 from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
 from jaxomrl.learners.sac import SACConfig, make_sac
+
+
+def config_from_json(klass, values: Dict[str, Any]):
+    """A flat config dataclass from its JSON form (lists back to the tuples they were)."""
+    return klass(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,13 +91,11 @@ class MetaConfig:
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "MetaConfig":
         """Inverse of ``dataclasses.asdict`` (e.g. the ``config`` of a run's ``run.json``)."""
-        def build(klass, values):
-            return klass(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
         d = dict(d)
-        d["policy"] = build(SACConfig, d["policy"])
+        d["policy"] = config_from_json(SACConfig, d["policy"])
         if d.get("encoder") is not None:
-            d["encoder"] = build(EncoderConfig, d["encoder"])
-        return build(cls, d)
+            d["encoder"] = config_from_json(EncoderConfig, d["encoder"])
+        return config_from_json(cls, d)
 
 
 DPHI_CONTEXTS = 16  # contexts per task and source behind each d(phi)
@@ -206,9 +209,8 @@ def run_data(ds, ood=None) -> Tuple[Dict[str, TaskData], Dict[str, Any]]:
     test = np.flatnonzero(ds.is_test)
     if train.size == 0:
         raise ValueError("the dataset has no training tasks")
-    if ood is not None and (ood.num_tasks != ds.num_tasks or ood.family != ds.family
-                            or not np.array_equal(ood.is_test, ds.is_test)):
-        raise ValueError("the ood dataset does not hold the same tasks as the training dataset")
+    if ood is not None:
+        check_same_tasks(ds, ood, "the training and ood datasets")
     tasks = ds.tasks()
     splits = {"train": train, "test": test} if test.size else {"train": train}
     data = {"train": ds.select_tasks(train).to_device()}

@@ -24,25 +24,23 @@ encoder's SAC+BC ``policy`` phase and evaluation of ``jaxomrl.algos.offline_meta
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 import optax
 from flax import struct
 
 from jaxomrl.algos.base import Algorithm, Phase
-from jaxomrl.algos.offline_meta import MetaConfig, make_algorithm
-from jaxomrl.data.sampler import TaskData, sample_transitions, sample_windows
-from jaxomrl.envs.base import TaskFamily
+from jaxomrl.algos.offline_meta import MetaConfig, config_from_json, make_algorithm
+from jaxomrl.data.sampler import TaskData, sample_transitions
+from jaxomrl.envs.base import TaskFamily, Transition
 from jaxomrl.learners.dynamics import DynamicsConfig, make_dynamics, pool_tasks
 from jaxomrl.learners.encoder import make_encoder_learner
 from jaxomrl.learners.sac import SACConfig, make_sac
 from jaxomrl.losses import contrastive
-from jaxomrl.envs.base import Transition
-from jaxomrl.losses.adversarial import adversarial_reward, infonce_score
+from jaxomrl.losses.adversarial import adversarial_reward_from_scores, infonce_score
 
 
 def prefix_contexts(rollout: Transition) -> Tuple[Transition, jax.Array, Transition]:
@@ -58,16 +56,25 @@ def prefix_contexts(rollout: Transition) -> Tuple[Transition, jax.Array, Transit
     return ctx, mask, query
 
 
-def flat_rep(x: jax.Array, s: int, length: int) -> jax.Array:
-    """``[T, ...] -> [T * s * length, ...]``: per-task rows repeated for every prefix."""
-    t = x.shape[0]
-    return jnp.broadcast_to(x[:, None, None], (t, s, length) + x.shape[1:]).reshape(
-        (t * s * length,) + x.shape[1:])
+def full_contexts(rollouts: Transition) -> Tuple[Transition, jax.Array, Transition]:
+    """Whole rollouts ``[..., L]`` as contexts: ``(ctx [..., L], mask [..., L], query [...])``,
+    the query being the state after the last step (the last row of :func:`prefix_contexts`)."""
+    last = jax.tree_util.tree_map(lambda x: x[..., -1], rollouts)
+    query = last.replace(obs=rollouts.next_obs[..., -1, :])
+    return rollouts, jnp.ones(rollouts.reward.shape, bool), query
 
 
-def adversarial_batch(embed: Callable, encoder_params, rollout: Callable, reward_fn: Callable,
-                      data: TaskData, key: jax.Array, starts_per_task: int, length: int,
-                      num_positives: int, lambda_uncertainty: float = 1.0,
+def other_tasks(z: jax.Array) -> jax.Array:
+    """``z [T, P, D] -> [T, (T - 1) P, D]``: for every task, the embeddings of all other tasks."""
+    t = z.shape[0]
+    other = np.array([[j for j in range(t) if j != i] for i in range(t)]).reshape(t, t - 1)
+    return z[other].reshape(t, -1, z.shape[-1])
+
+
+def adversarial_batch(embed: Callable, sample_contexts: Callable, encoder_params,
+                      rollout: Callable, reward_fn: Callable, data: TaskData, key: jax.Array,
+                      starts_per_task: int, length: int, num_positives: int,
+                      lambda_uncertainty: float = 1.0,
                       lambda_task: float = 1.0, temperature: float = 1.0
                       ) -> Tuple[Transition, Dict[str, jax.Array]]:
     """Adversarial rollouts in every task's models, rewarded by eq. 6.
@@ -75,6 +82,8 @@ def adversarial_batch(embed: Callable, encoder_params, rollout: Callable, reward
     Args:
       embed: ``embed(params, ctx, mask, query) -> z`` of the context encoder (leading axes
         broadcast; ``EncoderLearner.embed`` with a transformer / window encoder).
+      sample_contexts: ``sample_contexts(data, key, num) -> (ctx, mask, query)``, the encoder's
+        real contexts (``EncoderLearner.sample_contexts``).
       encoder_params: the current encoder.
       rollout: ``rollout(task_index, starts [S, obs], key, length) -> (Transition [S, L],
         u [S, L])``: the adversarial policy acting in task ``task_index``'s learned models
@@ -102,27 +111,20 @@ def adversarial_batch(embed: Callable, encoder_params, rollout: Callable, reward
     tr = tr.replace(reward=task_r)
 
     # Real contexts: positives of their own task, negatives of the others.
-    real, real_mask = sample_windows(data, k_real, num_positives, length + 1)
-    real_ctx = jax.tree_util.tree_map(lambda x: x[:, :, :-1], real)
-    real_query = jax.tree_util.tree_map(lambda x: x[:, :, -1], real)
-    z_real = embed(encoder_params, real_ctx, real_mask[:, :, :-1], real_query)   # [T, P, D]
-    other = np.array([[j for j in range(t) if j != i] for i in range(t)]).reshape(t, t - 1)
-    others = z_real[other].reshape(t, -1, z_real.shape[-1])                  # [T, (T-1)P, D]
+    z_real = embed(encoder_params, *sample_contexts(data, k_real, num_positives))  # [T, P, D]
 
     ctx, mask, query = jax.vmap(jax.vmap(prefix_contexts))(tr)               # [T, S, L, L]
     z = embed(encoder_params, ctx, mask, query)                               # [T, S, L, D]
-    s, d = starts_per_task, z.shape[-1]
-    flat = lambda x: x.reshape((t * s * (length - 1),) + x.shape[3:])
-    rep = lambda x: jnp.broadcast_to(x[:, None, None], (t, s, length - 1) + x.shape[1:])
-    # R(z_k) for every prefix, then eq. 6 through the standalone loss (r_adv_1 = 0: no z_0).
-    score = infonce_score(z.reshape(-1, d), flat_rep(z_real, s, length),
-                          flat_rep(others, s, length), temperature).reshape(t, s, length)
-    reward = adversarial_reward(
-        flat(z[:, :, :-1]), flat(z[:, :, 1:]), flat(rep(z_real)), flat(rep(others)),
-        flat(u[:, :, 1:]), flat(task_r[:, :, 1:]), lambda_uncertainty, lambda_task,
-        temperature).reshape(t, s, length - 1)
-    first = -lambda_uncertainty * u[:, :, :1] + lambda_task * task_r[:, :, :1]
-    total = jnp.concatenate([first, reward], axis=2)
+    # R(z_k) of every prefix, once; eq. 6 from consecutive scores (r_adv_1 = 0: no z_0, the
+    # first step's "previous" score is its own).
+    per_prefix = lambda x: jnp.broadcast_to(x[:, None, None], z.shape[:3] + x.shape[1:])
+    flat = lambda x: x.reshape((-1,) + x.shape[3:])
+    score = infonce_score(flat(z), flat(per_prefix(z_real)),
+                          flat(per_prefix(other_tasks(z_real))),
+                          temperature).reshape(z.shape[:3])                    # [T, S, L]
+    previous = jnp.concatenate([score[:, :, :1], score[:, :, :-1]], axis=2)
+    total = adversarial_reward_from_scores(previous, score, u, task_r, lambda_uncertainty,
+                                           lambda_task)
     info = {"adv_reward": total, "uncertainty": u, "task_reward": task_r, "score": score,
             "positives": z_real, "embeddings": z}
     return tr, info
@@ -160,13 +162,11 @@ class ReDAConfig:
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ReDAConfig":
         """Inverse of ``dataclasses.asdict`` (a run's ``run.json`` config)."""
-        def build(klass, values):
-            return klass(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
         d = dict(d)
         d["meta"] = MetaConfig.from_dict(d["meta"])
         for name in ("dynamics", "reward_model"):
-            d[name] = build(DynamicsConfig, d[name])
-        d["adversary"] = build(SACConfig, d["adversary"])
+            d[name] = config_from_json(DynamicsConfig, d[name])
+        d["adversary"] = config_from_json(SACConfig, d["adversary"])
         return cls(**d)
 
 
@@ -231,15 +231,10 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
         # Adversarial contexts (whole rollouts) as anchors; positives: real contexts of their
         # task; negatives: every real context of the other tasks.
         t, s = rollouts.reward.shape[:2]
-        full = jax.vmap(jax.vmap(prefix_contexts))(rollouts)
-        last = lambda x: x[:, :, -1]
-        z_adv = enc.embed(params, *(jax.tree_util.tree_map(last, part) for part in full))
-        p = z_real.shape[1]
+        z_adv = enc.embed(params, *full_contexts(rollouts))                  # [T, S, D]
+        p, d = z_real.shape[1:]
         pos = z_real[jnp.arange(t)[:, None], jax.random.randint(k_pos, (t, s), 0, p)]
-        other = np.array([[j for j in range(t) if j != i] for i in range(t)]).reshape(t, t - 1)
-        neg = jnp.broadcast_to(z_real[other].reshape(t, 1, -1, z_real.shape[-1]),
-                               (t, s, (t - 1) * p, z_real.shape[-1]))
-        d = z_real.shape[-1]
+        neg = jnp.broadcast_to(other_tasks(z_real)[:, None], (t, s, (t - 1) * p, d))
         l_adv, m_adv = contrastive.info_nce(z_adv.reshape(-1, d), pos.reshape(-1, d),
                                             neg.reshape(t * s, -1, d), enc_cfg.temperature,
                                             enc_cfg.score)
@@ -268,8 +263,8 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
             return jnp.mean(rew.predict(r_params, r_norm, obs, a)[0][:, 0])
 
         rollouts, info = adversarial_batch(
-            enc.embed, state.encoder.params, rollout, reward_fn, train, k_gen,
-            config.starts_per_task, length, config.num_positives, config.lambda_uncertainty,
+            enc.embed, enc.sample_contexts, state.encoder.params, rollout, reward_fn, train,
+            k_gen, config.starts_per_task, length, config.num_positives, config.lambda_uncertainty,
             config.lambda_task, enc_cfg.temperature)
         rollouts = jax.lax.stop_gradient(rollouts)
         metrics = {"adv_reward": jnp.mean(info["adv_reward"]),

@@ -41,8 +41,8 @@ from typing import Dict, Tuple
 from jaxomrl.algos.base import Algorithm
 from jaxomrl.algos.offline_meta import MetaConfig, make_algorithm
 from jaxomrl.algos.reda import ReDAConfig, make_reda
-from jaxomrl.learners.dynamics import DynamicsConfig
 from jaxomrl.envs.base import TaskFamily
+from jaxomrl.learners.dynamics import DynamicsConfig
 from jaxomrl.learners.encoder import EncoderConfig
 from jaxomrl.learners.sac import SACConfig
 

@@ -295,7 +295,14 @@ def load_collection(path: str, family: Optional[str] = None):
     if not os.path.exists(ood_path):
         return train, None
     ood = load(ood_path, train.family)
-    if (ood.num_tasks != train.num_tasks or not np.array_equal(ood.is_test, train.is_test)
-            or not np.allclose(ood.attributes, train.attributes)):
-        raise DatasetError(f"{ood_path} does not hold the tasks of {path}")
+    check_same_tasks(train, ood, f"{ood_path} and {path}")
     return train, ood
+
+
+def check_same_tasks(ds: MultiTaskDataset, other: MultiTaskDataset, where: str) -> None:
+    """Raises ``DatasetError`` unless both datasets hold the same tasks of the same family, in
+    the same order and split (e.g. a collection's ``train.npz`` and ``ood.npz``)."""
+    if (other.family != ds.family or other.num_tasks != ds.num_tasks
+            or not np.array_equal(other.is_test, ds.is_test)
+            or not np.allclose(other.attributes, ds.attributes)):
+        raise DatasetError(f"{where} do not hold the same tasks")

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import struct
 
 
@@ -165,7 +166,7 @@ class TaskFamily(abc.ABC):
 
     def _merge_reset(self, done: jax.Array, fresh: Any, physics: Any) -> Any:
         """Selects the fresh episode's physics where ``done``. Families may select fewer fields."""
-        return jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), fresh, physics)
+        return optax.tree_utils.tree_where(done, fresh, physics)
 
     def check_task(self, task: Task) -> None:
         """Raises a clear error if ``task`` is not one unbatched task of this family."""

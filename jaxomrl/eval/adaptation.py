@@ -17,6 +17,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from jaxomrl.data.sampler import sample_episodes
 from jaxomrl.envs.base import Task, TaskFamily, Transition
@@ -87,8 +88,7 @@ def online_returns(family: TaskFamily, tasks: Task, act: Callable, context: Opti
                                 truncated=nxt.truncated)
                 ctx = context.update(ctx, tr)
                 if not carry_context:
-                    ctx = jax.tree_util.tree_map(lambda a, b: jnp.where(nxt.done, a, b),
-                                                 context.init(), ctx)
+                    ctx = optax.tree_utils.tree_where(nxt.done, context.init(), ctx)
             return (nxt, ctx, episode + nxt.done.astype(jnp.int32), returns), None
 
         init = (state, ctx, jnp.zeros((), jnp.int32), jnp.zeros((num_episodes,), jnp.float32))
@@ -108,7 +108,7 @@ def context_from_data(context: Context, data, key: jax.Array, length: int) -> An
         def body(c, inp):
             t, valid = inp
             new = context.update(c, t)
-            return jax.tree_util.tree_map(lambda a, b: jnp.where(valid, a, b), new, c), None
+            return optax.tree_utils.tree_where(valid, new, c), None
         return jax.lax.scan(body, context.init(), (tr, m))[0]
 
     return jax.vmap(one)(jax.tree_util.tree_map(lambda x: x[:, 0], ctx), mask[:, 0])

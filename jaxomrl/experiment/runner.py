@@ -113,7 +113,8 @@ def evaluation_keys(seeds) -> jax.Array:
     return jax.vmap(lambda k: jax.random.fold_in(k, EVAL_KEY))(keys)
 
 
-def _summary(values: np.ndarray) -> Dict[str, Any]:
+def seed_summary(values: np.ndarray) -> Dict[str, Any]:
+    """Mean, std and the per-seed values of ``[seeds]`` values (``results.json`` entries)."""
     values = np.asarray(values, np.float64)
     return {"mean": float(values.mean()), "std": float(values.std()),
             "per_seed": [float(v) for v in values]}
@@ -234,11 +235,7 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
             if digests[p] and os.path.exists(os.path.join(where, "phase.json")):
                 like = _templates(algorithm, data, len(seeds), p + 1)[0]
                 inputs = put_seeds(_restore_outputs(where, like))
-                for ph in algorithm.phases[:p + 1]:
-                    src = os.path.join(where, f"metrics_{ph.name}.csv")
-                    if os.path.exists(src):
-                        shutil.copyfile(src, os.path.join(config.workdir,
-                                                          f"metrics_{ph.name}.csv"))
+                _copy_phase_logs(algorithm.phases[:p + 1], where, config.workdir)
                 first_chunk = next(g for g, c in enumerate(schedule) if c[0] == p + 1)
                 shared = [ph.name for ph in algorithm.phases[:p + 1]]
                 if config.verbose:
@@ -253,10 +250,7 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
         if os.path.exists(os.path.join(where, "phase.json")):
             return
         os.makedirs(where, exist_ok=True)
-        for ph in algorithm.phases[:p + 1]:
-            src = os.path.join(config.workdir, f"metrics_{ph.name}.csv")
-            if os.path.exists(src):
-                shutil.copyfile(src, os.path.join(where, f"metrics_{ph.name}.csv"))
+        _copy_phase_logs(algorithm.phases[:p + 1], config.workdir, where)
         saver = Checkpointer(os.path.join(where, "outputs"))
         saver.save(0, {"outputs": outputs})
         saver.close()
@@ -264,8 +258,7 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
             {"phases": [ph.name for ph in algorithm.phases[:p + 1]], "from": config.workdir,
              "algorithm": algorithm.name, "seeds": seeds}, indent=1))
 
-    purge = (done_chunks or first_chunk) and sum(s[3] for s in schedule[:done_chunks
-                                                                           or first_chunk])
+    purge = sum(s[3] for s in schedule[:first_chunk])  # updates done before this call
     logger = RunLogger(config.workdir, seeds, purge_step=purge or None)
     if done_chunks:
         p_done, _, start, n = schedule[done_chunks - 1]
@@ -284,7 +277,7 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
         return ev
 
     t_start = time.time()
-    global_step = purge or 0
+    global_step = purge
     chunks_this_call = 0
     for g in range(first_chunk, len(schedule)):
         p, c, start, n = schedule[g]
@@ -333,7 +326,7 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
     results = {
         "algorithm": algorithm.name,
         "seeds": seeds,
-        "metrics": {k: _summary(v) for k, v in scalar_metrics(evaluation).items()},
+        "metrics": {k: seed_summary(v) for k, v in scalar_metrics(evaluation).items()},
         "per_task": {k: np.asarray(v).tolist() for k, v in evaluation.items()},
         "train_seconds_this_call": time.time() - t_start,
         "devices": len(jax.tree_util.tree_leaves(state)[0].sharding.device_set),
@@ -343,6 +336,14 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
     atomic_write_text(os.path.join(config.workdir, "results.json"),
                       json.dumps(results, indent=1, sort_keys=True))
     return results
+
+
+def _copy_phase_logs(phases, src_dir: str, dst_dir: str) -> None:
+    """Copies the ``metrics_<phase>.csv`` of ``phases`` that exist in ``src_dir``."""
+    for ph in phases:
+        src = os.path.join(src_dir, f"metrics_{ph.name}.csv")
+        if os.path.exists(src):
+            shutil.copyfile(src, os.path.join(dst_dir, f"metrics_{ph.name}.csv"))
 
 
 def _restore_outputs(where: str, like: Any) -> Any:

@@ -200,14 +200,13 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
             new = m.replace(params=optax.apply_updates(m.params, updates), opt_state=opt_state,
                             step=m.step + 1)
             stopped = m.since_best >= config.patience
-            return jax.tree_util.tree_map(lambda a, b: jnp.where(stopped, a, b), m, new), metrics
+            return optax.tree_utils.tree_where(stopped, m, new), metrics
 
         def round_(m, k):
             m, metrics = jax.lax.scan(sgd, m, jax.random.split(k, config.eval_every))
             err = normalised_error(m.params, norm, x_hold, y_hold)
             better = err < m.best_error
-            m = m.replace(best=jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b),
-                                                      m.params, m.best),
+            m = m.replace(best=optax.tree_utils.tree_where(better, m.params, m.best),
                           best_error=jnp.where(better, err, m.best_error),
                           since_best=jnp.where(better, 0, m.since_best + 1))
             out = {k_: jnp.mean(v) for k_, v in metrics.items()}

@@ -325,8 +325,7 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
         def one_task(transitions, starts):
             def body(ctx, inp):
                 tr, start = inp
-                ctx = jax.tree_util.tree_map(lambda a, b: jnp.where(start, a, b), context_init(),
-                                             ctx)
+                ctx = optax.tree_utils.tree_where(start, context_init(), ctx)
                 z = context_embed(params, ctx, tr.obs)
                 ctx = context_update(params, ctx, tr)
                 return ctx, (z, context_embed(params, ctx, tr.next_obs))

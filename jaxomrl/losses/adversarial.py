@@ -37,6 +37,17 @@ def adversarial_reward(z: jax.Array, next_z: jax.Array, positives: jax.Array,
     the same task", i.e. for lowering R, which is this sign). ``uncertainty``, ``task_reward``
     ``[B]`` (max ensemble std; the learned reward model). Returns ``[B]``.
     """
-    r_adv = (infonce_score(z, positives, negatives, temperature)
-             - infonce_score(next_z, positives, negatives, temperature))
-    return r_adv - lambda_uncertainty * uncertainty + lambda_task * task_reward
+    return adversarial_reward_from_scores(
+        infonce_score(z, positives, negatives, temperature),
+        infonce_score(next_z, positives, negatives, temperature), uncertainty, task_reward,
+        lambda_uncertainty, lambda_task)
+
+
+def adversarial_reward_from_scores(score: jax.Array, next_score: jax.Array,
+                                   uncertainty: jax.Array, task_reward: jax.Array,
+                                   lambda_uncertainty: float = 1.0,
+                                   lambda_task: float = 1.0) -> jax.Array:
+    """:func:`adversarial_reward` from the InfoNCE scores ``R(z_t)``, ``R(z_{t+1})`` already
+    computed (e.g. of every prefix of a rollout): ``R(z_t) - R(z_{t+1}) - lambda_1 u +
+    lambda_2 r``, elementwise."""
+    return score - next_score - lambda_uncertainty * uncertainty + lambda_task * task_reward
