@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from absl import app, flags, logging
 
 from jaxomrl.data import collect as collect_lib
@@ -29,6 +30,11 @@ flags.DEFINE_list("train_checkpoints", None, "Checkpoints whose rollouts form tr
 flags.DEFINE_list("ood_checkpoints", None,
                   "Held-out checkpoints for ood.npz (default: the preset's, minus any train ones; "
                   "an empty list: every checkpoint not in train).")
+flags.DEFINE_list("train_returns", None,
+                  "Per-task target returns (one per task, or one for all): each task's train "
+                  "data come from its checkpoint whose evaluated return is nearest (replaces "
+                  "--train_checkpoints; ReDA's didactic design).")
+flags.DEFINE_list("ood_returns", None, "The same for ood.npz (needed with --train_returns).")
 flags.DEFINE_integer("transitions_per_task", None, "Transitions per task in train.npz.")
 flags.DEFINE_integer("ood_transitions_per_task", None, "Transitions per task in ood.npz (0: none).")
 flags.DEFINE_integer("rollout_envs", None, "Parallel environments per task and checkpoint.")
@@ -61,12 +67,23 @@ def main(argv):
         settings["ood_checkpoints"] = [k for k in settings["ood_checkpoints"]
                                        if k not in settings["train_checkpoints"]]
     family_config = (("horizon", FLAGS.horizon),) if FLAGS.horizon is not None else ()
+    targets = {}
+    for name in ("train_returns", "ood_returns"):
+        if FLAGS[name].value is not None:
+            targets[name] = tuple(float(v) for v in FLAGS[name].value)
+    if targets and (FLAGS["train_checkpoints"].present or FLAGS["ood_checkpoints"].present):
+        raise app.UsageError("--train_returns / --ood_returns choose the checkpoints; do not "
+                             "also give --train_checkpoints / --ood_checkpoints")
+    if targets:
+        settings["train_checkpoints"], settings["ood_checkpoints"] = [], None
     try:
         config = collect_lib.config_from_settings(
             FLAGS.family, settings, family_config=family_config, tasks=FLAGS.tasks,
             num_tasks=FLAGS.num_tasks, task_seed=FLAGS.task_seed, seed=FLAGS.seed,
-            deterministic=FLAGS.deterministic)
-        collect_lib.select_tasks(config)  # unknown family, too many tasks
+            deterministic=FLAGS.deterministic, **targets)
+        tasks, _ = collect_lib.select_tasks(config)  # unknown family, too many tasks
+        config.checkpoint_ids(np.zeros((tasks.num_tasks, config.num_checkpoints + 1)),
+                              tasks.num_tasks)  # one target per task
     except ValueError as e:
         raise app.UsageError(str(e)) from e
     result = collect_lib.collect(config, FLAGS.out_dir)

@@ -242,9 +242,12 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
     text = tables(per_seed, episodes)
     ckpts = list(ds.meta["checkpoints"])
     returns = np.asarray(ds.meta["checkpoint_returns"], np.float64)
-    experts = ", ".join(f"checkpoint {k}: {returns[ds.is_test, i].mean():.2f} unseen / "
-                        f"{returns[~ds.is_test, i].mean():.2f} seen" if ds.is_test.any() else
-                        f"checkpoint {k}: {returns[:, i].mean():.2f}"
+    def mean(rows, i):  # over the tasks with data of that checkpoint (per-task selections)
+        col = returns[rows, i][np.isfinite(returns[rows, i])]
+        return f"{col.mean():.2f}" if col.size else "-"
+    experts = ", ".join(f"checkpoint {k}: {mean(ds.is_test, i)} unseen / "
+                        f"{mean(~ds.is_test, i)} seen" if ds.is_test.any() else
+                        f"checkpoint {k}: {mean(slice(None), i)}"
                         for i, k in enumerate(ckpts))
     seeds = identities[next(iter(runs))]["seeds"]
     header = (f"# {ds.family}: {len(runs)} algorithms, seeds {seeds}"

@@ -68,6 +68,11 @@ flags.DEFINE_integer("starts_per_task", _D.starts_per_task,
                      "ReDA: adversarial rollouts per task and step.")
 flags.DEFINE_float("lambda_uncertainty", _D.lambda_uncertainty, "ReDA: lambda_1 (eq. 6).")
 flags.DEFINE_float("lambda_task", _D.lambda_task, "ReDA: lambda_2 (eq. 6).")
+flags.DEFINE_float("policy_model_fraction", _D.policy_model_fraction,
+                   "ReDA: fraction of the meta-policy's rows that are one-step model transitions "
+                   "(reward penalised by lambda_uncertainty x u; 0: real data only).")
+flags.DEFINE_float("adversarial_weight", _D.adversarial_weight,
+                   "ReDA: weight of the adversarial-context InfoNCE term of the encoder.")
 flags.mark_flags_as_required(["family", "data", "workdir"])
 
 
@@ -107,7 +112,9 @@ def main(argv):
         eval_contexts=FLAGS.eval_contexts, num_models=FLAGS.num_models,
         model_hidden=tuple(int(h) for h in FLAGS.model_hidden), model_rounds=FLAGS.model_rounds,
         model_eval_every=FLAGS.model_eval_every, starts_per_task=FLAGS.starts_per_task,
-        lambda_uncertainty=FLAGS.lambda_uncertainty, lambda_task=FLAGS.lambda_task)
+        lambda_uncertainty=FLAGS.lambda_uncertainty, lambda_task=FLAGS.lambda_task,
+        policy_model_fraction=FLAGS.policy_model_fraction,
+        adversarial_weight=FLAGS.adversarial_weight)
     data, eval_data = run_data(ds, ood)
     n_train = int((~ds.is_test).sum())
     description = describe_data(path, ds, ood)
@@ -141,16 +148,20 @@ def main(argv):
 def print_table(ds, results) -> None:
     """Mean ± std over seeds of every metric and, for returns, in brackets the fraction of the
     data's best behaviour checkpoint (the per-task SAC experts) on the same tasks."""
-    ckpts = list(ds.meta["checkpoints"])
-    best = int(np.argmax(ckpts))
-    returns = np.asarray(ds.meta["checkpoint_returns"], np.float64)[:, best]
+    ckpts = np.asarray(ds.meta["checkpoints"])
+    returns = np.asarray(ds.meta["checkpoint_returns"], np.float64)   # nan: task without it
+    # each task's latest behaviour checkpoint in the data (per task when chosen by return)
+    latest = np.argmax(np.where(np.isfinite(returns), ckpts[None], -1), axis=1)
+    returns = returns[np.arange(len(latest)), latest]
+    which = (f"checkpoint {ckpts[latest[0]]}" if np.all(latest == latest[0]) else
+             "each task's latest checkpoint")
     expert = {"train": returns[~ds.is_test].mean()}
     if ds.is_test.any():
         expert["test"] = returns[ds.is_test].mean()
     columns = sorted({c for r in results.values() for c in r["metrics"]},
                      key=lambda c: (not c.startswith("test"), c))
     print(f"\n{ds.family}: return per episode, mean ± std over seeds (fraction of the SAC experts "
-          f"of checkpoint {ckpts[best]} that made the data). online: the policy infers the task "
+          f"of {which} that made the data). online: the policy infers the task "
           "from its own history (ep1 = zero-shot); offline_ctx / offpolicy_ctx: from one episode "
           "of the task's training data / held-out checkpoints' data, held fixed; dphi: ReDA's "
           "d(phi), lower is better")
@@ -165,7 +176,7 @@ def print_table(ds, results) -> None:
                          f"{_fmt(m)} ({m['mean'] / expert[split]:.2f})")
         print(f"| {spec} | " + " | ".join(cells) + " |")
     cells = [f"{expert[c.split('_')[0]]:.2f}" if c.endswith("ep1") else "" for c in columns]
-    print(f"| SAC experts (data, checkpoint {ckpts[best]}) | " + " | ".join(cells) + " |")
+    print(f"| SAC experts (data, {which}) | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -73,12 +74,51 @@ def test_killed_and_resumed_collection_gives_the_same_datasets(uninterrupted, tm
         C.collect(dataclasses.replace(CONFIG, seed=1), out, log=_quiet)
 
 
+def test_checkpoints_chosen_per_task_by_target_return(uninterrupted, tmp_path):
+    """ReDA's didactic design: each task's data from its checkpoint nearest a per-task target
+    return (the trained SAC checkpoints of the fixture are reused, not retrained)."""
+    src, full = uninterrupted
+    out = str(tmp_path / "targets")
+    os.makedirs(out)
+    shutil.copytree(os.path.join(src, "sac_checkpoints"), os.path.join(out, "sac_checkpoints"))
+    config = dataclasses.replace(CONFIG, train_returns=(10.0, 0.0, 4.0),
+                                 ood_returns=(10.0, 10.0, 0.0), transitions_per_task=400,
+                                 ood_transitions_per_task=200)
+    logs = []
+    result = C.collect(config, out, log=logs.append)
+    assert not any("SAC on" in m for m in logs)        # resumed at the last SAC checkpoint
+    train, ood = ds_lib.load(result.train_path), ds_lib.load(result.ood_path)
+    sel = train.meta["provenance"]["checkpoint_selection"]
+    evaluated = np.asarray(sel["evaluated_returns"])   # [tasks, checkpoints 0..6]
+    assert evaluated.shape == (3, 7)
+    assert evaluated[:, -1].min() > evaluated[:, 0].max() + 2.0   # trained >> untrained
+    ckpt_train = np.argmin(np.abs(evaluated - np.array([[10.0], [0.0], [4.0]])), axis=1)
+    masked = np.where(np.arange(7) == ckpt_train[:, None], np.inf,
+                      np.abs(evaluated - np.array([[10.0], [10.0], [0.0]])))
+    ckpt_ood = np.argmin(masked, axis=1)
+    for t in range(3):
+        assert set(train.transitions["checkpoint"][t]) == {ckpt_train[t]}
+        assert set(ood.transitions["checkpoint"][t]) == {ckpt_ood[t]}
+    assert ckpt_ood[0] != ckpt_train[0]                # same target, other checkpoint
+    assert sorted(train.meta["checkpoints"]) == sorted(set(ckpt_train.tolist()))
+    # the returns follow the targets: task 0's data (target 10) beat task 1's (target 0)
+    r = np.asarray(train.meta["checkpoint_returns"], float)       # nan: task without it
+    per_task = np.nanmean(r, axis=1)
+    assert per_task[0] > per_task[1] + 2.0, r
+    assert np.sum(np.isfinite(r)) == 3                 # one checkpoint per task
+    with pytest.raises(ValueError, match="1 or 3"):
+        dataclasses.replace(config, train_returns=(1.0, 2.0)).checkpoint_ids(evaluated, 3)
+
+
 @pytest.mark.parametrize("change,match", [
     (dict(train_checkpoints=(7,)), r"outside 0..6"),
     (dict(train_checkpoints=(1, 1)), "duplicates"),
     (dict(transitions_per_task=805), "multiple of"),
     (dict(ood_checkpoints=(1,)), "both train and ood"),
     (dict(tasks="valid"), "tasks must be"),
+    (dict(ood_returns=(1.0,)), "ood_returns needs train_returns"),
+    (dict(train_returns=(1.0,)), "give ood_returns too"),
+    (dict(train_returns=(float("nan"),), ood_transitions_per_task=0), "finite"),
 ])
 def test_config_errors(change, match):
     with pytest.raises(ValueError, match=match):

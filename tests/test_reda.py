@@ -117,4 +117,42 @@ def test_reda_runs_in_the_runner_and_resume_equals_uninterrupted(tmp_path):
     header = (tmp_path / "full" / "metrics_adversarial.csv").read_text().splitlines()[0]
     for name in ("adv_reward", "model_uncertainty", "adv_infonce", "adversary_critic_loss"):
         assert name in header.split(","), header
-    assert "model_holdout_mse" in (tmp_path / "full" / "metrics_models.csv").read_text()
+    header = (tmp_path / "full" / "metrics_models.csv").read_text().splitlines()[0].split(",")
+    n_train = int((~ds.is_test).sum())
+    for name in ["model_holdout_mse"] + [f"model_holdout_mse/task{i}" for i in range(n_train)]:
+        assert name in header and f"{name}/seed1" in header, header
+
+
+def test_meta_policy_model_data_steps_each_task_in_its_own_models():
+    """ReDA's meta-policy data from the models: rows of task i move by task i's learned physics
+    (the test_dynamics linear tasks, s' = s + B_i a), reward = shared model - lambda u."""
+    from test_dynamics import ACT, DYN, TRAIN, linear_tasks
+    from jaxomrl.algos.reda import Models, policy_model_transitions, shared_reward_fn
+    from jaxomrl.learners.dynamics import DynamicsConfig, make_dynamics, pool_tasks
+    data = linear_tasks()
+    state, _ = TRAIN(DYN.init(jax.random.PRNGKey(15), data), jax.random.PRNGKey(16), data, 12)
+    rew = make_dynamics(DynamicsConfig(target="reward", hidden=(8,), ensemble_size=2), 3, ACT)
+    r_state = rew.init(jax.random.PRNGKey(3), pool_tasks(data))
+    models = Models(dyn_params=state.best, dyn_norm=state.norm, reward_params=r_state.best,
+                    reward_norm=r_state.norm)
+    tasks = jnp.array([1, 0])                       # rows of task 1 first: routing by index
+    obs = data.transitions.obs[tasks, :16]         # [M, K, obs]
+    z = jnp.full((2, 16, ACT), 0.5)                # the "policy" plays its z
+    act = lambda o, zz, k: zz
+    tr = jax.jit(policy_model_transitions, static_argnums=(0, 1, 2, 4))(
+        DYN, rew, 0.7, models, act, obs, z, tasks, jax.random.PRNGKey(4))
+    assert tr.obs.shape == obs.shape and not bool(tr.terminated.any())
+    np.testing.assert_array_equal(np.asarray(tr.action), np.asarray(z))
+    b = jax.random.normal(jax.random.split(jax.random.PRNGKey(0), 5)[0], (2, 3, ACT))
+    expected = jnp.einsum("toa,a->to", b[tasks], jnp.full((ACT,), 0.5))
+    np.testing.assert_allclose(np.asarray(jnp.mean(tr.next_obs - obs, axis=1)),
+                               np.asarray(expected), atol=0.15)
+    # reward + lambda u is the shared reward model's prediction; u is each task's own
+    r_hat = jax.vmap(jax.vmap(shared_reward_fn(rew, models)))(obs, z)
+    _take = lambda t, i: jax.tree_util.tree_map(lambda x: x[i], t)
+    u = jnp.stack([jax.vmap(lambda o, a: DYN.step(_take(state.best, int(t)),
+                                                  _take(state.norm, int(t)), o, a,
+                                                  jax.random.PRNGKey(0))[2])(obs[m], z[m])
+                   for m, t in enumerate(tasks)])
+    np.testing.assert_allclose(np.asarray(tr.reward), np.asarray(r_hat - 0.7 * u), rtol=1e-4,
+                               atol=1e-5)

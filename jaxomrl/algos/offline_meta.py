@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -103,15 +103,31 @@ DPHI_CONTEXTS = 16  # contexts per task and source behind each d(phi)
 
 @struct.dataclass
 class Embedded:
-    """The frozen encoder's parameters and every training transition's embeddings ``[T, N, D]``."""
+    """The frozen encoder's parameters and every training transition's embeddings ``[T, N, D]``
+    (and, with model data, the learned models the policy phase generates it from)."""
 
     encoder_params: Any
     z: jax.Array
     next_z: jax.Array
+    models: Any = None
+
+
+class ModelData(NamedTuple):
+    """Model-generated transitions in the policy's batches (ReDA: "real and model data").
+
+    ``fraction`` of every task's rows of a policy batch are replaced by one model step from the
+    same (real) states: ``generate(models, act, obs [M, K, obs], z [M, K, D], tasks [M], key) ->
+    Transition [M, K]``, ``act(obs, z, key)`` the current policy's mode action (so the BC term
+    on these rows is zero and they train the critic and the RL term only). With model data the
+    policy phase's input is ``{"encoder": params, "models": models}``.
+    """
+
+    fraction: float
+    generate: Callable[..., Any]
 
 
 def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
-                   num_train_tasks: int) -> Algorithm:
+                   num_train_tasks: int, model_data: Optional[ModelData] = None) -> Algorithm:
     obs_dim, action_dim = family.obs_dim, family.action_dim
     enc = (make_encoder_learner(config.encoder, obs_dim, action_dim)
            if config.encoder is not None else None)
@@ -119,12 +135,21 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
     sac = make_sac(config.policy, obs_dim, action_dim, latent)
     meta_batch = min(config.meta_batch or num_train_tasks, num_train_tasks)
     per_task = max(config.policy.batch_size // meta_batch, 1)
+    if model_data is not None:
+        if enc is None or config.policy_context != "task":
+            raise ValueError("model data needs an encoder and policy_context='task'")
+        num_model = int(round(model_data.fraction * per_task))
+        if not 0 < num_model < per_task:
+            raise ValueError(f"model data fraction {model_data.fraction} leaves no model or no "
+                             f"real rows in a task's {per_task} rows")
 
-    def policy_prepare(encoder_params, data) -> Optional[Embedded]:
+    def policy_prepare(inputs, data) -> Optional[Embedded]:
         if enc is None:
             return None
-        z, next_z = enc.embed_stream(encoder_params, data["train"])
-        return Embedded(encoder_params=encoder_params, z=z, next_z=next_z)
+        params, models = ((inputs["encoder"], inputs["models"]) if model_data is not None
+                          else (inputs, None))
+        z, next_z = enc.embed_stream(params, data["train"])
+        return Embedded(encoder_params=params, z=z, next_z=next_z, models=models)
 
     def policy_update(state, key, aux: Optional[Embedded], data):
         train: TaskData = data["train"]
@@ -144,9 +169,17 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
         k_ctx, k_side, k_sac = jax.random.split(k_sac, 3)
         _, ctx_index = sample_indices(train, k_ctx, per_task, tasks)
         after = jax.random.bernoulli(k_side, 0.5, ctx_index.shape)[..., None]
-        z = flat(jnp.where(after, take(aux.next_z, tasks, ctx_index),
-                           take(aux.z, tasks, ctx_index)))
-        return sac.update(state, batch, k_sac, z)
+        z = jnp.where(after, take(aux.next_z, tasks, ctx_index), take(aux.z, tasks, ctx_index))
+        if model_data is not None:   # the first num_model rows of every task: model steps
+            batch = jax.tree_util.tree_map(lambda x: x.reshape((-1, per_task) + x.shape[1:]),
+                                           batch)
+            act = lambda o, zz, k: sac.act(state.actor_params, o, k, True, zz)
+            gen = model_data.generate(aux.models, act, batch.obs[:, :num_model],
+                                      z[:, :num_model], tasks, jax.random.fold_in(k_sac, 1))
+            batch = jax.tree_util.tree_map(
+                lambda real, m: flat(real.at[:, :num_model].set(m.astype(real.dtype))), batch,
+                jax.lax.stop_gradient(gen))
+        return sac.update(state, batch, k_sac, flat(z))
 
     def policy_output(state, aux: Optional[Embedded]) -> Dict[str, Any]:
         return {"actor": state.actor_params,

@@ -19,11 +19,13 @@ adversary's SAC batch.
 next-state ensembles and the shared reward model, early-stopped), an ``adversarial`` phase
 (every step: generate a batch, one SAC step of the adversary on it, one encoder step on InfoNCE
 over real contexts plus InfoNCE with the adversarial contexts as anchors), then the frozen
-encoder's SAC+BC ``policy`` phase and evaluation of ``jaxomrl.algos.offline_meta``.
+encoder's SAC+BC ``policy`` phase on real data mixed with one-step model transitions
+(``policy_model_fraction``; the models pass through the adversarial phase's output) and evaluation of ``jaxomrl.algos.offline_meta``.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Dict, Tuple
 
 import jax
@@ -33,7 +35,7 @@ import optax
 from flax import struct
 
 from jaxomrl.algos.base import Algorithm, Phase
-from jaxomrl.algos.offline_meta import MetaConfig, config_from_json, make_algorithm
+from jaxomrl.algos.offline_meta import MetaConfig, ModelData, config_from_json, make_algorithm
 from jaxomrl.data.sampler import TaskData, sample_transitions
 from jaxomrl.envs.base import TaskFamily, Transition
 from jaxomrl.learners.dynamics import DynamicsConfig, make_dynamics, pool_tasks
@@ -150,6 +152,11 @@ class ReDAConfig:
     adversarial_weight: float = 1.0     # weight of the adversarial-context InfoNCE term
     adversary_mode: str = "sac"         # sac | random
     augment: bool = True
+    # Policy phase: this fraction of every task's rows are one-step model transitions from real
+    # states (the policy's action, the task's ensemble, the shared reward model minus
+    # policy_uncertainty * u, MOPO); 0: real data only (Algorithm 1, line 18).
+    policy_model_fraction: float = 0.5
+    policy_uncertainty: float = 1.0
 
     def __post_init__(self):
         if self.meta.encoder is None or self.meta.encoder.encoder == "gru":
@@ -158,6 +165,9 @@ class ReDAConfig:
             raise ValueError(f"adversary_mode must be sac or random, got {self.adversary_mode!r}")
         if self.model_rounds < 1 or self.adversarial_steps < 1:
             raise ValueError("model_rounds and adversarial_steps must be >= 1")
+        if not 0.0 <= self.policy_model_fraction < 1.0 or self.policy_uncertainty < 0:
+            raise ValueError("policy_model_fraction must be in [0, 1) and policy_uncertainty "
+                             ">= 0")
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ReDAConfig":
@@ -184,16 +194,55 @@ class AdversarialState:
     adversary: Any
 
 
+def _take(tree, i):
+    return jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
+def shared_reward_fn(reward_model, models: Models) -> Callable:
+    """The shared reward model's mean prediction ``r(obs, action)`` (unbatched)."""
+    params, norm = _take(models.reward_params, 0), _take(models.reward_norm, 0)
+    return lambda obs, a: jnp.mean(reward_model.predict(params, norm, obs, a)[0][:, 0])
+
+
+def policy_model_transitions(dynamics, reward_model, policy_uncertainty: float, models: Models,
+                             act: Callable, obs: jax.Array, z: jax.Array, tasks: jax.Array,
+                             key: jax.Array) -> Transition:
+    """The meta-policy's model data: one model step from every real state ``obs [M, K]`` of task
+    ``tasks[m]`` in that task's ensemble, the action ``act(obs, z, key)`` of the policy being
+    trained, reward = shared reward model - ``policy_uncertainty`` * u (MOPO), not terminal."""
+    reward_fn = shared_reward_fn(reward_model, models)
+
+    def one_task(i, o, zz, k):
+        params, norm = _take(models.dyn_params, i), _take(models.dyn_norm, i)
+
+        def one(o1, z1, k1):
+            k_act, k_step = jax.random.split(k1)
+            a = act(o1, z1, k_act)
+            nxt, _, u = dynamics.step(params, norm, o1, a, k_step)
+            return Transition(obs=o1, action=a, reward=reward_fn(o1, a) - policy_uncertainty * u,
+                              next_obs=nxt, terminated=jnp.zeros((), bool),
+                              truncated=jnp.zeros((), bool))
+        return jax.vmap(one)(o, zz, jax.random.split(k, o.shape[0]))
+    return jax.vmap(one_task)(tasks, obs, z, jax.random.split(key, tasks.shape[0]))
+
+
 def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
               num_train_tasks: int) -> Algorithm:
-    base = make_algorithm(name, config.meta, family, num_train_tasks)
     if not config.augment:
+        base = make_algorithm(name, config.meta, family, num_train_tasks)
         return base._replace(config=dataclasses.asdict(config))
     obs_dim, action_dim = family.obs_dim, family.action_dim
     enc_cfg = config.meta.encoder
     enc = make_encoder_learner(enc_cfg, obs_dim, action_dim)
     dyn = make_dynamics(config.dynamics, obs_dim, action_dim)
     rew = make_dynamics(config.reward_model, obs_dim, action_dim)
+    shared_reward = functools.partial(shared_reward_fn, rew)
+    model_transitions = functools.partial(policy_model_transitions, dyn, rew,
+                                          config.policy_uncertainty)
+
+    model_data = (ModelData(config.policy_model_fraction, model_transitions)
+                  if config.policy_model_fraction > 0 else None)
+    base = make_algorithm(name, config.meta, family, num_train_tasks, model_data)
     adv = make_sac(config.adversary, obs_dim, action_dim)
     tx = optax.adam(enc_cfg.learning_rate)   # the encoder learner's optimiser (same state)
     length = enc_cfg.window
@@ -207,7 +256,10 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
         k1, k2 = jax.random.split(key)
         d, m_d = dyn.train(state[0], k1, data["train"], 1)
         r, m_r = rew.train(state[1], k2, pool_tasks(data["train"]), 1)
-        return (d, r), {"model_holdout_mse": jnp.mean(d.members.best_error),
+        per_task = jnp.mean(d.members.best_error, axis=1)                 # [T]
+        return (d, r), {"model_holdout_mse": jnp.mean(per_task),
+                        **{f"model_holdout_mse/task{i}": per_task[i]
+                           for i in range(num_train_tasks)},
                         "reward_holdout_mse": jnp.mean(r.members.best_error),
                         "model_nll": jnp.mean(m_d["nll"])}
 
@@ -252,18 +304,12 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
             return adv.act(state.adversary.actor_params, obs, k)
 
         def rollout(i, starts, k, n):
-            take = lambda x: x[i]
-            return dyn.rollout(jax.tree_util.tree_map(take, models.dyn_params),
-                               jax.tree_util.tree_map(take, models.dyn_norm), act, starts, k, n)
-
-        r_params = jax.tree_util.tree_map(lambda x: x[0], models.reward_params)
-        r_norm = jax.tree_util.tree_map(lambda x: x[0], models.reward_norm)
-
-        def reward_fn(obs, a):
-            return jnp.mean(rew.predict(r_params, r_norm, obs, a)[0][:, 0])
+            return dyn.rollout(_take(models.dyn_params, i), _take(models.dyn_norm, i), act,
+                               starts, k, n)
 
         rollouts, info = adversarial_batch(
-            enc.embed, enc.sample_contexts, state.encoder.params, rollout, reward_fn, train,
+            enc.embed, enc.sample_contexts, state.encoder.params, rollout,
+            shared_reward(models), train,
             k_gen, config.starts_per_task, length, config.num_positives, config.lambda_uncertainty,
             config.lambda_task, enc_cfg.temperature)
         rollouts = jax.lax.stop_gradient(rollouts)
@@ -293,7 +339,9 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
                                  "rounds": config.model_rounds})
     adversarial_phase = Phase(name="adversarial", num_steps=config.adversarial_steps,
                               init=adversarial_init, update=adversarial_update,
-                              output=lambda state, aux: state.encoder.params)
+                              output=lambda state, models: (
+                                  {"encoder": state.encoder.params, "models": models}
+                                  if model_data is not None else state.encoder.params))
     return Algorithm(name=name, phases=(models_phase, adversarial_phase, base.phases[-1]),
                      evaluate=base.evaluate, config=dataclasses.asdict(config),
                      embed=base.embed)

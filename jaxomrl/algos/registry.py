@@ -93,6 +93,8 @@ class Settings:
     starts_per_task: int = 32           # adversarial rollouts per task and step
     lambda_uncertainty: float = 1.0
     lambda_task: float = 1.0
+    policy_model_fraction: float = 0.5  # model rows of the meta-policy's batches
+    adversarial_weight: float = 1.0     # of the adversarial-context InfoNCE term
 
 
 def parse_spec(spec: str) -> Tuple[str, Tuple[str, ...]]:
@@ -164,7 +166,8 @@ def make_reda_config(spec: str, s: Settings) -> ReDAConfig:
         lambda_uncertainty=0.0 if "no_uncertainty" in ablations else s.lambda_uncertainty,
         lambda_task=0.0 if "no_task_reward" in ablations else s.lambda_task,
         adversary_mode="random" if "no_adversary" in ablations else "sac",
-        augment="no_model" not in ablations)
+        augment="no_model" not in ablations, policy_model_fraction=s.policy_model_fraction,
+        policy_uncertainty=s.lambda_uncertainty, adversarial_weight=s.adversarial_weight)
 
 
 def make(spec: str, settings: Settings, family: TaskFamily, num_train_tasks: int) -> Algorithm:

@@ -16,6 +16,10 @@ Pipeline (``collect(config, out_dir)``):
    ``train_checkpoints``; ``ood.npz`` (if ``ood_transitions_per_task > 0``) the same from the
    held-out ``ood_checkpoints`` (default: all others) -- ReDA's out-of-distribution split.
    Both are written atomically in the format of ``jaxomrl.data.dataset``.
+   Alternatively ``train_returns`` / ``ood_returns`` pick, per task, the checkpoint whose
+   evaluated return (one episode in each of ``rollout_envs`` environments) is nearest a target
+   return of that task -- ReDA's didactic design, where task 1's data come from a return-100
+   policy and task 2's from a return-50 one, so behaviour and task are spuriously correlated.
 
 ``out_dir`` also gets ``collect_config.json`` (a directory belongs to one configuration),
 ``progress.csv`` (per-chunk mean training return of every task) and ``summary.json``.
@@ -27,7 +31,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -63,6 +67,10 @@ class CollectConfig:
     ood_transitions_per_task: int = 0
     rollout_envs: int = 10
     deterministic: bool = False
+    # Per-task target returns (one per task, or one for all): each task's train / ood data come
+    # from its checkpoint nearest the target; they replace train_checkpoints / ood_checkpoints.
+    train_returns: Optional[Tuple[float, ...]] = None
+    ood_returns: Optional[Tuple[float, ...]] = None
 
     def __post_init__(self):
         if self.tasks not in ("train", "test", "all"):
@@ -71,6 +79,24 @@ class CollectConfig:
             raise ValueError(f"num_tasks must be >= 1, got {self.num_tasks}")
         if self.num_checkpoints < 1 or self.checkpoint_interval < 1:
             raise ValueError("num_checkpoints and checkpoint_interval must be >= 1")
+        if self.rollout_envs < 1:
+            raise ValueError("rollout_envs must be >= 1")
+        if self.ood_returns is not None and self.train_returns is None:
+            raise ValueError("ood_returns needs train_returns (checkpoints are chosen by return "
+                             "for both splits or for neither)")
+        if self.train_returns is not None:   # train/ood_checkpoints are not used
+            for name in ("train_returns", "ood_returns"):
+                v = getattr(self, name)
+                if v is not None and (not v or not all(np.isfinite(v))):
+                    raise ValueError(f"{name} must be finite target returns, got {v}")
+            if self.ood_transitions_per_task and self.ood_returns is None:
+                raise ValueError("train_returns is set and ood_transitions_per_task > 0: give "
+                                 "ood_returns too")
+            self._check_budget("transitions_per_task", self.transitions_per_task, 1,
+                               allow_zero=False)
+            self._check_budget("ood_transitions_per_task", self.ood_transitions_per_task, 1,
+                               allow_zero=True)
+            return
         self._check_ids("train_checkpoints", self.train_checkpoints)
         if not self.train_checkpoints:
             raise ValueError("train_checkpoints must name at least one checkpoint")
@@ -79,8 +105,6 @@ class CollectConfig:
             both = set(self.ood_checkpoints) & set(self.train_checkpoints)
             if both:
                 raise ValueError(f"checkpoints {sorted(both)} are both train and ood")
-        if self.rollout_envs < 1:
-            raise ValueError("rollout_envs must be >= 1")
         self._check_budget("transitions_per_task", self.transitions_per_task,
                            len(self.train_checkpoints), allow_zero=False)
         if self.ood_transitions_per_task:
@@ -128,10 +152,43 @@ class CollectConfig:
         sac = SACConfig(**{k: tuple(v) if isinstance(v, list) else v
                            for k, v in online.pop("sac").items()})
         tup = lambda v: None if v is None else tuple(v)
+        for name in ("train_checkpoints", "ood_checkpoints", "train_returns", "ood_returns"):
+            d[name] = tup(d.get(name))
         return cls(online=OnlineSACConfig(sac=sac, **online),
-                   family_config=tuple(sorted(d.pop("family_config").items())),
-                   train_checkpoints=tup(d.pop("train_checkpoints")),
-                   ood_checkpoints=tup(d.pop("ood_checkpoints")), **d)
+                   family_config=tuple(sorted(d.pop("family_config").items())), **d)
+
+    def checkpoint_ids(self, evaluated_returns: Optional[np.ndarray], num_tasks: int
+                       ) -> Dict[str, np.ndarray]:
+        """``{split: ids [T, C]}``: the behaviour checkpoints of each task's train / ood data.
+
+        ``evaluated_returns [T, num_checkpoints + 1]`` (needed with target returns only): each
+        task's train checkpoint is the one nearest its ``train_returns`` target, its ood
+        checkpoint the nearest to ``ood_returns`` among the others.
+        """
+        if self.train_returns is None:
+            out = {"train": np.tile(np.asarray(self.train_checkpoints), (num_tasks, 1))}
+            if self.ood_transitions_per_task:
+                out["ood"] = np.tile(np.asarray(self.ood_ids), (num_tasks, 1))
+            return out
+        r = np.asarray(evaluated_returns, np.float64)
+        if r.shape != (num_tasks, self.num_checkpoints + 1):
+            raise ValueError(f"evaluated_returns must be [{num_tasks}, "
+                             f"{self.num_checkpoints + 1}], got {list(r.shape)}")
+
+        def nearest(targets, name, exclude=None):
+            t = np.asarray(targets, np.float64)
+            if t.size not in (1, num_tasks):
+                raise ValueError(f"{name} needs 1 or {num_tasks} (one per task) targets, got "
+                                 f"{t.size}")
+            dist = np.abs(r - np.broadcast_to(t, (num_tasks,))[:, None])
+            if exclude is not None:
+                dist[np.arange(num_tasks), exclude[:, 0]] = np.inf
+            return np.argmin(dist, axis=1)[:, None]
+
+        out = {"train": nearest(self.train_returns, "train_returns")}
+        if self.ood_transitions_per_task:
+            out["ood"] = nearest(self.ood_returns, "ood_returns", exclude=out["train"])
+        return out
 
 
 @struct.dataclass
@@ -189,7 +246,16 @@ class _Programs:
                 return scale_action(a, family.action_low, family.action_high)
             return envs.rollout(family, task, key, policy, num_steps, rollout_envs)[1]
 
+        def first_episode_return(actor_params, task, key):
+            tr = rollout(actor_params, task, key, family.horizon)   # [horizon, envs]
+            done = tr.terminated | tr.truncated
+            before = jnp.cumsum(done, axis=0) - done                 # episodes ended earlier
+            return jnp.mean(jnp.sum(jnp.where(before == 0, tr.reward, 0.0), axis=0))
+
         self.init = jax.jit(jax.vmap(init))
+        # tasks x checkpoints: mean return of every env's first episode [T, C]
+        self.evaluate = jax.jit(jax.vmap(jax.vmap(first_episode_return, in_axes=(0, None, 0)),
+                                         in_axes=(0, 0, 0)))
         self.chunk = jax.jit(jax.vmap(chunk, in_axes=(0, 0, 0, None)))
         # tasks (outer) x checkpoints (inner): Transition [T, C, steps, envs]
         self.rollout = jax.jit(
@@ -213,7 +279,7 @@ def _check_config_file(config: CollectConfig, out_dir: str) -> None:
     mine = config.to_json()
     if os.path.exists(path):
         with open(path) as f:
-            theirs = json.load(f)
+            theirs = CollectConfig.from_json(json.load(f)).to_json()  # fields added since: defaults
         if theirs != mine:
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise ValueError(f"{out_dir} holds a collection with a different configuration "
@@ -253,16 +319,21 @@ def _checkpoint_returns(reward, done, episode, ckpt_of, ids) -> list:
     return out
 
 
-def build_dataset(family: TaskFamily, tasks: Task, is_test, tr, ids: Sequence[int], split: str,
+def build_dataset(family: TaskFamily, tasks: Task, is_test, tr, ids, split: str,
                   provenance: Dict[str, Any], family_config: Optional[Dict[str, Any]] = None,
                   checkpoint_env_steps: int = 0, warmup_env_steps: int = 0
                   ) -> dataset_lib.MultiTaskDataset:
     """A dataset from rollouts ``Transition [T, C, steps, envs]`` of behaviour policies ``ids``.
 
-    Any behaviour policies work (e.g. scripted ones for tests); ``provenance`` records how.
+    ``ids``: the checkpoint of each of the ``C`` rollout groups, ``[C]`` for all tasks or
+    ``[T, C]`` per task; the metadata lists the union, with a ``None`` return where a task has
+    no data of a checkpoint. Any behaviour policies work (e.g. scripted ones for tests);
+    ``provenance`` records how.
     """
     tr = jax.device_get(tr)
     num_tasks, c, steps, n_env = tr.reward.shape
+    per_task = np.broadcast_to(np.asarray(ids, np.int32), (num_tasks, c))
+    ids = list(dict.fromkeys(int(k) for k in per_task.ravel()))
 
     def flat(x):  # [T, C, steps, envs, ...] -> [T, C * envs * steps, ...] (streams contiguous)
         x = np.asarray(x)
@@ -272,7 +343,7 @@ def build_dataset(family: TaskFamily, tasks: Task, is_test, tr, ids: Sequence[in
     terminated, truncated = flat(tr.terminated), flat(tr.truncated)
     done = terminated | truncated
     episode, timestep = _episodes(done, steps)
-    checkpoint = np.repeat(np.asarray(ids, np.int32), n_env * steps)[None].repeat(num_tasks, 0)
+    checkpoint = np.repeat(per_task, n_env * steps, axis=1)
     reward = flat(tr.reward).astype(np.float32)
     returns = _checkpoint_returns(reward, done, episode, checkpoint, ids)
     meta = {
@@ -373,32 +444,48 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
         ckpt.close()
 
     # Data from the checkpoints.
+    evaluated = None
+    if config.train_returns is not None:
+        keys = jax.vmap(lambda t: jax.random.split(jax.random.fold_in(
+            jax.random.PRNGKey(config.seed), 3 + t), k_total + 1))(jnp.arange(num_tasks))
+        evaluated = np.asarray(progs.evaluate(state.bank, tasks, keys), np.float64)
+        log("evaluated return of every checkpoint (rows: tasks):\n" + "\n".join(
+            "  " + " ".join(f"{x:.1f}" for x in row) for row in evaluated))
+    selection = config.checkpoint_ids(evaluated, num_tasks)
     paths, datasets = {}, {}
-    for split, ids, total in (("train", config.train_checkpoints, config.transitions_per_task),
-                              ("ood", config.ood_ids, config.ood_transitions_per_task)):
+    for split, total in (("train", config.transitions_per_task),
+                         ("ood", config.ood_transitions_per_task)):
         if not total:
             continue
-        steps = total // (len(ids) * config.rollout_envs)
+        idx = selection[split]                                   # [T, C]
+        steps = total // (idx.shape[1] * config.rollout_envs)
         if steps < family.horizon:
             log(f"note: {split} rollouts are {steps} steps per environment, shorter than the "
                 f"horizon ({family.horizon}); their episodes are cut by the collection budget")
-        idx = np.asarray(ids)
-        params = jax.tree_util.tree_map(lambda b: b[:, idx], state.bank)
+        params = jax.tree_util.tree_map(lambda b: b[np.arange(num_tasks)[:, None], idx],
+                                        state.bank)
         base = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1 if split == "train" else 2)
-        keys = jax.vmap(lambda t: jax.vmap(lambda c: jax.random.fold_in(
-            jax.random.fold_in(base, t), c))(jnp.asarray(idx)))(jnp.arange(num_tasks))
+        keys = jax.vmap(lambda t, row: jax.vmap(lambda c: jax.random.fold_in(
+            jax.random.fold_in(base, t), c))(row))(jnp.arange(num_tasks), jnp.asarray(idx))
         tr = progs.rollout(params, tasks, keys, steps)
+        provenance = {"collect_config": config.to_json(),
+                      "policy": "deterministic" if config.deterministic else "stochastic"}
+        if evaluated is not None:
+            provenance["checkpoint_selection"] = {
+                "evaluated_returns": evaluated.tolist(), "checkpoints": idx.tolist(),
+                "targets": list(config.train_returns if split == "train"
+                                else config.ood_returns)}
         ds = build_dataset(
-            family, tasks, is_test, tr, ids, split,
-            provenance={"collect_config": config.to_json(),
-                        "policy": "deterministic" if config.deterministic else "stochastic"},
+            family, tasks, is_test, tr, idx, split, provenance=provenance,
             family_config=dict(config.family_config),
             checkpoint_env_steps=config.env_steps_per_checkpoint,
             warmup_env_steps=config.online.warmup_iterations * config.online.num_envs)
         paths[split] = dataset_lib.save(ds, os.path.join(out_dir, f"{split}.npz"))
         datasets[split] = ds
+        which = (idx[0].tolist() if (idx == idx[:1]).all() else
+                 "per task " + ", ".join(str(row.tolist()) for row in idx))
         log(f"wrote {paths[split]}: {num_tasks} tasks x {ds.transitions_per_task} transitions "
-            f"from checkpoints {list(ids)}")
+            f"from checkpoints {which}")
     summary = _summary(config, np.asarray(state.curve), paths, datasets, time.time() - t0)
     atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1))
     return CollectResult(train_path=paths["train"], ood_path=paths.get("ood"), summary=summary)
