@@ -118,6 +118,11 @@ def test_step_samples_a_member_and_reports_the_max_std_uncertainty():
     sample = np.concatenate([np.asarray(nxt - obs), [float(rew)]])
     z = (sample[None] - np.asarray(mean)) / std
     assert np.min(np.abs(z).max(-1)) < 6  # a plausible draw of one of the members
+    # the epistemic alternative: the norm of the members' std of the predicted mean s' - s
+    disagree = make_dynamics(dataclasses.replace(CFG, uncertainty="disagreement"), OBS, ACT)
+    _, _, u_dis = disagree.step(params, norm, obs, act, jax.random.PRNGKey(9))
+    np.testing.assert_allclose(float(u_dis), np.linalg.norm(np.asarray(mean)[:, :OBS].std(0)),
+                               rtol=1e-5)
 
 
 def test_losses_match_their_equations():

@@ -59,10 +59,16 @@ class DynamicsConfig:
     init_max_logvar: float = 0.5
     init_min_logvar: float = -10.0
     target: str = "transition"       # transition: [s' - s, r] | next_state: s' - s | reward: r
+    # u of step / rollout: "aleatoric" = max over members of ||std of s'|| (ReDA / MOPO);
+    # "disagreement" = ||std over members of the predicted mean s'|| (epistemic).
+    uncertainty: str = "aleatoric"
 
     def __post_init__(self):
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {sorted(TARGETS)}, got {self.target!r}")
+        if self.uncertainty not in ("aleatoric", "disagreement"):
+            raise ValueError(f"uncertainty must be 'aleatoric' or 'disagreement', got "
+                             f"{self.uncertainty!r}")
         if self.ensemble_size < 1 or self.batch_size < 1 or self.eval_every < 1:
             raise ValueError("ensemble_size, batch_size and eval_every must be >= 1")
         if not 0.0 < self.holdout_fraction < 1.0:
@@ -269,7 +275,8 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
     def step(params, norm: Normalizer, obs, action, key):
         """One sampled model transition of one task (unbatched ``obs``, ``action``):
         ``(next_obs, reward, uncertainty)`` from a uniformly drawn member's Gaussian sample, and
-        ``u = max_members ||std of s'||`` (MOPO / ReDA). ``reward`` is NaN for a
+        ``u = max_members ||std of s'||`` (MOPO / ReDA; ``uncertainty="disagreement"``: the norm
+        of the members' std of the mean s'). ``reward`` is NaN for a
         ``next_state`` model (predict it with a ``reward`` model)."""
         if config.target == "reward":
             raise ValueError("step needs a transition or next_state model")
@@ -278,7 +285,10 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
         std = jnp.exp(0.5 * logvar)
         member = jax.random.randint(k_member, (), 0, mean.shape[0])
         sample = mean[member] + std[member] * jax.random.normal(k_noise, mean.shape[1:])
-        u = jnp.max(jnp.linalg.norm(std[:, :obs_dim], axis=-1))
+        if config.uncertainty == "aleatoric":
+            u = jnp.max(jnp.linalg.norm(std[:, :obs_dim], axis=-1))
+        else:
+            u = jnp.linalg.norm(jnp.std(mean[:, :obs_dim], axis=0))
         reward = sample[obs_dim] if config.target == "transition" else jnp.asarray(jnp.nan)
         return obs + sample[:obs_dim], reward, u
 
