@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 from absl import app, flags, logging
 
 from jaxomrl.data import collect as collect_lib
@@ -82,8 +81,7 @@ def main(argv):
             num_tasks=FLAGS.num_tasks, task_seed=FLAGS.task_seed, seed=FLAGS.seed,
             deterministic=FLAGS.deterministic, **targets)
         tasks, _ = collect_lib.select_tasks(config)  # unknown family, too many tasks
-        config.checkpoint_ids(np.zeros((tasks.num_tasks, config.num_checkpoints + 1)),
-                              tasks.num_tasks)  # one target per task
+        config.target_returns(tasks.num_tasks)       # one target per task (or one for all)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
     result = collect_lib.collect(config, FLAGS.out_dir)

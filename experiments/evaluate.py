@@ -33,6 +33,7 @@ from absl import app, flags, logging
 from jaxomrl.algos.offline_meta import run_data
 from jaxomrl.algos.registry import ALGORITHMS, from_run_config
 from jaxomrl.data import dataset as dataset_lib
+from jaxomrl.data.collect import checkpoint_return_table
 from jaxomrl.eval import report
 from jaxomrl.experiment.runner import evaluation_keys, final_outputs, scalar_metrics, seed_summary
 from jaxomrl.io import atomic_write_text
@@ -240,15 +241,13 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
             spec, d, identities[spec], ds, data, eval_data, episodes, contexts, tsne_contexts)
         per_seed[spec] = {m: v.tolist() for m, v in scalar_metrics(evaluations[spec]).items()}
     text = tables(per_seed, episodes)
-    ckpts = list(ds.meta["checkpoints"])
-    returns = np.asarray(ds.meta["checkpoint_returns"], np.float64)
-    def mean(rows, i):  # over the tasks with data of that checkpoint (per-task selections)
-        col = returns[rows, i][np.isfinite(returns[rows, i])]
-        return f"{col.mean():.2f}" if col.size else "-"
-    experts = ", ".join(f"checkpoint {k}: {mean(ds.is_test, i)} unseen / "
-                        f"{mean(~ds.is_test, i)} seen" if ds.is_test.any() else
-                        f"checkpoint {k}: {mean(slice(None), i)}"
-                        for i, k in enumerate(ckpts))
+    tables_by = {name: checkpoint_return_table(ds, rows) for name, rows in
+                 ((("unseen", ds.is_test), ("seen", ~ds.is_test)) if ds.is_test.any()
+                  else (("", slice(None)),))}
+    fmt = lambda m: "-" if m is None else f"{m:.2f}"   # "-": no task of the split has it
+    experts = ", ".join(f"checkpoint {k}: " + " / ".join(
+        f"{fmt(t[k][0])} {name}".rstrip() for name, t in tables_by.items())
+        for k in ds.meta["checkpoints"])
     seeds = identities[next(iter(runs))]["seeds"]
     header = (f"# {ds.family}: {len(runs)} algorithms, seeds {seeds}"
               f"\n\nData return of the behaviour checkpoints (mean over tasks): {experts}.\n\n")
@@ -256,8 +255,8 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
     results = {
         "setup": {"family": ds.family, "episodes": episodes, "contexts": contexts,
                   "ood_data": ood is not None, "runs": runs,
-                  "data_checkpoint_returns": dict(zip(map(str, ckpts),
-                                                      returns.mean(axis=0).tolist()))},
+                  "data_checkpoint_returns": {str(k): m for k, (m, _) in
+                                              checkpoint_return_table(ds).items()}},
         "algorithms": {s: {"seeds": identities[s]["seeds"],
                            "summary": {m: seed_summary(v) for m, v in per_seed[s].items()},
                            "per_seed_task_episode": {m: v.tolist()

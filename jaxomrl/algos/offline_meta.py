@@ -158,12 +158,12 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
                  if meta_batch < train.num_tasks else None)
         tasks, index = sample_indices(train, k_idx, per_task, tasks)
         flat = lambda x: x.reshape((-1,) + x.shape[2:])
-        batch = jax.tree_util.tree_map(flat, train.gather(tasks, index))
+        rows = train.gather(tasks, index)                                   # [M, per_task]
         if aux is None:
-            return sac.update(state, batch, k_sac)
+            return sac.update(state, jax.tree_util.tree_map(flat, rows), k_sac)
         if config.policy_context == "history":
             z, next_z = (flat(take(x, tasks, index)) for x in (aux.z, aux.next_z))
-            return sac.update(state, batch, k_sac, z, next_z)
+            return sac.update(state, jax.tree_util.tree_map(flat, rows), k_sac, z, next_z)
         # "task": the embedding of a prefix of another episode of the same task, of uniform
         # length 0..H (before or after a uniformly drawn transition), fixed for obs and next_obs.
         k_ctx, k_side, k_sac = jax.random.split(k_sac, 3)
@@ -171,15 +171,13 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
         after = jax.random.bernoulli(k_side, 0.5, ctx_index.shape)[..., None]
         z = jnp.where(after, take(aux.next_z, tasks, ctx_index), take(aux.z, tasks, ctx_index))
         if model_data is not None:   # the first num_model rows of every task: model steps
-            batch = jax.tree_util.tree_map(lambda x: x.reshape((-1, per_task) + x.shape[1:]),
-                                           batch)
             act = lambda o, zz, k: sac.act(state.actor_params, o, k, True, zz)
-            gen = model_data.generate(aux.models, act, batch.obs[:, :num_model],
+            gen = model_data.generate(aux.models, act, rows.obs[:, :num_model],
                                       z[:, :num_model], tasks, jax.random.fold_in(k_sac, 1))
-            batch = jax.tree_util.tree_map(
-                lambda real, m: flat(real.at[:, :num_model].set(m.astype(real.dtype))), batch,
+            rows = jax.tree_util.tree_map(
+                lambda real, m: real.at[:, :num_model].set(m.astype(real.dtype)), rows,
                 jax.lax.stop_gradient(gen))
-        return sac.update(state, batch, k_sac, flat(z))
+        return sac.update(state, jax.tree_util.tree_map(flat, rows), k_sac, flat(z))
 
     def policy_output(state, aux: Optional[Embedded]) -> Dict[str, Any]:
         return {"actor": state.actor_params,

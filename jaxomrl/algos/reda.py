@@ -20,7 +20,8 @@ next-state ensembles and the shared reward model, early-stopped), an ``adversari
 (every step: generate a batch, one SAC step of the adversary on it, one encoder step on InfoNCE
 over real contexts plus InfoNCE with the adversarial contexts as anchors), then the frozen
 encoder's SAC+BC ``policy`` phase on real data mixed with one-step model transitions
-(``policy_model_fraction``; the models pass through the adversarial phase's output) and evaluation of ``jaxomrl.algos.offline_meta``.
+(``policy_model_fraction``; the models pass through the adversarial phase's output) and the
+evaluation of ``jaxomrl.algos.offline_meta``.
 """
 from __future__ import annotations
 

@@ -170,24 +170,30 @@ class CollectConfig:
             if self.ood_transitions_per_task:
                 out["ood"] = np.tile(np.asarray(self.ood_ids), (num_tasks, 1))
             return out
+        targets = self.target_returns(num_tasks)
         r = np.asarray(evaluated_returns, np.float64)
         if r.shape != (num_tasks, self.num_checkpoints + 1):
             raise ValueError(f"evaluated_returns must be [{num_tasks}, "
                              f"{self.num_checkpoints + 1}], got {list(r.shape)}")
+        out = {}
+        for split, t in targets.items():
+            dist = np.abs(r - t[:, None])
+            if split == "ood":   # never the task's train checkpoint
+                dist[np.arange(num_tasks), out["train"][:, 0]] = np.inf
+            out[split] = np.argmin(dist, axis=1)[:, None]
+        return out
 
-        def nearest(targets, name, exclude=None):
-            t = np.asarray(targets, np.float64)
-            if t.size not in (1, num_tasks):
-                raise ValueError(f"{name} needs 1 or {num_tasks} (one per task) targets, got "
-                                 f"{t.size}")
-            dist = np.abs(r - np.broadcast_to(t, (num_tasks,))[:, None])
-            if exclude is not None:
-                dist[np.arange(num_tasks), exclude[:, 0]] = np.inf
-            return np.argmin(dist, axis=1)[:, None]
-
-        out = {"train": nearest(self.train_returns, "train_returns")}
-        if self.ood_transitions_per_task:
-            out["ood"] = nearest(self.ood_returns, "ood_returns", exclude=out["train"])
+    def target_returns(self, num_tasks: int) -> Dict[str, np.ndarray]:
+        """``{split: [T]}`` target returns per task (``{}`` without targets); checks there is
+        one target per task or one for all."""
+        out = {}
+        for split, v in (("train", self.train_returns), ("ood", self.ood_returns)):
+            if v is None or (split == "ood" and not self.ood_transitions_per_task):
+                continue
+            if len(v) not in (1, num_tasks):
+                raise ValueError(f"{split}_returns needs 1 or {num_tasks} (one per task) "
+                                 f"targets, got {len(v)}")
+            out[split] = np.broadcast_to(np.asarray(v, np.float64), (num_tasks,))
         return out
 
 
@@ -517,9 +523,11 @@ def _write_progress(out_dir, config, curve, k):
     atomic_write_text(os.path.join(out_dir, "progress.csv"), "\n".join(lines) + "\n")
 
 
-def checkpoint_return_table(ds: dataset_lib.MultiTaskDataset) -> Dict[int, Tuple[float, float]]:
-    """{checkpoint: (mean, std over tasks) of its mean episode return} of a dataset."""
-    r = np.asarray(ds.meta["checkpoint_returns"], np.float64)
+def checkpoint_return_table(ds: dataset_lib.MultiTaskDataset, tasks=slice(None)
+                            ) -> Dict[int, Tuple[float, float]]:
+    """{checkpoint: (mean, std over tasks) of its mean episode return} of a dataset, over the
+    ``tasks`` (index or mask) that have data of that checkpoint (None, None if none has)."""
+    r = np.asarray(ds.meta["checkpoint_returns"], np.float64)[tasks]
     out = {}
     for i, c in enumerate(ds.meta["checkpoints"]):
         col = r[:, i][np.isfinite(r[:, i])]
