@@ -67,6 +67,9 @@ flags.DEFINE_integer("model_eval_every", _D.model_eval_every, "ReDA: SGD steps p
 flags.DEFINE_integer("starts_per_task", _D.starts_per_task,
                      "ReDA: adversarial rollouts per task and step.")
 flags.DEFINE_float("lambda_uncertainty", _D.lambda_uncertainty, "ReDA: lambda_1 (eq. 6).")
+flags.DEFINE_enum("model_uncertainty", _D.model_uncertainty, ["aleatoric", "disagreement"],
+                  "ReDA: u of eq. 6 and of the meta-policy's model rows: the largest member "
+                  "std of s' (aleatoric, the paper's) or the members' disagreement on s'.")
 flags.DEFINE_float("lambda_task", _D.lambda_task, "ReDA: lambda_2 (eq. 6).")
 flags.DEFINE_float("policy_model_fraction", _D.policy_model_fraction,
                    "ReDA: fraction of the meta-policy's rows that are one-step model transitions "
@@ -112,7 +115,8 @@ def main(argv):
         eval_contexts=FLAGS.eval_contexts, num_models=FLAGS.num_models,
         model_hidden=tuple(int(h) for h in FLAGS.model_hidden), model_rounds=FLAGS.model_rounds,
         model_eval_every=FLAGS.model_eval_every, starts_per_task=FLAGS.starts_per_task,
-        lambda_uncertainty=FLAGS.lambda_uncertainty, lambda_task=FLAGS.lambda_task,
+        lambda_uncertainty=FLAGS.lambda_uncertainty, model_uncertainty=FLAGS.model_uncertainty,
+        lambda_task=FLAGS.lambda_task,
         policy_model_fraction=FLAGS.policy_model_fraction,
         adversarial_weight=FLAGS.adversarial_weight)
     data, eval_data = run_data(ds, ood)

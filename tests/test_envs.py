@@ -61,6 +61,9 @@ def test_shapes_determinism_and_vmap_equals_loop(name):
     assert done.shape == (2, EPISODE) and done.dtype == jnp.bool_
     assert np.all(np.isfinite(obs)) and np.all(np.isfinite(rew))
     assert np.all(np.abs(act) <= family.action_high + 1e-6)
+    # the observation-level termination function agrees with the environment's
+    assert family.horizon > EPISODE
+    np.testing.assert_array_equal(np.asarray(family.terminal_obs(next_obs)), np.asarray(done))
     # consecutive steps chain: obs[t+1] == next_obs[t]
     np.testing.assert_array_equal(obs[:, 1:], next_obs[:, :-1])
     # determinism: same key, same trajectory
@@ -75,6 +78,16 @@ def test_shapes_determinism_and_vmap_equals_loop(name):
         for a, b in zip(out, one):
             np.testing.assert_allclose(a[i][:2], b[:2], rtol=1e-4, atol=1e-4)
             np.testing.assert_allclose(a[i], b, rtol=1e-2, atol=1e-2)
+
+
+def test_terminal_obs_is_the_unhealthy_condition_on_observations():
+    pendulum, cheetah = envs.make("inverted_pendulum_gravity"), envs.make("halfcheetah_gravity")
+    obs = np.zeros((4, pendulum.obs_dim), np.float32)
+    obs[:, 1] = [0.19, -0.19, 0.21, -0.21]              # pole angle; |angle| > 0.2 ends
+    np.testing.assert_array_equal(np.asarray(pendulum.terminal_obs(obs)), [0, 0, 1, 1])
+    wild = np.full((2, cheetah.obs_dim), 50.0, np.float32)
+    wild[1, 3] = np.nan                                 # no termination but a non-finite state
+    np.testing.assert_array_equal(np.asarray(cheetah.terminal_obs(wild)), [0, 1])
 
 
 def test_unknown_family_is_a_clear_error():

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxomrl.algos.reda import adversarial_batch, prefix_contexts
+from jaxomrl.algos.reda import adversarial_batch, full_contexts, prefix_contexts
 from jaxomrl.envs.base import Transition
 from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
 from jaxomrl.losses.adversarial import infonce_score
@@ -32,14 +32,15 @@ def test_adversarial_reward_in_situ_is_eq_6_on_the_encoders_prefix_embeddings():
     params = enc.init(jax.random.PRNGKey(0)).params
 
     def rollout(i, starts, key, length):  # a known "model": task i drifts by 0.05 i per step
-        def one(s, k):
-            def body(obs, kk):
+        def one(s, k):                       # and task 1's rollouts end at their second step
+            def body(carry, kk):
+                obs, t = carry
                 a = jax.random.uniform(kk, (2,), minval=-1, maxval=1)
                 nxt = obs + 0.1 * a + 0.05 * i
-                return nxt, (Transition(obs=obs, action=a, reward=jnp.zeros(()), next_obs=nxt,
-                                        terminated=jnp.zeros((), bool),
-                                        truncated=jnp.zeros((), bool)), 0.1 * (i + 1))
-            return jax.lax.scan(body, s, jax.random.split(k, length))[1]
+                return (nxt, t + 1), (Transition(obs=obs, action=a, reward=jnp.zeros(()),
+                                                 next_obs=nxt, terminated=(i == 1) & (t >= 1),
+                                                 truncated=jnp.zeros((), bool)), 0.1 * (i + 1))
+            return jax.lax.scan(body, (s, 0), jax.random.split(k, length))[1]
         return jax.vmap(one)(starts, jax.random.split(key, starts.shape[0]))
 
     reward_fn = lambda obs, a: -jnp.linalg.norm(obs)
@@ -56,7 +57,18 @@ def test_adversarial_reward_in_situ_is_eq_6_on_the_encoders_prefix_embeddings():
     score = np.asarray(info["score"])
     r_adv = np.concatenate([np.zeros((3, 5, 1)), score[:, :, :-1] - score[:, :, 1:]], axis=2)
     want = r_adv - 0.5 * np.asarray(info["uncertainty"]) + 2.0 * np.asarray(info["task_reward"])
+    want[1, :, 2:] = 0.0        # task 1's rollouts ended at step 2: nothing after the end,
     np.testing.assert_allclose(np.asarray(info["adv_reward"]), want, rtol=1e-4, atol=1e-5)
+    for k in range(2, L):       # whose prefixes score as the last valid one
+        np.testing.assert_array_equal(score[1, :, k], score[1, :, 1])
+    assert not np.allclose(score[0, :, 3], score[0, :, 1])
+    # the whole-rollout context of an ended rollout is its valid prefix, right-aligned
+    ctx, mask, query = full_contexts(tr)
+    np.testing.assert_array_equal(np.asarray(mask[1]), np.broadcast_to(np.arange(L) >= L - 2, (5, L)))
+    np.testing.assert_array_equal(np.asarray(mask[0]), True)
+    np.testing.assert_array_equal(np.asarray(ctx.obs[1, :, -2:]), np.asarray(tr.obs[1, :, :2]))
+    np.testing.assert_array_equal(np.asarray(query.obs[1]), np.asarray(tr.next_obs[1, :, 1]))
+    np.testing.assert_array_equal(np.asarray(query.obs[0]), np.asarray(tr.next_obs[0, :, -1]))
     # R(z_k) itself: embed task 2, rollout 3, prefix k = 2 by hand; positives = task 2's real
     # contexts, negatives = the other tasks'.
     ctx, mask, query = prefix_contexts(jax.tree_util.tree_map(lambda x: x[2, 3], tr))
@@ -156,3 +168,58 @@ def test_meta_policy_model_data_steps_each_task_in_its_own_models():
                    for m, t in enumerate(tasks)])
     np.testing.assert_allclose(np.asarray(tr.reward), np.asarray(r_hat - 0.7 * u), rtol=1e-4,
                                atol=1e-5)
+
+
+def test_uncertainty_penalty_keeps_adversarial_rollouts_within_the_data():
+    """ReDA's adversary (SAC on eq. 6 in the learned models) with a task reward that pulls it out
+    of the data: without the penalty (lambda_1 = 0) its rollouts leave the data's state range,
+    with it they stay inside. A 1-D toy, s' = s + 0.3 a with s, a in [-1, 1] in the data; the
+    encoder is a constant, so eq. 6 is -lambda_1 u + r with r = a. u is the members'
+    disagreement: the aleatoric u of the paper need not grow off the data (here it does not)."""
+    from jaxomrl.algos.reda import _take
+    from jaxomrl.data.sampler import TaskData
+    from jaxomrl.learners.dynamics import DynamicsConfig, make_dynamics
+    from jaxomrl.learners.sac import SACConfig, make_sac
+    t, n, length, starts = 2, 1000, 5, 32
+    k = jax.random.split(jax.random.PRNGKey(0), 3)
+    obs = jax.random.uniform(k[0], (t, n, 1), minval=-1, maxval=1)
+    act = jax.random.uniform(k[1], (t, n, 1), minval=-1, maxval=1)
+    nxt = obs + 0.3 * act + 0.01 * jax.random.normal(k[2], obs.shape)
+    zeros, idx = jnp.zeros((t, n), bool), jnp.broadcast_to(jnp.arange(n), (t, n))
+    data = TaskData(transitions=Transition(obs=obs, action=act, reward=jnp.zeros((t, n)),
+                                           next_obs=nxt, terminated=zeros, truncated=zeros),
+                    episode=idx // 20, timestep=idx % 20,
+                    checkpoint=jnp.zeros((t, n), jnp.int32),
+                    attributes=jnp.arange(t, dtype=jnp.float32)[:, None])
+    dyn = make_dynamics(DynamicsConfig(target="next_state", hidden=(32, 32), ensemble_size=3,
+                                       learning_rate=3e-3, batch_size=64, eval_every=100,
+                                       max_holdout=100, uncertainty="disagreement"), 1, 1)
+    models, _ = jax.jit(dyn.train, static_argnums=3)(
+        dyn.init(jax.random.PRNGKey(1), data), jax.random.PRNGKey(2), data, 10)
+    sac = make_sac(SACConfig(hidden=(32, 32), batch_size=t * starts * length), 1, 1)
+    embed = lambda params, ctx, mask, query: jnp.zeros(mask.shape[:-1] + (2,))
+    contexts = lambda d, key, num: (None, jnp.ones((d.num_tasks, num, 1)), None)
+
+    def batch(actor, deterministic, lambda_1, key, num):
+        def rollout(i, s, kk, steps):
+            policy = lambda o, ka: sac.act(actor, o, ka, deterministic=deterministic)
+            return dyn.rollout(_take(models.best, i), _take(models.norm, i), policy, s, kk, steps)
+        return adversarial_batch(embed, contexts, None, rollout, lambda o, a: a[0], data, key,
+                                 num, length, 2, lambda_1, 1.0)
+
+    @jax.jit
+    def train_and_roll_out(lambda_1):
+        def step(state, key):
+            k1, k2 = jax.random.split(key)
+            tr, info = batch(state.actor_params, False, lambda_1, k1, starts)
+            flat = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[3:]),
+                                          tr.replace(reward=info["adv_reward"]))
+            return sac.update(state, flat, k2)[0], None
+        state = jax.lax.scan(step, sac.init(jax.random.PRNGKey(3)),
+                             jax.random.split(jax.random.PRNGKey(4), 1500))[0]
+        return batch(state.actor_params, True, 0.0, jax.random.PRNGKey(5), 256)[0].next_obs
+
+    bound = float(obs.max()) + 0.1
+    free, penalised = (np.asarray(train_and_roll_out(lam)) for lam in (0.0, 1000.0))
+    assert (free > bound).mean() > 0.15, (free > bound).mean()
+    assert (penalised > bound).mean() < 0.01, (penalised > bound).mean()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -59,12 +59,26 @@ def prefix_contexts(rollout: Transition) -> Tuple[Transition, jax.Array, Transit
     return ctx, mask, query
 
 
+def valid_steps(terminated: jax.Array) -> jax.Array:
+    """``[..., L]`` bool: the steps of a model rollout before its end. ``terminated`` is set
+    from the step that reaches a terminal state on (``Dynamics.rollout``), so step ``k`` is
+    valid when step ``k - 1`` had not ended the rollout; the first step always is."""
+    return jnp.concatenate([jnp.ones_like(terminated[..., :1]),
+                            jnp.logical_not(terminated[..., :-1])], axis=-1)
+
+
 def full_contexts(rollouts: Transition) -> Tuple[Transition, jax.Array, Transition]:
-    """Whole rollouts ``[..., L]`` as contexts: ``(ctx [..., L], mask [..., L], query [...])``,
-    the query being the state after the last step (the last row of :func:`prefix_contexts`)."""
-    last = jax.tree_util.tree_map(lambda x: x[..., -1], rollouts)
-    query = last.replace(obs=rollouts.next_obs[..., -1, :])
-    return rollouts, jnp.ones(rollouts.reward.shape, bool), query
+    """Whole rollouts ``[..., L]`` as contexts: ``(ctx [..., L], mask [..., L], query [...])``:
+    each rollout's valid steps (all, unless it ended) right-aligned, as the row of
+    :func:`prefix_contexts` of that length, the query being the state after them."""
+    lead, length = rollouts.reward.shape[:-1], rollouts.reward.shape[-1]
+    flat = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[len(lead):]), rollouts)
+    rows = jnp.sum(valid_steps(flat.terminated), axis=-1) - 1                # [B]
+    pick = lambda x: x[jnp.arange(rows.shape[0]), rows]
+    ctx, mask, query = jax.tree_util.tree_map(pick, jax.vmap(prefix_contexts)(flat))
+    back = lambda x: x.reshape(lead + x.shape[1:])
+    return (jax.tree_util.tree_map(back, ctx), back(mask),
+            jax.tree_util.tree_map(back, query))
 
 
 def other_tasks(z: jax.Array) -> jax.Array:
@@ -91,14 +105,16 @@ def adversarial_batch(embed: Callable, sample_contexts: Callable, encoder_params
       rollout: ``rollout(task_index, starts [S, obs], key, length) -> (Transition [S, L],
         u [S, L])``: the adversarial policy acting in task ``task_index``'s learned models
         (e.g. ``Dynamics.rollout`` with the adversary's ``act`` over that task's slice of the
-        ensemble parameters).
+        ensemble parameters, and the family's termination function). A rollout that ends
+        (``terminated``) keeps its last valid prefix as context and earns 0 afterwards.
       reward_fn: ``reward_fn(obs, action) -> r`` (the shared reward model).
       data: the real data ``TaskData [T, N]`` (start states from the joint dataset; positives
         and negatives from the tasks' real contexts).
       starts_per_task, length: rollouts per task and model steps per rollout (= context length).
       num_positives: real contexts per task behind ``R``.
     Returns (rollouts ``Transition [T, S, L]`` with the model's task reward, info):
-    ``adv_reward`` (eq. 6), ``uncertainty``, ``task_reward``, ``score`` (``R(z_k)``)
+    ``adv_reward`` (eq. 6; 0 after a rollout's end), ``uncertainty``, ``task_reward``,
+    ``score`` (``R(z_k)`` of each step's valid prefix)
     ``[T, S, L]``, ``embeddings`` ``[T, S, L, D]``, ``positives`` (the real contexts'
     embeddings) ``[T, P, D]``.
     """
@@ -125,9 +141,15 @@ def adversarial_batch(embed: Callable, sample_contexts: Callable, encoder_params
     score = infonce_score(flat(z), flat(per_prefix(z_real)),
                           flat(per_prefix(other_tasks(z_real))),
                           temperature).reshape(z.shape[:3])                    # [T, S, L]
+    # An ended rollout's later prefixes are its valid one (their r_adv is 0), and its steps
+    # after the end earn nothing: the end is absorbing.
+    valid = valid_steps(tr.terminated)
+    last = jnp.sum(valid, axis=-1, keepdims=True) - 1
+    score = jnp.take_along_axis(score, jnp.minimum(jnp.arange(length), last), axis=2)
     previous = jnp.concatenate([score[:, :, :1], score[:, :, :-1]], axis=2)
     total = adversarial_reward_from_scores(previous, score, u, task_r, lambda_uncertainty,
                                            lambda_task)
+    total = jnp.where(valid, total, 0.0)
     info = {"adv_reward": total, "uncertainty": u, "task_reward": task_r, "score": score,
             "positives": z_real, "embeddings": z}
     return tr, info
@@ -207,10 +229,12 @@ def shared_reward_fn(reward_model, models: Models) -> Callable:
 
 def policy_model_transitions(dynamics, reward_model, policy_uncertainty: float, models: Models,
                              act: Callable, obs: jax.Array, z: jax.Array, tasks: jax.Array,
-                             key: jax.Array) -> Transition:
+                             key: jax.Array, terminal_fn: Optional[Callable] = None
+                             ) -> Transition:
     """The meta-policy's model data: one model step from every real state ``obs [M, K]`` of task
     ``tasks[m]`` in that task's ensemble, the action ``act(obs, z, key)`` of the policy being
-    trained, reward = shared reward model - ``policy_uncertainty`` * u (MOPO), not terminal."""
+    trained, reward = shared reward model - ``policy_uncertainty`` * u (MOPO), terminal where
+    ``terminal_fn(next_obs)`` (the family's termination function; None: never)."""
     reward_fn = shared_reward_fn(reward_model, models)
 
     def one_task(i, o, zz, k):
@@ -220,8 +244,9 @@ def policy_model_transitions(dynamics, reward_model, policy_uncertainty: float, 
             k_act, k_step = jax.random.split(k1)
             a = act(o1, z1, k_act)
             nxt, _, u = dynamics.step(params, norm, o1, a, k_step)
+            end = jnp.zeros((), bool) if terminal_fn is None else terminal_fn(nxt)
             return Transition(obs=o1, action=a, reward=reward_fn(o1, a) - policy_uncertainty * u,
-                              next_obs=nxt, terminated=jnp.zeros((), bool),
+                              next_obs=nxt, terminated=end,
                               truncated=jnp.zeros((), bool))
         return jax.vmap(one)(o, zz, jax.random.split(k, o.shape[0]))
     return jax.vmap(one_task)(tasks, obs, z, jax.random.split(key, tasks.shape[0]))
@@ -239,7 +264,8 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
     rew = make_dynamics(config.reward_model, obs_dim, action_dim)
     shared_reward = functools.partial(shared_reward_fn, rew)
     model_transitions = functools.partial(policy_model_transitions, dyn, rew,
-                                          config.policy_uncertainty)
+                                          config.policy_uncertainty,
+                                          terminal_fn=family.terminal_obs)
 
     model_data = (ModelData(config.policy_model_fraction, model_transitions)
                   if config.policy_model_fraction > 0 else None)
@@ -306,7 +332,7 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
 
         def rollout(i, starts, k, n):
             return dyn.rollout(_take(models.dyn_params, i), _take(models.dyn_norm, i), act,
-                               starts, k, n)
+                               starts, k, n, terminal_fn=family.terminal_obs)
 
         rollouts, info = adversarial_batch(
             enc.embed, enc.sample_contexts, state.encoder.params, rollout,
@@ -314,7 +340,12 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
             k_gen, config.starts_per_task, length, config.num_positives, config.lambda_uncertainty,
             config.lambda_task, enc_cfg.temperature)
         rollouts = jax.lax.stop_gradient(rollouts)
+        obs, valid = train.transitions.obs, valid_steps(rollouts.terminated)
+        low, high = jnp.min(obs, axis=(0, 1)), jnp.max(obs, axis=(0, 1))
+        outside = jnp.any((rollouts.next_obs < low) | (rollouts.next_obs > high), axis=-1)
         metrics = {"adv_reward": jnp.mean(info["adv_reward"]),
+                   "adv_outside_data": jnp.sum(outside & valid) / jnp.sum(valid),
+                   "adv_ended": jnp.mean(rollouts.terminated[..., -1]),
                    "model_uncertainty": jnp.mean(info["uncertainty"]),
                    "model_task_reward": jnp.mean(info["task_reward"]),
                    "adv_context_score": jnp.mean(info["score"][:, :, -1])}

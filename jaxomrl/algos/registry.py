@@ -92,6 +92,7 @@ class Settings:
     model_eval_every: int = 100
     starts_per_task: int = 32           # adversarial rollouts per task and step
     lambda_uncertainty: float = 1.0
+    model_uncertainty: str = "aleatoric"  # u of eq. 6: aleatoric (ReDA) | disagreement
     lambda_task: float = 1.0
     policy_model_fraction: float = 0.5  # model rows of the meta-policy's batches
     adversarial_weight: float = 1.0     # of the adversarial-context InfoNCE term
@@ -156,7 +157,7 @@ def make_reda_config(spec: str, s: Settings) -> ReDAConfig:
                   eval_every=s.model_eval_every)
     return ReDAConfig(
         meta=make_config(spec, s),
-        dynamics=DynamicsConfig(target="next_state", **models),
+        dynamics=DynamicsConfig(target="next_state", uncertainty=s.model_uncertainty, **models),
         reward_model=DynamicsConfig(target="reward", **models),
         model_rounds=s.model_rounds,
         adversary=SACConfig(hidden=tuple(s.hidden), batch_size=s.batch_size, actor_lr=s.lr,

@@ -164,6 +164,12 @@ class TaskFamily(abc.ABC):
               ) -> Tuple[Any, jax.Array, jax.Array, jax.Array, Dict[str, jax.Array]]:
         """Returns (physics, obs, reward, terminated, info) after applying a clipped action."""
 
+    def terminal_obs(self, obs: jax.Array) -> jax.Array:
+        """Whether a step that lands in observation ``obs [..., obs_dim]`` ends the episode, from
+        the observation alone (``[...]`` bool): the termination function of model rollouts
+        (MBPO / MOPO use the environment's). Default: a non-finite observation."""
+        return jnp.logical_not(jnp.all(jnp.isfinite(obs), axis=-1))
+
     def _merge_reset(self, done: jax.Array, fresh: Any, physics: Any) -> Any:
         """Selects the fresh episode's physics where ``done``. Families may select fewer fields."""
         return optax.tree_utils.tree_where(done, fresh, physics)

@@ -362,6 +362,22 @@ class MJXFamily(TaskFamily):
             qvel = jnp.clip(qvel, -self.robot.qvel_clip, self.robot.qvel_clip)
         return jnp.concatenate([qpos[self.robot.qpos_skip:], qvel]).astype(jnp.float32)
 
+    def terminal_obs(self, obs):
+        """The unhealthy condition of ``_step`` evaluated on observations (hidden root
+        coordinates, which no condition reads, are zero; velocities are the observation's,
+        clipped where the robot clips them)."""
+        finite = jnp.all(jnp.isfinite(obs), axis=-1)
+        if not self.terminate:
+            return jnp.logical_not(finite)
+        nq = self.qpos0.shape[0] - self.robot.qpos_skip
+        qpos = jnp.concatenate(
+            [jnp.zeros(obs.shape[:-1] + (self.robot.qpos_skip,), obs.dtype), obs[..., :nq]], -1)
+        qvel = obs[..., nq:]
+        healthy = jnp.vectorize(
+            lambda q, v: self.robot.healthy(q[self.z_index] + self.z_offset, q, v),
+            signature="(p),(v)->()")(qpos, qvel)
+        return jnp.logical_not(finite & healthy)
+
     def _reset(self, task, key):
         kq, kv = jax.random.split(key)
         noise = self.robot.reset_noise

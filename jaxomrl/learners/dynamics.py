@@ -293,22 +293,29 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
         return obs + sample[:obs_dim], reward, u
 
     def rollout(params, norm: Normalizer, act: Callable, starts, key, length: int,
-                reward_fn: Optional[Callable] = None):
+                reward_fn: Optional[Callable] = None, terminal_fn: Optional[Callable] = None):
         """Branch rollouts of ``length`` model steps from each start state ``starts [S, obs]``
         of one task (``act(obs, key) -> action in [-1, 1]``; ``reward_fn(obs, action)`` replaces
         the model's reward, e.g. a shared reward model). Returns ``(Transition [S, length],
-        uncertainty [S, length])``; ``vmap`` over tasks for every task's models at once."""
+        uncertainty [S, length])``; ``vmap`` over tasks for every task's models at once.
+        ``terminal_fn(next_obs) -> bool`` (e.g. ``TaskFamily.terminal_obs``) ends a rollout:
+        ``terminated`` is set from the step that lands in a terminal state on, so the steps
+        after it (still simulated, for fixed shapes) are recognisable and never bootstrap."""
         def one(start, k):
-            def body(obs, k):
+            def body(carry, k):
+                obs, ended = carry
                 k_act, k_step = jax.random.split(k)
                 action = act(obs, k_act)
                 nxt, reward, u = step(params, norm, obs, action, k_step)
                 if reward_fn is not None:
                     reward = reward_fn(obs, action)
+                if terminal_fn is not None:
+                    ended = ended | terminal_fn(nxt)
                 tr = Transition(obs=obs, action=action, reward=reward, next_obs=nxt,
-                                terminated=jnp.zeros((), bool), truncated=jnp.zeros((), bool))
-                return nxt, (tr, u)
-            return jax.lax.scan(body, start, jax.random.split(k, length))[1]
+                                terminated=ended, truncated=jnp.zeros((), bool))
+                return (nxt, ended), (tr, u)
+            return jax.lax.scan(body, (start, jnp.zeros((), bool)),
+                                jax.random.split(k, length))[1]
         return jax.vmap(one)(starts, jax.random.split(key, starts.shape[0]))
 
     return Dynamics(init=init, train=train, predict=predict, step=step, rollout=rollout,
