@@ -1,4 +1,5 @@
-"""Test data: point-robot datasets from scripted goal-seeking behaviour (no SAC needed)."""
+"""Test data: point-robot datasets from scripted goal-seeking behaviour (no SAC needed), and
+TaskData of synthetic transitions (known model dynamics)."""
 import functools
 
 import jax
@@ -7,6 +8,8 @@ import numpy as np
 
 from jaxomrl import envs
 from jaxomrl.data.collect import build_dataset
+from jaxomrl.data.sampler import TaskData
+from jaxomrl.envs.base import Transition
 
 NOISE = (0.03, 0.08)  # two behaviour "checkpoints": goal-directed with different action noise
 
@@ -32,3 +35,15 @@ def scripted_point_robot_dataset(num_train=12, num_test=4, num_envs=4, steps=40)
     tr = jax.jit(jax.vmap(jax.vmap(run, in_axes=(None, 0, 0)), in_axes=(0, None, 0)))(
         tasks, jnp.asarray(NOISE), keys)
     return build_dataset(family, tasks, is_test, tr, [1, 2], "train", {"policy": "scripted"})
+
+
+def transition_data(obs, action, next_obs, reward, episode_length=20) -> TaskData:
+    """``TaskData [T, N]`` of synthetic transitions (never terminal), cut into episodes of
+    ``episode_length`` rows, one checkpoint; task ``t``'s attribute is ``t``."""
+    t, n = reward.shape
+    zeros, idx = jnp.zeros((t, n), bool), jnp.broadcast_to(jnp.arange(n), (t, n))
+    tr = Transition(obs=obs, action=action, reward=reward, next_obs=next_obs, terminated=zeros,
+                    truncated=zeros)
+    return TaskData(transitions=tr, episode=idx // episode_length,
+                    timestep=idx % episode_length, checkpoint=jnp.zeros((t, n), jnp.int32),
+                    attributes=jnp.arange(t, dtype=jnp.float32)[:, None])

@@ -8,10 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxomrl.data.sampler import TaskData
-from jaxomrl.envs.base import Transition
 from jaxomrl.learners.dynamics import DynamicsConfig, make_dynamics, model_io
 from jaxomrl.losses import dynamics as dyn_losses
+from scripted_data import transition_data
 
 OBS, ACT, N = 3, 2, 600
 CFG = DynamicsConfig(hidden=(32, 32), ensemble_size=2, learning_rate=3e-3, batch_size=64,
@@ -27,14 +26,7 @@ def linear_tasks(num_tasks=2):
     obs = jax.random.normal(k[2], (num_tasks, N, OBS))
     act = jax.random.uniform(k[3], (num_tasks, N, ACT), minval=-1, maxval=1)
     nxt = obs + jnp.einsum("toa,tna->tno", b, act) + 0.01 * jax.random.normal(k[4], obs.shape)
-    rew = jnp.einsum("to,tno->tn", w, obs)
-    zeros = jnp.zeros((num_tasks, N), bool)
-    tr = Transition(obs=obs, action=act, reward=rew, next_obs=nxt, terminated=zeros,
-                    truncated=zeros)
-    idx = jnp.broadcast_to(jnp.arange(N), (num_tasks, N))
-    return TaskData(transitions=tr, episode=idx // 20, timestep=idx % 20,
-                    checkpoint=jnp.zeros((num_tasks, N), jnp.int32),
-                    attributes=jnp.arange(num_tasks, dtype=jnp.float32)[:, None])
+    return transition_data(obs, act, nxt, jnp.einsum("to,tno->tn", w, obs))
 
 
 DYN = make_dynamics(CFG, OBS, ACT)

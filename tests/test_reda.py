@@ -7,7 +7,7 @@ from jaxomrl.algos.reda import adversarial_batch, full_contexts, prefix_contexts
 from jaxomrl.envs.base import Transition
 from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
 from jaxomrl.losses.adversarial import infonce_score
-from scripted_data import scripted_point_robot_dataset
+from scripted_data import scripted_point_robot_dataset, transition_data
 
 L = 4
 
@@ -177,7 +177,6 @@ def test_uncertainty_penalty_keeps_adversarial_rollouts_within_the_data():
     encoder is a constant, so eq. 6 is -lambda_1 u + r with r = a. u is the members'
     disagreement: the aleatoric u of the paper need not grow off the data (here it does not)."""
     from jaxomrl.algos.reda import _take
-    from jaxomrl.data.sampler import TaskData
     from jaxomrl.learners.dynamics import DynamicsConfig, make_dynamics
     from jaxomrl.learners.sac import SACConfig, make_sac
     t, n, length, starts = 2, 1000, 5, 32
@@ -185,12 +184,7 @@ def test_uncertainty_penalty_keeps_adversarial_rollouts_within_the_data():
     obs = jax.random.uniform(k[0], (t, n, 1), minval=-1, maxval=1)
     act = jax.random.uniform(k[1], (t, n, 1), minval=-1, maxval=1)
     nxt = obs + 0.3 * act + 0.01 * jax.random.normal(k[2], obs.shape)
-    zeros, idx = jnp.zeros((t, n), bool), jnp.broadcast_to(jnp.arange(n), (t, n))
-    data = TaskData(transitions=Transition(obs=obs, action=act, reward=jnp.zeros((t, n)),
-                                           next_obs=nxt, terminated=zeros, truncated=zeros),
-                    episode=idx // 20, timestep=idx % 20,
-                    checkpoint=jnp.zeros((t, n), jnp.int32),
-                    attributes=jnp.arange(t, dtype=jnp.float32)[:, None])
+    data = transition_data(obs, act, nxt, jnp.zeros((t, n)))
     dyn = make_dynamics(DynamicsConfig(target="next_state", hidden=(32, 32), ensemble_size=3,
                                        learning_rate=3e-3, batch_size=64, eval_every=100,
                                        max_holdout=100, uncertainty="disagreement"), 1, 1)

@@ -46,17 +46,23 @@ from jaxomrl.losses import contrastive
 from jaxomrl.losses.adversarial import adversarial_reward_from_scores, infonce_score
 
 
+def _right_aligned(rollout: Transition, k: jax.Array) -> Tuple[Transition, jax.Array, Transition]:
+    """The first ``k`` transitions of one rollout ``[L]`` at the end of a context window of
+    length ``L``: ``(ctx [L], mask [L], query)``, the query being the transition whose ``obs``
+    is the state after them."""
+    length = rollout.reward.shape[0]
+    pos = jnp.arange(length) - (length - k)
+    ctx = jax.tree_util.tree_map(lambda x: x[jnp.clip(pos, 0, length - 1)], rollout)
+    last = jax.tree_util.tree_map(lambda x: x[k - 1], rollout)
+    return ctx, pos >= 0, last.replace(obs=last.next_obs)
+
+
 def prefix_contexts(rollout: Transition) -> Tuple[Transition, jax.Array, Transition]:
     """Every prefix of one rollout ``[L]`` as a right-aligned context window of length ``L``:
     ``(ctx [L, L], mask [L, L], query [L])``; row ``k - 1`` holds the first ``k`` transitions at
     the window's end and its query is the transition whose ``obs`` is the state after them."""
     length = rollout.reward.shape[0]
-    k = jnp.arange(1, length + 1)[:, None]                                 # prefix lengths
-    pos = jnp.arange(length)[None, :] - (length - k)                       # [L, L]
-    mask = pos >= 0
-    ctx = jax.tree_util.tree_map(lambda x: x[jnp.clip(pos, 0, length - 1)], rollout)
-    query = rollout.replace(obs=rollout.next_obs)
-    return ctx, mask, query
+    return jax.vmap(functools.partial(_right_aligned, rollout))(jnp.arange(1, length + 1))
 
 
 def valid_steps(terminated: jax.Array) -> jax.Array:
@@ -71,14 +77,10 @@ def full_contexts(rollouts: Transition) -> Tuple[Transition, jax.Array, Transiti
     """Whole rollouts ``[..., L]`` as contexts: ``(ctx [..., L], mask [..., L], query [...])``:
     each rollout's valid steps (all, unless it ended) right-aligned, as the row of
     :func:`prefix_contexts` of that length, the query being the state after them."""
-    lead, length = rollouts.reward.shape[:-1], rollouts.reward.shape[-1]
+    lead = rollouts.reward.shape[:-1]
     flat = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[len(lead):]), rollouts)
-    rows = jnp.sum(valid_steps(flat.terminated), axis=-1) - 1                # [B]
-    pick = lambda x: x[jnp.arange(rows.shape[0]), rows]
-    ctx, mask, query = jax.tree_util.tree_map(pick, jax.vmap(prefix_contexts)(flat))
-    back = lambda x: x.reshape(lead + x.shape[1:])
-    return (jax.tree_util.tree_map(back, ctx), back(mask),
-            jax.tree_util.tree_map(back, query))
+    out = jax.vmap(_right_aligned)(flat, jnp.sum(valid_steps(flat.terminated), axis=-1))
+    return jax.tree_util.tree_map(lambda x: x.reshape(lead + x.shape[1:]), out)
 
 
 def other_tasks(z: jax.Array) -> jax.Array:
@@ -113,8 +115,8 @@ def adversarial_batch(embed: Callable, sample_contexts: Callable, encoder_params
       starts_per_task, length: rollouts per task and model steps per rollout (= context length).
       num_positives: real contexts per task behind ``R``.
     Returns (rollouts ``Transition [T, S, L]`` with the model's task reward, info):
-    ``adv_reward`` (eq. 6; 0 after a rollout's end), ``uncertainty``, ``task_reward``,
-    ``score`` (``R(z_k)`` of each step's valid prefix)
+    ``adv_reward`` (eq. 6; 0 after a rollout's end), ``valid`` (:func:`valid_steps`),
+    ``uncertainty``, ``task_reward``, ``score`` (``R(z_k)`` of each step's valid prefix)
     ``[T, S, L]``, ``embeddings`` ``[T, S, L, D]``, ``positives`` (the real contexts'
     embeddings) ``[T, P, D]``.
     """
@@ -150,8 +152,8 @@ def adversarial_batch(embed: Callable, sample_contexts: Callable, encoder_params
     total = adversarial_reward_from_scores(previous, score, u, task_r, lambda_uncertainty,
                                            lambda_task)
     total = jnp.where(valid, total, 0.0)
-    info = {"adv_reward": total, "uncertainty": u, "task_reward": task_r, "score": score,
-            "positives": z_real, "embeddings": z}
+    info = {"adv_reward": total, "valid": valid, "uncertainty": u, "task_reward": task_r,
+            "score": score, "positives": z_real, "embeddings": z}
     return tr, info
 
 
@@ -321,7 +323,14 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
         return total, {"infonce": l_real, "adv_infonce": l_adv,
                        "adv_infonce_accuracy": m_adv["infonce_accuracy"]}
 
-    def adversarial_update(state: AdversarialState, key, models: Models, data):
+    def adversarial_prepare(models: Models, data):
+        """The models and the joint data's per-dimension state range (for ``adv_outside_data``),
+        derived once for the phase."""
+        obs = data["train"].transitions.obs
+        return models, (jnp.min(obs, axis=(0, 1)), jnp.max(obs, axis=(0, 1)))
+
+    def adversarial_update(state: AdversarialState, key, aux, data):
+        models, (low, high) = aux
         train = data["train"]
         k_gen, k_sac, k_enc = jax.random.split(key, 3)
 
@@ -340,8 +349,7 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
             k_gen, config.starts_per_task, length, config.num_positives, config.lambda_uncertainty,
             config.lambda_task, enc_cfg.temperature)
         rollouts = jax.lax.stop_gradient(rollouts)
-        obs, valid = train.transitions.obs, valid_steps(rollouts.terminated)
-        low, high = jnp.min(obs, axis=(0, 1)), jnp.max(obs, axis=(0, 1))
+        valid = info["valid"]
         outside = jnp.any((rollouts.next_obs < low) | (rollouts.next_obs > high), axis=-1)
         metrics = {"adv_reward": jnp.mean(info["adv_reward"]),
                    "adv_outside_data": jnp.sum(outside & valid) / jnp.sum(valid),
@@ -371,8 +379,9 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
                                  "rounds": config.model_rounds})
     adversarial_phase = Phase(name="adversarial", num_steps=config.adversarial_steps,
                               init=adversarial_init, update=adversarial_update,
-                              output=lambda state, models: (
-                                  {"encoder": state.encoder.params, "models": models}
+                              prepare=adversarial_prepare,
+                              output=lambda state, aux: (
+                                  {"encoder": state.encoder.params, "models": aux[0]}
                                   if model_data is not None else state.encoder.params))
     return Algorithm(name=name, phases=(models_phase, adversarial_phase, base.phases[-1]),
                      evaluate=base.evaluate, config=dataclasses.asdict(config),
