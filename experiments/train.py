@@ -70,12 +70,16 @@ flags.DEFINE_float("lambda_uncertainty", _D.lambda_uncertainty, "ReDA: lambda_1 
 flags.DEFINE_enum("model_uncertainty", _D.model_uncertainty, ["aleatoric", "disagreement"],
                   "ReDA: u of eq. 6 and of the meta-policy's model rows: the largest member "
                   "std of s' (aleatoric, the paper's) or the members' disagreement on s'.")
+flags.DEFINE_enum("model_holdout_metric", _D.model_holdout_metric, ["nll", "mse"],
+                  "ReDA: held-out score the models' early stopping follows: Gaussian NLL (mean "
+                  "and variance) or the mean's MSE (MBPO).")
 flags.DEFINE_float("lambda_task", _D.lambda_task, "ReDA: lambda_2 (eq. 6).")
 flags.DEFINE_float("policy_model_fraction", _D.policy_model_fraction,
                    "ReDA: fraction of the meta-policy's rows that are one-step model transitions "
                    "(reward penalised by lambda_uncertainty x u; 0: real data only).")
 flags.DEFINE_float("adversarial_weight", _D.adversarial_weight,
-                   "ReDA: weight of the adversarial-context InfoNCE term of the encoder.")
+                   "ReDA: weight of the adversarial-context InfoNCE term of the encoder (the "
+                   "real-context term has weight 1).")
 flags.mark_flags_as_required(["family", "data", "workdir"])
 
 
@@ -116,6 +120,7 @@ def main(argv):
         model_hidden=tuple(int(h) for h in FLAGS.model_hidden), model_rounds=FLAGS.model_rounds,
         model_eval_every=FLAGS.model_eval_every, starts_per_task=FLAGS.starts_per_task,
         lambda_uncertainty=FLAGS.lambda_uncertainty, model_uncertainty=FLAGS.model_uncertainty,
+        model_holdout_metric=FLAGS.model_holdout_metric,
         lambda_task=FLAGS.lambda_task,
         policy_model_fraction=FLAGS.policy_model_fraction,
         adversarial_weight=FLAGS.adversarial_weight)

@@ -1,7 +1,10 @@
 """ReDA's adversarial data generation: prefix contexts and the eq. 6 reward in situ."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxomrl.algos.reda import adversarial_batch, full_contexts, prefix_contexts
 from jaxomrl.envs.base import Transition
@@ -81,7 +84,6 @@ def test_adversarial_reward_in_situ_is_eq_6_on_the_encoders_prefix_embeddings():
 
 
 def _reda_settings():
-    import dataclasses
     from test_runner import TINY
     return dataclasses.replace(TINY, window=5, encoder_steps=4, policy_steps=4, num_models=2,
                                model_hidden=(16, 16), model_rounds=2, model_eval_every=5,
@@ -99,8 +101,15 @@ def test_reda_ablation_switches():
     assert make_reda_config("reda/no_task_reward", s).lambda_task == 0.0
     assert full.meta.encoder.encoder == "transformer"
     from jaxomrl.algos.reda import ReDAConfig
-    import dataclasses
     assert ReDAConfig.from_dict(dataclasses.asdict(full)) == full
+    # Settings reach the models; bad values are refused.
+    mse = make_reda_config("reda", dataclasses.replace(s, model_holdout_metric="mse"))
+    assert mse.dynamics.holdout_metric == mse.reward_model.holdout_metric == "mse"
+    assert full.dynamics.holdout_metric == "nll"
+    with pytest.raises(ValueError, match="holdout_metric"):
+        make_reda_config("reda", dataclasses.replace(s, model_holdout_metric="mae"))
+    with pytest.raises(ValueError, match="adversarial_weight"):
+        dataclasses.replace(full, adversarial_weight=-1.0)
 
 
 def test_reda_runs_in_the_runner_and_resume_equals_uninterrupted(tmp_path):

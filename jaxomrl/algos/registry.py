@@ -93,9 +93,10 @@ class Settings:
     starts_per_task: int = 32           # adversarial rollouts per task and step
     lambda_uncertainty: float = 1.0
     model_uncertainty: str = "aleatoric"  # u of eq. 6: aleatoric (ReDA) | disagreement
+    model_holdout_metric: str = "nll"   # early stopping of the models: nll | mse
     lambda_task: float = 1.0
     policy_model_fraction: float = 0.5  # model rows of the meta-policy's batches
-    adversarial_weight: float = 1.0     # of the adversarial-context InfoNCE term
+    adversarial_weight: float = 4.0     # of the adversarial-context InfoNCE term (ReDAConfig)
 
 
 def parse_spec(spec: str) -> Tuple[str, Tuple[str, ...]]:
@@ -154,7 +155,7 @@ def make_reda_config(spec: str, s: Settings) -> ReDAConfig:
     if name != "reda":
         raise ValueError(f"{spec!r} is not a ReDA spec")
     models = dict(hidden=tuple(s.model_hidden), ensemble_size=s.num_models,
-                  eval_every=s.model_eval_every)
+                  eval_every=s.model_eval_every, holdout_metric=s.model_holdout_metric)
     return ReDAConfig(
         meta=make_config(spec, s),
         dynamics=DynamicsConfig(target="next_state", uncertainty=s.model_uncertainty, **models),
