@@ -85,18 +85,18 @@ class Settings:
     eval_episodes: int = 1
     eval_contexts: int = 4              # context episodes per task of the fixed-context protocols
     carry_context: bool = True
-    # ReDA
-    num_models: int = 3                 # ensemble members per task (ReDA B.5)
-    model_hidden: Tuple[int, ...] = (200, 200, 200)
-    model_rounds: int = 20              # x model_eval_every SGD steps, held-out early stopping
-    model_eval_every: int = 100
-    starts_per_task: int = 32           # adversarial rollouts per task and step
-    lambda_uncertainty: float = 1.0
-    model_uncertainty: str = "aleatoric"  # u of eq. 6: aleatoric (ReDA) | disagreement
-    model_holdout_metric: str = "nll"   # early stopping of the models: nll | mse
-    lambda_task: float = 1.0
-    policy_model_fraction: float = 0.5  # model rows of the meta-policy's batches
-    adversarial_weight: float = 4.0     # of the adversarial-context InfoNCE term (ReDAConfig)
+    # ReDA (defaults: those of ReDAConfig / DynamicsConfig, defined there once)
+    num_models: int = DynamicsConfig.ensemble_size        # ensemble members per task (B.5)
+    model_hidden: Tuple[int, ...] = DynamicsConfig.hidden
+    model_rounds: int = ReDAConfig.model_rounds   # x model_eval_every SGD steps, early-stopped
+    model_eval_every: int = DynamicsConfig.eval_every
+    starts_per_task: int = ReDAConfig.starts_per_task     # adversarial rollouts per task, step
+    lambda_uncertainty: float = ReDAConfig.lambda_uncertainty
+    model_uncertainty: str = DynamicsConfig.uncertainty   # u of eq. 6: aleatoric | disagreement
+    model_holdout_metric: str = DynamicsConfig.holdout_metric   # early stopping: nll | mse
+    lambda_task: float = ReDAConfig.lambda_task
+    policy_model_fraction: float = ReDAConfig.policy_model_fraction  # model rows, policy batch
+    adversarial_weight: float = ReDAConfig.adversarial_weight  # adversarial InfoNCE term
 
 
 def parse_spec(spec: str) -> Tuple[str, Tuple[str, ...]]:
