@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags, logging
+import math
+
+from absl import flags, logging
 
 from jaxomrl.data import collect as collect_lib
+from jaxomrl.experiment import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("family", "point_robot_sparse", "Task family (jaxomrl.envs.list_families()).")
@@ -46,11 +49,29 @@ flags.DEFINE_integer("updates_per_iteration", None, "SAC updates per step of all
 flags.DEFINE_string("train_reward", None, "'reward' or an info key used as the SAC reward.")
 flags.DEFINE_bool("deterministic", False, "Roll out checkpoints with their mean actions.")
 flags.mark_flag_as_required("out_dir")
+cli.require_ints(1, "num_tasks", "horizon", "sac_steps", "checkpoint_every",
+                 "transitions_per_task", "rollout_envs", "batch_size", "num_envs",
+                 "buffer_capacity")
+cli.require_ints(0, "task_seed", "seed", "ood_transitions_per_task", "warmup_steps",
+                 "updates_per_iteration")
+cli.require_int_lists("hidden")
+cli.require_int_lists("train_checkpoints", "ood_checkpoints", lower=0)
+for _name in ("train_returns", "ood_returns"):
+    flags.register_validator(
+        _name, lambda v: v is None or all(_is_finite_number(x) for x in v),
+        message=f"--{_name} must be a comma-separated list of finite numbers")
 
 _OVERRIDABLE = ("sac_steps", "checkpoint_every", "train_checkpoints", "ood_checkpoints",
                 "transitions_per_task", "ood_transitions_per_task", "rollout_envs", "hidden",
                 "batch_size", "num_envs", "buffer_capacity", "warmup_steps",
                 "updates_per_iteration", "train_reward")
+
+
+def _is_finite_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def main(argv):
@@ -71,7 +92,7 @@ def main(argv):
         if FLAGS[name].value is not None:
             targets[name] = tuple(float(v) for v in FLAGS[name].value)
     if targets and (FLAGS["train_checkpoints"].present or FLAGS["ood_checkpoints"].present):
-        raise app.UsageError("--train_returns / --ood_returns choose the checkpoints; do not "
+        raise cli.UsageError("--train_returns / --ood_returns choose the checkpoints; do not "
                              "also give --train_checkpoints / --ood_checkpoints")
     if targets:
         settings["train_checkpoints"], settings["ood_checkpoints"] = [], None
@@ -83,7 +104,8 @@ def main(argv):
         tasks, _ = collect_lib.select_tasks(config)  # unknown family, too many tasks
         config.target_returns(tasks.num_tasks)       # one target per task (or one for all)
     except ValueError as e:
-        raise app.UsageError(str(e)) from e
+        raise cli.UsageError(str(e)) from e
+    cli.writable_dir(FLAGS.out_dir, "out_dir")
     result = collect_lib.collect(config, FLAGS.out_dir)
     print("mean episode return of the data per checkpoint (mean +- std over tasks):")
     for split, info in result.summary["datasets"].items():
@@ -95,4 +117,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, io_context=lambda: FLAGS.out_dir)

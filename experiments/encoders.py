@@ -15,9 +15,10 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from jaxomrl.data import dataset as dataset_lib
+from jaxomrl.experiment import cli
 from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
 
 FLAGS = flags.FLAGS
@@ -46,7 +47,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     train = dataset_lib.load(os.path.join(FLAGS.data_dir, "train.npz"))
     if not train.is_test.any() or train.is_test.all():
-        raise app.UsageError("the dataset needs training and test tasks (collect with --tasks=all)")
+        raise cli.UsageError("the dataset needs training and test tasks (collect with --tasks=all)")
     ood_path = os.path.join(FLAGS.data_dir, "ood.npz")
     ood = dataset_lib.load(ood_path) if os.path.exists(ood_path) else None
     train_tasks = train.select_tasks(~train.is_test).to_device()
@@ -81,4 +82,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -28,13 +28,14 @@ from typing import Any, Dict, List
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from jaxomrl.algos.offline_meta import run_data
 from jaxomrl.algos.registry import ALGORITHMS, from_run_config
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.data.collect import checkpoint_return_table
 from jaxomrl.eval import report
+from jaxomrl.experiment import cli
 from jaxomrl.experiment.runner import evaluation_keys, final_outputs, scalar_metrics, seed_summary
 from jaxomrl.io import atomic_write_text
 
@@ -47,13 +48,14 @@ flags.DEFINE_integer("contexts", 16, "Context episodes per task of the fixed-con
 flags.DEFINE_integer("tsne_contexts", 8, "Contexts per task and source in the t-SNE plot.")
 flags.DEFINE_string("out", None, "Output directory (default: <workdir>/evaluation).")
 flags.mark_flag_as_required("workdir")
+cli.require_ints(1, "episodes", "contexts", "tsne_contexts")
 
 PROTOCOLS = {"online": "on-policy (online)", "offline_ctx": "offline context",
              "offpolicy_ctx": "off-policy context"}
 SPLITS = {"test": "unseen", "train": "seen"}
 
 
-class EvaluationError(ValueError):
+class EvaluationError(cli.UsageError):
     pass
 
 
@@ -275,12 +277,9 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    try:
-        evaluate(FLAGS.workdir, FLAGS.algo, FLAGS.data, FLAGS.episodes, FLAGS.contexts,
-                 FLAGS.tsne_contexts, FLAGS.out)
-    except (EvaluationError, dataset_lib.DatasetError) as e:
-        raise app.UsageError(str(e)) from e
+    evaluate(FLAGS.workdir, FLAGS.algo, FLAGS.data, FLAGS.episodes, FLAGS.contexts,
+             FLAGS.tsne_contexts, FLAGS.out)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, io_context=lambda: FLAGS.out or FLAGS.workdir)

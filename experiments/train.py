@@ -10,22 +10,26 @@ unseen tasks (more episodes, tables and figures: ``experiments/evaluate.py``).
 ``/ablation``s); each trains into ``<workdir>/<spec>`` (``/`` -> ``-``) with ``run.json``,
 ``metrics_<phase>.csv``, ``metrics_eval.csv``, TensorBoard event files under ``tensorboard/``,
 orbax checkpoints and ``results.json``. Rerunning the command resumes killed runs and reuses
-finished ones; specs whose first phases are identical train them once
-(``<workdir>/shared_phases``). The table at the end compares the specs with the SAC experts that
-made the data.
+finished ones; a run directory holding a run with other settings (any spec of the command) is
+refused before any work, naming the fields that differ (``--overwrite`` moves such runs to
+``<workdir>/replaced/``). Training that goes non-finite stops with the phase, step, metric and
+seeds; rerunning with other settings resumes from the last finite checkpoint. Specs whose first
+phases are identical train them once (``<workdir>/shared_phases``). The table at the end compares
+the specs with the SAC experts that made the data.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from jaxomrl import algos
 from jaxomrl.algos.offline_meta import describe_data, run_data
 from jaxomrl.data import dataset as dataset_lib
-from jaxomrl.experiment.runner import RunConfig, RunConfigError, run
+from jaxomrl.experiment import cli
+from jaxomrl.experiment.runner import (RunConfig, RunConfigError, archive_run, check_workdir,
+                                       run, run_identity)
 
 FLAGS = flags.FLAGS
 _D = algos.Settings()
@@ -80,14 +84,27 @@ flags.DEFINE_float("policy_model_fraction", _D.policy_model_fraction,
 flags.DEFINE_float("adversarial_weight", _D.adversarial_weight,
                    "ReDA: weight of the adversarial-context InfoNCE term of the encoder (the "
                    "real-context term has weight 1).")
+flags.DEFINE_bool("overwrite", False, "Runs in --workdir with other settings than requested are "
+                  "moved to <workdir>/replaced/<spec>-<time> and trained anew (without it they "
+                  "are refused; a run with the same settings is always resumed or reused).")
 flags.mark_flags_as_required(["family", "data", "workdir"])
+cli.require_ints(1, "seeds", "chunk_steps", "checkpoint_every", "latent_dim", "encoder_hidden",
+                 "window", "encoder_steps", "policy_steps", "batch_size", "meta_batch",
+                 "eval_episodes", "eval_contexts", "num_models", "model_rounds",
+                 "model_eval_every", "starts_per_task")
+cli.require_ints(0, "seed_offset", "eval_every")
+cli.require_multiple("eval_every", "chunk_steps")
+cli.require_int_lists("hidden", "hyper_hidden", "model_hidden")
+cli.require_finite("alpha", "kl_weight", "rl_weight", "bc_weight", "lambda_uncertainty",
+                   "lambda_task", "adversarial_weight", lower=0.0)
+cli.require_finite("policy_model_fraction", lower=0.0, upper=1.0)
 
 
 def _dataset_path(path: str) -> str:
     if os.path.isdir(path):
         path = os.path.join(path, "train.npz")
     if not os.path.exists(path):
-        raise app.UsageError(f"--data: no dataset at {path!r} (collect one with "
+        raise cli.UsageError(f"--data: no dataset at {path!r} (collect one with "
                              "experiments/collect.py, or point --data at its train.npz)")
     return path
 
@@ -106,7 +123,8 @@ def main(argv):
         for s in specs:
             algos.parse_spec(s)
     except (dataset_lib.DatasetError, ValueError) as e:
-        raise app.UsageError(str(e)) from e
+        raise cli.UsageError(str(e)) from e
+    cli.writable_dir(FLAGS.workdir, "workdir")
     family = ds.make_family()
     settings = algos.Settings(
         hidden=tuple(int(h) for h in FLAGS.hidden),
@@ -128,29 +146,31 @@ def main(argv):
     n_train = int((~ds.is_test).sum())
     description = describe_data(path, ds, ood)
     seeds = tuple(range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds))
-    results = {}
+    # Every spec's algorithm and run directory, checked before any of them trains.
+    runs, conflicts = {}, []
     for spec in specs:
         try:
             algorithm = algos.make(spec, settings, family, n_train)
         except ValueError as e:
-            raise app.UsageError(f"{spec}: {e}") from e
+            raise cli.UsageError(f"{spec}: {e}") from e
         workdir = os.path.join(FLAGS.workdir, spec.replace("/", "-"))
         config = RunConfig(workdir=workdir, seeds=seeds, chunk_steps=FLAGS.chunk_steps,
                            checkpoint_every=FLAGS.checkpoint_every, eval_every=FLAGS.eval_every,
                            shard_seeds=FLAGS.shard_seeds,
                            share_dir=(os.path.join(FLAGS.workdir, "shared_phases")
                                       if FLAGS.share_phases else None))
-        done = os.path.join(workdir, "results.json")
-        if os.path.exists(done):
-            with open(done) as f:
-                previous = json.load(f)
-            print(f"[{spec}] finished run found in {workdir}; reusing its results.json")
-            results[spec] = previous
-            continue
         try:
-            results[spec] = run(algorithm, data, eval_data, config, description)
+            check_workdir(workdir, run_identity(algorithm, config, description))
         except RunConfigError as e:
-            raise app.UsageError(str(e)) from e
+            if not (FLAGS.overwrite and os.path.isdir(workdir)):
+                conflicts.append(str(e))
+            else:
+                print(f"[{spec}] --overwrite: the old run moved to {archive_run(workdir)}")
+        runs[spec] = (algorithm, config)
+    if conflicts:
+        raise cli.UsageError("\n".join(conflicts))
+    results = {spec: run(algorithm, data, eval_data, config, description)
+               for spec, (algorithm, config) in runs.items()}
     print_table(ds, results)
 
 
@@ -189,4 +209,4 @@ def print_table(ds, results) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, io_context=lambda: FLAGS.workdir)

@@ -92,7 +92,8 @@ def test_identical_first_phases_are_shared_and_give_the_same_result(tmp_path):
 
 def test_workdir_refuses_a_different_run(tmp_path):
     _run(tmp_path, spec="bc", stop=1)
-    with pytest.raises(RunConfigError, match="different run"):
+    with pytest.raises(RunConfigError, match=r"unfinished run of bc with other settings .*"
+                                             r"config.policy.batch_size: 32 -> 64"):
         _run(tmp_path, spec="bc", stop=1,
              settings=algos.Settings(**{**TINY.__dict__, "batch_size": 64}))
 

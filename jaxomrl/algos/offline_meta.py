@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from jaxomrl.errors import check_finite_fields
 from jaxomrl.algos.base import Algorithm, Phase
 from jaxomrl.data.dataset import check_same_tasks, digest
 from jaxomrl.data.sampler import TaskData, sample_indices, sample_task_subset, take
@@ -72,6 +73,7 @@ class MetaConfig:
     eval_contexts: int = 4
 
     def __post_init__(self):
+        check_finite_fields(self)
         if self.policy_context not in ("task", "history"):
             raise ValueError(f"policy_context must be 'task' or 'history', got "
                              f"{self.policy_context!r}")

@@ -35,6 +35,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from jaxomrl.errors import check_finite_fields
 from jaxomrl.algos.base import Algorithm, Phase
 from jaxomrl.algos.offline_meta import MetaConfig, ModelData, config_from_json, make_algorithm
 from jaxomrl.data.sampler import TaskData, sample_transitions
@@ -188,6 +189,7 @@ class ReDAConfig:
     policy_uncertainty: float = 1.0
 
     def __post_init__(self):
+        check_finite_fields(self)
         if self.meta.encoder is None or self.meta.encoder.encoder == "gru":
             raise ValueError("ReDA needs a window context encoder (transformer or mlp)")
         if self.adversary_mode not in ("sac", "random"):

@@ -41,6 +41,7 @@ from typing import Dict, Tuple
 from jaxomrl.algos.base import Algorithm
 from jaxomrl.algos.offline_meta import MetaConfig, make_algorithm
 from jaxomrl.algos.reda import ReDAConfig, make_reda
+from jaxomrl.errors import check_finite_fields
 from jaxomrl.envs.base import TaskFamily
 from jaxomrl.learners.dynamics import DynamicsConfig
 from jaxomrl.learners.encoder import EncoderConfig
@@ -97,6 +98,9 @@ class Settings:
     lambda_task: float = ReDAConfig.lambda_task
     policy_model_fraction: float = ReDAConfig.policy_model_fraction  # model rows, policy batch
     adversarial_weight: float = ReDAConfig.adversarial_weight  # adversarial InfoNCE term
+
+    def __post_init__(self):
+        check_finite_fields(self)
 
 
 def parse_spec(spec: str) -> Tuple[str, Tuple[str, ...]]:

@@ -40,6 +40,7 @@ from flax import struct
 
 from jaxomrl import __version__, envs
 from jaxomrl.data import dataset as dataset_lib
+from jaxomrl.errors import JaxomrlError, NonFiniteError, check_finite_fields, tree_all_finite
 from jaxomrl.envs.base import Task, TaskFamily
 from jaxomrl.experiment.checkpoint import Checkpointer
 from jaxomrl.io import atomic_write_text
@@ -73,6 +74,7 @@ class CollectConfig:
     ood_returns: Optional[Tuple[float, ...]] = None
 
     def __post_init__(self):
+        check_finite_fields(self)
         if self.tasks not in ("train", "test", "all"):
             raise ValueError(f"tasks must be 'train', 'test' or 'all', got {self.tasks!r}")
         if self.num_tasks is not None and self.num_tasks < 1:
@@ -258,6 +260,11 @@ class _Programs:
             before = jnp.cumsum(done, axis=0) - done                 # episodes ended earlier
             return jnp.mean(jnp.sum(jnp.where(before == 0, tr.reward, 0.0), axis=0))
 
+        def finite(state):  # [3]: agent, replay buffer, environments' observations
+            return jnp.stack([tree_all_finite(state.agent), tree_all_finite(state.buffer),
+                              tree_all_finite(state.env.obs)])
+
+        self.finite = jax.jit(jax.vmap(finite))   # [T, 3]
         self.init = jax.jit(jax.vmap(init))
         # tasks x checkpoints: mean return of every env's first episode [T, C]
         self.evaluate = jax.jit(jax.vmap(jax.vmap(first_episode_return, in_axes=(0, None, 0)),
@@ -280,6 +287,51 @@ def _programs(config: CollectConfig) -> _Programs:
                             config.num_checkpoints, config.rollout_envs, config.deterministic)
 
 
+class CollectConfigError(JaxomrlError, ValueError):
+    """The output directory holds a collection with another configuration."""
+
+
+def _check_finite(progs: _Programs, config: CollectConfig, tasks: Task, state: CollectState,
+                  metrics: Dict[str, Any], chunk: int, out_dir: str) -> None:
+    """Raises ``NonFiniteError`` naming the tasks and env steps if SAC's parameters, replay
+    buffer, the simulated observations or the losses of ``chunk`` (0: the warm-up) are not
+    finite. Called before the chunk is checkpointed, so the last checkpoint stays finite."""
+    parts = np.asarray(progs.finite(state.sac))                          # [T, 3]
+    losses = {k: np.asarray(v) for k, v in metrics.items()
+              if k not in ("episode_return", "episodes")}                # [T] each
+    bad_loss = {k: ~np.isfinite(v) for k, v in losses.items()}
+    bad = ~parts.all(1) | np.any([v for v in bad_loss.values()] or [np.zeros(len(parts), bool)],
+                                 axis=0)
+    if not bad.any():
+        return
+    t = int(np.argmax(bad))
+    agent_ok, buffer_ok, obs_ok = parts[t]
+    nan_losses = [k for k, v in bad_loss.items() if v[t]]
+    if not agent_ok:
+        what = "the SAC agent diverged (non-finite parameters"
+        what += f"; losses {', '.join(nan_losses)})" if nan_losses else ")"
+    elif not (buffer_ok and obs_ok):
+        what = ("the simulation blew up under a finite agent (non-finite "
+                f"{'observations' if not obs_ok else 'replay-buffer transitions'})")
+    else:
+        what = f"non-finite losses {', '.join(nan_losses)}"
+    per_chunk = config.env_steps_per_checkpoint
+    warm = config.online.warmup_iterations * config.online.num_envs
+    steps = (f"in the warm-up (env steps 1-{warm} per task)" if chunk == 0 else
+             f"between env steps {warm + (chunk - 1) * per_chunk + 1:,} and "
+             f"{warm + chunk * per_chunk:,} per task (checkpoint {chunk} of "
+             f"{config.num_checkpoints})")
+    attrs = np.round(np.asarray(tasks.attributes[t], np.float64), 4).tolist()
+    kept = (f"checkpoint {chunk - 1}, the last finite one, is kept in "
+            f"{os.path.join(out_dir, 'sac_checkpoints')}" if chunk else "nothing was saved")
+    raise NonFiniteError(
+        f"collection on {config.family} became non-finite {steps}: in task {t} (attributes "
+        f"{attrs}) {what}; tasks affected: "
+        f"{np.flatnonzero(bad).tolist()}. No dataset was written and {kept}; change the SAC "
+        "settings (learning rate, batch, updates per iteration) and collect into a new "
+        "--out_dir")
+
+
 def _check_config_file(config: CollectConfig, out_dir: str) -> None:
     path = os.path.join(out_dir, "collect_config.json")
     mine = config.to_json()
@@ -288,8 +340,11 @@ def _check_config_file(config: CollectConfig, out_dir: str) -> None:
             theirs = CollectConfig.from_json(json.load(f)).to_json()  # fields added since: defaults
         if theirs != mine:
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-            raise ValueError(f"{out_dir} holds a collection with a different configuration "
-                             f"(differs in: {', '.join(diff)}); use another output directory")
+            shown = "; ".join(f"{k}: {json.dumps(theirs.get(k))} -> {json.dumps(mine.get(k))}"
+                              for k in diff)
+            raise CollectConfigError(
+                f"{out_dir} holds a collection with a different configuration (old -> "
+                f"requested: {shown}); use another output directory")
     else:
         atomic_write_text(path, json.dumps(mine, indent=1, sort_keys=True))
 
@@ -419,6 +474,7 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
             log(f"resumed from {ckpt.directory} at checkpoint {latest}/{k_total}")
         else:
             state = fresh()
+            _check_finite(progs, config, tasks, state, {}, 0, out_dir)
             ckpt.save(0, state)
             log(f"{family.name}: SAC on {num_tasks} tasks, {k_total} checkpoints x "
                 f"{config.env_steps_per_checkpoint} env steps per task")
@@ -429,6 +485,7 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
             ret = metrics["episode_return"]
             state = CollectState(sac=sac_state, bank=bank, curve=state.curve.at[k].set(ret),
                                  chunk=jnp.asarray(k, jnp.int32))
+            _check_finite(progs, config, tasks, state, metrics, k, out_dir)
             ckpt.save(k, state)
             ran += 1
             ret = np.asarray(ret)
@@ -443,9 +500,7 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
                 f" | {rets} | {sps:,.0f} env steps/s | {elapsed:.0f}s, ETA {eta:.0f}s")
             _write_progress(out_dir, config, np.asarray(state.curve), k)
             if stop_after_chunks is not None and ran >= stop_after_chunks and k < k_total:
-                ckpt.wait()
                 return None
-        ckpt.wait()
     finally:
         ckpt.close()
 

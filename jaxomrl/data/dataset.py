@@ -48,6 +48,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from jaxomrl.errors import JaxomrlError
 from jaxomrl.io import atomic_write
 
 FORMAT = "jaxomrl.MultiTaskDataset"
@@ -71,7 +72,7 @@ REQUIRED_META = ("format", "version", "family", "family_config", "obs_dim", "act
                  "provenance", "sha256")
 
 
-class DatasetError(ValueError):
+class DatasetError(JaxomrlError, ValueError):
     """A dataset file is missing, unreadable, of another version or family, or inconsistent."""
 
 

@@ -1,7 +1,9 @@
 """Orbax checkpointing of whole training-state pytrees, for resumable runs.
 
 Orbax writes each step to a temporary directory and renames it when complete, so a run killed
-mid-save resumes from the previous complete step.
+mid-save resumes from the previous complete step. Saves are synchronous: a failed write (a full
+disk, a permission) raises from ``save`` in the caller's thread, before the run goes on, and
+``latest_step`` is always a complete, readable checkpoint.
 """
 from __future__ import annotations
 
@@ -27,14 +29,15 @@ class Checkpointer:
     def __init__(self, directory: str, max_to_keep: int = 2):
         self.directory = os.path.abspath(directory)
         self._manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                                                 cleanup_tmp_directories=True))
+            self.directory, options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
+                enable_async_checkpointing=False))
 
     def latest_step(self) -> Optional[int]:
         return self._manager.latest_step()
 
     def save(self, step: int, state: Any) -> None:
-        """Starts saving ``state`` as ``step`` (asynchronously; ``wait`` or the next save joins)."""
+        """Saves ``state`` as ``step`` (returns when it is complete on disk)."""
         self._manager.save(step, args=ocp.args.StandardSave(_nonempty(state)))
 
     def restore(self, step: int, like: Any) -> Any:
@@ -46,9 +49,6 @@ class Checkpointer:
         out = [saved[str(i)] if str(i) in saved else jnp.zeros(x.shape, x.dtype)
                for i, x in enumerate(leaves)]
         return jax.tree_util.tree_unflatten(treedef, out)
-
-    def wait(self) -> None:
-        self._manager.wait_until_finished()
 
     def close(self) -> None:
         self._manager.wait_until_finished()

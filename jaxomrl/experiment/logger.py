@@ -2,7 +2,8 @@
 
 CSV files are wide: ``step, seconds`` then, for every metric, its mean over seeds and one column
 per seed (``loss``, ``loss/seed0``, ...). Rows are flushed as they are written. On resume,
-``truncate(phase, step)`` drops rows past the restored checkpoint so curves have no duplicates, and
+``truncate(phase, step)`` drops rows past the restored checkpoint (and rows a failed write left
+incomplete) so curves have no duplicates, and
 the TensorBoard writers purge events past the restored global step.
 """
 from __future__ import annotations
@@ -36,7 +37,9 @@ class RunLogger:
             rows = list(csv.reader(f))
         if not rows:
             return
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= last_step]
+        # a row cut short by a failed write (a full disk) has fewer columns: dropped
+        kept = [rows[0]] + [r for r in rows[1:]
+                            if len(r) == len(rows[0]) and int(r[0]) <= last_step]
         with open(path, "w", newline="") as f:
             csv.writer(f).writerows(kept)
 

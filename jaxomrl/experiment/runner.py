@@ -11,9 +11,18 @@ checkpoint of ``(inputs, state)``. With ``shard_seeds`` the seed axis is split o
 Randomness is a pure function of (seed, phase, chunk index), so a run killed at any point and
 started again with the same workdir resumes from its last checkpoint and ends with the same
 parameters as an uninterrupted run. A workdir remembers its configuration (``run.json``) and
-refuses a different one. With ``share_dir``, a phase's outputs are published there when it ends,
-keyed by a digest of the configs of the phases up to it (``Phase.config``), the seeds, chunking
-and data; a fresh run whose first phases have the same digest starts after them from the
+refuses a different one -- finished or not -- naming the fields that differ (``check_workdir``;
+``archive_run`` moves an old run aside); a finished run with the same identity is reused.
+
+At every chunk boundary the runner checks, inside the jitted chunk, that every metric of every
+step and the whole state are finite. On the first NaN / inf it stops with a ``NonFiniteError``
+naming the algorithm, phase, step, first non-finite metric and seeds, saves nothing from that
+chunk and writes no results; ``diverged.json`` records where. The same workdir then accepts the
+same algorithm with other settings (same seeds, chunking and data) and resumes from the last
+finite checkpoint; ``settings_changes.json`` and ``results.json`` record the change.
+
+With ``share_dir``, a phase's outputs are published there when it ends, keyed by a digest of
+the configs of the phases up to it (``Phase.config``), the seeds, chunking and data; a fresh run whose first phases have the same digest starts after them from the
 published outputs (e.g. the ablations of a policy head share one trained encoder), with the same
 result as training them again. At the end ``results.json`` holds the final evaluation per seed
 and as mean +- std over seeds, and the per-task arrays.
@@ -34,6 +43,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxomrl.algos.base import Algorithm
+from jaxomrl.errors import JaxomrlError, NonFiniteError, steps_finite, tree_all_finite
 from jaxomrl.experiment.checkpoint import Checkpointer
 from jaxomrl.experiment.logger import RunLogger
 from jaxomrl.io import atomic_write_text
@@ -41,8 +51,8 @@ from jaxomrl.io import atomic_write_text
 EVAL_KEY = 10_000  # fold-in constant of the evaluation key (the same key at every evaluation)
 
 
-class RunConfigError(ValueError):
-    """The workdir holds a different run."""
+class RunConfigError(JaxomrlError, ValueError):
+    """The workdir holds a different run (or one the request cannot continue)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +144,122 @@ def scalar_metrics(evaluation: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     return out
 
 
+RUN_JSON, RESULTS_JSON = "run.json", "results.json"
+DIVERGED_JSON, CHANGES_JSON = "diverged.json", "settings_changes.json"
+
+
+def run_identity(algorithm: Algorithm, config: RunConfig,
+                 description: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Everything that changes a run's numbers, as stored in ``run.json`` (standard JSON)."""
+    identity = {"algorithm": algorithm.name, "config": algorithm.config,
+                "seeds": list(config.seeds), "chunk_steps": config.chunk_steps,
+                "eval_every": config.eval_every, "description": description or {}}
+    return json.loads(json.dumps(identity, default=str, allow_nan=False))
+
+
+def identity_diff(old: Any, new: Any, path: str = "") -> List[str]:
+    """``["config.policy.hidden: [16, 16] -> [32, 32]", ...]``: the leaves that differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += identity_diff(old.get(k, "(absent)"), new.get(k, "(absent)"),
+                                 f"{path}.{k}" if path else str(k))
+        return out
+    if old == new:
+        return []
+    show = lambda v: (v if len(v) < 60 else v[:57] + "...") if isinstance(v, str) else \
+        json.dumps(v)[:60]
+    return [f"{path or '(run)'}: {show(old)} -> {show(new)}"]
+
+
+def _read_json(path: str) -> Optional[Dict[str, Any]]:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def check_workdir(workdir: str, identity: Dict[str, Any]) -> str:
+    """What ``workdir`` holds for a run of ``identity``, checked before any work.
+
+    Returns ``"new"`` (nothing yet), ``"unfinished"`` (the same run, to resume), ``"finished"``
+    (the same run, done: its ``results.json`` is reused) or ``"diverged"`` (the same algorithm,
+    seeds, chunking and data stopped on non-finite values; it resumes from its last finite
+    checkpoint, with these settings). Raises ``RunConfigError`` naming the differing fields if the
+    workdir holds any other run, finished or not, or is a file.
+    """
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise RunConfigError(f"workdir {workdir} is a file, not a directory")
+    saved = _read_json(os.path.join(workdir, RUN_JSON))
+    if saved is None:
+        return "new"
+    diverged = _read_json(os.path.join(workdir, DIVERGED_JSON))
+    finished = os.path.exists(os.path.join(workdir, RESULTS_JSON))
+    diff = identity_diff(saved, identity)
+    if not diff:
+        return "finished" if finished else "diverged" if diverged else "unfinished"
+    if diverged and not finished and all(d.startswith("config.") for d in diff):
+        return "diverged"
+    state = "a finished" if finished else "an unfinished"
+    shown = "; ".join(diff[:8]) + (f"; ... ({len(diff)} fields)" if len(diff) > 8 else "")
+    raise RunConfigError(
+        f"{workdir} holds {state} run of {saved.get('algorithm')} with other settings "
+        f"(old -> requested: {shown}). Use another workdir, or overwrite it (train.py "
+        f"--overwrite moves the old run to {archive_path(workdir)})")
+
+
+def archive_path(workdir: str) -> str:
+    """Where ``archive_run`` moves ``workdir``: ``<parent>/replaced/<name>-<UTC time>`` (outside
+    the parent's run directories, so ``experiments/evaluate.py`` does not list it)."""
+    workdir = os.path.abspath(workdir)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return os.path.join(os.path.dirname(workdir), "replaced",
+                        f"{os.path.basename(workdir)}-{stamp}")
+
+
+def archive_run(workdir: str) -> str:
+    """Moves the run in ``workdir`` aside (``archive_path``) and returns where it went."""
+    dest = archive_path(workdir)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    n, base = 1, dest
+    while os.path.exists(dest):
+        n, dest = n + 1, f"{base}.{n}"
+    os.rename(workdir, dest)
+    return dest
+
+
+def _end_point(algorithm: Algorithm, schedule, chunks: int) -> Optional[List[Any]]:
+    """``[phase name, step]`` at which the first ``chunks`` chunks of ``schedule`` end."""
+    if not chunks:
+        return None
+    p, _, start, n = schedule[min(chunks, len(schedule)) - 1]
+    return [algorithm.phases[p].name, start + n]
+
+
+def _nonfinite_message(name: str, phase: str, start: int, n: int, finite_metrics, state_ok,
+                       seeds: List[int]) -> Optional[str]:
+    """A description of the first non-finite value of a chunk (None if all is finite).
+    ``finite_metrics``: ``{metric: [seeds, n]}`` per-step flags; ``state_ok``: ``[seeds]``."""
+    names = sorted(finite_metrics)
+    ok = (np.stack([np.asarray(finite_metrics[k]) for k in names], -1) if names
+          else np.ones((len(seeds), n, 0), bool))                     # [S, n, M]
+    step_ok = ok.all(-1)                                                # [S, n]
+    state_ok = np.asarray(state_ok, bool)
+    bad_seeds = [s for i, s in enumerate(seeds) if not (step_ok[i].all() and state_ok[i])]
+    if not bad_seeds:
+        return None
+    where = f"phase '{phase}' of {name}"
+    if not step_ok.all():
+        first = min(int(np.argmin(step_ok[i])) for i in range(len(seeds)) if not step_ok[i].all())
+        metrics = [k for m, k in enumerate(names) if not ok[:, first, m].all()]
+        what = (f"at {where}, step {start + first + 1} (chunk of steps {start + 1}-{start + n}): "
+                f"first non-finite metric {metrics[0]}"
+                + (f" (also {', '.join(metrics[1:])})" if metrics[1:] else ""))
+    else:
+        what = (f"at {where}, steps {start + 1}-{start + n}: the training state became "
+                "non-finite while its metrics stayed finite")
+    return f"{what}; seeds affected: {bad_seeds}"
+
 def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
         description: Optional[Dict[str, Any]] = None,
         stop_after_chunks: Optional[int] = None) -> Optional[Dict[str, Any]]:
@@ -149,26 +275,26 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
       stop_after_chunks: stop (checkpointed) after this many chunks in this call; for tests of
         resumption. Returns None in that case.
 
-    Returns the results dictionary also written to ``workdir/results.json``.
+    Returns the results dictionary also written to ``workdir/results.json`` (that of the
+    finished run if ``workdir`` already holds this run, finished). Raises ``RunConfigError`` if
+    the workdir holds another run, ``NonFiniteError`` if training or evaluation goes non-finite.
     """
+    identity = run_identity(algorithm, config, description)
+    status = check_workdir(config.workdir, identity)
+    run_json = os.path.join(config.workdir, RUN_JSON)
+    if status == "finished":
+        if config.verbose:
+            print(f"[{algorithm.name}] finished run with the same settings found in "
+                  f"{config.workdir}; reusing its results.json", flush=True)
+        return _read_json(os.path.join(config.workdir, RESULTS_JSON))
     os.makedirs(config.workdir, exist_ok=True)
-    seeds = list(config.seeds)
-    identity = {"algorithm": algorithm.name, "config": algorithm.config,
-                "seeds": seeds, "chunk_steps": config.chunk_steps,
-                "eval_every": config.eval_every, "description": description or {}}
-    identity = json.loads(json.dumps(identity, default=str))
-    run_json = os.path.join(config.workdir, "run.json")
-    if os.path.exists(run_json):
-        with open(run_json) as f:
-            saved = json.load(f)
-        if saved != identity:
-            diff = sorted(k for k in identity if saved.get(k) != identity[k])
-            raise RunConfigError(f"{config.workdir} holds a different run (differs in {diff}); "
-                                 "use a new --workdir or delete the old one")
-    else:
+    if status == "new":
         atomic_write_text(run_json, json.dumps(identity, indent=1, sort_keys=True))
+    diverged = _read_json(os.path.join(config.workdir, DIVERGED_JSON)) \
+        if status == "diverged" else None
 
     # Placement: seeds on the leading axis, optionally split over devices.
+    seeds = list(config.seeds)
     if config.shard_seeds:
         devices = jax.devices()
         if len(seeds) % len(devices):
@@ -202,7 +328,9 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
                 keys = jax.random.split(key, n)
                 state, metrics = jax.lax.scan(lambda s, k: phase.update(s, k, aux, data),
                                               state, keys)
-                return state, jax.tree_util.tree_map(lambda m: jnp.mean(m, axis=0), metrics)
+                finite = (steps_finite(metrics, n), tree_all_finite(state))
+                return state, jax.tree_util.tree_map(lambda m: jnp.mean(m, axis=0),
+                                                     metrics), finite
 
             chunk_fns[(p, n)] = jax.jit(jax.vmap(one_seed, in_axes=(0, 0, 0, None)))
         return chunk_fns[(p, n)]
@@ -217,14 +345,44 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
     done_chunks = ckpt.latest_step() or 0
     inputs = put_seeds(jnp.zeros((len(seeds),)))  # the first phase's inputs: a placeholder
     if done_chunks:
-        p_done = schedule[done_chunks - 1][0]
+        p_done = schedule[min(done_chunks, len(schedule)) - 1][0]
+        if diverged is not None and _end_point(algorithm, schedule, done_chunks) \
+                != diverged["resume_point"]:
+            ckpt.close()
+            raise RunConfigError(
+                f"{config.workdir}: with the new settings, chunk {done_chunks} no longer ends at "
+                f"{diverged['resume_point']} (the last finite checkpoint of the diverged run); "
+                "keep the steps of the phases before it, or start over (--overwrite)")
         like_inputs, like_state = _templates(algorithm, data, len(seeds), p_done)
-        saved = ckpt.restore(done_chunks, {"inputs": like_inputs, "state": like_state})
+        try:
+            saved = ckpt.restore(done_chunks, {"inputs": like_inputs, "state": like_state})
+        except (ValueError, KeyError) as e:
+            ckpt.close()
+            if diverged is None:
+                raise
+            raise RunConfigError(
+                f"{config.workdir}: the last finite checkpoint of the diverged run does not fit "
+                f"the new settings (shapes of the state differ: {str(e)[:200]}); change only "
+                "weights, rates and step counts of later phases, or start over (--overwrite)"
+            ) from e
         inputs, state = put_seeds(saved["inputs"]), put_seeds(saved["state"])
         aux = prepare[p_done](inputs, data)
         current = p_done
     else:
         current = None
+    if diverged is not None:
+        previous = _read_json(run_json)
+        changes = _read_json(os.path.join(config.workdir, CHANGES_JSON)) or []
+        changes.append({"resumed_after_chunk": done_chunks, "diverged": diverged["message"],
+                        "changed": identity_diff(previous, identity),
+                        "previous_config": previous["config"]})
+        atomic_write_text(os.path.join(config.workdir, CHANGES_JSON),
+                          json.dumps(changes, indent=1, allow_nan=False))
+        atomic_write_text(run_json, json.dumps(identity, indent=1, sort_keys=True))
+        os.remove(os.path.join(config.workdir, DIVERGED_JSON))
+        if config.verbose:
+            print(f"[{algorithm.name}] resuming the diverged run after chunk {done_chunks}, "
+                  f"settings changed: {'; '.join(changes[-1]['changed']) or 'none'}", flush=True)
     # A fresh run takes the outputs of its longest prefix of phases another run already trained
     # with the same configs, seeds and data (``share_dir``); its later phases then start from them.
     digests = _phase_digests(algorithm, identity)
@@ -276,53 +434,83 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
         logger.write("eval", step, global_step, seconds, scalar_metrics(ev))
         return ev
 
+    def stop_nonfinite(message: str) -> None:
+        """Records where the run diverged and raises (the last finite checkpoint stays)."""
+        last = ckpt.latest_step() or 0
+        point = _end_point(algorithm, schedule, last)
+        atomic_write_text(os.path.join(config.workdir, DIVERGED_JSON), json.dumps(
+            {"message": message, "resume_point": point, "last_finite_chunk": last}, indent=1))
+        kept = (f"the last finite checkpoint ({point[0]} step {point[1]}) is kept in "
+                f"{config.workdir}" if last else "no earlier checkpoint exists in this workdir")
+        raise NonFiniteError(
+            f"training became non-finite {message}. Nothing was saved from it and no results "
+            f"were written; {kept}. Rerun into the same workdir with other settings (e.g. a "
+            "smaller weight or learning rate) to resume from there, or start over elsewhere")
+
     t_start = time.time()
     global_step = purge
     chunks_this_call = 0
-    for g in range(first_chunk, len(schedule)):
-        p, c, start, n = schedule[g]
-        phase = algorithm.phases[p]
-        if current != p:
-            if current is not None:
-                inputs = output[current](state, aux)
-                share(current, inputs)
-            aux, state = phase_init(p, inputs)
-            current = p
-            t_phase, steps_phase = time.time(), 0
-        elif chunks_this_call == 0:
-            t_phase, steps_phase = time.time(), 0
-        key = jax.vmap(lambda k: jax.random.fold_in(k, 1 + c))(phase_keys[p])
-        state, metrics = chunk_fn(p, n)(state, key, aux, data)
-        metrics = jax.device_get(metrics)
-        global_step += n
-        steps_phase += n
-        elapsed = time.time() - t_start
-        logger.write(phase.name, start + n, global_step, elapsed, metrics)
-        if p == last_phase and config.eval_every and (start + n) % config.eval_every == 0 \
-                and start + n < phase.num_steps:
-            log_eval(start + n, global_step, elapsed)
-        chunks_this_call += 1
-        stopping = stop_after_chunks is not None and chunks_this_call >= stop_after_chunks
-        phase_ends = g + 1 == len(schedule) or schedule[g + 1][0] != p
-        if (g + 1) % config.checkpoint_every == 0 or phase_ends or stopping:
-            ckpt.save(g + 1, {"inputs": inputs, "state": state})
-        if config.verbose:
-            rate = steps_phase / max(time.time() - t_phase, 1e-9)
-            eta = (phase.num_steps - start - n) / max(rate, 1e-9)
-            shown = " ".join(f"{k}={float(np.mean(v)):.4g}" for k, v in sorted(metrics.items())
-                             if k in ("loss", "actor_loss", "critic_loss", "infonce", "bc_loss",
-                                      "batch_task_accuracy"))
-            print(f"[{algorithm.name}] {phase.name} {start + n}/{phase.num_steps} | "
-                  f"{rate:.0f} steps/s x {len(seeds)} seeds | phase ETA {eta:.0f}s | {shown}", flush=True)
-        if stopping and g + 1 < len(schedule):
-            ckpt.close()
-            logger.close()
-            return None
-    ckpt.close()
+    try:
+        for g in range(first_chunk, len(schedule)):
+            p, c, start, n = schedule[g]
+            phase = algorithm.phases[p]
+            if current != p:
+                if current is not None:
+                    inputs = output[current](state, aux)
+                    share(current, inputs)
+                aux, state = phase_init(p, inputs)
+                current = p
+                t_phase, steps_phase = time.time(), 0
+            elif chunks_this_call == 0:
+                t_phase, steps_phase = time.time(), 0
+            key = jax.vmap(lambda k: jax.random.fold_in(k, 1 + c))(phase_keys[p])
+            state, metrics, finite = chunk_fn(p, n)(state, key, aux, data)
+            metrics, finite = jax.device_get((metrics, finite))
+            problem = _nonfinite_message(algorithm.name, phase.name, start, n, finite[0],
+                                         finite[1], seeds)
+            if problem:
+                stop_nonfinite(problem)
+            global_step += n
+            steps_phase += n
+            elapsed = time.time() - t_start
+            logger.write(phase.name, start + n, global_step, elapsed, metrics)
+            if p == last_phase and config.eval_every and (start + n) % config.eval_every == 0 \
+                    and start + n < phase.num_steps:
+                log_eval(start + n, global_step, elapsed)
+            chunks_this_call += 1
+            stopping = stop_after_chunks is not None and chunks_this_call >= stop_after_chunks
+            phase_ends = g + 1 == len(schedule) or schedule[g + 1][0] != p
+            if (g + 1) % config.checkpoint_every == 0 or phase_ends or stopping:
+                ckpt.save(g + 1, {"inputs": inputs, "state": state})
+            if config.verbose:
+                rate = steps_phase / max(time.time() - t_phase, 1e-9)
+                eta = (phase.num_steps - start - n) / max(rate, 1e-9)
+                shown = " ".join(f"{k}={float(np.mean(v)):.4g}"
+                                 for k, v in sorted(metrics.items())
+                                 if k in ("loss", "actor_loss", "critic_loss", "infonce",
+                                          "bc_loss", "batch_task_accuracy"))
+                print(f"[{algorithm.name}] {phase.name} {start + n}/{phase.num_steps} | "
+                      f"{rate:.0f} steps/s x {len(seeds)} seeds | phase ETA {eta:.0f}s | {shown}",
+                      flush=True)
+            if stopping and g + 1 < len(schedule):
+                return None
 
-    final_step = algorithm.phases[last_phase].num_steps
-    evaluation = log_eval(final_step, global_step, time.time() - t_start)
-    logger.close()
+        final_step = algorithm.phases[last_phase].num_steps
+        evaluation = log_eval(final_step, global_step, time.time() - t_start)
+    finally:
+        ckpt.close()
+        logger.close()
+    bad = sorted(k for k, v in evaluation.items()
+                 if np.issubdtype(np.asarray(v).dtype, np.inexact)
+                 and not np.all(np.isfinite(v)))
+    if bad:
+        which = [s for i, s in enumerate(seeds)
+                 if not all(np.all(np.isfinite(evaluation[k][i])) for k in bad)]
+        raise NonFiniteError(
+            f"the evaluation of {algorithm.name} gave non-finite values ({', '.join(bad)}; "
+            f"seeds {which}) from finite parameters, so no results were written: the "
+            "simulation of the evaluation episodes is the first suspect")
+    changes = _read_json(os.path.join(config.workdir, CHANGES_JSON))
     results = {
         "algorithm": algorithm.name,
         "seeds": seeds,
@@ -333,8 +521,10 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
         "phases_shared_in_this_call": shared,
         "run": identity,
     }
-    atomic_write_text(os.path.join(config.workdir, "results.json"),
-                      json.dumps(results, indent=1, sort_keys=True))
+    if changes:
+        results["settings_changes"] = changes
+    atomic_write_text(os.path.join(config.workdir, RESULTS_JSON),
+                      json.dumps(results, indent=1, sort_keys=True, allow_nan=False))
     return results
 
 

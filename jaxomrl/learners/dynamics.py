@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from jaxomrl.errors import check_finite_fields
 from jaxomrl.data.sampler import TaskData
 from jaxomrl.envs.base import Transition
 from jaxomrl.losses import dynamics as dyn_losses
@@ -72,6 +73,7 @@ class DynamicsConfig:
     holdout_metric: str = "nll"
 
     def __post_init__(self):
+        check_finite_fields(self)
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {sorted(TARGETS)}, got {self.target!r}")
         if self.uncertainty not in ("aleatoric", "disagreement"):

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from jaxomrl.errors import check_finite_fields
 from jaxomrl.data.sampler import (TaskData, sample_episodes, sample_task_subset,
                                   sample_transitions, sample_windows)
 from jaxomrl.envs.base import Transition
@@ -62,7 +63,7 @@ class EncoderConfig:
     pooling: str = "mean"                # mlp encoder: mean | attention
     window: int = 16                     # transitions per context
     contexts_per_task: int = 8
-    meta_batch: Optional[int] = None     # tasks per step (None: all)
+    meta_batch: Optional[int] = None     # tasks per step (None or more than there are: all)
     learning_rate: float = 3e-4
     vae_weight: float = 0.0
     kl_weight: float = 0.1
@@ -78,6 +79,7 @@ class EncoderConfig:
     corro_next_obs_std: float = 0.0
 
     def __post_init__(self):
+        check_finite_fields(self)
         if self.encoder not in ("gru", "transformer", "mlp"):
             raise ValueError(f"encoder must be gru, transformer or mlp, got {self.encoder!r}")
         if self.alpha < 0:
@@ -211,8 +213,9 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
 
     def loss_fn(params, data: TaskData, key):
         k_task, k_ctx, k_nce, k_vae, k_corro = jax.random.split(key, 5)
-        tasks = (None if config.meta_batch is None
-                 else sample_task_subset(k_task, data.num_tasks, config.meta_batch))
+        tasks = (None if config.meta_batch is None   # at most every task, as the policy's
+                 else sample_task_subset(k_task, data.num_tasks,
+                                         min(config.meta_batch, data.num_tasks)))
         task_idx = jnp.arange(data.num_tasks) if tasks is None else tasks
         ctx, mask, query = sample_contexts(data, k_ctx, config.contexts_per_task, tasks)
         m_tasks, s = mask.shape[:2]

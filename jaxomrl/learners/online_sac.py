@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxomrl.errors import check_finite_fields
 from jaxomrl.data.replay import ReplayBuffer, replay_add, replay_init, replay_sample
 from jaxomrl.envs.base import EnvState, Task, TaskFamily, Transition
 from jaxomrl.learners.sac import SAC, SACConfig, SACState, make_sac
@@ -40,6 +41,7 @@ class OnlineSACConfig:
     train_reward: str = "reward"        # "reward", or an info key of the family (reward shaping)
 
     def __post_init__(self):
+        check_finite_fields(self)
         if self.num_envs < 1 or self.updates_per_iteration < 0 or self.warmup_steps < 0:
             raise ValueError("num_envs must be >= 1; updates_per_iteration, warmup_steps >= 0")
         if self.buffer_capacity < self.num_envs:

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from jaxomrl.errors import check_finite_fields
 from jaxomrl.envs.base import Transition
 from jaxomrl.losses import sac as sac_losses
 from jaxomrl.nets.actor_critic import (Critic, TanhGaussianActor, tanh_gaussian_mode,
@@ -57,6 +58,7 @@ class SACConfig:
     bc_weight: float = 0.0                  # > 0: SAC+BC actor loss; with rl_weight 0: BC only
 
     def __post_init__(self):
+        check_finite_fields(self)
         if self.head not in ("none", "concat", "hyper"):
             raise ValueError(f"head must be none, concat or hyper, got {self.head!r}")
         if self.rl_weight < 0 or self.bc_weight < 0 or (self.rl_weight == 0 and

@@ -1,0 +1,160 @@
+"""What the command lines (``experiments/*.py``) share: flag checks and failures as one line.
+
+    cli.require_ints(1, "seeds", "chunk_steps")     # absl validators: the flag and its range
+    cli.require_finite("rl_weight", lower=0.0)
+    cli.run(main, io_context=lambda: FLAGS.workdir)  # instead of absl.app.run(main)
+
+``run`` turns the failures a user can act on into ``<program>: error: <message>`` on stderr,
+without a traceback: a ``UsageError`` (exit status 2), any other ``JaxomrlError`` -- a refused
+dataset, another run in the workdir, training that went non-finite -- (status 1), and an I/O
+failure anywhere in an exception's chain (a full disk, no permission, a read-only file system,
+a path that is not a directory): one line naming the path and the cause (status 1). Everything
+else is a bug and keeps its traceback. A flag that fails its validator is reported by absl
+before any work (``FATAL Flags parsing error: flag --seeds=0: ...``, status 1).
+"""
+from __future__ import annotations
+
+import errno
+import math
+import os
+import sys
+import tempfile
+from typing import Callable, Iterator, Optional, Sequence
+
+from absl import app, flags
+
+from jaxomrl.errors import JaxomrlError
+
+FLAGS = flags.FLAGS
+
+# Errors of writing a run's files the user fixes outside the program.
+IO_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+             errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+             errno.EROFS: "read-only file system", errno.ENOTDIR: "not a directory",
+             errno.EISDIR: "is a directory", errno.EFBIG: "file too large",
+             errno.EIO: "input/output error"}
+
+
+class UsageError(JaxomrlError):
+    """A command line the program cannot run (exit status 2)."""
+
+
+def _check(names: Sequence[str], ok: Callable, what: str) -> None:
+    for name in names:
+        flags.register_validator(name, lambda v, ok=ok: v is None or ok(v),
+                                 message=f"--{name} must be {what}")
+
+
+def require_ints(lower: int, *names: str) -> None:
+    """Integer flags ``names`` must be ``>= lower`` (unset ``None`` flags pass)."""
+    _check(names, lambda v: v >= lower, f"an integer >= {lower}")
+
+
+def require_int_lists(*names: str, lower: int = 1) -> None:
+    """Comma-separated list flags ``names`` must hold integers ``>= lower``."""
+    def ok(values):
+        try:
+            return all(int(v) >= lower for v in values)
+        except ValueError:
+            return False
+    _check(names, ok, f"a comma-separated list of integers >= {lower}, e.g. 64,64")
+
+
+def require_finite(*names: str, lower: Optional[float] = None,
+                   upper: Optional[float] = None, strict: bool = False) -> None:
+    """Float flags ``names`` must be finite (not nan / inf) and within ``[lower, upper]``
+    (``(lower, upper]`` if ``strict``)."""
+    def ok(v):
+        return (math.isfinite(v) and (lower is None or (v > lower if strict else v >= lower))
+                and (upper is None or v <= upper))
+    bounds = "" if lower is None else f" {'>' if strict else '>='} {lower:g}"
+    bounds += "" if upper is None else f"{' and' if bounds else ''} <= {upper:g}"
+    _check(names, ok, f"a finite number{bounds}")
+
+
+def require_multiple(name: str, of: str) -> None:
+    """Integer flag ``name`` must be a multiple of integer flag ``of`` (0 passes)."""
+    flags.register_multi_flags_validator(
+        [name, of], lambda d: not d[name] or not d[of] or d[name] % d[of] == 0,
+        message=f"--{name} must be a multiple of --{of} (or 0)")
+
+
+def writable_dir(path: str, flag: str) -> None:
+    """Refuses (``UsageError``) a ``path`` that cannot become a writable directory: a file, or
+    a directory (or its nearest existing ancestor) where no file can be created. Creates
+    nothing."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        where = "is a file" if probe == os.path.abspath(path) else f"lies under the file {probe}"
+        raise UsageError(f"--{flag}={path} {where}, not a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".write-probe-", dir=probe)
+        os.close(fd)
+        os.remove(tmp)
+    except OSError as e:
+        raise UsageError(f"--{flag}={path}: cannot write in {probe} "
+                         f"({e.strerror or e}); choose a writable directory") from e
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
+
+
+def io_failure(exc: BaseException) -> Optional[str]:
+    """``"<cause>: <path>"`` if ``exc`` or any exception in its chain is an I/O failure the user
+    fixes outside the program (``IO_ERRNOS``; also tensorstore's messages of them), else None."""
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno in IO_ERRNOS:
+            path = e.filename or ""
+            return f"{IO_ERRNOS[e.errno]}" + (f" ({path})" if path else "")
+    for e in _chain(exc):
+        text = str(e)
+        for code, cause in IO_ERRNOS.items():
+            if os.strerror(code).lower() in text.lower():
+                return cause
+    return None
+
+
+def fail(message: str, status: int = 1, hard: bool = False) -> None:
+    """Prints ``<program>: error: <message>`` to stderr and exits with ``status``. ``hard``:
+    without running exit handlers (after an I/O failure, the log writers' own clean-up would
+    fail again and print their tracebacks)."""
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "jaxomrl"
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    if hard:
+        sys.stdout.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
+def run(main: Callable[[Sequence[str]], None],
+        io_context: Callable[[], Optional[str]] = lambda: None) -> None:
+    """``absl.app.run(main)`` with user-facing failures as one line (see the module doc).
+    ``io_context()`` names what was being written (e.g. the workdir) for I/O failures."""
+    def wrapped(argv):
+        if len(argv) > 1:
+            fail(f"unexpected arguments {argv[1:]} (flags are --name=value)", 2)
+        try:
+            return main(argv)
+        except UsageError as e:
+            fail(str(e), 2)
+        except JaxomrlError as e:
+            fail(str(e), 1)
+        except Exception as e:  # noqa: BLE001 -- re-raised unless it is an I/O failure
+            cause = io_failure(e)
+            if cause is None:
+                raise
+            where = io_context()
+            fail(f"cannot write {'under ' + where if where else 'a file'}: {cause}. Nothing "
+                 "incomplete is kept: free space or fix the permission, then rerun the same "
+                 "command to resume from the last complete checkpoint", 1, hard=True)
+    app.run(wrapped)
