@@ -147,7 +147,7 @@ def main(argv):
     description = describe_data(path, ds, ood)
     seeds = tuple(range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds))
     # Every spec's algorithm and run directory, checked before any of them trains.
-    runs, conflicts = {}, []
+    runs, conflicts, replace = {}, [], []
     for spec in specs:
         try:
             algorithm = algos.make(spec, settings, family, n_train)
@@ -162,13 +162,13 @@ def main(argv):
         try:
             check_workdir(workdir, run_identity(algorithm, config, description))
         except RunConfigError as e:
-            if not (FLAGS.overwrite and os.path.isdir(workdir)):
-                conflicts.append(str(e))
-            else:
-                print(f"[{spec}] --overwrite: the old run moved to {archive_run(workdir)}")
+            (replace if FLAGS.overwrite and os.path.isdir(workdir) else conflicts).append(
+                (spec, workdir, str(e)))
         runs[spec] = (algorithm, config)
     if conflicts:
-        raise cli.UsageError("\n".join(conflicts))
+        raise cli.UsageError("\n".join(message for _, _, message in conflicts))
+    for spec, workdir, _ in replace:
+        print(f"[{spec}] --overwrite: the old run moved to {archive_run(workdir)}")
     results = {spec: run(algorithm, data, eval_data, config, description)
                for spec, (algorithm, config) in runs.items()}
     print_table(ds, results)

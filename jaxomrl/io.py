@@ -1,7 +1,9 @@
 """Crash-safe file writes: a file appears under its name complete or not at all."""
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from typing import IO, Callable
 
@@ -38,3 +40,21 @@ def atomic_write(path: str, write: Callable[[IO], None], binary: bool = True) ->
 
 def atomic_write_text(path: str, text: str) -> str:
     return atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+# Room kept free beyond what a write needs: orbax writes a new checkpoint (metadata files in
+# 4 KiB blocks included) before deleting an old one, and the logs grow between checks.
+FREE_SPACE_MARGIN = 1 << 20
+
+
+def require_free_space(path: str, nbytes: int = 0) -> None:
+    """Raises ``OSError(ENOSPC)`` naming ``path`` unless its file system has ``nbytes`` plus
+    ``FREE_SPACE_MARGIN`` bytes free. Checked before a write starts, so a full disk is reported
+    as one clean error instead of failing inside a library's background threads."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    free = shutil.disk_usage(probe).free
+    if free < nbytes + FREE_SPACE_MARGIN:
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {free:,} bytes free, "
+                      f"{nbytes + FREE_SPACE_MARGIN:,} needed", path)

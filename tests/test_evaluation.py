@@ -1,6 +1,7 @@
 """Evaluation protocols (context sources, known returns), d(phi), the baselines' configurations,
 and experiments/evaluate.py's results, tables and figures from a tiny run."""
 import dataclasses
+import functools
 import importlib.util
 import json
 import os
@@ -124,7 +125,9 @@ def test_baselines_share_sizes_and_policy_learning_and_configs_round_trip():
     assert corro.encoder == "mlp" and corro.corro_weight > 0
 
 
+@functools.cache
 def _load_evaluate_module():
+    """experiments/evaluate.py as a module (once per session: it defines absl flags)."""
     spec = importlib.util.spec_from_file_location(
         "evaluate_cli", os.path.join(ROOT, "experiments", "evaluate.py"))
     module = importlib.util.module_from_spec(spec)

@@ -251,7 +251,7 @@ def test_full_disk_is_one_line_and_the_same_command_resumes_once_space_is_free(d
                                                                                 tmpfs):
     disk = tmpfs("disk", "size=4m")
     filler = disk / "filler"
-    filler.write_bytes(b"\0" * (4 * 2 ** 20 - 320 * 2 ** 10))   # leaves ~320 KiB
+    filler.write_bytes(b"\0" * (4 * 2 ** 20 - 64 * 2 ** 10))    # leaves 64 KiB
     args = (*TRAIN, f"--data={data_dir}", f"--workdir={disk / 'w'}", "--seeds=1",
             "--hidden=16,16", "--policy_steps=200", "--chunk_steps=50")
     proc, out = _cli("train.py", *args)

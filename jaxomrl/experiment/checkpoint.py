@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from jaxomrl.io import require_free_space
+
 
 def _nonempty(tree: Any) -> Dict[str, Any]:
     """Leaves by flat index, without zero-size arrays (which orbax cannot store; simulator
@@ -37,8 +39,11 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def save(self, step: int, state: Any) -> None:
-        """Saves ``state`` as ``step`` (returns when it is complete on disk)."""
-        self._manager.save(step, args=ocp.args.StandardSave(_nonempty(state)))
+        """Saves ``state`` as ``step`` (returns when it is complete on disk). Refuses with
+        ``OSError(ENOSPC)`` first if the disk lacks room for it (``require_free_space``)."""
+        leaves = _nonempty(state)
+        require_free_space(self.directory, sum(x.nbytes for x in leaves.values()))
+        self._manager.save(step, args=ocp.args.StandardSave(leaves))
 
     def restore(self, step: int, like: Any) -> Any:
         """The state saved at ``step``, with the structure, shapes and dtypes of ``like``

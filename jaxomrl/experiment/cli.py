@@ -155,6 +155,6 @@ def run(main: Callable[[Sequence[str]], None],
                 raise
             where = io_context()
             fail(f"cannot write {'under ' + where if where else 'a file'}: {cause}. Nothing "
-                 "incomplete is kept: free space or fix the permission, then rerun the same "
+                 "incomplete is used on resume: free space or fix the permission, then rerun the same "
                  "command to resume from the last complete checkpoint", 1, hard=True)
     app.run(wrapped)

@@ -46,7 +46,7 @@ from jaxomrl.algos.base import Algorithm
 from jaxomrl.errors import JaxomrlError, NonFiniteError, steps_finite, tree_all_finite
 from jaxomrl.experiment.checkpoint import Checkpointer
 from jaxomrl.experiment.logger import RunLogger
-from jaxomrl.io import atomic_write_text
+from jaxomrl.io import atomic_write_text, require_free_space
 
 EVAL_KEY = 10_000  # fold-in constant of the evaluation key (the same key at every evaluation)
 
@@ -473,6 +473,7 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
             global_step += n
             steps_phase += n
             elapsed = time.time() - t_start
+            require_free_space(config.workdir)
             logger.write(phase.name, start + n, global_step, elapsed, metrics)
             if p == last_phase and config.eval_every and (start + n) % config.eval_every == 0 \
                     and start + n < phase.num_steps:
