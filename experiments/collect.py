@@ -10,12 +10,14 @@ completed directory is reused. Writes ``train.npz`` (and ``ood.npz``), ``progres
 from __future__ import annotations
 
 import json
-
 import math
+import os
 
+import numpy as np
 from absl import flags, logging
 
 from jaxomrl.data import collect as collect_lib
+from jaxomrl.eval import report
 from jaxomrl.experiment import cli
 
 FLAGS = flags.FLAGS
@@ -48,6 +50,12 @@ flags.DEFINE_integer("warmup_steps", None, "Uniform-action env steps per task be
 flags.DEFINE_integer("updates_per_iteration", None, "SAC updates per step of all envs.")
 flags.DEFINE_string("train_reward", None, "'reward' or an info key used as the SAC reward.")
 flags.DEFINE_bool("deterministic", False, "Roll out checkpoints with their mean actions.")
+flags.DEFINE_string("preset", "default", "Settings preset (jaxomrl.data.collect.PRESETS): "
+                    "'default' (the papers' sizes) or 'cpu' (an hour on a 2-core CPU, where one "
+                    "exists for the family); the flags above override it.")
+flags.DEFINE_enum("collector", None, ["per_task", "conditioned"],
+                  "per_task: one SAC agent per task (the papers' protocol); conditioned: one SAC "
+                  "agent for all tasks, given each task's attributes (default: the preset's).")
 flags.mark_flag_as_required("out_dir")
 cli.require_ints(1, "num_tasks", "horizon", "sac_steps", "checkpoint_every",
                  "transitions_per_task", "rollout_envs", "batch_size", "num_envs",
@@ -61,7 +69,7 @@ for _name in ("train_returns", "ood_returns"):
         _name, lambda v: v is None or all(_is_finite_number(x) for x in v),
         message=f"--{_name} must be a comma-separated list of finite numbers")
 
-_OVERRIDABLE = ("sac_steps", "checkpoint_every", "train_checkpoints", "ood_checkpoints",
+_OVERRIDABLE = ("collector", "sac_steps", "checkpoint_every", "train_checkpoints", "ood_checkpoints",
                 "transitions_per_task", "ood_transitions_per_task", "rollout_envs", "hidden",
                 "batch_size", "num_envs", "buffer_capacity", "warmup_steps",
                 "updates_per_iteration", "train_reward")
@@ -77,7 +85,12 @@ def _is_finite_number(text: str) -> bool:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    settings = collect_lib.preset(FLAGS.family)
+    try:
+        settings = collect_lib.preset(FLAGS.family, FLAGS.preset)
+    except ValueError as e:
+        raise cli.UsageError(f"--preset: {e}") from e
+    tasks = FLAGS.tasks if FLAGS["tasks"].present else settings.pop("tasks", FLAGS.tasks)
+    settings.pop("tasks", None)
     for name in _OVERRIDABLE:
         if FLAGS[name].present:
             value = FLAGS[name].value
@@ -98,7 +111,7 @@ def main(argv):
         settings["train_checkpoints"], settings["ood_checkpoints"] = [], None
     try:
         config = collect_lib.config_from_settings(
-            FLAGS.family, settings, family_config=family_config, tasks=FLAGS.tasks,
+            FLAGS.family, settings, family_config=family_config, tasks=tasks,
             num_tasks=FLAGS.num_tasks, task_seed=FLAGS.task_seed, seed=FLAGS.seed,
             deterministic=FLAGS.deterministic, **targets)
         tasks, _ = collect_lib.select_tasks(config)  # unknown family, too many tasks
@@ -113,6 +126,27 @@ def main(argv):
                         else f"{k}: (no complete episode)"
                         for k, v in info["checkpoint_returns"].items())
         print(f"  {split:5s} {row}")
+    s = result.summary
+    if "evaluated_returns" in s:   # collections made before the checkpoints were evaluated: none
+        returns = np.asarray(s["evaluated_returns"])
+        attribute = np.asarray(s["task_attributes"])[:, 0]
+        is_test = np.asarray(s["is_test"])
+        best = returns.max(axis=1)
+        print(f"best checkpoint per task ({s['collector']} SAC): return (checkpoint) by task "
+              "attribute, sorted")
+        for t in np.argsort(attribute):
+            print(f"  {'unseen' if is_test[t] else 'seen':6s} {attribute[t]:8.3f}  "
+                  f"{best[t]:9.2f} ({s['best_checkpoint'][t]})")
+        for name, mask in (("seen", ~is_test), ("unseen", is_test)):
+            if mask.any():
+                print(f"  {name}: mean {best[mask].mean():.2f} +- {best[mask].std():.2f}")
+        path = report.plot_task_curves(
+            np.asarray(s["checkpoint_env_steps"]), returns, attribute, is_test,
+            os.path.join(FLAGS.out_dir, "learning_curves.png"),
+            f"{FLAGS.family}: every checkpoint on every task ({s['collector']} SAC)",
+            attribute_name=(s["task_params"][0].replace("_", " ")
+                            if len(s.get("task_params", ())) == 1 else "task attribute"))
+        print(f"wrote {path}")
     print(json.dumps({"train": result.train_path, "ood": result.ood_path}))
 
 

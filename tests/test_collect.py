@@ -74,6 +74,30 @@ def test_killed_and_resumed_collection_gives_the_same_datasets(uninterrupted, tm
         C.collect(dataclasses.replace(CONFIG, seed=1), out, log=_quiet)
 
 
+def test_one_conditioned_agent_learns_every_task_from_its_attributes(tmp_path):
+    """The conditioned collector: one SAC agent for all tasks, told each task's goal angle,
+    reaches every task's own goal; its checkpoints are evaluated on every task (summary)."""
+    online = dataclasses.replace(CONFIG.online, conditioned=True, updates_per_iteration=8)
+    config = dataclasses.replace(CONFIG, online=online, ood_transitions_per_task=0)
+    result = C.collect(config, str(tmp_path), log=_quiet)
+    s = result.summary
+    returns = np.asarray(s["evaluated_returns"])                       # [3 tasks, 7 checkpoints]
+    assert returns.shape == (3, 7) and s["collector"] == "conditioned"
+    assert np.all(returns[:, 0] < 1.0) and np.all(returns[:, -1] > 4.0), returns
+    train = ds_lib.load(result.train_path)
+    r = np.asarray(train.meta["checkpoint_returns"], float)            # [task, (ckpt 1, 6)]
+    assert np.all(r[:, 1] > 4.0), r
+    # the goals differ (angles spread over the semicircle), so one unconditioned policy could
+    # not reach them all: the last checkpoint's final positions differ by task
+    final = train.transitions["checkpoint"] == 6
+    ends = [train.transitions["next_obs"][t][final[t] & (train.transitions["timestep"][t] == 19)]
+            for t in range(3)]
+    goals = np.stack([np.cos(train.task_params["goal_angle"]),
+                      np.sin(train.task_params["goal_angle"])], -1)
+    for t in range(3):
+        assert np.linalg.norm(ends[t].mean(0) - goals[t]) < 0.3, (ends[t].mean(0), goals)
+
+
 def test_checkpoints_chosen_per_task_by_target_return(uninterrupted, tmp_path):
     """ReDA's didactic design: each task's data from its checkpoint nearest a per-task target
     return (the trained SAC checkpoints of the fixture are reused, not retrained)."""
@@ -125,10 +149,17 @@ def test_config_errors(change, match):
         dataclasses.replace(CONFIG, **change)
 
 
-@pytest.mark.parametrize("family", ["point_robot_sparse", "cheetah_vel", "hopper_gravity"])
-def test_presets_are_valid_configs(family):
-    cfg = C.config_from_settings(family, C.preset(family))
+@pytest.mark.parametrize("family,name", [("point_robot_sparse", "default"),
+                                         ("cheetah_vel", "default"), ("hopper_gravity", "default"),
+                                         ("cheetah_vel", "cpu")])
+def test_presets_are_valid_configs(family, name):
+    cfg = C.config_from_settings(family, C.preset(family, name))
     assert max(cfg.train_checkpoints) <= cfg.num_checkpoints
+    assert cfg.online.conditioned == (name == "cpu")
+    with pytest.raises(ValueError, match="unknown preset"):
+        C.preset(family, "gpu")
+    with pytest.raises(ValueError, match="no settings for 'hopper_gravity'"):
+        C.preset("hopper_gravity", "cpu")
 
 
 def test_settings_errors():

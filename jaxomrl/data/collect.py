@@ -4,7 +4,11 @@ Pipeline (``collect(config, out_dir)``):
 
 1. Tasks: the family's fixed train / test split (``config.tasks``), first ``num_tasks`` of it.
 2. SAC on every task in one jitted program (``vmap`` over tasks; see
-   ``jaxomrl.learners.online_sac``). Training runs in ``num_checkpoints`` chunks of
+   ``jaxomrl.learners.online_sac``) -- the papers' protocol -- or, with
+   ``OnlineSACConfig(conditioned=True)`` (``--collector=conditioned``), one SAC agent for all
+   tasks that sees each task's attributes beside the observation and trains on every task's
+   environments at once (its checkpoints, conditioned on a task, are that task's behaviour
+   policies). Training runs in ``num_checkpoints`` chunks of
    ``checkpoint_interval`` iterations. Policy checkpoint ``k`` is the actor after ``k`` chunks
    (``k = 0`` is the untrained initial policy); all of them are kept in a parameter bank inside
    the training state. After every chunk the whole state (agents, replay buffers, environments,
@@ -20,6 +24,10 @@ Pipeline (``collect(config, out_dir)``):
    evaluated return (one episode in each of ``rollout_envs`` environments) is nearest a target
    return of that task -- ReDA's didactic design, where task 1's data come from a return-100
    policy and task 2's from a return-50 one, so behaviour and task are spuriously correlated.
+
+After training every checkpoint is evaluated on every task (one episode in each of
+``rollout_envs`` environments): ``summary.json`` holds that ``[T, K + 1]`` return matrix (the
+tasks' learning curves) and each task's best checkpoint.
 
 ``out_dir`` also gets ``collect_config.json`` (a directory belongs to one configuration),
 ``progress.csv`` (per-chunk mean training return of every task) and ``summary.json``.
@@ -203,8 +211,8 @@ class CollectConfig:
 class CollectState:
     """Everything a resumed collection needs; leading axis ``[T]`` on per-task leaves."""
 
-    sac: OnlineSACState      # [T]
-    bank: Any                # actor params [T, K + 1, ...]
+    sac: OnlineSACState      # [T] (one agent, no task axis, if conditioned)
+    bank: Any                # actor params [T, K + 1, ...] ([K + 1, ...] if conditioned)
     curve: jax.Array         # [K + 1, T] mean training-episode return per chunk (nan: none)
     chunk: jax.Array         # [] chunks completed
 
@@ -226,13 +234,15 @@ def select_tasks(config: CollectConfig) -> Tuple[Task, np.ndarray]:
 
 
 class _Programs:
-    """The jitted programs of one configuration (cached: tests and reruns share compilations)."""
+    """The jitted programs of one configuration (cached: tests and reruns share compilations).
+    Per-task SAC: one agent per task, ``vmap``-ped; conditioned: one agent for the batch."""
 
     def __init__(self, family: TaskFamily, online_config: OnlineSACConfig,
                  checkpoint_interval: int, num_checkpoints: int, rollout_envs: int,
                  deterministic: bool):
         online = make_online_sac(family, online_config)
         self.online = online
+        self.conditioned = conditioned = online_config.conditioned
         k_total = num_checkpoints + 1
 
         def init(key, task):
@@ -250,7 +260,7 @@ class _Programs:
 
         def rollout(actor_params, task, key, num_steps):
             def policy(obs, k):
-                a = online.sac.act(actor_params, obs, k, deterministic)
+                a = online.sac.act(actor_params, online.policy_input(obs, task), k, deterministic)
                 return scale_action(a, family.action_low, family.action_high)
             return envs.rollout(family, task, key, policy, num_steps, rollout_envs)[1]
 
@@ -260,20 +270,39 @@ class _Programs:
             before = jnp.cumsum(done, axis=0) - done                 # episodes ended earlier
             return jnp.mean(jnp.sum(jnp.where(before == 0, tr.reward, 0.0), axis=0))
 
-        def finite(state):  # [3]: agent, replay buffer, environments' observations
-            return jnp.stack([tree_all_finite(state.agent), tree_all_finite(state.buffer),
-                              tree_all_finite(state.env.obs)])
+        def finite(state, num_tasks):  # [T, 3]: agent, replay buffer, each task's observations
+            obs = jnp.reshape(state.env.obs, (num_tasks, -1))
+            shared = jnp.stack([tree_all_finite(state.agent), tree_all_finite(state.buffer)])
+            return jnp.concatenate([jnp.broadcast_to(shared, (num_tasks, 2)),
+                                    jnp.all(jnp.isfinite(obs), axis=1)[:, None]], axis=1)
 
-        self.finite = jax.jit(jax.vmap(finite))   # [T, 3]
-        self.init = jax.jit(jax.vmap(init))
+        if conditioned:
+            self.init = jax.jit(lambda keys, tasks: init(keys[0], tasks))
+            self.chunk = jax.jit(chunk)
+            self.finite = jax.jit(finite, static_argnums=1)
+        else:
+            self.init = jax.jit(jax.vmap(init))
+            self.chunk = jax.jit(jax.vmap(chunk, in_axes=(0, 0, 0, None)))
+            self.finite = jax.jit(jax.vmap(lambda st: finite(st, 1)[0]), static_argnums=())
+        bank_axis = None if conditioned else 0
         # tasks x checkpoints: mean return of every env's first episode [T, C]
         self.evaluate = jax.jit(jax.vmap(jax.vmap(first_episode_return, in_axes=(0, None, 0)),
-                                         in_axes=(0, 0, 0)))
-        self.chunk = jax.jit(jax.vmap(chunk, in_axes=(0, 0, 0, None)))
+                                         in_axes=(bank_axis, 0, 0)))
         # tasks (outer) x checkpoints (inner): Transition [T, C, steps, envs]
         self.rollout = jax.jit(
             jax.vmap(jax.vmap(rollout, in_axes=(0, None, 0, None)), in_axes=(0, 0, 0, None)),
             static_argnums=3)
+
+    def task_params(self, bank, ids: np.ndarray):
+        """Actor parameters ``[T, C, ...]`` of checkpoints ``ids [T, C]`` of every task."""
+        if self.conditioned:
+            return jax.tree_util.tree_map(lambda b: b[ids], bank)
+        rows = np.arange(ids.shape[0])[:, None]
+        return jax.tree_util.tree_map(lambda b: b[rows, ids], bank)
+
+    def check_finite(self, sac_state, num_tasks: int) -> np.ndarray:
+        return np.asarray(self.finite(sac_state, num_tasks) if self.conditioned
+                          else self.finite(sac_state))
 
 
 @functools.lru_cache(maxsize=8)
@@ -296,8 +325,8 @@ def _check_finite(progs: _Programs, config: CollectConfig, tasks: Task, state: C
     """Raises ``NonFiniteError`` naming the tasks and env steps if SAC's parameters, replay
     buffer, the simulated observations or the losses of ``chunk`` (0: the warm-up) are not
     finite. Called before the chunk is checkpointed, so the last checkpoint stays finite."""
-    parts = np.asarray(progs.finite(state.sac))                          # [T, 3]
-    losses = {k: np.asarray(v) for k, v in metrics.items()
+    parts = progs.check_finite(state.sac, tasks.num_tasks)               # [T, 3]
+    losses = {k: np.broadcast_to(np.asarray(v), (tasks.num_tasks,)) for k, v in metrics.items()
               if k not in ("episode_return", "episodes")}                # [T] each
     bad_loss = {k: ~np.isfinite(v) for k, v in losses.items()}
     bad = ~parts.all(1) | np.any([v for v in bad_loss.values()] or [np.zeros(len(parts), bool)],
@@ -504,14 +533,16 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
     finally:
         ckpt.close()
 
-    # Data from the checkpoints.
-    evaluated = None
-    if config.train_returns is not None:
-        keys = jax.vmap(lambda t: jax.random.split(jax.random.fold_in(
-            jax.random.PRNGKey(config.seed), 3 + t), k_total + 1))(jnp.arange(num_tasks))
-        evaluated = np.asarray(progs.evaluate(state.bank, tasks, keys), np.float64)
-        log("evaluated return of every checkpoint (rows: tasks):\n" + "\n".join(
-            "  " + " ".join(f"{x:.1f}" for x in row) for row in evaluated))
+    # Every checkpoint on every task (the learning curves; target returns choose from them).
+    t_eval = time.time()
+    keys = jax.vmap(lambda t: jax.random.split(jax.random.fold_in(
+        jax.random.PRNGKey(config.seed), 3 + t), k_total + 1))(jnp.arange(num_tasks))
+    evaluated = np.asarray(progs.evaluate(state.bank, tasks, keys), np.float64)
+    best = evaluated.max(axis=1)
+    log(f"evaluated every checkpoint on every task ({time.time() - t_eval:.0f}s): best "
+        f"checkpoint's return {best.mean():.2f} +- {best.std():.2f} over tasks (min "
+        f"{best.min():.2f}); mean return per checkpoint: "
+        + " ".join(f"{x:.1f}" for x in evaluated.mean(axis=0)))
     selection = config.checkpoint_ids(evaluated, num_tasks)
     paths, datasets = {}, {}
     for split, total in (("train", config.transitions_per_task),
@@ -523,15 +554,14 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
         if steps < family.horizon:
             log(f"note: {split} rollouts are {steps} steps per environment, shorter than the "
                 f"horizon ({family.horizon}); their episodes are cut by the collection budget")
-        params = jax.tree_util.tree_map(lambda b: b[np.arange(num_tasks)[:, None], idx],
-                                        state.bank)
+        params = progs.task_params(state.bank, idx)
         base = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1 if split == "train" else 2)
         keys = jax.vmap(lambda t, row: jax.vmap(lambda c: jax.random.fold_in(
             jax.random.fold_in(base, t), c))(row))(jnp.arange(num_tasks), jnp.asarray(idx))
         tr = progs.rollout(params, tasks, keys, steps)
         provenance = {"collect_config": config.to_json(),
                       "policy": "deterministic" if config.deterministic else "stochastic"}
-        if evaluated is not None:
+        if config.train_returns is not None:
             provenance["checkpoint_selection"] = {
                 "evaluated_returns": evaluated.tolist(), "checkpoints": idx.tolist(),
                 "targets": list(config.train_returns if split == "train"
@@ -547,7 +577,8 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
                  "per task " + ", ".join(str(row.tolist()) for row in idx))
         log(f"wrote {paths[split]}: {num_tasks} tasks x {ds.transitions_per_task} transitions "
             f"from checkpoints {which}")
-    summary = _summary(config, np.asarray(state.curve), paths, datasets, time.time() - t0)
+    summary = _summary(config, tasks, is_test, np.asarray(state.curve), evaluated, paths,
+                       datasets, time.time() - t0)
     atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1))
     return CollectResult(train_path=paths["train"], ood_path=paths.get("ood"), summary=summary)
 
@@ -590,10 +621,21 @@ def checkpoint_return_table(ds: dataset_lib.MultiTaskDataset, tasks=slice(None)
     return out
 
 
-def _summary(config, curve, paths, datasets, seconds) -> Dict[str, Any]:
+def _summary(config, tasks, is_test, curve, evaluated, paths, datasets, seconds
+             ) -> Dict[str, Any]:
     rows = [row[~np.isnan(row)] for row in curve[1:]]
+    best = evaluated.argmax(axis=1)
     out = {"family": config.family, "collect_seconds_this_call": seconds,
+           "collector": "conditioned" if config.online.conditioned else "per_task",
            "training_curve_mean_return": [float(r.mean()) if r.size else None for r in rows],
+           "checkpoint_env_steps": [k * config.env_steps_per_checkpoint
+                                    for k in range(config.num_checkpoints + 1)],
+           "task_attributes": np.asarray(tasks.attributes, np.float64).tolist(),
+           "is_test": np.asarray(is_test, bool).tolist(),
+           "task_params": sorted(tasks.params),
+           "evaluated_returns": evaluated.tolist(),         # [task, checkpoint 0..K]
+           "best_checkpoint": best.tolist(),
+           "best_return": evaluated[np.arange(len(best)), best].tolist(),
            "datasets": {}}
     for split, path in paths.items():
         out["datasets"][split] = {"path": path, "checkpoint_returns": {
@@ -607,7 +649,8 @@ def _summary(config, curve, paths, datasets, seconds) -> Dict[str, Any]:
 # finds it, so its collection agents learn from the dense reward -distance (an info key) while
 # the datasets store the task's sparse reward. Locomotion follows the peer settings (256x256,
 # lr 3e-4, batch 256); sizes of a full run are in benchmarks/README.md.
-PRESETS: Dict[str, Dict[str, Any]] = {
+PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {"default": {}, "cpu": {}}
+PRESETS["default"] = {
     "point_robot_sparse": dict(
         hidden=(64, 64), batch_size=128, num_envs=8, buffer_capacity=20_000, warmup_steps=400,
         updates_per_iteration=4, train_reward="dense_reward", sac_steps=24_000,
@@ -621,8 +664,38 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 
-def preset(family: str) -> Dict[str, Any]:
-    return dict(PRESETS.get(family, PRESETS["default"]))
+# An hour on a 2-core CPU. There a SAC update (128x128, batch 256) costs ~10x a MJX step of the
+# cheetah (benchmarks: ~920 updates/s vs ~12k env steps/s), so per-task SAC on 50 tasks gets too
+# few updates per task; one agent conditioned on the target velocity serves all of them with
+# each update. 50 tasks (40 seen / 10 unseen) x 2 envs, 50 updates per iteration (0.5 per env
+# step), 20k env steps per task (1M in all, 500k updates), a checkpoint every 1k steps per task:
+# checkpoints 1-3 are poor, the later ones expert (experiments/README.md).
+PRESETS["cpu"] = {
+    "cheetah_vel": dict(
+        tasks="all", collector="conditioned", hidden=(128, 128), batch_size=256, num_envs=2,
+        buffer_capacity=1_000_000, warmup_steps=1_000, updates_per_iteration=50,
+        train_reward="reward", sac_steps=20_000, checkpoint_every=1_000,
+        train_checkpoints=(1, 3, 6, 20), ood_checkpoints=(2, 4, 10, 15),
+        transitions_per_task=8_000, ood_transitions_per_task=8_000, rollout_envs=10),
+}
+
+
+def preset(family: str, name: str = "default") -> Dict[str, Any]:
+    """The settings of preset ``name`` for ``family`` (its own, else the preset's locomotion
+    default); ``ValueError`` if there is none."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    chosen = PRESETS[name].get(family, PRESETS[name].get("default"))
+    if chosen is None:
+        have = sorted(f for n in PRESETS for f in PRESETS[n] if n == name)
+        raise ValueError(f"preset {name!r} has no settings for {family!r} (it has {have})")
+    return dict({"collector": "per_task"}, **chosen)
+
+
+def _conditioned(collector: str) -> bool:
+    if collector not in ("per_task", "conditioned"):
+        raise ValueError(f"collector must be 'per_task' or 'conditioned', got {collector!r}")
+    return collector == "conditioned"
 
 
 def config_from_settings(family: str, s: Dict[str, Any], **extra) -> CollectConfig:
@@ -638,7 +711,8 @@ def config_from_settings(family: str, s: Dict[str, Any], **extra) -> CollectConf
     online = OnlineSACConfig(sac=sac, num_envs=num_envs, buffer_capacity=int(s["buffer_capacity"]),
                              warmup_steps=int(s["warmup_steps"]),
                              updates_per_iteration=int(s["updates_per_iteration"]),
-                             train_reward=s["train_reward"])
+                             train_reward=s["train_reward"],
+                             conditioned=_conditioned(s.get("collector", "per_task")))
     ood = s.get("ood_checkpoints")
     return CollectConfig(
         family=family, online=online, num_checkpoints=s["sac_steps"] // s["checkpoint_every"],

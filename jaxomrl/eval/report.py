@@ -5,7 +5,8 @@
 * ``read_curve``: a metric's per-seed values over training steps from a run's ``metrics_*.csv``.
 * ``plot_curves`` (learning curves, mean ± std band), ``plot_adaptation`` (return per
   adaptation episode), ``plot_tsne`` (t-SNE of task embeddings coloured by a task parameter, one
-  panel per algorithm), ``plot_bars`` (ablation bars with std error bars). PNG files.
+  panel per algorithm), ``plot_bars`` (ablation bars with std error bars),
+  ``plot_task_curves`` (a collection's per-task learning curves). PNG files.
 """
 from __future__ import annotations
 
@@ -108,6 +109,42 @@ def plot_curves(curves: Mapping[str, Tuple[np.ndarray, np.ndarray]], path: str, 
         ax.fill_between(steps, m - s, m + s, alpha=0.2, color=colour[name])
     ax.set_title(title, fontsize=9)
     ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(plt, fig, path)
+
+
+def plot_task_curves(env_steps: np.ndarray, returns: np.ndarray, attribute: np.ndarray,
+                     is_test: np.ndarray, path: str, title: str,
+                     attribute_name: str = "task attribute") -> str:
+    """A collection's learning curves: ``returns [T, K + 1]`` evaluated return of every
+    checkpoint (at ``env_steps [K + 1]`` per task) on every task, coloured by the task's
+    ``attribute [T]`` (unseen ``is_test`` tasks dashed); beside it each task's best checkpoint
+    return against the attribute."""
+    import matplotlib
+    plt, fig, axes = _figure(ncols=2)
+    returns, attribute = np.asarray(returns, np.float64), np.asarray(attribute, np.float64)
+    is_test = np.asarray(is_test, bool)
+    norm = matplotlib.colors.Normalize(attribute.min(), attribute.max() + 1e-9)
+    cmap = matplotlib.colormaps["viridis"]
+    ax = axes[0, 0]
+    for t in range(returns.shape[0]):
+        ax.plot(env_steps, returns[t], color=cmap(norm(attribute[t])), lw=0.9, alpha=0.8,
+                ls="--" if is_test[t] else "-")
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax,
+                 label=attribute_name)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))
+    ax.set_title(title, fontsize=9)
+    ax.set(xlabel="env steps per task", ylabel="return of the checkpoint")
+    ax.grid(alpha=0.3)
+    ax = axes[0, 1]
+    best = returns.max(axis=1)
+    for mask, label, marker in ((~is_test, "seen tasks", "o"), (is_test, "unseen tasks", "x")):
+        if mask.any():
+            ax.scatter(attribute[mask], best[mask], marker=marker, label=label)
+    ax.set_title(f"best checkpoint per task: mean {best.mean():.1f}, min {best.min():.1f}",
+                 fontsize=9)
+    ax.set(xlabel=attribute_name, ylabel="best checkpoint's return")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(plt, fig, path)

@@ -1,0 +1,58 @@
+"""Half-Cheetah-Vel end to end at tiny sizes: conditioned-SAC collection of seen and unseen
+target velocities -> R2PGO training -> evaluation under every protocol, tables and figures."""
+import dataclasses
+import json
+
+import numpy as np
+
+from jaxomrl import algos
+from jaxomrl.algos.offline_meta import describe_data, run_data
+from jaxomrl.data import collect as C
+from jaxomrl.data import dataset as dataset_lib
+from jaxomrl.experiment.runner import RunConfig, run
+from jaxomrl.learners.online_sac import OnlineSACConfig
+from jaxomrl.learners.sac import SACConfig
+from test_evaluation import _load_evaluate_module
+from test_runner import TINY
+
+HORIZON = 20
+
+
+def test_cheetah_vel_collect_train_evaluate(tmp_path):
+    config = C.CollectConfig(
+        family="cheetah_vel", tasks="all",
+        family_config=(("horizon", HORIZON), ("num_test", 2), ("num_train", 3)),
+        online=OnlineSACConfig(sac=SACConfig(hidden=(16, 16), batch_size=32), num_envs=2,
+                               buffer_capacity=1_000, warmup_steps=40,
+                               updates_per_iteration=2, conditioned=True),
+        num_checkpoints=2, checkpoint_interval=10, train_checkpoints=(1, 2),
+        ood_checkpoints=(0,), transitions_per_task=2 * 2 * HORIZON,
+        ood_transitions_per_task=2 * HORIZON, rollout_envs=2)
+    result = C.collect(config, str(tmp_path / "data"), log=lambda m: None)
+    summary = result.summary
+    assert np.asarray(summary["evaluated_returns"]).shape == (5, 3)
+    assert summary["is_test"] == [False] * 3 + [True] * 2
+    ds, ood = dataset_lib.load_collection(result.train_path, family="cheetah_vel")
+    assert ds.num_tasks == 5 and ds.is_test.sum() == 2 and ds.meta["checkpoints"] == [1, 2]
+    targets = ds.task_params["target_velocity"]
+    assert np.all((0 <= targets) & (targets <= 3)) and len(set(targets.tolist())) == 5
+
+    data, eval_data = run_data(ds, ood)
+    settings = dataclasses.replace(TINY, window=10, meta_batch=3, encoder_meta_batch=3,
+                                   policy_steps=4, eval_contexts=1)
+    algorithm = algos.make("r2pgo", settings, ds.make_family(), 3)
+    res = run(algorithm, data, eval_data,
+              RunConfig(workdir=str(tmp_path / "runs" / "r2pgo"), seeds=(0, 1), chunk_steps=2,
+                        verbose=False),
+              describe_data(result.train_path, ds, ood))
+    online = np.asarray(res["per_task"]["test_online"])             # [seeds, unseen tasks, ep]
+    assert online.shape == (2, 2, 2) and np.all(np.isfinite(online))
+    assert np.all(online <= 0)                         # -|v - target| - ctrl cost per step
+
+    out = _load_evaluate_module().evaluate(str(tmp_path / "runs"), episodes=2, contexts=1,
+                                           tsne_contexts=2, verbose=False)
+    saved = json.loads((tmp_path / "runs" / "evaluation" / "results.json").read_text())
+    per = saved["algorithms"]["r2pgo"]["per_seed_task_episode"]
+    assert np.asarray(per["test_online"]).shape == (2, 2, 2)
+    assert {"test_offline_ctx", "test_offpolicy_ctx", "test_dphi"} <= set(per)
+    assert any(f.endswith("tsne.png") for f in out["figures"])
