@@ -1,7 +1,14 @@
 """Half-Cheetah-Vel end to end at tiny sizes: conditioned-SAC collection of seen and unseen
-target velocities -> R2PGO training -> evaluation under every protocol, tables and figures."""
+target velocities -> R2PGO training -> evaluation under every protocol, tables and figures.
+
+The pipeline runs in its own process: its large MJX programs, compiled in the test session's
+process, made XLA crash later in that process while serializing another executable for the
+session's compilation cache (a segfault in ``executable.serialize()`` in test_reda)."""
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -16,9 +23,21 @@ from test_evaluation import _load_evaluate_module
 from test_runner import TINY
 
 HORIZON = 20
+TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def test_cheetah_vel_collect_train_evaluate(tmp_path):
+    script = (f"import sys, pathlib; sys.path.insert(0, {TESTS!r}); "
+              "from test_cheetah_vel_pipeline import pipeline; "
+              f"pipeline(pathlib.Path({str(tmp_path)!r})); print('PIPELINE_OK')")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=900, cwd=os.path.dirname(TESTS),
+                          env=dict(os.environ, JAX_PLATFORMS="cpu",
+                                   PYTHONPATH=os.path.dirname(TESTS)))
+    assert "PIPELINE_OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+def pipeline(tmp_path):
     config = C.CollectConfig(
         family="cheetah_vel", tasks="all",
         family_config=(("horizon", HORIZON), ("num_test", 2), ("num_train", 3)),
