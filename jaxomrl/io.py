@@ -47,14 +47,19 @@ def atomic_write_text(path: str, text: str) -> str:
 FREE_SPACE_MARGIN = 1 << 20
 
 
+def existing_ancestor(path: str) -> str:
+    """``path`` (absolute) or its nearest ancestor that exists."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    return probe
+
+
 def require_free_space(path: str, nbytes: int = 0) -> None:
     """Raises ``OSError(ENOSPC)`` naming ``path`` unless its file system has ``nbytes`` plus
     ``FREE_SPACE_MARGIN`` bytes free. Checked before a write starts, so a full disk is reported
     as one clean error instead of failing inside a library's background threads."""
-    probe = os.path.abspath(path)
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    free = shutil.disk_usage(probe).free
+    free = shutil.disk_usage(existing_ancestor(path)).free
     if free < nbytes + FREE_SPACE_MARGIN:
         raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {free:,} bytes free, "
                       f"{nbytes + FREE_SPACE_MARGIN:,} needed", path)

@@ -61,7 +61,7 @@ ALGORITHMS: Dict[str, Tuple[str, ...]] = {
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Sizes and schedules shared by every algorithm of a comparison (defaults: the papers' /
-    peer codebases' values where they agree, PEER_SETTINGS.md)."""
+    peer codebases' values where they agree; sources in README / experiments/README.md)."""
 
     hidden: Tuple[int, ...] = (256, 256)
     hyper_hidden: Tuple[int, ...] = (64,)

@@ -1,6 +1,6 @@
 """Point-Robot-Sparse: 2-D navigation to a goal on the unit semicircle, in pure JAX.
 
-Follows CORRO's ``PointRobot-v1`` / BOReL's sparse point robot (see shared PEER_SETTINGS): goal
+Follows CORRO's ``PointRobot-v1`` / BOReL's sparse point robot (the peers' public code): goal
 angle ~ U(0, pi) on a circle of radius ``goal_distance`` (1), start at the origin, actions clipped
 to +-``max_action`` (0.1) per axis, reward 1 only within ``goal_radius`` (0.2) of the goal,
 horizon 20, no termination. Observation: the position. Task attribute vector: ``[goal_angle]``.

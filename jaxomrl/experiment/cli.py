@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Optional, Sequence
 from absl import app, flags
 
 from jaxomrl.errors import JaxomrlError
+from jaxomrl.io import existing_ancestor
 
 FLAGS = flags.FLAGS
 
@@ -83,9 +84,7 @@ def writable_dir(path: str, flag: str) -> None:
     """Refuses (``UsageError``) a ``path`` that cannot become a writable directory: a file, or
     a directory (or its nearest existing ancestor) where no file can be created. Creates
     nothing."""
-    probe = os.path.abspath(path)
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
+    probe = existing_ancestor(path)
     if not os.path.isdir(probe):
         where = "is a file" if probe == os.path.abspath(path) else f"lies under the file {probe}"
         raise UsageError(f"--{flag}={path} {where}, not a directory")

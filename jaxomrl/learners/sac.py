@@ -39,7 +39,7 @@ from jaxomrl.nets.heads import ConditionedActor, ConditionedCritic
 
 @dataclasses.dataclass(frozen=True)
 class SACConfig:
-    """Hyperparameters (defaults: Haarnoja et al. / the peer codebases, PEER_SETTINGS.md)."""
+    """Hyperparameters (defaults: Haarnoja et al. / the peer codebases' public code)."""
 
     hidden: Tuple[int, ...] = (256, 256)
     num_critics: int = 2
