@@ -18,6 +18,11 @@ printed), ``adaptation.png`` (return per adaptation episode), ``protocols.png`` 
 protocol), ``ablations.png`` (an algorithm beside its evaluated ablations), ``tsne.png`` (task
 embeddings coloured by the task parameter; crosses: held-out checkpoint contexts),
 ``learning_curve_*.png`` (if the runs evaluated during training, ``train.py --eval_every``).
+With ``--trace=x_velocity`` (a key of the family's step ``info``), also ``trace_x_velocity.png``:
+that quantity against time in the first online episode of ``--trace_tasks`` unseen tasks spread
+over the task attribute, for ``--trace_algos``, the task attribute drawn as the target (for
+Half-Cheetah-Vel: forward velocity against the target velocity), and in the tables and
+``results.json`` the steps until it stays within ``--trace_tolerance`` of the target.
 """
 from __future__ import annotations
 
@@ -26,16 +31,16 @@ import os
 from typing import Any, Dict, List
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import flags, logging
 
 from jaxomrl.algos.offline_meta import run_data
-from jaxomrl.algos.registry import ALGORITHMS, from_run_config
-from jaxomrl.data import dataset as dataset_lib
+from jaxomrl.algos.registry import from_run_config
 from jaxomrl.data.collect import checkpoint_return_table
 from jaxomrl.eval import report
+from jaxomrl.eval.adaptation import online_rollout
 from jaxomrl.experiment import cli
+from jaxomrl.experiment.runs import RunLookupError, find_runs, load_data
 from jaxomrl.experiment.runner import evaluation_keys, final_outputs, scalar_metrics, seed_summary
 from jaxomrl.io import atomic_write_text
 
@@ -47,65 +52,26 @@ flags.DEFINE_integer("episodes", 5, "Consecutive online adaptation episodes per 
 flags.DEFINE_integer("contexts", 16, "Context episodes per task of the fixed-context protocols.")
 flags.DEFINE_integer("tsne_contexts", 8, "Contexts per task and source in the t-SNE plot.")
 flags.DEFINE_string("out", None, "Output directory (default: <workdir>/evaluation).")
+flags.DEFINE_string("trace", None, "A per-step info key of the family (e.g. x_velocity) to plot "
+                    "against time in episode 1 with the task attribute as its target.")
+flags.DEFINE_list("trace_algos", None, "Specs whose traces are drawn (default: all evaluated).")
+flags.DEFINE_integer("trace_tasks", 4, "Unseen tasks in the trace figure (spread over the "
+                     "task attribute).")
+flags.DEFINE_float("trace_tolerance", 0.25, "Steps to target: the first step from which the "
+                   "traced quantity stays within this distance of the target for 10 steps.")
 flags.mark_flag_as_required("workdir")
-cli.require_ints(1, "episodes", "contexts", "tsne_contexts")
+cli.require_ints(1, "episodes", "contexts", "tsne_contexts", "trace_tasks")
+cli.require_finite("trace_tolerance", lower=0.0, strict=True)
+
+SETTLE_STEPS = 10   # steps the traced quantity must stay near the target to count as reached
 
 PROTOCOLS = {"online": "on-policy (online)", "offline_ctx": "offline context",
              "offpolicy_ctx": "off-policy context"}
 SPLITS = {"test": "unseen", "train": "seen"}
 
 
-class EvaluationError(cli.UsageError):
+class EvaluationError(RunLookupError):
     pass
-
-
-def find_runs(workdir: str, specs=None) -> Dict[str, str]:
-    """``{spec: run directory}`` of finished runs (``results.json`` present)."""
-    if not os.path.isdir(workdir):
-        raise EvaluationError(f"--workdir {workdir!r} does not exist")
-    if specs:
-        dirs = {s: os.path.join(workdir, s.replace("/", "-")) for s in specs}
-    else:
-        dirs = {}
-        for d in sorted(os.listdir(workdir)):
-            path = os.path.join(workdir, d, "run.json")
-            if os.path.exists(path):
-                with open(path) as f:
-                    dirs[json.load(f)["algorithm"]] = os.path.join(workdir, d)
-    runs = {}
-    for spec, d in dirs.items():
-        if not os.path.exists(os.path.join(d, "results.json")):
-            raise EvaluationError(f"{spec}: no finished run in {d} (train it with "
-                                  "experiments/train.py first)")
-        runs[spec] = d
-    if not runs:
-        raise EvaluationError(f"no runs in {workdir}")
-    if not specs:  # the registry's order: each algorithm, then its ablations
-        order = list(ALGORITHMS)
-        runs = dict(sorted(runs.items(), key=lambda kv: (
-            order.index(kv[0].split("/")[0]) if kv[0].split("/")[0] in order else len(order),
-            kv[0])))
-    return runs
-
-
-def load_data(runs: Dict[str, str], data_flag=None):
-    """The dataset (and ood dataset) the runs trained on, checked against their checksums."""
-    identities = {}
-    for spec, d in runs.items():
-        with open(os.path.join(d, "run.json")) as f:
-            identities[spec] = json.load(f)
-    descriptions = {s: i["description"] for s, i in identities.items()}
-    digests = {d["dataset_sha256"] for d in descriptions.values()}
-    if len(digests) != 1:
-        raise EvaluationError("the runs trained on different datasets; evaluate them separately")
-    path = data_flag or next(iter(descriptions.values()))["dataset"]
-    try:
-        ds, ood = dataset_lib.load_collection(path)
-    except FileNotFoundError as e:
-        raise EvaluationError(f"{e}; pass the dataset's location with --data") from e
-    if dataset_lib.digest(ds) not in digests:
-        raise EvaluationError(f"{path} is not the dataset the runs trained on")
-    return ds, ood, identities
 
 
 def evaluate_run(spec: str, run_dir: str, identity: Dict[str, Any], ds, data, eval_data,
@@ -134,6 +100,40 @@ def evaluate_run(spec: str, run_dir: str, identity: Dict[str, Any], ds, data, ev
                     [np.asarray(embed(first, jax.random.fold_in(key, i), p, tsne_contexts))
                      for i, p in enumerate(parts)])
     return evaluation, embeddings
+
+
+def trace_run(spec: str, run_dir: str, identity: Dict[str, Any], ds, data, eval_data,
+              record: str, task_index: np.ndarray) -> np.ndarray:
+    """``[seeds, len(task_index), horizon]``: ``record`` (a step ``info`` key) in the first
+    online episode (zero-shot, deterministic policy) of the chosen tasks of the evaluation's
+    unseen split (seen if it has none), every seed in one jitted program."""
+    family = ds.make_family()
+    if record not in getattr(family, "info_keys", ()):
+        raise EvaluationError(f"--trace={record!r}: {ds.family}'s steps record "
+                              f"{list(getattr(family, 'info_keys', ()))}")
+    algorithm = from_run_config(spec, identity["config"], family, int((~ds.is_test).sum()))
+    if algorithm.policy is None:
+        raise EvaluationError(f"{spec} does not expose its policy for traces")
+    outputs = final_outputs(algorithm, data, run_dir, len(identity["seeds"]))
+    split = "test" if "test" in eval_data["tasks"] else "train"
+    tasks = jax.tree_util.tree_map(lambda x: x[task_index], eval_data["tasks"][split])
+
+    def one(outputs, key):
+        act, context = algorithm.policy(outputs)
+        return online_rollout(family, tasks, act, context, key, 1, record=(record,))[1][record]
+
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(evaluation_keys(identity["seeds"]))
+    return np.asarray(jax.jit(jax.vmap(one))(outputs, keys))
+
+
+def steps_to_target(trace: np.ndarray, target: np.ndarray, tolerance: float) -> np.ndarray:
+    """``[..., tasks]``: the first step from which ``trace [..., tasks, steps]`` stays within
+    ``tolerance`` of ``target [tasks]`` for ``SETTLE_STEPS`` steps (the episode length if never)."""
+    near = np.abs(trace - target[:, None]) <= tolerance
+    steps = near.shape[-1]
+    window = SETTLE_STEPS if steps >= SETTLE_STEPS else steps
+    settled = np.stack([near[..., t:t + window].all(-1) for t in range(steps - window + 1)], -1)
+    return np.where(settled.any(-1), settled.argmax(-1), steps)
 
 
 def tables(per_seed: Dict[str, Dict[str, List[float]]], episodes: int) -> str:
@@ -226,11 +226,18 @@ def plots(out_dir: str, runs: Dict[str, str], evaluations, embeddings, ds, episo
 
 
 def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contexts: int = 16,
-             tsne_contexts: int = 8, out_dir=None, verbose: bool = True) -> Dict[str, Any]:
+             tsne_contexts: int = 8, out_dir=None, verbose: bool = True, trace=None,
+             trace_algos=None, trace_tasks: int = 4, trace_tolerance: float = 0.25
+             ) -> Dict[str, Any]:
     """Everything ``main`` does; returns the ``results.json`` dictionary."""
-    if episodes < 1 or contexts < 1 or tsne_contexts < 1:
-        raise EvaluationError("--episodes, --contexts and --tsne_contexts must be >= 1")
+    if episodes < 1 or contexts < 1 or tsne_contexts < 1 or trace_tasks < 1:
+        raise EvaluationError("--episodes, --contexts, --tsne_contexts and --trace_tasks must "
+                              "be >= 1")
     runs = find_runs(workdir, specs)
+    unknown = sorted(set(trace_algos or ()) - set(runs))
+    if trace and unknown:
+        raise EvaluationError(f"--trace_algos {unknown}: not among the evaluated runs "
+                              f"{list(runs)}")
     ds, ood, identities = load_data(runs, data_path)
     data, eval_data = run_data(ds, ood)
     out_dir = out_dir or os.path.join(workdir, "evaluation")
@@ -243,6 +250,29 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
             spec, d, identities[spec], ds, data, eval_data, episodes, contexts, tsne_contexts)
         per_seed[spec] = {m: v.tolist() for m, v in scalar_metrics(evaluations[spec]).items()}
     text = tables(per_seed, episodes)
+    traced = None
+    if trace:
+        split_rows = ds.is_test if ds.is_test.any() else ~ds.is_test
+        attribute = ds.attributes[split_rows, 0]
+        order = np.argsort(attribute)
+        pick = order[np.unique(np.round(np.linspace(0, len(order) - 1,
+                                                    min(trace_tasks, len(order)))).astype(int))]
+        targets = attribute[pick]
+        traced = {}
+        for spec in (trace_algos or list(runs)):
+            values = trace_run(spec, runs[spec], identities[spec], ds, data, eval_data, trace,
+                               pick)
+            traced[spec] = {"trace": values, "steps_to_target":
+                            steps_to_target(values, targets, trace_tolerance)}
+        rows = {s: {f"task {i}": v["steps_to_target"][:, i].tolist()
+                    for i in range(len(targets))} | {"mean": v["steps_to_target"].mean(1).tolist()}
+                for s, v in traced.items()}
+        cols = [f"task {i}" for i in range(len(targets))] + ["mean"]
+        text += (f"\n### Steps until {trace} stays within {trace_tolerance:g} of the target "
+                 f"({SETTLE_STEPS} steps), online episode 1, {SPLITS['test' if ds.is_test.any() else 'train']} "
+                 "tasks (mean ± std over seeds; lower is better)\n\n" + report.markdown_table(
+                     rows, cols, {f"task {i}": f"target {t:.2f}" for i, t in enumerate(targets)},
+                     lower_is_better=cols, digits=1) + "\n")
     tables_by = {name: checkpoint_return_table(ds, rows) for name, rows in
                  ((("unseen", ds.is_test), ("seen", ~ds.is_test)) if ds.is_test.any()
                   else (("", slice(None)),))}
@@ -265,8 +295,21 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
                                                      for m, v in evaluations[s].items()}}
                        for s in runs},
     }
+    if traced is not None:
+        results["trace"] = {"quantity": trace, "targets": targets.tolist(),
+                            "tolerance": trace_tolerance,
+                            "algorithms": {s: {"trace": v["trace"].tolist(),
+                                               "steps_to_target": v["steps_to_target"].tolist()}
+                                           for s, v in traced.items()}}
     atomic_write_text(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1))
     results["figures"] = plots(out_dir, runs, evaluations, embeddings, ds, episodes)
+    if traced is not None:
+        results["figures"].append(report.plot_traces(
+            {s: v["trace"] for s, v in traced.items()}, targets,
+            os.path.join(out_dir, f"trace_{trace}.png"),
+            f"{ds.family}: {trace} in online episode 1 (zero-shot), "
+            f"{SPLITS['test' if ds.is_test.any() else 'train']} tasks; thin: seeds",
+            ylabel=trace, colour=report.colours(list(runs))))
     if verbose:
         print("\n" + header + text)
         print("wrote " + ", ".join([os.path.join(out_dir, "results.json"),
@@ -278,7 +321,8 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     evaluate(FLAGS.workdir, FLAGS.algo, FLAGS.data, FLAGS.episodes, FLAGS.contexts,
-             FLAGS.tsne_contexts, FLAGS.out)
+             FLAGS.tsne_contexts, FLAGS.out, trace=FLAGS.trace, trace_algos=FLAGS.trace_algos,
+             trace_tasks=FLAGS.trace_tasks, trace_tolerance=FLAGS.trace_tolerance)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,13 @@ flags.DEFINE_integer("latent_dim", _D.latent_dim, "Task-embedding size.")
 flags.DEFINE_integer("encoder_hidden", _D.encoder_hidden, "GRU state size.")
 flags.DEFINE_integer("window", None, "Episode-prefix length the encoder trains on "
                      "(default: the horizon, at most 64).")
+flags.DEFINE_enum("infonce_prefix", _D.infonce_prefix, ["last", "random"], "R2PGO: the "
+                  "contrastive embedding of a context is the GRU's belief after a uniformly drawn "
+                  "prefix (random; the paper's z_t) or after the whole context (last).")
+flags.DEFINE_integer("vae_posteriors", 0, "VAE: posteriors per context that decode (a uniform "
+                     "subsample; 0: all W+1, each decoding every transition).")
+flags.DEFINE_integer("vae_transitions", 0, "VAE: transitions each subsampled posterior decodes "
+                     "(with --vae_posteriors).")
 flags.DEFINE_integer("encoder_steps", _D.encoder_steps,
                      "Encoder gradient steps (ReDA: adversarial encoder steps).")
 flags.DEFINE_integer("policy_steps", _D.policy_steps, "Policy gradient steps.")
@@ -92,7 +99,7 @@ cli.require_ints(1, "seeds", "chunk_steps", "checkpoint_every", "latent_dim", "e
                  "window", "encoder_steps", "policy_steps", "batch_size", "meta_batch",
                  "eval_episodes", "eval_contexts", "num_models", "model_rounds",
                  "model_eval_every", "starts_per_task")
-cli.require_ints(0, "seed_offset", "eval_every")
+cli.require_ints(0, "seed_offset", "eval_every", "vae_posteriors", "vae_transitions")
 cli.require_multiple("eval_every", "chunk_steps")
 cli.require_int_lists("hidden", "hyper_hidden", "model_hidden")
 cli.require_finite("alpha", "kl_weight", "rl_weight", "bc_weight", "lambda_uncertainty",
@@ -130,7 +137,9 @@ def main(argv):
         hidden=tuple(int(h) for h in FLAGS.hidden),
         hyper_hidden=tuple(int(h) for h in FLAGS.hyper_hidden),
         latent_dim=FLAGS.latent_dim, encoder_hidden=FLAGS.encoder_hidden,
-        window=FLAGS.window or min(family.horizon, 64), encoder_steps=FLAGS.encoder_steps,
+        window=FLAGS.window or min(family.horizon, 64),
+        infonce_prefix=FLAGS.infonce_prefix, vae_posteriors=FLAGS.vae_posteriors or None, vae_transitions=FLAGS.vae_transitions or None,
+        encoder_steps=FLAGS.encoder_steps,
         policy_steps=FLAGS.policy_steps, batch_size=FLAGS.batch_size, meta_batch=FLAGS.meta_batch,
         encoder_meta_batch=FLAGS.meta_batch, alpha=FLAGS.alpha, kl_weight=FLAGS.kl_weight,
         rl_weight=FLAGS.rl_weight, bc_weight=FLAGS.bc_weight, eval_episodes=FLAGS.eval_episodes,

@@ -68,10 +68,22 @@ def pipeline(tmp_path):
     assert online.shape == (2, 2, 2) and np.all(np.isfinite(online))
     assert np.all(online <= 0)                         # -|v - target| - ctrl cost per step
 
-    out = _load_evaluate_module().evaluate(str(tmp_path / "runs"), episodes=2, contexts=1,
-                                           tsne_contexts=2, verbose=False)
+    evaluate = _load_evaluate_module()
+    out = evaluate.evaluate(str(tmp_path / "runs"), episodes=2, contexts=1, tsne_contexts=2,
+                            verbose=False, trace="x_velocity", trace_tasks=2)
     saved = json.loads((tmp_path / "runs" / "evaluation" / "results.json").read_text())
     per = saved["algorithms"]["r2pgo"]["per_seed_task_episode"]
     assert np.asarray(per["test_online"]).shape == (2, 2, 2)
     assert {"test_offline_ctx", "test_offpolicy_ctx", "test_dphi"} <= set(per)
     assert any(f.endswith("tsne.png") for f in out["figures"])
+    # Forward velocity against the target in episode 1 of both unseen tasks, every seed.
+    trace = saved["trace"]
+    assert trace["targets"] == sorted(targets[ds.is_test].tolist())
+    vel = np.asarray(trace["algorithms"]["r2pgo"]["trace"])
+    assert vel.shape == (2, 2, HORIZON) and np.all(np.isfinite(vel)) and np.ptp(vel) > 0
+    reached = np.asarray(trace["algorithms"]["r2pgo"]["steps_to_target"])
+    assert reached.shape == (2, 2) and np.all((0 <= reached) & (reached <= HORIZON))
+    assert any(f.endswith("trace_x_velocity.png") for f in out["figures"])
+    np.testing.assert_array_equal(   # settles from step 12 (within 0.25 for 10 steps); never
+        evaluate.steps_to_target(np.array([[[0.0] * 12 + [1.1] * 13, [0.0] * 25]]),
+                                 np.array([1.0, 1.0]), 0.25), [[12, 25]])

@@ -63,11 +63,21 @@ def test_encoder_config_errors():
         EncoderConfig(encoder="mlp", vae_weight=1.0)
     with pytest.raises(ValueError, match="empty context"):
         EncoderConfig(focal_weight=1.0, window=0)
+    with pytest.raises(ValueError, match="both vae_posteriors and vae_transitions"):
+        EncoderConfig(encoder="gru", vae_weight=1.0, vae_posteriors=4)
+    with pytest.raises(ValueError, match="needs the recurrent encoder"):
+        EncoderConfig(encoder="mlp", infonce_weight=1.0, infonce_prefix="random")
+    with pytest.raises(ValueError, match="last or random"):
+        EncoderConfig(encoder="gru", infonce_weight=1.0, infonce_prefix="first")
 
 
 COMBOS = {
     "r2pgo_gru_vae_weighted_infonce": dict(encoder="gru", vae_weight=1.0, infonce_weight=1.0,
                                            alpha=5.0, window=20, decode_state=True),
+    # the VAE decoding a subsample of its grid, InfoNCE on beliefs after random prefixes
+    "r2pgo_gru_subsampled_vae_prefix_infonce": dict(
+        encoder="gru", vae_weight=1.0, infonce_weight=1.0, alpha=5.0, window=20,
+        vae_posteriors=4, vae_transitions=4, infonce_prefix="random"),
     "reda_transformer_infonce": dict(encoder="transformer", infonce_weight=1.0, window=8,
                                      latent_dim=8),
     "focal_mlp_distance": dict(encoder="mlp", focal_weight=1.0, window=16),

@@ -180,6 +180,43 @@ def test_vae_loss_matches_equation():
     np.testing.assert_allclose(V.gaussian_kl(f32(mu), f32(lv), f32(mu), f32(lv)), 0.0, atol=1e-6)
 
 
+def test_vae_loss_on_a_subsample_of_the_decoding_grid():
+    """Given the pairs it decodes, the subsampled loss is the same equation over those pairs;
+    with the whole grid as the subsample it is the full loss, and uniform subsamples average to
+    the full reconstruction term (VariBAD's vae_subsample_elbos / _decodes)."""
+    L, D, O = 6, 3, 2
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    mu, lv = f32(RNG.normal(size=(L + 1, D))), f32(RNG.normal(size=(L + 1, D)) * 0.3)
+    rp, r = RNG.normal(size=(L + 1, L)), f32(RNG.normal(size=L))
+    sp, s = RNG.normal(size=(L + 1, L, O)), f32(RNG.normal(size=(L, O)))
+    full, m_full = V.vae_loss(mu, lv, f32(rp), r, None, f32(sp), s, kl_weight=0.3)
+    post_i, tr_i = np.arange(L + 1), np.tile(np.arange(L), (L + 1, 1))
+    whole, _ = V.vae_loss(mu, lv, f32(rp[post_i[:, None], tr_i]), r, None,
+                          f32(sp[post_i[:, None], tr_i]), s, kl_weight=0.3,
+                          posterior_index=post_i, transition_index=tr_i)
+    np.testing.assert_allclose(whole, full, rtol=1e-6)
+    post_i, tr_i = np.array([0, 4, 4]), np.array([[1, 5], [0, 0], [2, 3]])
+    got, m = V.vae_loss(mu, lv, f32(rp[post_i[:, None], tr_i]), r, None,
+                        f32(sp[post_i[:, None], tr_i]), s, kl_weight=0.3,
+                        posterior_index=post_i, transition_index=tr_i)
+    want_r = np.mean([(rp[t, j] - r[j]) ** 2 for t, row in zip(post_i, tr_i) for j in row])
+    np.testing.assert_allclose(m["vae_reward_mse"], want_r, rtol=1e-5)
+    np.testing.assert_allclose(m["vae_kl"], m_full["vae_kl"], rtol=1e-6)   # KL: every posterior
+    draws = []
+    for k in jax.random.split(jax.random.PRNGKey(0), 400):
+        k1, k2 = jax.random.split(k)
+        pi, ti = jax.random.randint(k1, (2,), 0, L + 1), jax.random.randint(k2, (2, 3), 0, L)
+        draws.append(V.vae_loss(mu, lv, f32(rp)[pi[:, None], ti], r, posterior_index=pi,
+                                transition_index=ti)[1]["vae_reward_mse"])
+    full_r = m_full["vae_reward_mse"]
+    np.testing.assert_allclose(np.mean(draws), full_r, rtol=0.05)
+    assert np.std(draws) > 0.05 * full_r            # they are samples, not the full grid
+    with pytest.raises(ValueError, match="both"):
+        V.vae_loss(mu, lv, f32(rp[:2, :3]), r, posterior_index=np.arange(2))
+    with pytest.raises(ValueError, match="expected"):
+        V.vae_loss(mu, lv, f32(rp), r, posterior_index=post_i, transition_index=tr_i)
+
+
 def test_relative_representation_metric_and_centroid_accuracy():
     z1 = RNG.normal(size=(5, 2))
     z2 = RNG.normal(size=(6, 2)) + 3.0

@@ -44,10 +44,14 @@ class Algorithm(NamedTuple):
     """``phases`` run in order; ``evaluate(outputs, key, eval_data) -> {name: array}`` (one seed)
     scores the last phase's output. ``config`` is a JSON-serialisable description of the run.
     ``embed(outputs, key, data, num) -> [T, num, latent]`` (None for task-agnostic algorithms):
-    task embeddings of ``num`` contexts per task of a ``TaskData`` (for d(phi) and t-SNE)."""
+    task embeddings of ``num`` contexts per task of a ``TaskData`` (for d(phi) and t-SNE).
+    ``policy(outputs) -> (act, context)``: the trained policy as ``evaluate``'s rollouts run it
+    (``act(obs, z, key, deterministic)`` and the ``jaxomrl.eval.adaptation.Context`` that infers
+    ``z`` online, None for task-agnostic algorithms), for rollouts of one's own (e.g. traces)."""
 
     name: str
     phases: Tuple[Phase, ...]
     evaluate: Callable[[Any, jax.Array, Any], Dict[str, jax.Array]]
     config: Dict[str, Any]
     embed: Optional[Callable[[Any, jax.Array, Any, int], jax.Array]] = None
+    policy: Optional[Callable[[Any], Tuple[Callable, Any]]] = None

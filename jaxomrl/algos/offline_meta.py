@@ -204,17 +204,19 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
         params = outputs["encoder"]
         return enc.embed(params, *enc.sample_contexts(data, key, num))
 
+    def policy(outputs):
+        """(act, online context) of the trained policy (``Algorithm.policy``)."""
+        def act(obs, z, k, deterministic):
+            return sac.act(outputs["actor"], obs, k, deterministic, z)
+        return act, encoder_context(enc, outputs["encoder"]) if enc is not None else None
+
     def evaluate(outputs, key, eval_data) -> Dict[str, jax.Array]:
         """``jaxomrl.eval.protocols.evaluate_policy`` in every task set of ``eval_data``
         (``{split}_online [T, eval_episodes]``, ``{split}_offline_ctx [T, 1]``,
         ``{split}_offpolicy_ctx [T, 1]`` with ood data) and, with an encoder and ood data, ReDA's
         d(phi) per task (``{split}_dphi [T]``: training-data contexts vs held-out-checkpoint
         contexts of the same task, relative to the other tasks)."""
-        context = encoder_context(enc, outputs["encoder"]) if enc is not None else None
-
-        def act(obs, z, k, deterministic):
-            return sac.act(outputs["actor"], obs, k, deterministic, z)
-
+        act, context = policy(outputs)
         k_policy, k_embed = jax.random.split(key)
         sources = {"data": eval_data["data"], "ood": eval_data.get("ood", {})}
         out = evaluate_policy(family, eval_data["tasks"], act, context, k_policy, sources,
@@ -230,7 +232,8 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
         return out
 
     return Algorithm(name=name, phases=phases, evaluate=evaluate,
-                     config=dataclasses.asdict(config), embed=embed if enc is not None else None)
+                     config=dataclasses.asdict(config), embed=embed if enc is not None else None,
+                     policy=policy)
 
 
 def run_data(ds, ood=None) -> Tuple[Dict[str, TaskData], Dict[str, Any]]:

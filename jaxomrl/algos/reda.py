@@ -395,4 +395,4 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
                                   if model_data is not None else state.encoder.params))
     return Algorithm(name=name, phases=(models_phase, adversarial_phase, base.phases[-1]),
                      evaluate=base.evaluate, config=dataclasses.asdict(config),
-                     embed=base.embed)
+                     embed=base.embed, policy=base.policy)

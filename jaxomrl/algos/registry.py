@@ -36,7 +36,7 @@ family, num_train_tasks)`` the ``Algorithm`` the runner trains.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 from jaxomrl.algos.base import Algorithm
 from jaxomrl.algos.offline_meta import MetaConfig, make_algorithm
@@ -68,6 +68,9 @@ class Settings:
     latent_dim: int = 5
     encoder_hidden: int = 64
     window: int = 20                    # GRU: episode-prefix length the encoder trains on
+    infonce_prefix: str = "random"      # R2PGO: InfoNCE on the belief after a random prefix
+    vae_posteriors: Optional[int] = None    # VAE decoding subsample (None: the full grid)
+    vae_transitions: Optional[int] = None
     contexts_per_task: int = 8
     encoder_meta_batch: int = 16
     encoder_steps: int = 2000
@@ -129,14 +132,16 @@ def make_config(spec: str, s: Settings) -> MetaConfig:
     shared = dict(latent_dim=s.latent_dim, hidden=s.encoder_hidden, window=s.window,
                   contexts_per_task=s.contexts_per_task, meta_batch=s.encoder_meta_batch,
                   learning_rate=s.encoder_lr, temperature=s.temperature)
-    vae = dict(encoder="gru", vae_weight=1.0, kl_weight=s.kl_weight)
+    vae = dict(encoder="gru", vae_weight=1.0, kl_weight=s.kl_weight,
+               vae_posteriors=s.vae_posteriors, vae_transitions=s.vae_transitions)
     if name == "reda":
         encoder = EncoderConfig(encoder="transformer", infonce_weight=1.0, alpha=0.0,
                                 num_negatives=s.num_negatives, **shared)
     elif name == "r2pgo":
         encoder = EncoderConfig(
             **vae, **shared, infonce_weight=s.infonce_weight, num_negatives=s.num_negatives,
-            alpha=0.0 if "no_weighted_negatives" in ablations else s.alpha)
+            alpha=0.0 if "no_weighted_negatives" in ablations else s.alpha,
+            infonce_prefix=s.infonce_prefix)
     elif name in ("om_bc", "om_sac"):
         encoder = EncoderConfig(**vae, **shared)
     elif name == "focal":

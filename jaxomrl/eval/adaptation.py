@@ -13,7 +13,7 @@ task's offline data and the embedding is held fixed.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +47,21 @@ def online_returns(family: TaskFamily, tasks: Task, act: Callable, context: Opti
                    key: jax.Array, num_episodes: int = 1, carry_context: bool = True,
                    deterministic: bool = True, initial_context: Any = None,
                    frozen: bool = False) -> jax.Array:
-    """Returns ``[num_tasks, num_episodes]`` of a policy adapting online in every task.
+    """Returns ``[num_tasks, num_episodes]`` of a policy adapting online in every task
+    (:func:`online_rollout` without the per-step trace)."""
+    return online_rollout(family, tasks, act, context, key, num_episodes, carry_context,
+                          deterministic, initial_context, frozen)[0]
+
+
+def online_rollout(family: TaskFamily, tasks: Task, act: Callable, context: Optional[Context],
+                   key: jax.Array, num_episodes: int = 1, carry_context: bool = True,
+                   deterministic: bool = True, initial_context: Any = None,
+                   frozen: bool = False, record: Tuple[str, ...] = ()
+                   ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """Returns ``[num_tasks, num_episodes]`` of a policy adapting online in every task and the
+    per-step trace ``{"reward": [num_tasks, steps], "z": [num_tasks, steps, latent] (with a
+    context), name: [num_tasks, steps] for name in record}`` (``record``: keys of the family's
+    step ``info``, e.g. ``"x_velocity"``), ``steps = num_episodes * horizon``.
 
     Args:
       family: the task family.
@@ -89,12 +103,15 @@ def online_returns(family: TaskFamily, tasks: Task, act: Callable, context: Opti
                 ctx = context.update(ctx, tr)
                 if not carry_context:
                     ctx = optax.tree_utils.tree_where(nxt.done, context.init(), ctx)
-            return (nxt, ctx, episode + nxt.done.astype(jnp.int32), returns), None
+            trace = {"reward": nxt.reward, **{name: nxt.info[name] for name in record}}
+            if z is not None:
+                trace["z"] = z
+            return (nxt, ctx, episode + nxt.done.astype(jnp.int32), returns), trace
 
         init = (state, ctx, jnp.zeros((), jnp.int32), jnp.zeros((num_episodes,), jnp.float32))
-        (_, _, _, returns), _ = jax.lax.scan(
+        (_, _, _, returns), trace = jax.lax.scan(
             body, init, jax.random.split(k_run, num_episodes * family.horizon))
-        return returns
+        return returns, trace
 
     return jax.vmap(one_task)(tasks, jax.random.split(key, tasks.num_tasks), initial_context)
 

@@ -6,7 +6,9 @@
 * ``plot_curves`` (learning curves, mean ± std band), ``plot_adaptation`` (return per
   adaptation episode), ``plot_tsne`` (t-SNE of task embeddings coloured by a task parameter, one
   panel per algorithm), ``plot_bars`` (ablation bars with std error bars),
-  ``plot_task_curves`` (a collection's per-task learning curves). PNG files.
+  ``plot_task_curves`` (a collection's per-task learning curves), ``plot_traces`` (a per-step
+  quantity of online rollouts against time, one panel per task, e.g. forward velocity against
+  the target). PNG files.
 """
 from __future__ import annotations
 
@@ -148,6 +150,38 @@ def plot_task_curves(env_steps: np.ndarray, returns: np.ndarray, attribute: np.n
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(plt, fig, path)
+
+
+def plot_traces(traces: Mapping[str, np.ndarray], targets: Sequence[float], path: str,
+                title: str, ylabel: str, panel_label: str = "target",
+                colour: Optional[Mapping[str, Any]] = None) -> str:
+    """``traces[name] = [seeds, panels, steps]``: one panel per task with every algorithm's mean
+    over seeds (thin lines: single seeds) and the panel's target as a dashed line."""
+    colour = colour or colours(list(traces))
+    n = len(targets)
+    plt, fig, axes = _figure(ncols=min(n, 4), nrows=-(-n // 4), size=(3.6, 3.0))
+    for i, target in enumerate(targets):
+        ax = axes[i // 4, i % 4]
+        for name, values in traces.items():
+            v = np.asarray(values, np.float64)[:, i]
+            t = np.arange(v.shape[-1])
+            for seed in v:
+                ax.plot(t, seed, color=colour[name], alpha=0.25, linewidth=0.6)
+            ax.plot(t, v.mean(axis=0), color=colour[name], linewidth=1.4,
+                    label=name if i == 0 else None)
+        ax.axhline(target, color="k", linestyle="--", linewidth=1.0,
+                   label=panel_label if i == 0 else None)
+        ax.set_title(f"{panel_label} {target:.2f}", fontsize=9)
+        ax.set(xlabel="step", ylabel=ylabel if i % 4 == 0 else None)
+        ax.grid(alpha=0.3)
+    for j in range(n, axes.size):
+        axes.flat[j].axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.legend(fontsize=7, loc="lower center", ncol=len(traces) + 1, bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def plot_adaptation(returns: Mapping[str, np.ndarray], path: str, title: str,

@@ -68,11 +68,22 @@ class EncoderConfig:
     vae_weight: float = 0.0
     kl_weight: float = 0.1
     decode_state: bool = False
+    # VAE reconstruction on a uniform subsample of the (posterior, transition) grid: this many
+    # posteriors per context, each decoding this many transitions (None: all; VariBAD's
+    # vae_subsample_elbos / vae_subsample_decodes). The full grid costs (W+1) x W decodes.
+    vae_posteriors: Optional[int] = None
+    vae_transitions: Optional[int] = None
     infonce_weight: float = 0.0
     alpha: float = 0.0                   # similarity kernel width (R2PGO eq. 4)
     num_negatives: int = 16
     temperature: float = 1.0
     score: str = "dot"
+    # GRU + InfoNCE: which posterior of a context is its contrastive embedding: "last" (after the
+    # whole context) or "random" (after a uniformly drawn prefix of 1..len transitions: R2PGO
+    # §4.3, "task embedding z_t at a certain time step" as anchor, the same task's embedding at
+    # another time step as positive), which makes every prefix's belief, the one an online agent
+    # acts on, task-discriminative.
+    infonce_prefix: str = "last"
     focal_weight: float = 0.0
     corro_weight: float = 0.0
     corro_reward_std: float = 0.5
@@ -97,6 +108,17 @@ class EncoderConfig:
             raise ValueError("no loss selected: set a positive vae/infonce/focal/corro weight")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.infonce_prefix not in ("last", "random"):
+            raise ValueError(f"infonce_prefix must be last or random, got {self.infonce_prefix!r}")
+        if self.infonce_prefix == "random" and self.encoder != "gru":
+            raise ValueError("infonce_prefix='random' needs the recurrent encoder (encoder='gru')")
+        if (self.vae_posteriors is None) != (self.vae_transitions is None):
+            raise ValueError("set both vae_posteriors and vae_transitions (a subsample of the "
+                             "VAE's decoding grid), or neither")
+        if self.vae_posteriors is not None and min(self.vae_posteriors,
+                                                   self.vae_transitions) < 1:
+            raise ValueError(f"vae_posteriors and vae_transitions must be >= 1, got "
+                             f"{self.vae_posteriors}, {self.vae_transitions}")
 
 
 @struct.dataclass
@@ -230,8 +252,13 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
             total += config.vae_weight * jnp.mean(l_vae)
             metrics.update({k: jnp.mean(v) for k, v in m_vae.items()})
         if config.infonce_weight:
+            z_nce = z
+            if config.infonce_prefix == "random":   # posterior after 1..len transitions
+                length = jnp.maximum(jnp.sum(mask, axis=-1), 1)                  # [M, S]
+                t = jax.random.randint(jax.random.fold_in(k_nce, 1), length.shape, 1, length + 1)
+                z_nce = jnp.take_along_axis(posteriors[0], t[..., None, None], axis=-2)[..., 0, :]
             l_nce, m_nce = contrastive.weighted_info_nce(
-                k_nce, z, data.attributes[task_idx], config.alpha, config.num_negatives,
+                k_nce, z_nce, data.attributes[task_idx], config.alpha, config.num_negatives,
                 config.temperature, config.score)
             total += config.infonce_weight * l_nce
             metrics.update(m_nce)
@@ -355,14 +382,26 @@ def _init_all(model: _Model, ctx: Transition, mask, query):
 def _vae_terms(model: _Model, ctx: Transition, mask: jax.Array, posteriors, key: jax.Array,
                config: EncoderConfig):
     """R2PGO eq. (2-3) for one episode prefix ``[W]`` from its posteriors ``(mu, logvar)
-    [W+1, D]``: every posterior decodes every transition."""
+    [W+1, D]``: every posterior decodes every transition, or (``config.vae_posteriors``) a
+    uniform subsample of posteriors each decodes a uniform subsample of transitions."""
     mu, logvar = posteriors
     eps = jax.random.normal(key, mu.shape)
     m = mu + jnp.exp(0.5 * logvar) * eps                                  # [W+1, D]
     w = ctx.reward.shape[0]
-    tile = lambda x: jnp.broadcast_to(x[None], (w + 1,) + x.shape)
-    r_pred, s_pred = model.decode(jnp.broadcast_to(m[:, None], (w + 1, w, m.shape[-1])),
-                                  jax.tree_util.tree_map(tile, ctx))
+    if config.vae_posteriors is None:
+        post_index = tr_index = None
+        tile = lambda x: jnp.broadcast_to(x[None], (w + 1,) + x.shape)
+        pairs = jax.tree_util.tree_map(tile, ctx)
+        samples = jnp.broadcast_to(m[:, None], (w + 1, w, m.shape[-1]))
+    else:
+        e, k = config.vae_posteriors, config.vae_transitions
+        k_post, k_tr = jax.random.split(jax.random.fold_in(key, 1))
+        post_index = jax.random.randint(k_post, (e,), 0, w + 1)
+        tr_index = jax.random.randint(k_tr, (e, k), 0, w)
+        pairs = jax.tree_util.tree_map(lambda x: x[tr_index], ctx)
+        samples = jnp.broadcast_to(m[post_index][:, None], (e, k, m.shape[-1]))
+    r_pred, s_pred = model.decode(samples, pairs)
     return vae.vae_loss(mu, logvar, r_pred, ctx.reward, mask,
                         s_pred, ctx.next_obs if s_pred is not None else None,
-                        kl_weight=config.kl_weight)
+                        kl_weight=config.kl_weight, posterior_index=post_index,
+                        transition_index=tr_index)

@@ -9,6 +9,12 @@ KL term ties each posterior to the previous one (the first to the prior N(0, I))
 
 with Gaussian likelihoods of unit variance (squared errors up to constants). Averaged over
 posteriors and transitions here so that its scale does not depend on the trajectory length.
+
+Decoding every transition from every posterior costs ``(L+1) x L`` decoder calls per trajectory
+(40,200 for a 200-step episode). ``vae_loss`` also takes a uniform subsample of that grid
+(``posterior_index`` / ``transition_index``): the reconstruction term is then an unbiased estimate
+of the full one (VariBAD's code offers the same, ``--vae_subsample_elbos`` /
+``--vae_subsample_decodes``, Zintgraf et al. 2020); the KL term always uses every posterior.
 """
 from __future__ import annotations
 
@@ -35,32 +41,50 @@ def sequential_kl(mu: jax.Array, logvar: jax.Array) -> jax.Array:
 def vae_loss(mu: jax.Array, logvar: jax.Array, reward_pred: jax.Array, reward: jax.Array,
              mask: Optional[jax.Array] = None, next_obs_pred: Optional[jax.Array] = None,
              next_obs: Optional[jax.Array] = None, kl_weight: float = 1.0,
-             state_weight: float = 1.0) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+             state_weight: float = 1.0, posterior_index: Optional[jax.Array] = None,
+             transition_index: Optional[jax.Array] = None
+             ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     """R2PGO eq. (2-3) for one trajectory of ``L`` transitions.
 
     Args:
       mu, logvar: ``[L+1, D]`` posteriors after each prefix (row 0: before any transition).
-      reward_pred: ``[L+1, L]`` each posterior's sample decoded into every transition's reward.
+      reward_pred: ``[L+1, L]`` each posterior's sample decoded into every transition's reward;
+        with a subsample, ``[E, K]``: posterior ``posterior_index[e]`` decoded into transition
+        ``transition_index[e, k]``.
       reward: ``[L]`` rewards.
       mask: ``[L]`` valid transitions (padding False); posteriors after padding are ignored too.
-      next_obs_pred, next_obs: optional ``[L+1, L, O]`` / ``[L, O]`` next-state reconstruction.
+      next_obs_pred, next_obs: optional ``[L+1, L, O]`` (subsample: ``[E, K, O]``) / ``[L, O]``
+        next-state reconstruction.
       kl_weight, state_weight: weights of the KL and state terms.
+      posterior_index, transition_index: optional ``[E]`` in ``0..L`` / ``[E, K]`` in
+        ``0..L-1``, the decoded pairs (both or neither).
     Returns: (loss, metrics).
     """
     steps = reward.shape[0]
-    if mu.shape[0] != steps + 1 or reward_pred.shape != (steps + 1, steps):
-        raise ValueError(f"expected mu [L+1, D] and reward_pred [L+1, L] for L={steps}, got "
+    if (posterior_index is None) != (transition_index is None):
+        raise ValueError("give both posterior_index and transition_index, or neither")
+    grid = ((steps + 1, steps) if posterior_index is None
+            else (posterior_index.shape[0], transition_index.shape[-1]))
+    if (mu.shape[0] != steps + 1 or reward_pred.shape != grid
+            or (transition_index is not None and transition_index.shape != grid)):
+        raise ValueError(f"expected mu [L+1, D] and reward_pred {list(grid)} for L={steps}, got "
                          f"{mu.shape}, {reward_pred.shape}")
     if mask is None:
         mask = jnp.ones((steps,), bool)
     m = mask.astype(reward.dtype)
     post = jnp.concatenate([jnp.ones((1,), m.dtype), m])                    # [L+1]
-    pair = post[:, None] * m[None]                                          # [L+1, L]
+    if posterior_index is None:
+        pair = post[:, None] * m[None]                                      # [L+1, L]
+        target_r, target_s = reward[None], None if next_obs is None else next_obs[None]
+    else:
+        pair = post[posterior_index][:, None] * m[transition_index]        # [E, K]
+        target_r = reward[transition_index]
+        target_s = None if next_obs is None else next_obs[transition_index]
     n_pair = jnp.maximum(jnp.sum(pair), 1.0)
-    rec_r = jnp.sum(pair * (reward_pred - reward[None]) ** 2) / n_pair
+    rec_r = jnp.sum(pair * (reward_pred - target_r) ** 2) / n_pair
     rec_s = jnp.zeros(())
     if next_obs_pred is not None:
-        err = jnp.sum((next_obs_pred - next_obs[None]) ** 2, axis=-1)
+        err = jnp.sum((next_obs_pred - target_s) ** 2, axis=-1)
         rec_s = jnp.sum(pair * err) / n_pair
     kl = jnp.sum(post * sequential_kl(mu, logvar)) / jnp.sum(post)
     loss = rec_r + state_weight * rec_s + kl_weight * kl

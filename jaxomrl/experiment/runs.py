@@ -1,0 +1,65 @@
+"""Finished training runs of a workdir (``experiments/train.py``) and the dataset they trained on,
+for the programs that read them afterwards (``experiments/evaluate.py``,
+``experiments/context_shift.py``)."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict
+
+from jaxomrl.algos.registry import ALGORITHMS
+from jaxomrl.data import dataset as dataset_lib
+from jaxomrl.experiment.cli import UsageError
+
+
+class RunLookupError(UsageError):
+    """No finished run where one was asked for, or runs / data that do not belong together."""
+
+
+def find_runs(workdir: str, specs=None) -> Dict[str, str]:
+    """``{spec: run directory}`` of finished runs (``results.json`` present)."""
+    if not os.path.isdir(workdir):
+        raise RunLookupError(f"--workdir {workdir!r} does not exist")
+    if specs:
+        dirs = {s: os.path.join(workdir, s.replace("/", "-")) for s in specs}
+    else:
+        dirs = {}
+        for d in sorted(os.listdir(workdir)):
+            path = os.path.join(workdir, d, "run.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    dirs[json.load(f)["algorithm"]] = os.path.join(workdir, d)
+    runs = {}
+    for spec, d in dirs.items():
+        if not os.path.exists(os.path.join(d, "results.json")):
+            raise RunLookupError(f"{spec}: no finished run in {d} (train it with "
+                                  "experiments/train.py first)")
+        runs[spec] = d
+    if not runs:
+        raise RunLookupError(f"no runs in {workdir}")
+    if not specs:  # the registry's order: each algorithm, then its ablations
+        order = list(ALGORITHMS)
+        runs = dict(sorted(runs.items(), key=lambda kv: (
+            order.index(kv[0].split("/")[0]) if kv[0].split("/")[0] in order else len(order),
+            kv[0])))
+    return runs
+
+
+def load_data(runs: Dict[str, str], data_flag=None):
+    """The dataset (and ood dataset) the runs trained on, checked against their checksums."""
+    identities = {}
+    for spec, d in runs.items():
+        with open(os.path.join(d, "run.json")) as f:
+            identities[spec] = json.load(f)
+    descriptions = {s: i["description"] for s, i in identities.items()}
+    digests = {d["dataset_sha256"] for d in descriptions.values()}
+    if len(digests) != 1:
+        raise RunLookupError("the runs trained on different datasets; evaluate them separately")
+    path = data_flag or next(iter(descriptions.values()))["dataset"]
+    try:
+        ds, ood = dataset_lib.load_collection(path)
+    except FileNotFoundError as e:
+        raise RunLookupError(f"{e}; pass the dataset's location with --data") from e
+    if dataset_lib.digest(ds) not in digests:
+        raise RunLookupError(f"{path} is not the dataset the runs trained on")
+    return ds, ood, identities
