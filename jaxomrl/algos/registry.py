@@ -89,6 +89,7 @@ class Settings:
     eval_episodes: int = 1
     eval_contexts: int = 4              # context episodes per task of the fixed-context protocols
     carry_context: bool = True
+    policy_context: str = "task"        # the policy's z: another episode's prefix | its own
     # ReDA (defaults: those of ReDAConfig / DynamicsConfig, defined there once)
     num_models: int = DynamicsConfig.ensemble_size        # ensemble members per task (B.5)
     model_hidden: Tuple[int, ...] = DynamicsConfig.hidden
@@ -126,6 +127,8 @@ def make_config(spec: str, s: Settings) -> MetaConfig:
     common = dict(policy_steps=s.policy_steps, meta_batch=s.meta_batch,
                   eval_episodes=s.eval_episodes, carry_context=s.carry_context,
                   eval_contexts=s.eval_contexts)
+    if name != "bc":
+        common["policy_context"] = s.policy_context
     if name == "bc":
         return MetaConfig(policy=SACConfig(head="none", rl_weight=0.0, bc_weight=s.bc_weight,
                                            **policy), **common)
