@@ -23,13 +23,12 @@ from absl import flags, logging
 from sklearn.linear_model import LinearRegression
 
 from jaxomrl.algos.offline_meta import run_data
-from jaxomrl.algos.registry import from_run_config
 from jaxomrl.data.sampler import sample_episodes
 from jaxomrl.eval import report
 from jaxomrl.eval.adaptation import online_rollout
 from jaxomrl.experiment import cli
-from jaxomrl.experiment.runner import evaluation_keys, final_outputs
-from jaxomrl.experiment.runs import find_runs, load_data
+from jaxomrl.experiment.runner import evaluation_keys
+from jaxomrl.experiment.runs import find_runs, load_data, restore
 from jaxomrl.io import atomic_write_text
 
 FLAGS = flags.FLAGS
@@ -44,14 +43,11 @@ cli.require_ints(1, "episodes")
 cli.require_int_lists("steps", lower=0)
 
 
-def beliefs(spec: str, run_dir: str, ds, data, eval_data, split: str, episodes: int):
+def beliefs(spec: str, run_dir: str, identity, ds, data, eval_data, split: str, episodes: int):
     """``(data_z [S, T, E, H, D], online_z [S, T, H, D])``: embeddings before each step of
     ``episodes`` data episodes per task and of the policy's first online episode."""
-    with open(os.path.join(run_dir, "run.json")) as f:
-        identity = json.load(f)
     family = ds.make_family()
-    algorithm = from_run_config(spec, identity["config"], family, int((~ds.is_test).sum()))
-    outputs = final_outputs(algorithm, data, run_dir, len(identity["seeds"]))
+    algorithm, outputs = restore(spec, run_dir, identity, family, ds, data)
     tasks, task_data = eval_data["tasks"][split], eval_data["data"][split]
     episodes_, _ = sample_episodes(task_data, jax.random.PRNGKey(0), episodes, family.horizon)
 
@@ -91,7 +87,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     runs = find_runs(FLAGS.workdir, FLAGS.algo)
-    ds, ood, _ = load_data(runs)
+    ds, ood, identities = load_data(runs)
     data, eval_data = run_data(ds, ood)
     if FLAGS.split not in eval_data["tasks"]:
         raise cli.UsageError(f"--split={FLAGS.split}: the dataset has no such tasks")
@@ -103,11 +99,10 @@ def main(argv):
     attribute = ds.attributes[rows, 0]
     results = {}
     for spec, run_dir in runs.items():
-        with open(os.path.join(run_dir, "run.json")) as f:
-            if json.load(f)["config"].get("encoder") is None:
-                continue
-        data_z, online_z = beliefs(spec, run_dir, ds, data, eval_data, FLAGS.split,
-                                   FLAGS.episodes)
+        if identities[spec]["config"].get("encoder") is None:
+            continue
+        data_z, online_z = beliefs(spec, run_dir, identities[spec], ds, data, eval_data,
+                                   FLAGS.split, FLAGS.episodes)
         table = shift_table(data_z, online_z, attribute, steps)
         results[spec] = {str(t): v for t, v in table.items()}
         print(f"\n### {spec}: |error| of the task attribute decoded linearly from the belief "

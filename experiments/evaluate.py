@@ -35,13 +35,12 @@ import numpy as np
 from absl import flags, logging
 
 from jaxomrl.algos.offline_meta import run_data
-from jaxomrl.algos.registry import from_run_config
 from jaxomrl.data.collect import checkpoint_return_table
 from jaxomrl.eval import report
 from jaxomrl.eval.adaptation import online_rollout
 from jaxomrl.experiment import cli
-from jaxomrl.experiment.runs import RunLookupError, find_runs, load_data
-from jaxomrl.experiment.runner import evaluation_keys, final_outputs, scalar_metrics, seed_summary
+from jaxomrl.experiment.runs import RunLookupError, find_runs, load_data, restore
+from jaxomrl.experiment.runner import evaluation_keys, scalar_metrics, seed_summary
 from jaxomrl.io import atomic_write_text
 
 FLAGS = flags.FLAGS
@@ -78,14 +77,10 @@ def evaluate_run(spec: str, run_dir: str, identity: Dict[str, Any], ds, data, ev
                  episodes: int, contexts: int, tsne_contexts: int):
     """Per-seed evaluation arrays ``{metric: [S, T, K]}`` and seed 0's embeddings of every
     task's contexts (``{"data": [T, N, D], "ood": ...}``, None without an encoder)."""
-    family = ds.make_family()
-    n_train = int((~ds.is_test).sum())
-    algorithm = from_run_config(spec, identity["config"], family, n_train,
-                                eval_episodes=episodes, eval_contexts=contexts)
-    seeds = identity["seeds"]
-    outputs = final_outputs(algorithm, data, run_dir, len(seeds))
+    algorithm, outputs = restore(spec, run_dir, identity, ds.make_family(), ds, data,
+                                 eval_episodes=episodes, eval_contexts=contexts)
     evaluation = jax.jit(jax.vmap(algorithm.evaluate, in_axes=(0, 0, None)))(
-        outputs, evaluation_keys(seeds), eval_data)
+        outputs, evaluation_keys(identity["seeds"]), eval_data)
     evaluation = {k: np.asarray(v) for k, v in jax.device_get(evaluation).items()}
     embeddings = None
     if algorithm.embed is not None:
@@ -111,10 +106,9 @@ def trace_run(spec: str, run_dir: str, identity: Dict[str, Any], ds, data, eval_
     if record not in getattr(family, "info_keys", ()):
         raise EvaluationError(f"--trace={record!r}: {ds.family}'s steps record "
                               f"{list(getattr(family, 'info_keys', ()))}")
-    algorithm = from_run_config(spec, identity["config"], family, int((~ds.is_test).sum()))
+    algorithm, outputs = restore(spec, run_dir, identity, family, ds, data)
     if algorithm.policy is None:
         raise EvaluationError(f"{spec} does not expose its policy for traces")
-    outputs = final_outputs(algorithm, data, run_dir, len(identity["seeds"]))
     split = "test" if "test" in eval_data["tasks"] else "train"
     tasks = jax.tree_util.tree_map(lambda x: x[task_index], eval_data["tasks"][split])
 
@@ -130,10 +124,36 @@ def steps_to_target(trace: np.ndarray, target: np.ndarray, tolerance: float) -> 
     """``[..., tasks]``: the first step from which ``trace [..., tasks, steps]`` stays within
     ``tolerance`` of ``target [tasks]`` for ``SETTLE_STEPS`` steps (the episode length if never)."""
     near = np.abs(trace - target[:, None]) <= tolerance
-    steps = near.shape[-1]
-    window = SETTLE_STEPS if steps >= SETTLE_STEPS else steps
-    settled = np.stack([near[..., t:t + window].all(-1) for t in range(steps - window + 1)], -1)
-    return np.where(settled.any(-1), settled.argmax(-1), steps)
+    window = min(SETTLE_STEPS, near.shape[-1])
+    settled = np.lib.stride_tricks.sliding_window_view(near, window, axis=-1).all(-1)
+    return np.where(settled.any(-1), settled.argmax(-1), near.shape[-1])
+
+
+def trace_tasks_of(runs, identities, ds, data, eval_data, record: str, specs, num_tasks: int,
+                   tolerance: float):
+    """``(targets [N], {spec: {"trace": [S, N, H], "steps_to_target": [S, N]}}, markdown)``:
+    :func:`trace_run` of ``specs`` in ``num_tasks`` tasks of the evaluation's split spread over
+    the task attribute (the target), and the steps-to-target table."""
+    split = "test" if ds.is_test.any() else "train"
+    attribute = ds.attributes[ds.is_test if split == "test" else ~ds.is_test, 0]
+    order = np.argsort(attribute)
+    pick = order[np.unique(np.round(np.linspace(0, len(order) - 1,
+                                                min(num_tasks, len(order)))).astype(int))]
+    targets = attribute[pick]
+    traced = {}
+    for spec in specs:
+        values = trace_run(spec, runs[spec], identities[spec], ds, data, eval_data, record, pick)
+        traced[spec] = {"trace": values,
+                        "steps_to_target": steps_to_target(values, targets, tolerance)}
+    cols = [f"task {i}" for i in range(len(targets))] + ["mean"]
+    rows = {s: {f"task {i}": v["steps_to_target"][:, i].tolist() for i in range(len(targets))}
+            | {"mean": v["steps_to_target"].mean(1).tolist()} for s, v in traced.items()}
+    text = (f"\n### Steps until {record} stays within {tolerance:g} of the target "
+            f"({SETTLE_STEPS} steps), online episode 1, {SPLITS[split]} tasks (mean ± std over "
+            "seeds; lower is better)\n\n" + report.markdown_table(
+                rows, cols, {f"task {i}": f"target {t:.2f}" for i, t in enumerate(targets)},
+                lower_is_better=cols, digits=1) + "\n")
+    return targets, traced, text
 
 
 def tables(per_seed: Dict[str, Dict[str, List[float]]], episodes: int) -> str:
@@ -252,27 +272,10 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
     text = tables(per_seed, episodes)
     traced = None
     if trace:
-        split_rows = ds.is_test if ds.is_test.any() else ~ds.is_test
-        attribute = ds.attributes[split_rows, 0]
-        order = np.argsort(attribute)
-        pick = order[np.unique(np.round(np.linspace(0, len(order) - 1,
-                                                    min(trace_tasks, len(order)))).astype(int))]
-        targets = attribute[pick]
-        traced = {}
-        for spec in (trace_algos or list(runs)):
-            values = trace_run(spec, runs[spec], identities[spec], ds, data, eval_data, trace,
-                               pick)
-            traced[spec] = {"trace": values, "steps_to_target":
-                            steps_to_target(values, targets, trace_tolerance)}
-        rows = {s: {f"task {i}": v["steps_to_target"][:, i].tolist()
-                    for i in range(len(targets))} | {"mean": v["steps_to_target"].mean(1).tolist()}
-                for s, v in traced.items()}
-        cols = [f"task {i}" for i in range(len(targets))] + ["mean"]
-        text += (f"\n### Steps until {trace} stays within {trace_tolerance:g} of the target "
-                 f"({SETTLE_STEPS} steps), online episode 1, {SPLITS['test' if ds.is_test.any() else 'train']} "
-                 "tasks (mean ± std over seeds; lower is better)\n\n" + report.markdown_table(
-                     rows, cols, {f"task {i}": f"target {t:.2f}" for i, t in enumerate(targets)},
-                     lower_is_better=cols, digits=1) + "\n")
+        targets, traced, trace_text = trace_tasks_of(
+            runs, identities, ds, data, eval_data, trace, trace_algos or list(runs), trace_tasks,
+            trace_tolerance)
+        text += trace_text
     tables_by = {name: checkpoint_return_table(ds, rows) for name, rows in
                  ((("unseen", ds.is_test), ("seen", ~ds.is_test)) if ds.is_test.any()
                   else (("", slice(None)),))}

@@ -283,7 +283,7 @@ class _Programs:
         else:
             self.init = jax.jit(jax.vmap(init))
             self.chunk = jax.jit(jax.vmap(chunk, in_axes=(0, 0, 0, None)))
-            self.finite = jax.jit(jax.vmap(lambda st: finite(st, 1)[0]), static_argnums=())
+            self.finite = jax.jit(jax.vmap(lambda st: finite(st, 1)[0]))
         bank_axis = None if conditioned else 0
         # tasks x checkpoints: mean return of every env's first episode [T, C]
         self.evaluate = jax.jit(jax.vmap(jax.vmap(first_episode_return, in_axes=(0, None, 0)),

@@ -89,8 +89,8 @@ def _figure(ncols: int = 1, nrows: int = 1, size=(5.6, 3.8)):
     return plt, fig, axes
 
 
-def _save(plt, fig, path: str) -> str:
-    fig.tight_layout()
+def _save(plt, fig, path: str, rect=None) -> str:
+    fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -178,10 +178,7 @@ def plot_traces(traces: Mapping[str, np.ndarray], targets: Sequence[float], path
         axes.flat[j].axis("off")
     fig.suptitle(title, fontsize=9)
     fig.legend(fontsize=7, loc="lower center", ncol=len(traces) + 1, bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, rect=(0, 0.06, 1, 1))
 
 
 def plot_adaptation(returns: Mapping[str, np.ndarray], path: str, title: str,

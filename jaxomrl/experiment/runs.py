@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict
+from typing import Any, Dict, Tuple
 
-from jaxomrl.algos.registry import ALGORITHMS
+from jaxomrl.algos.base import Algorithm
+from jaxomrl.algos.registry import ALGORITHMS, from_run_config
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.experiment.cli import UsageError
+from jaxomrl.experiment.runner import final_outputs
 
 
 class RunLookupError(UsageError):
@@ -63,3 +65,13 @@ def load_data(runs: Dict[str, str], data_flag=None):
     if dataset_lib.digest(ds) not in digests:
         raise RunLookupError(f"{path} is not the dataset the runs trained on")
     return ds, ood, identities
+
+
+def restore(spec: str, run_dir: str, identity: Dict[str, Any], family, ds, data,
+            **meta_overrides) -> Tuple[Algorithm, Any]:
+    """The algorithm of a finished run in ``family`` (from its ``run.json`` ``identity``,
+    ``MetaConfig`` fields replaced by ``meta_overrides``; ``ds`` its dataset) and its trained
+    outputs, every seed stacked."""
+    algorithm = from_run_config(spec, identity["config"], family, int((~ds.is_test).sum()),
+                                **meta_overrides)
+    return algorithm, final_outputs(algorithm, data, run_dir, len(identity["seeds"]))
