@@ -58,6 +58,8 @@ flags.DEFINE_enum("policy_context", _D.policy_context, ["task", "history"], "Wha
                   "z is while it trains: the belief after a prefix of another episode of the "
                   "same task (task) or after its own episode up to the transition (history, "
                   "BOReL's hyper-state; what an online agent has).")
+flags.DEFINE_bool("normalize_obs", _D.normalize_obs, "The policy sees observations standardised "
+                  "by the training data's per-dimension mean and std (TD3+BC).")
 flags.DEFINE_integer("vae_posteriors", 0, "VAE: posteriors per context that decode (a uniform "
                      "subsample; 0: all W+1, each decoding every transition).")
 flags.DEFINE_integer("vae_transitions", 0, "VAE: transitions each subsampled posterior decodes "
@@ -142,7 +144,9 @@ def main(argv):
         hyper_hidden=tuple(int(h) for h in FLAGS.hyper_hidden),
         latent_dim=FLAGS.latent_dim, encoder_hidden=FLAGS.encoder_hidden,
         window=FLAGS.window or min(family.horizon, 64),
-        infonce_prefix=FLAGS.infonce_prefix, policy_context=FLAGS.policy_context, vae_posteriors=FLAGS.vae_posteriors or None, vae_transitions=FLAGS.vae_transitions or None,
+        infonce_prefix=FLAGS.infonce_prefix, policy_context=FLAGS.policy_context,
+        normalize_obs=FLAGS.normalize_obs, vae_posteriors=FLAGS.vae_posteriors or None,
+        vae_transitions=FLAGS.vae_transitions or None,
         encoder_steps=FLAGS.encoder_steps,
         policy_steps=FLAGS.policy_steps, batch_size=FLAGS.batch_size, meta_batch=FLAGS.meta_batch,
         encoder_meta_batch=FLAGS.meta_batch, alpha=FLAGS.alpha, kl_weight=FLAGS.kl_weight,

@@ -1,5 +1,6 @@
 """Half-Cheetah-Vel end to end at tiny sizes: conditioned-SAC collection of seen and unseen
-target velocities -> R2PGO training -> evaluation under every protocol, tables and figures.
+target velocities -> R2PGO training -> evaluation under every protocol, tables and figures; the
+policy learner's ceiling with the true task as its context (experiments/policy_ceiling.py).
 
 The pipeline runs in its own process: its large MJX programs, compiled in the test session's
 process, made XLA crash later in that process while serializing another executable for the
@@ -84,6 +85,21 @@ def pipeline(tmp_path):
     reached = np.asarray(trace["algorithms"]["r2pgo"]["steps_to_target"])
     assert reached.shape == (2, 2) and np.all((0 <= reached) & (reached <= HORIZON))
     assert any(f.endswith("trace_x_velocity.png") for f in out["figures"])
+    # The policy learner given the true task (an oracle context) on the seen tasks.
+    root = os.path.dirname(TESTS)
+    proc = subprocess.run([sys.executable, os.path.join(root, "experiments", "policy_ceiling.py"),
+                    f"--data={tmp_path / 'data'}", "--seeds=2", "--steps=4", "--eval_every=2",
+                    "--hidden=16,16", "--batch_size=24", "--meta_batch=3",
+                    "--variants=sac_bc,bc", "--record=x_velocity",
+                    f"--out={tmp_path / 'ceiling.json'}"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ceiling = json.loads((tmp_path / "ceiling.json").read_text())
+    for name in ("sac_bc", "bc"):
+        got = ceiling["variants"][name]
+        assert got["steps"] == [2, 4]
+        returns = np.asarray(got["returns"])                      # [evals, seeds, seen tasks]
+        assert returns.shape == (2, 2, 3) and np.all(returns <= 0)
+        assert np.asarray(got["episode_mean"]["x_velocity"]).shape == (2, 2, 3)
     np.testing.assert_array_equal(   # settles from step 12 (within 0.25 for 10 steps); never
         evaluate.steps_to_target(np.array([[[0.0] * 12 + [1.1] * 13, [0.0] * 25]]),
                                  np.array([1.0, 1.0]), 0.25), [[12, 25]])

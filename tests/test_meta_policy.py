@@ -137,3 +137,50 @@ def test_bc_only_and_conditioning_errors():
         make_sac(SACConfig(head="concat"), 3, 2)
     with pytest.raises(ValueError, match="not both 0"):
         SACConfig(rl_weight=0.0, bc_weight=0.0)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_policy_standardises_observations_so_their_units_do_not_matter(normalize):
+    """With ``normalize_obs`` the policy trained on observations in other units (obs * c + b,
+    same keys) acts as the original on the same states; without it, it does not."""
+    import dataclasses
+
+    from jaxomrl import algos
+    from jaxomrl.algos.offline_meta import MetaConfig, run_data
+    from jaxomrl.data.sampler import observation_moments
+    from scripted_data import scripted_point_robot_dataset
+
+    ds = scripted_point_robot_dataset()
+    data, _ = run_data(ds)
+    obs = np.asarray(data["train"].transitions.obs).reshape(-1, 2)
+    mean, std = observation_moments(data["train"])
+    np.testing.assert_allclose(mean, obs.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std, obs.std(0) + 1e-3, rtol=1e-4)
+    scale, shift = jnp.asarray([7.0, 0.2]), jnp.asarray([-3.0, 40.0])
+    tr = data["train"].transitions
+    moved = {"train": data["train"].replace(transitions=tr.replace(
+        obs=tr.obs * scale + shift, next_obs=tr.next_obs * scale + shift))}
+    settings = algos.Settings(hidden=(16, 16), batch_size=32, meta_batch=4,
+                              normalize_obs=normalize)
+    algorithm = algos.make("bc", settings, ds.make_family(), int((~ds.is_test).sum()))
+    phase = algorithm.phases[-1]
+
+    def train(d):
+        aux = phase.prepare(None, d)
+        state = phase.init(jax.random.PRNGKey(0), aux, d)
+        state = jax.lax.scan(lambda s, k: (phase.update(s, k, aux, d)[0], None), state,
+                             jax.random.split(jax.random.PRNGKey(1), 30))[0]
+        return phase.output(state, aux)
+
+    act, act_moved = (algorithm.policy(jax.jit(train)(d))[0] for d in (data, moved))
+    probe = jnp.asarray(obs[:64])
+    a = act(probe, None, jax.random.PRNGKey(2), True)
+    b = act_moved(probe * scale + shift, None, jax.random.PRNGKey(2), True)
+    if normalize:
+        np.testing.assert_allclose(a, b, atol=2e-3)
+    else:
+        assert float(jnp.max(jnp.abs(a - b))) > 0.05
+    # runs written before the setting existed did not standardise
+    old = dataclasses.asdict(algos.make_config("bc", settings))
+    del old["normalize_obs"]
+    assert MetaConfig.from_dict(old).normalize_obs is False

@@ -23,6 +23,10 @@ What the policy conditions on while training (``policy_context``):
   the behaviour policy's earlier actions in that episode, which with goal-directed data identify
   the task by themselves; online, the policy's own first actions then decide "its" task.
 
+The policy sees observations standardised by the training data's per-dimension mean and std
+(``normalize_obs``, TD3+BC's state normalisation; the moments are part of the policy's output and
+applied by its ``act``); the encoder sees them as they are.
+
 Data (``data`` of the phases): ``{"train": TaskData}`` of the training tasks. Evaluation data:
 ``{"tasks": {split: Task}, "data": {split: TaskData}}`` for ``train`` (and ``test``).
 """
@@ -40,7 +44,8 @@ from flax import struct
 from jaxomrl.errors import check_finite_fields
 from jaxomrl.algos.base import Algorithm, Phase
 from jaxomrl.data.dataset import check_same_tasks, digest
-from jaxomrl.data.sampler import TaskData, sample_indices, sample_task_subset, take
+from jaxomrl.data.sampler import (TaskData, observation_moments, sample_indices,
+                                  sample_task_subset, take)
 from jaxomrl.envs.base import TaskFamily
 from jaxomrl.eval.adaptation import encoder_context
 from jaxomrl.eval.metrics import task_representation_metric
@@ -71,6 +76,7 @@ class MetaConfig:
     carry_context: bool = True
     policy_context: str = "task"
     eval_contexts: int = 4
+    normalize_obs: bool = True
 
     def __post_init__(self):
         check_finite_fields(self)
@@ -94,6 +100,7 @@ class MetaConfig:
     def from_dict(cls, d: Dict[str, Any]) -> "MetaConfig":
         """Inverse of ``dataclasses.asdict`` (e.g. the ``config`` of a run's ``run.json``)."""
         d = dict(d)
+        d.setdefault("normalize_obs", False)     # runs written before the field did not
         d["policy"] = config_from_json(SACConfig, d["policy"])
         if d.get("encoder") is not None:
             d["encoder"] = config_from_json(EncoderConfig, d["encoder"])
@@ -105,13 +112,21 @@ DPHI_CONTEXTS = 16  # contexts per task and source behind each d(phi)
 
 @struct.dataclass
 class Embedded:
-    """The frozen encoder's parameters and every training transition's embeddings ``[T, N, D]``
-    (and, with model data, the learned models the policy phase generates it from)."""
+    """What the policy phase derives once from its inputs and the data: the frozen encoder's
+    parameters and every training transition's embeddings ``[T, N, D]`` (None without an
+    encoder), with model data the learned models the policy phase generates it from, and with
+    ``normalize_obs`` the observation moments ``(mean, std)`` the policy standardises by."""
 
-    encoder_params: Any
-    z: jax.Array
-    next_z: jax.Array
+    encoder_params: Any = None
+    z: Optional[jax.Array] = None
+    next_z: Optional[jax.Array] = None
     models: Any = None
+    obs_moments: Optional[Tuple[jax.Array, jax.Array]] = None
+
+
+def standardise(moments: Optional[Tuple[jax.Array, jax.Array]], obs: jax.Array) -> jax.Array:
+    """``(obs - mean) / std`` (``obs`` unchanged for ``moments`` None)."""
+    return obs if moments is None else (obs - moments[0]) / moments[1]
 
 
 class ModelData(NamedTuple):
@@ -145,27 +160,36 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
             raise ValueError(f"model data fraction {model_data.fraction} leaves no model or no "
                              f"real rows in a task's {per_task} rows")
 
-    def policy_prepare(inputs, data) -> Optional[Embedded]:
+    def policy_prepare(inputs, data) -> Embedded:
+        moments = observation_moments(data["train"]) if config.normalize_obs else None
         if enc is None:
-            return None
+            return Embedded(obs_moments=moments)
         params, models = ((inputs["encoder"], inputs["models"]) if model_data is not None
                           else (inputs, None))
         z, next_z = enc.embed_stream(params, data["train"])
-        return Embedded(encoder_params=params, z=z, next_z=next_z, models=models)
+        return Embedded(encoder_params=params, z=z, next_z=next_z, models=models,
+                        obs_moments=moments)
 
-    def policy_update(state, key, aux: Optional[Embedded], data):
+    def policy_update(state, key, aux: Embedded, data):
         train: TaskData = data["train"]
         k_task, k_idx, k_sac = jax.random.split(key, 3)
         tasks = (sample_task_subset(k_task, train.num_tasks, meta_batch)
                  if meta_batch < train.num_tasks else None)
         tasks, index = sample_indices(train, k_idx, per_task, tasks)
-        flat = lambda x: x.reshape((-1,) + x.shape[2:])
         rows = train.gather(tasks, index)                                   # [M, per_task]
-        if aux is None:
-            return sac.update(state, jax.tree_util.tree_map(flat, rows), k_sac)
+        flat = lambda x: x.reshape((-1,) + x.shape[2:])
+
+        def step(rows, key, *z):
+            """SAC on the flattened rows, observations standardised."""
+            batch = jax.tree_util.tree_map(flat, rows)
+            batch = batch.replace(obs=standardise(aux.obs_moments, batch.obs),
+                                  next_obs=standardise(aux.obs_moments, batch.next_obs))
+            return sac.update(state, batch, key, *z)
+
+        if enc is None:
+            return step(rows, k_sac)
         if config.policy_context == "history":
-            z, next_z = (flat(take(x, tasks, index)) for x in (aux.z, aux.next_z))
-            return sac.update(state, jax.tree_util.tree_map(flat, rows), k_sac, z, next_z)
+            return step(rows, k_sac, *(flat(take(x, tasks, index)) for x in (aux.z, aux.next_z)))
         # "task": the embedding of a prefix of another episode of the same task, of uniform
         # length 0..H (before or after a uniformly drawn transition), fixed for obs and next_obs.
         k_ctx, k_side, k_sac = jax.random.split(k_sac, 3)
@@ -173,17 +197,20 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
         after = jax.random.bernoulli(k_side, 0.5, ctx_index.shape)[..., None]
         z = jnp.where(after, take(aux.next_z, tasks, ctx_index), take(aux.z, tasks, ctx_index))
         if model_data is not None:   # the first num_model rows of every task: model steps
-            act = lambda o, zz, k: sac.act(state.actor_params, o, k, True, zz)
+            act = lambda o, zz, k: sac.act(state.actor_params, standardise(aux.obs_moments, o),
+                                           k, True, zz)
             gen = model_data.generate(aux.models, act, rows.obs[:, :num_model],
                                       z[:, :num_model], tasks, jax.random.fold_in(k_sac, 1))
             rows = jax.tree_util.tree_map(
                 lambda real, m: real.at[:, :num_model].set(m.astype(real.dtype)), rows,
                 jax.lax.stop_gradient(gen))
-        return sac.update(state, jax.tree_util.tree_map(flat, rows), k_sac, flat(z))
+        return step(rows, k_sac, flat(z))
 
-    def policy_output(state, aux: Optional[Embedded]) -> Dict[str, Any]:
-        return {"actor": state.actor_params,
-                "encoder": aux.encoder_params if aux is not None else None}
+    def policy_output(state, aux: Embedded) -> Dict[str, Any]:
+        out = {"actor": state.actor_params, "encoder": aux.encoder_params}
+        if config.normalize_obs:
+            out["obs_moments"] = aux.obs_moments
+        return out
 
     policy_phase = Phase(name="policy", num_steps=config.policy_steps,
                          init=lambda key, aux, data: sac.init(key), update=policy_update,
@@ -206,8 +233,10 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
 
     def policy(outputs):
         """(act, online context) of the trained policy (``Algorithm.policy``)."""
+        moments = outputs.get("obs_moments")
+
         def act(obs, z, k, deterministic):
-            return sac.act(outputs["actor"], obs, k, deterministic, z)
+            return sac.act(outputs["actor"], standardise(moments, obs), k, deterministic, z)
         return act, encoder_context(enc, outputs["encoder"]) if enc is not None else None
 
     def evaluate(outputs, key, eval_data) -> Dict[str, jax.Array]:

@@ -90,6 +90,7 @@ class Settings:
     eval_contexts: int = 4              # context episodes per task of the fixed-context protocols
     carry_context: bool = True
     policy_context: str = "task"        # the policy's z: another episode's prefix | its own
+    normalize_obs: bool = True          # the policy's observations standardised (TD3+BC)
     # ReDA (defaults: those of ReDAConfig / DynamicsConfig, defined there once)
     num_models: int = DynamicsConfig.ensemble_size        # ensemble members per task (B.5)
     model_hidden: Tuple[int, ...] = DynamicsConfig.hidden
@@ -126,7 +127,7 @@ def make_config(spec: str, s: Settings) -> MetaConfig:
                   critic_lr=s.lr, batch_size=s.batch_size)
     common = dict(policy_steps=s.policy_steps, meta_batch=s.meta_batch,
                   eval_episodes=s.eval_episodes, carry_context=s.carry_context,
-                  eval_contexts=s.eval_contexts)
+                  eval_contexts=s.eval_contexts, normalize_obs=s.normalize_obs)
     if name != "bc":
         common["policy_context"] = s.policy_context
     if name == "bc":

@@ -62,6 +62,14 @@ class TaskData:
         return jax.tree_util.tree_map(lambda x: take(x, tasks, index), self.transitions)
 
 
+def observation_moments(data: TaskData, min_std: float = 1e-3) -> Tuple[jax.Array, jax.Array]:
+    """``(mean, std)``, each ``[obs_dim]``: the moments of every observation dimension over all
+    tasks' transitions, ``std`` plus ``min_std`` (TD3+BC's state normalisation, Fujimoto & Gu
+    2021, which adds 1e-3)."""
+    obs = data.transitions.obs.reshape(-1, data.transitions.obs.shape[-1])
+    return jnp.mean(obs, axis=0), jnp.std(obs, axis=0) + min_std
+
+
 def take(x: jax.Array, tasks: jax.Array, index: jax.Array) -> jax.Array:
     """``x [T, N, ...]`` at tasks ``[M]`` and per-task positions ``index [M, ...]``."""
     x = x[tasks]

@@ -1,0 +1,183 @@
+"""The policy learner's ceiling: the conditioned SAC / SAC+BC policy given the *true* task.
+
+    python experiments/policy_ceiling.py --data=runs/cheetah_vel_data --seeds=3 \
+        --hidden=128,128 --steps=20000 --variants=sac_bc,sac
+
+A diagnosis, not a method: the policy of every context-based algorithm here
+(``jaxomrl.algos.offline_meta``) conditions on a task embedding z; this script replaces the
+encoder by an oracle (z = the task's attributes, standardised over the training tasks) and trains
+the same learner (``jaxomrl.learners.sac``, same batches: ``--meta_batch`` tasks x
+``--batch_size`` transitions) on the collection's training tasks, evaluating every
+``--eval_every`` updates on those same tasks (``--split=train``, the default: the diagnosis never
+needs the unseen ones) with z held at the true attributes. Whatever return this reaches is the
+most any encoder can give that learner on those data; the gap between it and the data's best
+checkpoints is the learner's, not the encoder's.
+
+``--variants``: policy objectives, each trained for every seed (vmapped):
+
+* ``sac_bc``: SAC+BC (TD3+BC-style, ``--rl_weight`` lambda on the Q-normalised RL term plus MSE
+  behaviour cloning; ReDA appendix B.4, the baselines' policy learning here);
+* ``sac``: plain off-policy SAC on the offline data (R2PGO §5.1 excludes offline-RL
+  regularisers from every method; CORRO's and BOReL's policy learning);
+* ``bc``: behaviour cloning only (OM-BC's policy learning).
+
+Writes ``--out`` (JSON: every variant's evaluation curve, per seed x task) and prints a table.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags, logging
+
+from jaxomrl.algos.offline_meta import standardise
+from jaxomrl.data.dataset import load_collection
+from jaxomrl.data.sampler import (TaskData, observation_moments, sample_indices,
+                                  sample_task_subset)
+from jaxomrl.eval import report
+from jaxomrl.eval.adaptation import Context, online_rollout
+from jaxomrl.experiment import cli
+from jaxomrl.io import atomic_write_text
+from jaxomrl.learners.sac import SACConfig, make_sac
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data", None, "Collection directory (or its train.npz).")
+flags.DEFINE_list("variants", ["sac_bc", "sac"], "Policy objectives: sac_bc | sac | bc.")
+flags.DEFINE_enum("head", "concat", ["concat", "hyper"], "Conditioning head.")
+flags.DEFINE_list("hidden", ["128", "128"], "Actor / critic hidden sizes.")
+flags.DEFINE_integer("seeds", 3, "Seeds (vmapped).")
+flags.DEFINE_integer("steps", 20000, "Policy updates.")
+flags.DEFINE_integer("eval_every", 5000, "Updates between evaluations.")
+flags.DEFINE_integer("batch_size", 256, "Transitions per update (over the meta-batch).")
+flags.DEFINE_integer("meta_batch", 16, "Tasks per update.")
+flags.DEFINE_float("lr", 3e-4, "Actor and critic learning rate.")
+flags.DEFINE_float("rl_weight", 2.5, "sac_bc: lambda of the RL term.")
+flags.DEFINE_float("bc_weight", 1.0, "sac_bc / bc: weight of the cloning term.")
+flags.DEFINE_bool("normalize_obs", True, "Standardise observations by the training data's "
+                  "mean and std (TD3+BC's state normalisation).")
+flags.DEFINE_list("record", [], "Step-info keys whose per-episode mean is kept per task (e.g. "
+                  "x_velocity,ctrl_cost on cheetah_vel).")
+flags.DEFINE_enum("split", "train", ["train", "test"], "Tasks to evaluate in.")
+flags.DEFINE_integer("seed", 0, "PRNG seed.")
+flags.DEFINE_string("out", None, "JSON output (default: <data>/policy_ceiling.json).")
+flags.mark_flag_as_required("data")
+cli.require_ints(1, "seeds", "steps", "eval_every", "batch_size", "meta_batch")
+
+OBJECTIVES = {"sac_bc": lambda: dict(rl_weight=FLAGS.rl_weight, bc_weight=FLAGS.bc_weight),
+              "sac": lambda: dict(rl_weight=1.0, bc_weight=0.0),
+              "bc": lambda: dict(rl_weight=0.0, bc_weight=FLAGS.bc_weight)}
+
+
+def oracle_context(attr_dim: int) -> Context:
+    """A context that is the task: its carry is the (standardised) attribute vector, set once by
+    ``initial_context`` and never updated."""
+    return Context(init=lambda: jnp.zeros((attr_dim,)), update=lambda c, tr: c,
+                   embed=lambda c, obs: c)
+
+
+def train_variant(name, data: TaskData, z_train, family, tasks, z_eval, obs_map, key):
+    """Evaluation curve ``[evals, seeds, T]``, the per-episode means of the ``--record``ed step
+    info ``{key: [evals, seeds, T]}`` and the update steps of one objective."""
+    config = SACConfig(hidden=tuple(int(h) for h in FLAGS.hidden), head=FLAGS.head,
+                       actor_lr=FLAGS.lr, critic_lr=FLAGS.lr, batch_size=FLAGS.batch_size,
+                       **OBJECTIVES[name]())
+    sac = make_sac(config, family.obs_dim, family.action_dim, z_train.shape[-1])
+    meta = min(FLAGS.meta_batch, data.num_tasks)
+    per_task = max(FLAGS.batch_size // meta, 1)
+    context = oracle_context(z_train.shape[-1])
+
+    def update(state, key):
+        k_task, k_idx, k_sac = jax.random.split(key, 3)
+        sel = sample_task_subset(k_task, data.num_tasks, meta)
+        sel, index = sample_indices(data, k_idx, per_task, sel)
+        flat = lambda x: x.reshape((-1,) + x.shape[2:])
+        rows = jax.tree_util.tree_map(flat, data.gather(sel, index))
+        z = jnp.repeat(z_train[sel], per_task, axis=0)
+        return sac.update(state, rows, k_sac, z)
+
+    def chunk(state, key, n):
+        return jax.lax.scan(update, state, jax.random.split(key, n))[0]
+
+    def evaluate(state, key):
+        act = lambda obs, z, k, det: sac.act(state.actor_params, obs_map(obs), k, det, z)
+        returns, trace = online_rollout(family, tasks, act, context, key, 1,
+                                        initial_context=z_eval, frozen=True,
+                                        record=tuple(FLAGS.record))
+        return returns[:, 0], {k: jnp.mean(trace[k], axis=-1) for k in FLAGS.record}
+
+    chunk = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)), static_argnums=2)
+    evaluate = jax.jit(jax.vmap(evaluate))
+    k_init, k_run = jax.random.split(key)
+    state = jax.vmap(sac.init)(jax.random.split(k_init, FLAGS.seeds))
+    curve, means, steps, done = [], [], [], 0
+    while done < FLAGS.steps:
+        n = min(FLAGS.eval_every, FLAGS.steps - done)
+        k_run, k_chunk, k_eval = jax.random.split(k_run, 3)
+        state = chunk(state, jax.random.split(k_chunk, FLAGS.seeds), n)
+        done += n
+        returns, recorded = jax.device_get(evaluate(state, jax.random.split(k_eval, FLAGS.seeds)))
+        curve.append(returns)
+        means.append(recorded)
+        steps.append(done)
+        logging.info("%s: %d updates, return %.1f +- %.1f (over seeds)", name, done,
+                     returns.mean(), returns.mean(axis=1).std())
+    recorded = {k: np.stack([m[k] for m in means]).tolist() for k in FLAGS.record}
+    return np.stack(curve), recorded, steps
+
+
+def main(_):
+    unknown = sorted(set(FLAGS.variants) - set(OBJECTIVES))
+    if unknown or not FLAGS.variants:
+        raise cli.UsageError(f"--variants: unknown {unknown}; known: {sorted(OBJECTIVES)}")
+    ds, _ = load_collection(FLAGS.data)
+    family = ds.make_family()
+    missing = sorted(set(FLAGS.record) - set(family.info_keys))
+    if missing:
+        raise cli.UsageError(f"--record: {missing} are not step info of {ds.family}")
+    train_index = np.flatnonzero(~ds.is_test)
+    split_index = train_index if FLAGS.split == "train" else np.flatnonzero(ds.is_test)
+    if split_index.size == 0:
+        raise cli.UsageError(f"the dataset has no {FLAGS.split} tasks")
+    mean = ds.attributes[train_index].mean(0)
+    std = ds.attributes[train_index].std(0) + 1e-6
+    attribute_z = lambda a: jnp.asarray((a - mean) / std, jnp.float32)
+    data = ds.select_tasks(train_index).to_device()
+    moments = observation_moments(data) if FLAGS.normalize_obs else None
+    obs_map = functools.partial(standardise, moments)
+    data = data.replace(transitions=data.transitions.replace(
+        obs=obs_map(data.transitions.obs), next_obs=obs_map(data.transitions.next_obs)))
+    tasks = ds.tasks()[split_index]
+    z_train, z_eval = attribute_z(ds.attributes[train_index]), attribute_z(
+        ds.attributes[split_index])
+    results = {"data": os.path.abspath(FLAGS.data), "split": FLAGS.split,
+               "flags": {f: FLAGS[f].value for f in ("head", "hidden", "seeds", "steps",
+                                                     "batch_size", "meta_batch", "lr",
+                                                     "rl_weight", "bc_weight", "normalize_obs",
+                                                     "seed")},
+               "attributes": ds.attributes[split_index].tolist(), "variants": {}}
+    rows = {}
+    for i, name in enumerate(FLAGS.variants):
+        t0 = time.time()
+        curve, recorded, steps = train_variant(name, data, z_train, family, tasks, z_eval, obs_map,
+                                     jax.random.fold_in(jax.random.PRNGKey(FLAGS.seed), i))
+        per_seed = curve.mean(axis=2)                                   # [evals, seeds]
+        results["variants"][name] = {"steps": steps, "returns": curve.tolist(),
+                                     "episode_mean": recorded,
+                                     "wall_clock_s": time.time() - t0}
+        rows[name] = {str(s): per_seed[j] for j, s in enumerate(steps)}
+    out = FLAGS.out or os.path.join(os.path.dirname(os.path.abspath(
+        os.path.join(FLAGS.data, "train.npz") if os.path.isdir(FLAGS.data) else FLAGS.data)),
+        "policy_ceiling.json")
+    atomic_write_text(out, json.dumps(results, indent=1))
+    print(report.markdown_table(rows, [str(s) for s in steps], digits=1,
+                                row_header="objective (return after n updates)"))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
