@@ -97,20 +97,14 @@ def evaluate_run(spec: str, run_dir: str, identity: Dict[str, Any], ds, data, ev
     return evaluation, embeddings
 
 
-def trace_run(spec: str, run_dir: str, identity: Dict[str, Any], ds, data, eval_data,
-              record: str, task_index: np.ndarray) -> np.ndarray:
-    """``[seeds, len(task_index), horizon]``: ``record`` (a step ``info`` key) in the first
-    online episode (zero-shot, deterministic policy) of the chosen tasks of the evaluation's
-    unseen split (seen if it has none), every seed in one jitted program."""
-    family = ds.make_family()
-    if record not in getattr(family, "info_keys", ()):
-        raise EvaluationError(f"--trace={record!r}: {ds.family}'s steps record "
-                              f"{list(getattr(family, 'info_keys', ()))}")
+def trace_run(spec: str, run_dir: str, identity: Dict[str, Any], family, ds, data, tasks,
+              record: str) -> np.ndarray:
+    """``[seeds, tasks, horizon]``: ``record`` (a step ``info`` key of ``family``) in the first
+    online episode (zero-shot, deterministic policy) of ``tasks``, every seed in one jitted
+    program."""
     algorithm, outputs = restore(spec, run_dir, identity, family, ds, data)
     if algorithm.policy is None:
         raise EvaluationError(f"{spec} does not expose its policy for traces")
-    split = "test" if "test" in eval_data["tasks"] else "train"
-    tasks = jax.tree_util.tree_map(lambda x: x[task_index], eval_data["tasks"][split])
 
     def one(outputs, key):
         act, context = algorithm.policy(outputs)
@@ -131,18 +125,24 @@ def steps_to_target(trace: np.ndarray, target: np.ndarray, tolerance: float) -> 
 
 def trace_tasks_of(runs, identities, ds, data, eval_data, record: str, specs, num_tasks: int,
                    tolerance: float):
-    """``(targets [N], {spec: {"trace": [S, N, H], "steps_to_target": [S, N]}}, markdown)``:
-    :func:`trace_run` of ``specs`` in ``num_tasks`` tasks of the evaluation's split spread over
-    the task attribute (the target), and the steps-to-target table."""
+    """``(split, targets [N], {spec: {"trace": [S, N, H], "steps_to_target": [S, N]}},
+    markdown)``: :func:`trace_run` of ``specs`` in ``num_tasks`` tasks of the evaluation's split
+    (unseen; seen if there are none) spread over the task attribute (the target), and the
+    steps-to-target table."""
+    family = ds.make_family()
+    if record not in family.info_keys:
+        raise EvaluationError(f"--trace={record!r}: {ds.family}'s steps record "
+                              f"{list(family.info_keys)}")
     split = "test" if ds.is_test.any() else "train"
     attribute = ds.attributes[ds.is_test if split == "test" else ~ds.is_test, 0]
     order = np.argsort(attribute)
     pick = order[np.unique(np.round(np.linspace(0, len(order) - 1,
                                                 min(num_tasks, len(order)))).astype(int))]
     targets = attribute[pick]
+    tasks = jax.tree_util.tree_map(lambda x: x[pick], eval_data["tasks"][split])
     traced = {}
     for spec in specs:
-        values = trace_run(spec, runs[spec], identities[spec], ds, data, eval_data, record, pick)
+        values = trace_run(spec, runs[spec], identities[spec], family, ds, data, tasks, record)
         traced[spec] = {"trace": values,
                         "steps_to_target": steps_to_target(values, targets, tolerance)}
     cols = [f"task {i}" for i in range(len(targets))] + ["mean"]
@@ -153,7 +153,7 @@ def trace_tasks_of(runs, identities, ds, data, eval_data, record: str, specs, nu
             "seeds; lower is better)\n\n" + report.markdown_table(
                 rows, cols, {f"task {i}": f"target {t:.2f}" for i, t in enumerate(targets)},
                 lower_is_better=cols, digits=1) + "\n")
-    return targets, traced, text
+    return split, targets, traced, text
 
 
 def tables(per_seed: Dict[str, Dict[str, List[float]]], episodes: int) -> str:
@@ -272,7 +272,7 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
     text = tables(per_seed, episodes)
     traced = None
     if trace:
-        targets, traced, trace_text = trace_tasks_of(
+        trace_split, targets, traced, trace_text = trace_tasks_of(
             runs, identities, ds, data, eval_data, trace, trace_algos or list(runs), trace_tasks,
             trace_tolerance)
         text += trace_text
@@ -311,7 +311,7 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
             {s: v["trace"] for s, v in traced.items()}, targets,
             os.path.join(out_dir, f"trace_{trace}.png"),
             f"{ds.family}: {trace} in online episode 1 (zero-shot), "
-            f"{SPLITS['test' if ds.is_test.any() else 'train']} tasks; thin: seeds",
+            f"{SPLITS[trace_split]} tasks; thin: seeds",
             ylabel=trace, colour=report.colours(list(runs))))
     if verbose:
         print("\n" + header + text)

@@ -37,8 +37,7 @@ from absl import flags, logging
 
 from jaxomrl.algos.offline_meta import standardise
 from jaxomrl.data.dataset import load_collection
-from jaxomrl.data.sampler import (TaskData, observation_moments, sample_indices,
-                                  sample_task_subset)
+from jaxomrl.data.sampler import TaskData, observation_moments, sample_meta_batch
 from jaxomrl.eval import report
 from jaxomrl.eval.adaptation import Context, online_rollout
 from jaxomrl.experiment import cli
@@ -93,8 +92,7 @@ def train_variant(name, data: TaskData, z_train, family, tasks, z_eval, obs_map,
 
     def update(state, key):
         k_task, k_idx, k_sac = jax.random.split(key, 3)
-        sel = sample_task_subset(k_task, data.num_tasks, meta)
-        sel, index = sample_indices(data, k_idx, per_task, sel)
+        sel, index = sample_meta_batch(data, k_task, k_idx, meta, per_task)
         flat = lambda x: x.reshape((-1,) + x.shape[2:])
         rows = jax.tree_util.tree_map(flat, data.gather(sel, index))
         z = jnp.repeat(z_train[sel], per_task, axis=0)
@@ -163,16 +161,16 @@ def main(_):
     rows = {}
     for i, name in enumerate(FLAGS.variants):
         t0 = time.time()
-        curve, recorded, steps = train_variant(name, data, z_train, family, tasks, z_eval, obs_map,
-                                     jax.random.fold_in(jax.random.PRNGKey(FLAGS.seed), i))
+        curve, recorded, steps = train_variant(
+            name, data, z_train, family, tasks, z_eval, obs_map,
+            jax.random.fold_in(jax.random.PRNGKey(FLAGS.seed), i))
         per_seed = curve.mean(axis=2)                                   # [evals, seeds]
         results["variants"][name] = {"steps": steps, "returns": curve.tolist(),
                                      "episode_mean": recorded,
                                      "wall_clock_s": time.time() - t0}
         rows[name] = {str(s): per_seed[j] for j, s in enumerate(steps)}
-    out = FLAGS.out or os.path.join(os.path.dirname(os.path.abspath(
-        os.path.join(FLAGS.data, "train.npz") if os.path.isdir(FLAGS.data) else FLAGS.data)),
-        "policy_ceiling.json")
+    data_dir = FLAGS.data if os.path.isdir(FLAGS.data) else os.path.dirname(FLAGS.data)
+    out = FLAGS.out or os.path.join(data_dir, "policy_ceiling.json")
     atomic_write_text(out, json.dumps(results, indent=1))
     print(report.markdown_table(rows, [str(s) for s in steps], digits=1,
                                 row_header="objective (return after n updates)"))

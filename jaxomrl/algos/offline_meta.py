@@ -45,7 +45,7 @@ from jaxomrl.errors import check_finite_fields
 from jaxomrl.algos.base import Algorithm, Phase
 from jaxomrl.data.dataset import check_same_tasks, digest
 from jaxomrl.data.sampler import (TaskData, observation_moments, sample_indices,
-                                  sample_task_subset, take)
+                                  sample_meta_batch, take)
 from jaxomrl.envs.base import TaskFamily
 from jaxomrl.eval.adaptation import encoder_context
 from jaxomrl.eval.metrics import task_representation_metric
@@ -173,9 +173,7 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
     def policy_update(state, key, aux: Embedded, data):
         train: TaskData = data["train"]
         k_task, k_idx, k_sac = jax.random.split(key, 3)
-        tasks = (sample_task_subset(k_task, train.num_tasks, meta_batch)
-                 if meta_batch < train.num_tasks else None)
-        tasks, index = sample_indices(train, k_idx, per_task, tasks)
+        tasks, index = sample_meta_batch(train, k_task, k_idx, meta_batch, per_task)
         rows = train.gather(tasks, index)                                   # [M, per_task]
         flat = lambda x: x.reshape((-1,) + x.shape[2:])
 

@@ -105,6 +105,16 @@ def sample_indices(data: TaskData, key: jax.Array, batch_size: int,
     return tasks, jax.random.randint(key, (tasks.shape[0], batch_size), 0, data.size)
 
 
+def sample_meta_batch(data: TaskData, task_key: jax.Array, index_key: jax.Array, meta_batch: int,
+                      per_task: int) -> Tuple[jax.Array, jax.Array]:
+    """A meta-policy's batch positions ``(tasks [M], index [M, per_task])``: ``meta_batch``
+    distinct tasks drawn with ``task_key`` (every task, in order, when ``meta_batch`` covers
+    them all), and ``per_task`` uniform positions in each drawn with ``index_key``."""
+    tasks = (sample_task_subset(task_key, data.num_tasks, meta_batch)
+             if meta_batch < data.num_tasks else None)
+    return sample_indices(data, index_key, per_task, tasks)
+
+
 def sample_transitions(data: TaskData, key: jax.Array, batch_size: int,
                        tasks: Optional[jax.Array] = None) -> Transition:
     """``batch_size`` transitions per task, uniformly with replacement: ``Transition [M, B]``."""
