@@ -100,6 +100,46 @@ def pipeline(tmp_path):
         returns = np.asarray(got["returns"])                      # [evals, seeds, seen tasks]
         assert returns.shape == (2, 2, 3) and np.all(returns <= 0)
         assert np.asarray(got["episode_mean"]["x_velocity"]).shape == (2, 2, 3)
+    # Online beliefs against the data's, and against the agent's own velocity.
+    proc = subprocess.run([sys.executable, os.path.join(root, "experiments", "context_shift.py"),
+                           f"--workdir={tmp_path / 'runs'}", "--algo=r2pgo", "--steps=1,5,19",
+                           "--episodes=2", "--own=x_velocity",
+                           f"--out={tmp_path / 'shift.json'}"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shift = json.loads((tmp_path / "shift.json").read_text())
+    assert shift["steps"] == [1, 5, 19] and len(shift["attribute"]) == 3
+    for t in ("1", "5", "19"):
+        row = shift["runs"]["r2pgo"][t]
+        assert set(row) == {"data", "online", "online_r2", "online_own", "own_gap"}
+        assert all(len(v) == 2 and np.all(np.isfinite(v)) for v in row.values())
     np.testing.assert_array_equal(   # settles from step 12 (within 0.25 for 10 steps); never
         evaluate.steps_to_target(np.array([[[0.0] * 12 + [1.1] * 13, [0.0] * 25]]),
                                  np.array([1.0, 1.0]), 0.25), [[12, 25]])
+
+
+def test_belief_shift_table_tells_beliefs_that_follow_behaviour_from_task_beliefs():
+    """experiments/context_shift.py's table on beliefs built by hand: data beliefs encode the
+    target exactly; online beliefs encode the agent's own velocity, which misses the target."""
+    script = f"""
+import importlib.util, json, os, numpy as np
+spec = importlib.util.spec_from_file_location(
+    "context_shift", os.path.join({os.path.dirname(TESTS)!r}, "experiments", "context_shift.py"))
+m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+rng = np.random.default_rng(0)
+target = rng.uniform(0, 3, 6)                                        # [T]
+own = target[None, :, None] + rng.choice([-1.0, 1.0], (2, 6, 1)) * 0.8 + np.zeros((2, 6, 10))
+embed = lambda v: np.stack([2.0 * v + 1.0, -v], -1)                  # a linear code of v
+data_z = np.broadcast_to(embed(target)[None, :, None, None], (2, 6, 3, 10, 2))
+online_z = embed(own)                                                # [S, T, H, D]
+table = m.shift_table(data_z, online_z, target, [1, 5], own)
+print(json.dumps({{str(k): v for k, v in table.items()}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=os.path.dirname(TESTS), env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = json.loads(proc.stdout.strip().splitlines()[-1])
+    for row in table.values():
+        np.testing.assert_allclose(row["data"], 0.0, atol=1e-6)       # data beliefs: the task
+        np.testing.assert_allclose(row["online"], 0.8, atol=1e-5)     # online: off by 0.8
+        np.testing.assert_allclose(row["online_own"], 0.0, atol=1e-5)  # ...exactly its own v
+        np.testing.assert_allclose(row["own_gap"], 0.8, atol=1e-6)
