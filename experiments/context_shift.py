@@ -90,13 +90,14 @@ def shift_table(data_z, online_z, attribute, steps, own=None):
             x = dz[:, :, t].reshape(-1, dz.shape[-1])
             y = np.repeat(attribute, dz.shape[1])
             reg = LinearRegression().fit(x, y)
+            online = reg.predict(oz[:, t])
             rows["data"].append(float(np.abs(reg.predict(x) - y).mean()))
-            rows["online"].append(float(np.abs(reg.predict(oz[:, t]) - attribute).mean()))
+            rows["online"].append(float(np.abs(online - attribute).mean()))
             rows["online_r2"].append(float(LinearRegression().fit(oz[:, t], attribute)
                                            .score(oz[:, t], attribute)))
             if own is not None:   # the quantity after the t steps the belief has seen
                 reached = own[s][:, t - 1]
-                rows["online_own"].append(float(np.abs(reg.predict(oz[:, t]) - reached).mean()))
+                rows["online_own"].append(float(np.abs(online - reached).mean()))
                 rows["own_gap"].append(float(np.abs(reached - attribute).mean()))
         out[t] = rows
     return out
@@ -118,9 +119,8 @@ def main(argv):
     if FLAGS.own and steps[0] < 1:
         raise cli.UsageError("--own compares the belief after t >= 1 steps with the quantity "
                              "those steps reached: drop t = 0 from --steps")
-    if FLAGS.own and FLAGS.own not in family.info_keys:
-        raise cli.UsageError(f"--own={FLAGS.own}: not a step info key of {ds.family} "
-                             f"({sorted(family.info_keys)})")
+    if FLAGS.own:
+        cli.require_info_keys(family, [FLAGS.own], "own")
     rows = ~ds.is_test if FLAGS.split == "train" else ds.is_test
     attribute = ds.attributes[rows, 0]
     results = {}

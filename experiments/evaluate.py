@@ -130,9 +130,7 @@ def trace_tasks_of(runs, identities, ds, data, eval_data, record: str, specs, nu
     (unseen; seen if there are none) spread over the task attribute (the target), and the
     steps-to-target table."""
     family = ds.make_family()
-    if record not in family.info_keys:
-        raise EvaluationError(f"--trace={record!r}: {ds.family}'s steps record "
-                              f"{list(family.info_keys)}")
+    cli.require_info_keys(family, [record], "trace", EvaluationError)
     split = "test" if ds.is_test.any() else "train"
     attribute = ds.attributes[ds.is_test if split == "test" else ~ds.is_test, 0]
     order = np.argsort(attribute)

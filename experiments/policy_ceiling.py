@@ -134,9 +134,7 @@ def main(_):
         raise cli.UsageError(f"--variants: unknown {unknown}; known: {sorted(OBJECTIVES)}")
     ds, _ = load_collection(FLAGS.data)
     family = ds.make_family()
-    missing = sorted(set(FLAGS.record) - set(family.info_keys))
-    if missing:
-        raise cli.UsageError(f"--record: {missing} are not step info of {ds.family}")
+    cli.require_info_keys(family, FLAGS.record, "record")
     train_index = np.flatnonzero(~ds.is_test)
     split_index = train_index if FLAGS.split == "train" else np.flatnonzero(ds.is_test)
     if split_index.size == 0:

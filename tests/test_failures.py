@@ -265,3 +265,16 @@ def test_full_disk_is_one_line_and_the_same_command_resumes_once_space_is_free(d
     with open(disk / "w" / "bc" / "metrics_policy.csv") as f:
         assert [int(r.split(",")[0]) for r in f.read().splitlines()[1:]] == [50, 100, 150, 200]
     shutil.rmtree(disk / "w")
+
+
+def test_info_key_flags_are_refused_naming_the_flag_and_the_keys_there_are():
+    family = scripted_point_robot_dataset().make_family()
+    key = family.info_keys[0]
+    cli.require_info_keys(family, [key], "trace")            # a recorded key passes
+    with pytest.raises(cli.UsageError, match=rf"--record: \['speed_of_light'\].*{key}"):
+        cli.require_info_keys(family, [key, "speed_of_light"], "record")
+
+    class Other(cli.UsageError):
+        pass
+    with pytest.raises(Other, match="--own"):
+        cli.require_info_keys(family, ["nope"], "own", Other)

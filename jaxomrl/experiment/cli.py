@@ -80,6 +80,15 @@ def require_multiple(name: str, of: str) -> None:
         message=f"--{name} must be a multiple of --{of} (or 0)")
 
 
+def require_info_keys(family, keys: Sequence[str], flag: str, error=UsageError) -> None:
+    """Refuses (``error``) ``keys`` that are not step ``info`` keys of ``family`` (the scalars
+    its environments record each step), naming ``--flag`` and the keys there are."""
+    missing = sorted(set(keys) - set(family.info_keys))
+    if missing:
+        raise error(f"--{flag}: {missing} are not step info keys of {family.name} "
+                    f"({sorted(family.info_keys)})")
+
+
 def writable_dir(path: str, flag: str) -> None:
     """Refuses (``UsageError``) a ``path`` that cannot become a writable directory: a file, or
     a directory (or its nearest existing ancestor) where no file can be created. Creates
