@@ -19,12 +19,15 @@ checkpoints is the learner's, not the encoder's.
   behaviour cloning; ReDA appendix B.4, the baselines' policy learning here);
 * ``sac``: plain off-policy SAC on the offline data (R2PGO §5.1 excludes offline-RL
   regularisers from every method; CORRO's and BOReL's policy learning);
-* ``bc``: behaviour cloning only (OM-BC's policy learning).
+* ``bc``: behaviour cloning only (OM-BC's policy learning);
+* ``iql``: implicit Q-learning (``jaxomrl.learners.iql``; ``--expectile``,
+  ``--iql_temperature``): in-sample values, advantage-weighted cloning.
 
 Writes ``--out`` (JSON: every variant's evaluation curve, per seed x task) and prints a table.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -42,11 +45,12 @@ from jaxomrl.eval import report
 from jaxomrl.eval.adaptation import Context, online_rollout
 from jaxomrl.experiment import cli
 from jaxomrl.io import atomic_write_text
+from jaxomrl.learners.iql import IQLConfig, make_iql
 from jaxomrl.learners.sac import SACConfig, make_sac
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "Collection directory (or its train.npz).")
-flags.DEFINE_list("variants", ["sac_bc", "sac"], "Policy objectives: sac_bc | sac | bc.")
+flags.DEFINE_list("variants", ["sac_bc", "sac"], "Policy objectives: sac_bc | sac | bc | iql.")
 flags.DEFINE_enum("head", "concat", ["concat", "hyper"], "Conditioning head.")
 flags.DEFINE_list("hidden", ["128", "128"], "Actor / critic hidden sizes.")
 flags.DEFINE_integer("seeds", 3, "Seeds (vmapped).")
@@ -57,10 +61,14 @@ flags.DEFINE_integer("meta_batch", 16, "Tasks per update.")
 flags.DEFINE_float("lr", 3e-4, "Actor and critic learning rate.")
 flags.DEFINE_float("rl_weight", 2.5, "sac_bc: lambda of the RL term.")
 flags.DEFINE_float("bc_weight", 1.0, "sac_bc / bc: weight of the cloning term.")
+flags.DEFINE_float("expectile", 0.7, "iql: expectile of the value regression.")
+flags.DEFINE_float("iql_temperature", 3.0, "iql: beta of the advantage weights.")
 flags.DEFINE_bool("normalize_obs", True, "Standardise observations by the training data's "
                   "mean and std (TD3+BC's state normalisation).")
 flags.DEFINE_list("record", [], "Step-info keys whose per-episode mean is kept per task (e.g. "
                   "x_velocity,ctrl_cost on cheetah_vel).")
+flags.DEFINE_list("checkpoints", [], "Train only on the transitions of these behaviour "
+                  "checkpoints (default: all of train.npz), e.g. the expert's alone.")
 flags.DEFINE_enum("split", "train", ["train", "test"], "Tasks to evaluate in.")
 flags.DEFINE_integer("seed", 0, "PRNG seed.")
 flags.DEFINE_string("out", None, "JSON output (default: <data>/policy_ceiling.json).")
@@ -70,6 +78,7 @@ cli.require_ints(1, "seeds", "steps", "eval_every", "batch_size", "meta_batch")
 OBJECTIVES = {"sac_bc": lambda: dict(rl_weight=FLAGS.rl_weight, bc_weight=FLAGS.bc_weight),
               "sac": lambda: dict(rl_weight=1.0, bc_weight=0.0),
               "bc": lambda: dict(rl_weight=0.0, bc_weight=FLAGS.bc_weight)}
+VARIANTS = (*OBJECTIVES, "iql")
 
 
 def oracle_context(attr_dim: int) -> Context:
@@ -82,11 +91,16 @@ def oracle_context(attr_dim: int) -> Context:
 def train_variant(name, data: TaskData, z_train, family, tasks, z_eval, obs_map, key):
     """Evaluation curve ``[evals, seeds, T]``, the per-episode means of the ``--record``ed step
     info ``{key: [evals, seeds, T]}`` and the update steps of one objective."""
-    config = SACConfig(hidden=tuple(int(h) for h in FLAGS.hidden), head=FLAGS.head,
-                       actor_lr=FLAGS.lr, critic_lr=FLAGS.lr, batch_size=FLAGS.batch_size,
-                       **OBJECTIVES[name]())
-    sac = make_sac(config, family.obs_dim, family.action_dim, z_train.shape[-1])
     meta = min(FLAGS.meta_batch, data.num_tasks)
+    common = dict(hidden=tuple(int(h) for h in FLAGS.hidden), head=FLAGS.head,
+                  actor_lr=FLAGS.lr, critic_lr=FLAGS.lr, batch_size=FLAGS.batch_size)
+    if name == "iql":
+        learner = make_iql(IQLConfig(value_lr=FLAGS.lr, expectile=FLAGS.expectile,
+                                     temperature=FLAGS.iql_temperature, **common),
+                           family.obs_dim, family.action_dim, z_train.shape[-1])
+    else:
+        learner = make_sac(SACConfig(**common, **OBJECTIVES[name]()), family.obs_dim,
+                           family.action_dim, z_train.shape[-1])
     per_task = max(FLAGS.batch_size // meta, 1)
     context = oracle_context(z_train.shape[-1])
 
@@ -96,13 +110,13 @@ def train_variant(name, data: TaskData, z_train, family, tasks, z_eval, obs_map,
         flat = lambda x: x.reshape((-1,) + x.shape[2:])
         rows = jax.tree_util.tree_map(flat, data.gather(sel, index))
         z = jnp.repeat(z_train[sel], per_task, axis=0)
-        return sac.update(state, rows, k_sac, z)
+        return learner.update(state, rows, k_sac, z)
 
     def chunk(state, key, n):
         return jax.lax.scan(update, state, jax.random.split(key, n))[0]
 
     def evaluate(state, key):
-        act = lambda obs, z, k, det: sac.act(state.actor_params, obs_map(obs), k, det, z)
+        act = lambda obs, z, k, det: learner.act(state.actor_params, obs_map(obs), k, det, z)
         returns, trace = online_rollout(family, tasks, act, context, key, 1,
                                         initial_context=z_eval, frozen=True,
                                         record=tuple(FLAGS.record))
@@ -111,7 +125,7 @@ def train_variant(name, data: TaskData, z_train, family, tasks, z_eval, obs_map,
     chunk = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)), static_argnums=2)
     evaluate = jax.jit(jax.vmap(evaluate))
     k_init, k_run = jax.random.split(key)
-    state = jax.vmap(sac.init)(jax.random.split(k_init, FLAGS.seeds))
+    state = jax.vmap(learner.init)(jax.random.split(k_init, FLAGS.seeds))
     curve, means, steps, done = [], [], [], 0
     while done < FLAGS.steps:
         n = min(FLAGS.eval_every, FLAGS.steps - done)
@@ -129,9 +143,9 @@ def train_variant(name, data: TaskData, z_train, family, tasks, z_eval, obs_map,
 
 
 def main(_):
-    unknown = sorted(set(FLAGS.variants) - set(OBJECTIVES))
+    unknown = sorted(set(FLAGS.variants) - set(VARIANTS))
     if unknown or not FLAGS.variants:
-        raise cli.UsageError(f"--variants: unknown {unknown}; known: {sorted(OBJECTIVES)}")
+        raise cli.UsageError(f"--variants: unknown {unknown}; known: {list(VARIANTS)}")
     ds, _ = load_collection(FLAGS.data)
     family = ds.make_family()
     cli.require_info_keys(family, FLAGS.record, "record")
@@ -142,7 +156,17 @@ def main(_):
     mean = ds.attributes[train_index].mean(0)
     std = ds.attributes[train_index].std(0) + 1e-6
     attribute_z = lambda a: jnp.asarray((a - mean) / std, jnp.float32)
-    data = ds.select_tasks(train_index).to_device()
+    data = ds.select_tasks(train_index)
+    if FLAGS.checkpoints:
+        keep = np.isin(data.transitions["checkpoint"], [int(c) for c in FLAGS.checkpoints])
+        counts = set(keep.sum(axis=1).tolist())
+        if len(counts) != 1 or 0 in counts:
+            raise cli.UsageError(f"--checkpoints={FLAGS.checkpoints} keeps {sorted(counts)} "
+                                 "transitions per task; every task needs the same, nonzero count")
+        data = dataclasses.replace(data, transitions={
+            k: v[keep].reshape((data.num_tasks, -1) + v.shape[2:])
+            for k, v in data.transitions.items()})
+    data = data.to_device()
     moments = observation_moments(data) if FLAGS.normalize_obs else None
     obs_map = functools.partial(standardise, moments)
     data = data.replace(transitions=data.transitions.replace(
@@ -153,7 +177,9 @@ def main(_):
     results = {"data": os.path.abspath(FLAGS.data), "split": FLAGS.split,
                "flags": {f: FLAGS[f].value for f in ("head", "hidden", "seeds", "steps",
                                                      "batch_size", "meta_batch", "lr",
-                                                     "rl_weight", "bc_weight", "normalize_obs",
+                                                     "rl_weight", "bc_weight", "expectile",
+                                                     "iql_temperature", "normalize_obs",
+                                                     "checkpoints",
                                                      "seed")},
                "attributes": ds.attributes[split_index].tolist(), "variants": {}}
     rows = {}

@@ -85,16 +85,21 @@ def pipeline(tmp_path):
     reached = np.asarray(trace["algorithms"]["r2pgo"]["steps_to_target"])
     assert reached.shape == (2, 2) and np.all((0 <= reached) & (reached <= HORIZON))
     assert any(f.endswith("trace_x_velocity.png") for f in out["figures"])
-    # The policy learner given the true task (an oracle context) on the seen tasks.
+    # The policy learner given the true task (an oracle context) on the seen tasks, trained on
+    # one behaviour checkpoint's transitions; a checkpoint the data lacks is refused.
     root = os.path.dirname(TESTS)
-    proc = subprocess.run([sys.executable, os.path.join(root, "experiments", "policy_ceiling.py"),
-                    f"--data={tmp_path / 'data'}", "--seeds=2", "--steps=4", "--eval_every=2",
-                    "--hidden=16,16", "--batch_size=24", "--meta_batch=3",
-                    "--variants=sac_bc,bc", "--record=x_velocity",
-                    f"--out={tmp_path / 'ceiling.json'}"], capture_output=True, text=True)
+    ceiling = lambda *extra: subprocess.run(
+        [sys.executable, os.path.join(root, "experiments", "policy_ceiling.py"),
+         f"--data={tmp_path / 'data'}", "--seeds=2", "--steps=4", "--eval_every=2",
+         "--hidden=16,16", "--batch_size=24", "--meta_batch=3", "--record=x_velocity",
+         f"--out={tmp_path / 'ceiling.json'}", *extra], capture_output=True, text=True)
+    proc = ceiling("--checkpoints=7")
+    assert proc.returncode != 0 and "--checkpoints=['7'] keeps [0]" in proc.stderr
+    proc = ceiling("--variants=sac_bc,bc,iql", "--checkpoints=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     ceiling = json.loads((tmp_path / "ceiling.json").read_text())
-    for name in ("sac_bc", "bc"):
+    assert ceiling["flags"]["checkpoints"] == ["2"]
+    for name in ("sac_bc", "bc", "iql"):
         got = ceiling["variants"][name]
         assert got["steps"] == [2, 4]
         returns = np.asarray(got["returns"])                      # [evals, seeds, seen tasks]

@@ -1,6 +1,8 @@
 """Standalone, jittable loss functions. Each documents its shapes and the equation it implements.
 
 * ``sac``: soft Q target, critic, actor and temperature losses; SAC+BC (TD3+BC-style) and BC.
+* ``iql``: implicit Q-learning's expectile value loss, value target and advantage-weighted
+  regression.
 * ``contrastive``: InfoNCE, R2PGO's similarity weights and weighted negatives (eq. 4-5), FOCAL's
   distance metric, CORRO's noise negatives.
 * ``vae``: R2PGO's ELBO (eq. 2-3): trajectory reconstruction and sequential KL.
@@ -12,6 +14,7 @@ from jaxomrl.losses.adversarial import adversarial_reward, infonce_score
 from jaxomrl.losses.contrastive import (corro_negatives, focal_distance_loss, info_nce,
                                         sample_negative_tasks, similarity_weights,
                                         weighted_info_nce)
+from jaxomrl.losses.iql import awr_actor_loss, expectile_loss, value_loss, value_target
 from jaxomrl.losses.sac import (bc_loss, critic_loss, sac_actor_loss, sac_bc_actor_loss,
                                 soft_q_target, temperature_loss)
 from jaxomrl.losses.dynamics import ensemble_member_loss, gaussian_nll, soft_bound_logvar
@@ -21,4 +24,5 @@ __all__ = ["bc_loss", "sac_bc_actor_loss", "critic_loss", "soft_q_target", "sac_
            "similarity_weights", "sample_negative_tasks", "weighted_info_nce",
            "focal_distance_loss", "corro_negatives", "gaussian_kl", "sequential_kl", "vae_loss",
            "gaussian_nll", "soft_bound_logvar", "ensemble_member_loss", "infonce_score",
-           "adversarial_reward"]
+           "adversarial_reward", "expectile_loss", "value_loss", "value_target",
+           "awr_actor_loss"]

@@ -1,0 +1,195 @@
+"""Implicit Q-learning (Kostrikov et al. 2022) as a pure-functional, optionally task-conditioned
+offline learner with the SAC learner's shape (``jaxomrl.learners.sac``):
+
+    iql = make_iql(IQLConfig(head="hyper"), obs_dim, action_dim, latent_dim)
+    state = iql.init(key)
+    state, metrics = iql.update(state, batch, key, z, next_z)    # one step on a Transition [B]
+    action = iql.act(state.actor_params, obs, key, deterministic, z)
+
+so a meta-policy can use either (``MetaConfig.policy``). One update, in IQL's order: the state
+value V(s) regresses to an upper expectile of the target critics at the data's actions
+(``losses.iql.value_loss``); the policy clones the data's actions weighted by exp(beta (Q - V))
+(``awr_actor_loss``); the critics regress to r + gamma V(s'); Polyak averaging of the targets.
+The critics are only ever evaluated at actions in the data, so nothing is extrapolated to
+actions the behaviour never took -- the failure of SAC+BC on data mixing poor and expert
+checkpoints (experiments/README.md, Half-Cheetah-Vel: the policy learner's ceiling).
+
+The actor is the SAC learner's network (``mean, log_std``); IQL's policy is the Gaussian
+N(tanh(mean), exp(log_std)^2) (the official implementation's squashed-mean Gaussian), so the
+deterministic action is ``tanh(mean)`` as for SAC. Defaults are IQL's MuJoCo locomotion settings
+(paper appendix B / the authors' code: expectile 0.7, temperature 3, weights clipped at 100,
+lr 3e-4, discount 0.99, Polyak 0.005, two critics).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from jaxomrl.envs.base import Transition
+from jaxomrl.errors import check_finite_fields
+from jaxomrl.losses import iql as iql_losses
+from jaxomrl.losses.sac import critic_loss
+from jaxomrl.nets.actor_critic import Critic, TanhGaussianActor, tanh_gaussian_mode
+from jaxomrl.nets.heads import ConditionedActor, ConditionedCritic
+
+
+@dataclasses.dataclass(frozen=True)
+class IQLConfig:
+    """Hyperparameters (defaults: IQL's locomotion settings)."""
+
+    hidden: Tuple[int, ...] = (256, 256)
+    num_critics: int = 2
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    value_lr: float = 3e-4
+    discount: float = 0.99
+    tau: float = 5e-3
+    expectile: float = 0.7
+    temperature: float = 3.0
+    max_weight: float = 100.0
+    batch_size: int = 256
+    head: str = "none"                      # none | concat | hyper (task conditioning)
+    hyper_hidden: Tuple[int, ...] = (64,)
+
+    def __post_init__(self):
+        check_finite_fields(self)
+        if self.head not in ("none", "concat", "hyper"):
+            raise ValueError(f"head must be none, concat or hyper, got {self.head!r}")
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError(f"hidden sizes must be positive, got {self.hidden}")
+        if not 0.0 < self.expectile < 1.0:
+            raise ValueError(f"expectile must be in (0, 1), got {self.expectile}")
+        if self.temperature < 0 or self.max_weight <= 0:
+            raise ValueError("temperature must be >= 0 and max_weight > 0")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+        if not 0.0 <= self.discount < 1.0:
+            raise ValueError(f"discount must be in [0, 1), got {self.discount}")
+        if self.batch_size < 1 or self.num_critics < 1:
+            raise ValueError("batch_size and num_critics must be positive")
+
+
+@struct.dataclass
+class IQLState:
+    actor_params: Any
+    critic_params: Any
+    target_critic_params: Any
+    value_params: Any
+    actor_opt: Any
+    critic_opt: Any
+    value_opt: Any
+    step: jax.Array
+
+
+class IQL(NamedTuple):
+    init: Callable[[jax.Array], IQLState]
+    update: Callable[..., Tuple[IQLState, Dict[str, jax.Array]]]
+    act: Callable[..., jax.Array]
+    actor: Any
+    critic: Any
+    value: Any
+    config: IQLConfig
+
+
+def make_iql(config: IQLConfig, obs_dim: int, action_dim: int, latent_dim: int = 0) -> IQL:
+    conditioned = config.head != "none"
+    if conditioned and latent_dim < 1:
+        raise ValueError(f"head {config.head!r} conditions on a task embedding: latent_dim >= 1")
+    if conditioned:
+        actor = ConditionedActor(config.hidden, action_dim, config.head, config.hyper_hidden)
+        critic = ConditionedCritic(config.hidden, config.num_critics, config.head,
+                                   config.hyper_hidden)
+        value = ConditionedCritic(config.hidden, 1, config.head, config.hyper_hidden)
+    else:
+        actor = TanhGaussianActor(config.hidden, action_dim)
+        critic, value = Critic(config.hidden, config.num_critics), Critic(config.hidden, 1)
+    extra = lambda z: (z,) if conditioned else ()
+    no_action = lambda obs: jnp.zeros(obs.shape[:-1] + (0,), obs.dtype)
+
+    def q_apply(params, obs, action, z):
+        return critic.apply(params, obs, action, *extra(z))
+
+    def v_apply(params, obs, z):                                     # [B]
+        return value.apply(params, obs, no_action(obs), *extra(z))[0]
+
+    actor_tx, critic_tx = optax.adam(config.actor_lr), optax.adam(config.critic_lr)
+    value_tx = optax.adam(config.value_lr)
+
+    def init(key: jax.Array) -> IQLState:
+        ka, kc, kv = jax.random.split(key, 3)
+        obs, z = jnp.zeros((1, obs_dim)), jnp.zeros((1, max(latent_dim, 1)))
+        actor_params = actor.init(ka, obs, *extra(z))
+        critic_params = critic.init(kc, obs, jnp.zeros((1, action_dim)), *extra(z))
+        value_params = value.init(kv, obs, no_action(obs), *extra(z))
+        return IQLState(actor_params=actor_params, critic_params=critic_params,
+                        target_critic_params=critic_params, value_params=value_params,
+                        actor_opt=actor_tx.init(actor_params),
+                        critic_opt=critic_tx.init(critic_params),
+                        value_opt=value_tx.init(value_params), step=jnp.zeros((), jnp.int32))
+
+    def act(actor_params, obs: jax.Array, key: jax.Array, deterministic: bool = False,
+            z: Optional[jax.Array] = None):
+        mean, log_std = actor.apply(actor_params, obs, *extra(z))
+        mode = tanh_gaussian_mode(mean)
+        if deterministic:
+            return mode
+        noise = jnp.exp(log_std) * jax.random.normal(key, mode.shape, mode.dtype)
+        return jnp.clip(mode + noise, -1.0, 1.0)
+
+    def update(state: IQLState, batch: Transition, key: jax.Array,
+               z: Optional[jax.Array] = None, next_z: Optional[jax.Array] = None):
+        """One step on ``batch`` [B] (``key`` unused: IQL's update is deterministic). ``z``
+        conditions on ``obs``, ``next_z`` (default ``z``) on ``next_obs``."""
+        del key
+        next_z = z if next_z is None else next_z
+        if conditioned and (z is None or z.shape[:-1] != batch.reward.shape):
+            raise ValueError(f"a {config.head!r} head needs task embeddings z [B, latent_dim] "
+                             f"for the batch {batch.reward.shape}")
+        target_q = q_apply(state.target_critic_params, batch.obs, batch.action, z)
+
+        def v_loss(params):
+            return iql_losses.value_loss(target_q, v_apply(params, batch.obs, z),
+                                         config.expectile)
+
+        (_, v_metrics), v_grads = jax.value_and_grad(v_loss, has_aux=True)(state.value_params)
+        v_updates, value_opt = value_tx.update(v_grads, state.value_opt, state.value_params)
+        value_params = optax.apply_updates(state.value_params, v_updates)
+
+        advantage = jnp.min(target_q, axis=0) - v_apply(value_params, batch.obs, z)
+
+        def a_loss(params):
+            mean, log_std = actor.apply(params, batch.obs, *extra(z))
+            log_prob = iql_losses.gaussian_log_prob(batch.action, tanh_gaussian_mode(mean),
+                                                    log_std)
+            return iql_losses.awr_actor_loss(log_prob, advantage, config.temperature,
+                                             config.max_weight)
+
+        (_, a_metrics), a_grads = jax.value_and_grad(a_loss, has_aux=True)(state.actor_params)
+        a_updates, actor_opt = actor_tx.update(a_grads, state.actor_opt, state.actor_params)
+        actor_params = optax.apply_updates(state.actor_params, a_updates)
+
+        target = iql_losses.value_target(batch.reward, batch.terminated,
+                                         v_apply(value_params, batch.next_obs, next_z),
+                                         config.discount)
+
+        def c_loss(params):
+            return critic_loss(q_apply(params, batch.obs, batch.action, z), target)
+
+        (_, c_metrics), c_grads = jax.value_and_grad(c_loss, has_aux=True)(state.critic_params)
+        c_updates, critic_opt = critic_tx.update(c_grads, state.critic_opt, state.critic_params)
+        critic_params = optax.apply_updates(state.critic_params, c_updates)
+        target_critic_params = optax.incremental_update(critic_params, state.target_critic_params,
+                                                        config.tau)
+        new_state = IQLState(actor_params=actor_params, critic_params=critic_params,
+                             target_critic_params=target_critic_params,
+                             value_params=value_params, actor_opt=actor_opt,
+                             critic_opt=critic_opt, value_opt=value_opt, step=state.step + 1)
+        return new_state, {**v_metrics, **a_metrics, **c_metrics}
+
+    return IQL(init=init, update=update, act=act, actor=actor, critic=critic, value=value,
+               config=config)
