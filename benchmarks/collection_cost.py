@@ -24,8 +24,8 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from jaxomrl import envs
-from jaxomrl.envs.base import Transition
 from jaxomrl.learners.sac import SACConfig, make_sac
+from jaxomrl.types import Transition
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("family", "cheetah_vel", "Task family.")

@@ -49,8 +49,8 @@ def _batch_np():
 def jax_worker(num_seeds: int) -> dict:
     import jax
     import jax.numpy as jnp
-    from jaxomrl.envs.base import Transition
     from jaxomrl.learners.sac import SACConfig, make_sac
+    from jaxomrl.types import TaskBatch, Transition
     data = _batch_np()
     batch = Transition(obs=jnp.asarray(data["obs"]), action=jnp.asarray(data["action"]),
                        reward=jnp.asarray(data["reward"]), next_obs=jnp.asarray(data["next_obs"]),
@@ -64,7 +64,7 @@ def jax_worker(num_seeds: int) -> dict:
 
     def run(state, key):
         def body(s, k):
-            s, m = sac.update(s, batch, k, z)
+            s, m = sac.update(s, TaskBatch(batch, z), k)
             return s, m["actor_loss"]
         return jax.lax.scan(body, state, jax.random.split(key, n))
 

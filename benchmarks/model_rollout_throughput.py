@@ -22,8 +22,8 @@ import jax.numpy as jnp
 from absl import app, flags, logging
 
 from jaxomrl.data.sampler import TaskData
-from jaxomrl.envs.base import Transition
 from jaxomrl.learners.dynamics import DynamicsConfig, make_dynamics
+from jaxomrl.types import Transition
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("tasks", 3, "Tasks (each with its own ensemble).")

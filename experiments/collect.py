@@ -2,7 +2,7 @@
 
     python experiments/collect.py --family=point_robot_sparse --out_dir=data/point_robot
 
-Per-family defaults come from ``jaxomrl.data.collect.PRESETS``; flags given explicitly override
+Per-family defaults come from ``jaxomrl.experiment.collect.PRESETS``; flags given explicitly override
 them. Killed runs resume from the last orbax checkpoint when rerun with the same flags; a
 completed directory is reused. Writes ``train.npz`` (and ``ood.npz``), ``progress.csv``,
 ``summary.json`` into ``--out_dir``.
@@ -16,7 +16,7 @@ import os
 import numpy as np
 from absl import flags, logging
 
-from jaxomrl.data import collect as collect_lib
+from jaxomrl.experiment import collect as collect_lib
 from jaxomrl.eval import report
 from jaxomrl.experiment import cli
 
@@ -50,7 +50,7 @@ flags.DEFINE_integer("warmup_steps", None, "Uniform-action env steps per task be
 flags.DEFINE_integer("updates_per_iteration", None, "SAC updates per step of all envs.")
 flags.DEFINE_string("train_reward", None, "'reward' or an info key used as the SAC reward.")
 flags.DEFINE_bool("deterministic", False, "Roll out checkpoints with their mean actions.")
-flags.DEFINE_string("preset", "default", "Settings preset (jaxomrl.data.collect.PRESETS): "
+flags.DEFINE_string("preset", "default", "Settings preset (jaxomrl.experiment.collect.PRESETS): "
                     "'default' (the papers' sizes) or 'cpu' (an hour on a 2-core CPU, where one "
                     "exists for the family); the flags above override it.")
 flags.DEFINE_enum("collector", None, ["per_task", "conditioned"],

@@ -28,7 +28,7 @@ import numpy as np
 from absl import flags, logging
 from sklearn.linear_model import LinearRegression
 
-from jaxomrl.algos.offline_meta import run_data
+from jaxomrl.data.sampler import run_data
 from jaxomrl.data.sampler import sample_episodes
 from jaxomrl.eval import report
 from jaxomrl.eval.adaptation import online_rollout
@@ -62,8 +62,8 @@ def beliefs(spec: str, run_dir: str, identity, ds, data, eval_data, split: str, 
     episodes_, _ = sample_episodes(task_data, jax.random.PRNGKey(0), episodes, family.horizon)
 
     def one(outputs, key):
-        act, context = algorithm.policy(outputs)
-        _, trace = online_rollout(family, tasks, act, context, key, 1,
+        policy, context = algorithm.policy(outputs)
+        _, trace = online_rollout(family, tasks, policy, context, key, 1,
                                   record=(own,) if own else ())
 
         def stream(tr):

@@ -20,6 +20,7 @@ from absl import flags, logging
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.experiment import cli
 from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
+from jaxomrl.learners.gradients import scan_updates
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", "runs/point_robot_data", "Collection directory.")
@@ -67,8 +68,8 @@ def main(argv):
                                                                 train_tasks.num_tasks), **combo)
         learner = make_encoder_learner(cfg, train.meta["obs_dim"], train.meta["action_dim"])
         start = time.time()
-        states = jax.jit(jax.vmap(lambda k: learner.train(learner.init(k), train_tasks, k,
-                                                          FLAGS.steps)[0]))(keys)
+        states = jax.jit(jax.vmap(lambda k: scan_updates(learner.update, learner.init(k),
+                                                         train_tasks, k, FLAGS.steps)[0]))(keys)
         jax.block_until_ready(states)
         seconds = time.time() - start
         evaluate = jax.jit(jax.vmap(learner.evaluate, in_axes=(0, None, None, None)))

@@ -34,8 +34,8 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from jaxomrl.algos.offline_meta import run_data
-from jaxomrl.data.collect import checkpoint_return_table
+from jaxomrl.data.sampler import run_data
+from jaxomrl.data.dataset import checkpoint_return_table
 from jaxomrl.eval import report
 from jaxomrl.eval.adaptation import online_rollout
 from jaxomrl.experiment import cli
@@ -107,8 +107,9 @@ def trace_run(spec: str, run_dir: str, identity: Dict[str, Any], family, ds, dat
         raise EvaluationError(f"{spec} does not expose its policy for traces")
 
     def one(outputs, key):
-        act, context = algorithm.policy(outputs)
-        return online_rollout(family, tasks, act, context, key, 1, record=(record,))[1][record]
+        policy, context = algorithm.policy(outputs)
+        return online_rollout(family, tasks, policy, context, key, 1,
+                              record=(record,))[1][record]
 
     keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(evaluation_keys(identity["seeds"]))
     return np.asarray(jax.jit(jax.vmap(one))(outputs, keys))

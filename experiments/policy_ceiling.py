@@ -47,6 +47,7 @@ from jaxomrl.experiment import cli
 from jaxomrl.io import atomic_write_text
 from jaxomrl.learners.iql import IQLConfig, make_iql
 from jaxomrl.learners.sac import SACConfig, make_sac
+from jaxomrl.types import TaskBatch
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "Collection directory (or its train.npz).")
@@ -110,14 +111,15 @@ def train_variant(name, data: TaskData, z_train, family, tasks, z_eval, obs_map,
         flat = lambda x: x.reshape((-1,) + x.shape[2:])
         rows = jax.tree_util.tree_map(flat, data.gather(sel, index))
         z = jnp.repeat(z_train[sel], per_task, axis=0)
-        return learner.update(state, rows, k_sac, z)
+        return learner.update(state, TaskBatch(rows, z), k_sac)
 
     def chunk(state, key, n):
         return jax.lax.scan(update, state, jax.random.split(key, n))[0]
 
     def evaluate(state, key):
-        act = lambda obs, z, k, det: learner.act(state.actor_params, obs_map(obs), k, det, z)
-        returns, trace = online_rollout(family, tasks, act, context, key, 1,
+        mode = learner.make_policy(state.actor_params, deterministic=True)
+        policy = lambda obs, z, k: mode(obs_map(obs), z, k)
+        returns, trace = online_rollout(family, tasks, policy, context, key, 1,
                                         initial_context=z_eval, frozen=True,
                                         record=tuple(FLAGS.record))
         return returns[:, 0], {k: jnp.mean(trace[k], axis=-1) for k in FLAGS.record}

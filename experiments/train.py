@@ -25,7 +25,7 @@ import numpy as np
 from absl import flags, logging
 
 from jaxomrl import algos
-from jaxomrl.algos.offline_meta import describe_data, run_data
+from jaxomrl.data.sampler import describe_data, run_data
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.experiment import cli
 from jaxomrl.experiment.runner import (RunConfig, RunConfigError, archive_run, check_workdir,

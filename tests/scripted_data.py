@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxomrl import envs
-from jaxomrl.data.collect import build_dataset
+from jaxomrl.data.dataset import from_rollouts
 from jaxomrl.data.sampler import TaskData
-from jaxomrl.envs.base import Transition
+from jaxomrl.types import Transition
 
 NOISE = (0.03, 0.08)  # two behaviour "checkpoints": goal-directed with different action noise
 
@@ -34,7 +34,7 @@ def scripted_point_robot_dataset(num_train=12, num_test=4, num_envs=4, steps=40)
     keys = keys.reshape(num_train + num_test, len(NOISE), -1)
     tr = jax.jit(jax.vmap(jax.vmap(run, in_axes=(None, 0, 0)), in_axes=(0, None, 0)))(
         tasks, jnp.asarray(NOISE), keys)
-    return build_dataset(family, tasks, is_test, tr, [1, 2], "train", {"policy": "scripted"})
+    return from_rollouts(family, tasks, is_test, tr, [1, 2], "train", {"policy": "scripted"})
 
 
 def transition_data(obs, action, next_obs, reward, episode_length=20) -> TaskData:

@@ -14,8 +14,8 @@ import sys
 import numpy as np
 
 from jaxomrl import algos
-from jaxomrl.algos.offline_meta import describe_data, run_data
-from jaxomrl.data import collect as C
+from jaxomrl.data.sampler import describe_data, run_data
+from jaxomrl.experiment import collect as C
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.experiment.runner import RunConfig, run
 from jaxomrl.learners.online_sac import OnlineSACConfig

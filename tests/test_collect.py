@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from jaxomrl.data import collect as C
+from jaxomrl.experiment import collect as C
 from jaxomrl.data import dataset as ds_lib
 from jaxomrl.learners.online_sac import OnlineSACConfig
 from jaxomrl.learners.sac import SACConfig

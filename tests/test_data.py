@@ -9,7 +9,7 @@ import pytest
 
 from jaxomrl import data as data_lib
 from jaxomrl.data import dataset as ds_lib
-from jaxomrl.data.collect import _episodes
+from jaxomrl.data.dataset import episode_index
 from jaxomrl.data.sampler import sample_task_subset, sample_transitions, sample_windows
 
 T, N = 3, 60
@@ -22,7 +22,7 @@ def make_dataset(seed=0, num_tasks=T, n=N, episode_len=7):
     obs = np.stack([np.broadcast_to(np.arange(num_tasks)[:, None], (num_tasks, n)),
                     np.broadcast_to(idx, (num_tasks, n))], -1).astype(np.float32)
     done = (idx % episode_len) == episode_len - 1
-    episode, timestep = _episodes(np.broadcast_to(done, (num_tasks, n)).copy(), n)
+    episode, timestep = episode_index(np.broadcast_to(done, (num_tasks, n)).copy(), n)
     tr = {"obs": obs, "action": rng.uniform(-0.1, 0.1, (num_tasks, n, 2)).astype(np.float32),
           "reward": rng.random((num_tasks, n)).astype(np.float32), "next_obs": obs + 0.5,
           "terminated": np.zeros((num_tasks, n), bool),
@@ -133,7 +133,7 @@ def test_save_rejects_bad_data_and_crash_leaves_old_file(tmp_path, monkeypatch):
 
 def test_episode_and_timestep_indices():
     done = np.array([[0, 0, 1, 0, 0, 0, 1, 0]], bool)
-    episode, timestep = _episodes(done, stream_len=4)  # streams [0..3], [4..7]
+    episode, timestep = episode_index(done, stream_len=4)  # streams [0..3], [4..7]
     np.testing.assert_array_equal(episode[0], [0, 0, 0, 1, 2, 2, 2, 3])
     np.testing.assert_array_equal(timestep[0], [0, 1, 2, 0, 0, 1, 2, 0])
 

@@ -37,7 +37,7 @@ def test_ensembles_learn_each_tasks_dynamics_and_report_holdout_error():
     data = linear_tasks()
     state = DYN.init(jax.random.PRNGKey(1), data)
     before = np.asarray(DYN.holdout_error(state, data))
-    state, metrics = TRAIN(state, jax.random.PRNGKey(2), data, 12)
+    state, metrics = TRAIN(state, data, jax.random.PRNGKey(2), 12)
     after = np.asarray(DYN.holdout_error(state, data))
     _, targets = model_io(data)
     variance = float(jnp.mean(jnp.var(targets, axis=1)))
@@ -64,7 +64,7 @@ def test_ensemble_trained_together_equals_members_trained_one_by_one():
     data = linear_tasks()
     key = jax.random.PRNGKey(3)
     state = DYN.init(jax.random.PRNGKey(4), data)
-    together, _ = TRAIN(state, key, data, 2)
+    together, _ = TRAIN(state, data, key, 2)
     # The same per-member keys, one (task, member) at a time.
     keys = jax.random.split(key, (2, CFG.ensemble_size))
     inputs, targets = model_io(data)
@@ -87,11 +87,11 @@ def test_ensemble_trained_together_equals_members_trained_one_by_one():
 def test_early_stopping_freezes_a_member_after_its_patience():
     data = linear_tasks()
     state = DYN.init(jax.random.PRNGKey(5), data)
-    state, metrics = TRAIN(state, jax.random.PRNGKey(6), data, 12)
+    state, metrics = TRAIN(state, data, jax.random.PRNGKey(6), 12)
     # Force every member past its patience: further training changes nothing.
     stopped = state.replace(members=state.members.replace(
         since_best=jnp.full_like(state.members.since_best, CFG.patience)))
-    again, m2 = TRAIN(stopped, jax.random.PRNGKey(7), data, 2)
+    again, m2 = TRAIN(stopped, data, jax.random.PRNGKey(7), 2)
     for a, b in zip(jax.tree_util.tree_leaves(stopped.members.params),
                     jax.tree_util.tree_leaves(again.members.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -144,8 +144,8 @@ def test_a_shared_reward_model_learns_every_tasks_reward_from_the_pooled_data():
     pooled = pool_tasks(data)
     assert pooled.transitions.obs.shape == (1, 2 * N, OBS)
     state = reward_model.init(jax.random.PRNGKey(11), pooled)
-    state, _ = jax.jit(reward_model.train, static_argnums=3)(state, jax.random.PRNGKey(12),
-                                                             pooled, 12)
+    state, _ = jax.jit(reward_model.train, static_argnums=3)(state, pooled,
+                                                             jax.random.PRNGKey(12), 12)
     assert float(reward_model.holdout_error(state, pooled).max()) < 0.05 * float(
         jnp.var(shared_reward))
     states = make_dynamics(dataclasses.replace(CFG, target="next_state"), OBS, ACT)
@@ -159,7 +159,7 @@ def test_a_shared_reward_model_learns_every_tasks_reward_from_the_pooled_data():
 def test_branch_rollouts_of_every_task_follow_the_models_in_one_program():
     data = linear_tasks()
     state = DYN.init(jax.random.PRNGKey(15), data)
-    state, _ = TRAIN(state, jax.random.PRNGKey(16), data, 12)
+    state, _ = TRAIN(state, data, jax.random.PRNGKey(16), 12)
     starts = data.transitions.obs[:, :8]                                   # [T, S, obs]
     act = lambda obs, k: jnp.full((ACT,), 0.5)
     roll = jax.jit(jax.vmap(lambda p, n, s, k: DYN.rollout(p, n, act, s, k, 5)))
@@ -218,7 +218,7 @@ def test_nll_early_stopping_keeps_sharpening_where_rare_jumps_stop_the_mse():
                                   holdout_fraction=0.3)
         dyn = make_dynamics(cfg, 1, 1)
         state, metrics = jax.jit(dyn.train, static_argnums=3)(
-            dyn.init(jax.random.PRNGKey(21), data), jax.random.PRNGKey(22), data, 20)
+            dyn.init(jax.random.PRNGKey(21), data), data, jax.random.PRNGKey(22), 20)
         p = jax.tree_util.tree_map(lambda x: x[0], state.best)
         norm = jax.tree_util.tree_map(lambda x: x[0], state.norm)
         mean, logvar = dyn.predict(p, norm, obs[0][regular], act[0][regular])

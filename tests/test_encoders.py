@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxomrl.envs.base import Transition
 from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
+from jaxomrl.learners.gradients import scan_updates
 from jaxomrl.nets.encoders import GRUEncoder, TransformerContextEncoder, TransitionSetEncoder
 from scripted_data import scripted_point_robot_dataset
 
@@ -95,7 +95,8 @@ def trained(name, seed=0):
     train_data, test_data = scripted_point_robot()
     key = jax.random.PRNGKey(seed)
     state0 = learner.init(key)
-    state, metrics = jax.jit(learner.train, static_argnums=3)(state0, train_data, key, STEPS)
+    state, metrics = jax.jit(scan_updates, static_argnums=(0, 4))(learner.update, state0,
+                                                                  train_data, key, STEPS)
     ev = jax.jit(learner.evaluate)
     k = jax.random.PRNGKey(7)
     return (float(ev(state0.params, test_data, test_data, k)),
@@ -127,7 +128,7 @@ def test_seeds_vmapped_equal_seeds_run_separately():
     data, _ = scripted_point_robot()
 
     def run(key):
-        return learner.train(learner.init(key), data, key, 10)
+        return scan_updates(learner.update, learner.init(key), data, key, 10)
 
     keys = jax.random.split(jax.random.PRNGKey(3), 2)
     batched, _ = jax.jit(jax.vmap(run))(keys)

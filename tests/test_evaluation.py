@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxomrl import algos, envs
-from jaxomrl.algos.offline_meta import MetaConfig, describe_data, run_data
+from jaxomrl import algos
+from jaxomrl.algos.offline_meta import MetaConfig
+from jaxomrl.data.sampler import describe_data, run_data
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.data.sampler import TaskData
 from jaxomrl.eval import metrics, report
@@ -53,7 +54,7 @@ def test_protocols_draw_context_from_their_source_and_give_known_returns():
             sub = {name: {split: jax.tree_util.tree_map(lambda x: x[i][None], d)}
                    for name, d in data.items()}
 
-            def act(obs, z, k, det):
+            def act(obs, z, k):
                 d = goal - obs
                 return (z[0] > 0).astype(jnp.float32) * 0.9 * d / jnp.linalg.norm(d)
             out = evaluate_policy(family, {split: task}, act, reward_sum, key, sub,
@@ -74,7 +75,7 @@ def test_protocols_draw_context_from_their_source_and_give_known_returns():
     # online: the policy's own history (empty, then its own reward-less steps) -> never walks.
     np.testing.assert_array_equal(test["test_online"], np.zeros((n_test, 2)))
     # Both task sets at once (one batch per protocol); a source with one split only is used there.
-    still = lambda o, z, k, d: jnp.zeros(2)
+    still = lambda o, z, k: jnp.zeros(2)
     partial = {"data": sources["data"], "ood": {"test": sources["ood"]["test"]}}
     out = jax.jit(lambda k: evaluate_policy(family, tasks, still, reward_sum, k, partial, 2))(
         jax.random.PRNGKey(2))
@@ -83,7 +84,7 @@ def test_protocols_draw_context_from_their_source_and_give_known_returns():
         "test_offline_ctx": (n_test, 1), "test_offpolicy_ctx": (n_test, 1)}
     # A task-agnostic policy is only evaluated online.
     out = jax.jit(lambda k: evaluate_policy(
-        family, {"test": tasks["test"]}, lambda o, z, k, d: jnp.zeros(2), None, k,
+        family, {"test": tasks["test"]}, lambda o, z, k: jnp.zeros(2), None, k,
         sources))(jax.random.PRNGKey(1))
     assert sorted(out) == ["test_online"]
 

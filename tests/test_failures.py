@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxomrl import algos
-from jaxomrl.data import collect as collect_lib
+from jaxomrl.experiment import collect as collect_lib
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.errors import NonFiniteError
 from jaxomrl.experiment import cli

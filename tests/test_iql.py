@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxomrl.envs.base import Transition
 from jaxomrl.learners.iql import IQLConfig, make_iql
 from jaxomrl.learners.sac import SACConfig, make_sac
 from jaxomrl.losses import iql as L
+from jaxomrl.types import TaskBatch, Transition
 
 RNG = np.random.default_rng(0)
 B = 64
@@ -71,8 +71,10 @@ def bandit(n=256, good=0.2, seed=0, obs_dim=2):
 
 
 def train(learner, data, steps, key, z=None):
+    batch = data if z is None else TaskBatch(data, z)
+
     def step(state, k):
-        return learner.update(state, data, k, z)[0], None
+        return learner.update(state, batch, k)[0], None
     return jax.lax.scan(step, learner.init(key), jax.random.split(key, steps))[0]
 
 
@@ -80,8 +82,9 @@ def test_iql_extracts_the_good_action_that_cloning_averages_away():
     data, key, obs = bandit(), jax.random.PRNGKey(0), jnp.ones((1, 2))
     iql = make_iql(IQLConfig(hidden=(32, 32), expectile=0.9, temperature=10.0), 2, 1)
     bc = make_sac(SACConfig(hidden=(32, 32), rl_weight=0.0, bc_weight=1.0), 2, 1)
-    a_iql = float(iql.act(train(iql, data, 1500, key).actor_params, obs, key, True)[0, 0])
-    a_bc = float(bc.act(train(bc, data, 1500, key).actor_params, obs, key, True)[0, 0])
+    mode = lambda learner: learner.make_policy(train(learner, data, 1500, key).actor_params, True)
+    a_iql = float(mode(iql)(obs, None, key)[0, 0])
+    a_bc = float(mode(bc)(obs, None, key)[0, 0])
     assert a_bc < -0.3          # cloning: the data's mean action, mostly the bad one
     assert a_iql > 0.6          # IQL: the good action
 
@@ -101,7 +104,7 @@ def test_conditioned_iql_learns_each_tasks_good_action_and_vmaps_over_seeds():
     obs = jnp.ones((2, 2))
     for i, k in enumerate(keys):
         one = jax.tree_util.tree_map(lambda x: x[i], states)
-        act = iql.act(one.actor_params, obs, k, True, jnp.array([[1.0], [-1.0]]))[:, 0]
+        act = iql.make_policy(one.actor_params, True)(obs, jnp.array([[1.0], [-1.0]]), k)[:, 0]
         assert act[0] > 0.5 and act[1] < -0.5
     short = jax.jit(jax.vmap(lambda k: train(iql, data, 50, k, z)))(keys)
     for i, k in enumerate(keys):

@@ -229,4 +229,4 @@ def test_relative_representation_metric_and_centroid_accuracy():
     assert float(metrics.relative_representation_metric(f32(z1), f32(z2), f32(z1))) < 0.3
     ref = jnp.asarray([[[0.0, 0.0]] * 3, [[5.0, 5.0]] * 3])
     q = jnp.asarray([[[0.5, 0.0], [4.0, 4.0]], [[5.0, 4.0], [6.0, 6.0]]])
-    np.testing.assert_allclose(metrics.centroid_accuracy(ref, q), 0.75)
+    np.testing.assert_allclose(C.centroid_accuracy(ref, q), 0.75)

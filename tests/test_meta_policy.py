@@ -7,10 +7,10 @@ import numpy as np
 import optax
 import pytest
 
-from jaxomrl.envs.base import Transition
 from jaxomrl.learners.sac import SACConfig, make_sac
 from jaxomrl.losses import sac as L
 from jaxomrl.nets.heads import ConditionedMLP, HyperDense
+from jaxomrl.types import TaskBatch, Transition
 
 RNG = np.random.default_rng(0)
 
@@ -104,7 +104,7 @@ def test_meta_policy_seeds_vmapped_equal_separate_and_bc_fits(head):
 
     def run(key, steps):
         def body(s, k):
-            return sac.update(s, batch, k, z)
+            return sac.update(s, TaskBatch(batch, z), k)
         return jax.lax.scan(body, sac.init(key), jax.random.split(key, steps))
 
     keys = jax.random.split(jax.random.PRNGKey(1), 2)
@@ -125,14 +125,14 @@ def test_bc_only_and_conditioning_errors():
     sac = _learner("hyper", rl_weight=0.0, bc_weight=1.0)
     batch, z = _batch()
     state = sac.init(jax.random.PRNGKey(0))
-    new, m = jax.jit(sac.update)(state, batch, jax.random.PRNGKey(1), z)
+    new, m = jax.jit(sac.update)(state, TaskBatch(batch, z), jax.random.PRNGKey(1))
     assert "critic_loss" not in m and "bc_loss" in m
     # OM-BC does not train critics
     for a, b in zip(jax.tree_util.tree_leaves(state.critic_params),
                     jax.tree_util.tree_leaves(new.critic_params)):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="needs task embeddings"):
-        sac.update(state, batch, jax.random.PRNGKey(1), None)
+        sac.update(state, batch, jax.random.PRNGKey(1))
     with pytest.raises(ValueError, match="latent_dim >= 1"):
         make_sac(SACConfig(head="concat"), 3, 2)
     with pytest.raises(ValueError, match="not both 0"):
@@ -146,8 +146,8 @@ def test_policy_standardises_observations_so_their_units_do_not_matter(normalize
     import dataclasses
 
     from jaxomrl import algos
-    from jaxomrl.algos.offline_meta import MetaConfig, run_data
-    from jaxomrl.data.sampler import observation_moments
+    from jaxomrl.algos.offline_meta import MetaConfig
+    from jaxomrl.data.sampler import observation_moments, run_data
     from scripted_data import scripted_point_robot_dataset
 
     ds = scripted_point_robot_dataset()
@@ -174,8 +174,8 @@ def test_policy_standardises_observations_so_their_units_do_not_matter(normalize
 
     act, act_moved = (algorithm.policy(jax.jit(train)(d))[0] for d in (data, moved))
     probe = jnp.asarray(obs[:64])
-    a = act(probe, None, jax.random.PRNGKey(2), True)
-    b = act_moved(probe * scale + shift, None, jax.random.PRNGKey(2), True)
+    a = act(probe, None, jax.random.PRNGKey(2))
+    b = act_moved(probe * scale + shift, None, jax.random.PRNGKey(2))
     if normalize:
         np.testing.assert_allclose(a, b, atol=2e-3)
     else:

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from jaxomrl.algos.reda import adversarial_batch, full_contexts, prefix_contexts
-from jaxomrl.envs.base import Transition
 from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
 from jaxomrl.losses.adversarial import infonce_score
+from jaxomrl.types import Transition
 from scripted_data import scripted_point_robot_dataset, transition_data
 
 L = 4
@@ -114,7 +114,7 @@ def test_reda_ablation_switches():
 
 def test_reda_runs_in_the_runner_and_resume_equals_uninterrupted(tmp_path):
     from jaxomrl import algos
-    from jaxomrl.algos.offline_meta import run_data
+    from jaxomrl.data.sampler import run_data
     from jaxomrl.experiment.runner import RunConfig, final_outputs, run
     ds = scripted_point_robot_dataset()
     data, eval_data = run_data(ds, ds)          # the data itself stands in for ood contexts
@@ -151,7 +151,7 @@ def test_meta_policy_model_data_steps_each_task_in_its_own_models():
     from jaxomrl.algos.reda import Models, policy_model_transitions, shared_reward_fn
     from jaxomrl.learners.dynamics import DynamicsConfig, make_dynamics, pool_tasks
     data = linear_tasks()
-    state, _ = TRAIN(DYN.init(jax.random.PRNGKey(15), data), jax.random.PRNGKey(16), data, 12)
+    state, _ = TRAIN(DYN.init(jax.random.PRNGKey(15), data), data, jax.random.PRNGKey(16), 12)
     rew = make_dynamics(DynamicsConfig(target="reward", hidden=(8,), ensemble_size=2), 3, ACT)
     r_state = rew.init(jax.random.PRNGKey(3), pool_tasks(data))
     models = Models(dyn_params=state.best, dyn_norm=state.norm, reward_params=r_state.best,
@@ -198,14 +198,16 @@ def test_uncertainty_penalty_keeps_adversarial_rollouts_within_the_data():
                                        learning_rate=3e-3, batch_size=64, eval_every=100,
                                        max_holdout=100, uncertainty="disagreement"), 1, 1)
     models, _ = jax.jit(dyn.train, static_argnums=3)(
-        dyn.init(jax.random.PRNGKey(1), data), jax.random.PRNGKey(2), data, 10)
+        dyn.init(jax.random.PRNGKey(1), data), data, jax.random.PRNGKey(2), 10)
     sac = make_sac(SACConfig(hidden=(32, 32), batch_size=t * starts * length), 1, 1)
     embed = lambda params, ctx, mask, query: jnp.zeros(mask.shape[:-1] + (2,))
     contexts = lambda d, key, num: (None, jnp.ones((d.num_tasks, num, 1)), None)
 
     def batch(actor, deterministic, lambda_1, key, num):
+        act = sac.make_policy(actor, deterministic)
+
         def rollout(i, s, kk, steps):
-            policy = lambda o, ka: sac.act(actor, o, ka, deterministic=deterministic)
+            policy = lambda o, ka: act(o, None, ka)
             return dyn.rollout(_take(models.best, i), _take(models.norm, i), policy, s, kk, steps)
         return adversarial_batch(embed, contexts, None, rollout, lambda o, a: a[0], data, key,
                                  num, length, 2, lambda_1, 1.0)

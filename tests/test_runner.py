@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxomrl import algos, envs
-from jaxomrl.algos.offline_meta import run_data
+from jaxomrl.data.sampler import run_data
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.eval.adaptation import Context, online_returns
 from jaxomrl.experiment.runner import RunConfig, RunConfigError, final_outputs, run
@@ -161,7 +161,7 @@ def test_online_returns_of_known_policies_and_context_semantics():
 
     def returns(carry, frozen=False, initial=None, context=counting, gate=20):
         def run_one(task, goal, key):
-            def act(obs, z, k, det):
+            def act(obs, z, k):
                 move = 1.0 if z is None else (z[0] >= gate).astype(jnp.float32)
                 return move * to_goal(obs, goal)
             t1 = jax.tree_util.tree_map(lambda x: x[None], task)

@@ -45,9 +45,9 @@ class Algorithm(NamedTuple):
     scores the last phase's output. ``config`` is a JSON-serialisable description of the run.
     ``embed(outputs, key, data, num) -> [T, num, latent]`` (None for task-agnostic algorithms):
     task embeddings of ``num`` contexts per task of a ``TaskData`` (for d(phi) and t-SNE).
-    ``policy(outputs) -> (act, context)``: the trained policy as ``evaluate``'s rollouts run it
-    (``act(obs, z, key, deterministic)`` and the ``jaxomrl.eval.adaptation.Context`` that infers
-    ``z`` online, None for task-agnostic algorithms), for rollouts of one's own (e.g. traces)."""
+    ``policy(outputs) -> (policy, context)``: the trained policy as ``evaluate``'s rollouts run it
+    (its deterministic ``jaxomrl.types.Policy`` and the ``jaxomrl.eval.adaptation.Context`` that
+    infers ``z`` online, None for task-agnostic algorithms), for rollouts of one's own (traces)."""
 
     name: str
     phases: Tuple[Phase, ...]

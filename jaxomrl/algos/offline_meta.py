@@ -33,25 +33,23 @@ Data (``data`` of the phases): ``{"train": TaskData}`` of the training tasks. Ev
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
-from jaxomrl.errors import check_finite_fields
 from jaxomrl.algos.base import Algorithm, Phase
-from jaxomrl.data.dataset import check_same_tasks, digest
 from jaxomrl.data.sampler import (TaskData, observation_moments, sample_indices,
                                   sample_meta_batch, take)
 from jaxomrl.envs.base import TaskFamily
+from jaxomrl.errors import check_finite_fields
 from jaxomrl.eval.adaptation import encoder_context
 from jaxomrl.eval.metrics import task_representation_metric
 from jaxomrl.eval.protocols import evaluate_policy
 from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
 from jaxomrl.learners.sac import SACConfig, make_sac
+from jaxomrl.types import TaskBatch
 
 
 def config_from_json(klass, values: Dict[str, Any]):
@@ -177,12 +175,12 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
         rows = train.gather(tasks, index)                                   # [M, per_task]
         flat = lambda x: x.reshape((-1,) + x.shape[2:])
 
-        def step(rows, key, *z):
+        def step(rows, key, z=None, next_z=None):
             """SAC on the flattened rows, observations standardised."""
             batch = jax.tree_util.tree_map(flat, rows)
             batch = batch.replace(obs=standardise(aux.obs_moments, batch.obs),
                                   next_obs=standardise(aux.obs_moments, batch.next_obs))
-            return sac.update(state, batch, key, *z)
+            return sac.update(state, batch if z is None else TaskBatch(batch, z, next_z), key)
 
         if enc is None:
             return step(rows, k_sac)
@@ -195,8 +193,8 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
         after = jax.random.bernoulli(k_side, 0.5, ctx_index.shape)[..., None]
         z = jnp.where(after, take(aux.next_z, tasks, ctx_index), take(aux.z, tasks, ctx_index))
         if model_data is not None:   # the first num_model rows of every task: model steps
-            act = lambda o, zz, k: sac.act(state.actor_params, standardise(aux.obs_moments, o),
-                                           k, True, zz)
+            mode = sac.make_policy(state.actor_params, deterministic=True)
+            act = lambda o, zz, k: mode(standardise(aux.obs_moments, o), zz, k)
             gen = model_data.generate(aux.models, act, rows.obs[:, :num_model],
                                       z[:, :num_model], tasks, jax.random.fold_in(k_sac, 1))
             rows = jax.tree_util.tree_map(
@@ -230,11 +228,12 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
         return enc.embed(params, *enc.sample_contexts(data, key, num))
 
     def policy(outputs):
-        """(act, online context) of the trained policy (``Algorithm.policy``)."""
+        """(deterministic policy, online context) of the trained policy (``Algorithm.policy``)."""
         moments = outputs.get("obs_moments")
+        mode = sac.make_policy(outputs["actor"], deterministic=True)
 
-        def act(obs, z, k, deterministic):
-            return sac.act(outputs["actor"], standardise(moments, obs), k, deterministic, z)
+        def act(obs, z, k):
+            return mode(standardise(moments, obs), z, k)
         return act, encoder_context(enc, outputs["encoder"]) if enc is not None else None
 
     def evaluate(outputs, key, eval_data) -> Dict[str, jax.Array]:
@@ -261,36 +260,3 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
     return Algorithm(name=name, phases=phases, evaluate=evaluate,
                      config=dataclasses.asdict(config), embed=embed if enc is not None else None,
                      policy=policy)
-
-
-def run_data(ds, ood=None) -> Tuple[Dict[str, TaskData], Dict[str, Any]]:
-    """``(data, eval_data)`` of a ``MultiTaskDataset``: phases train on its training tasks; the
-    evaluation rolls out in its training tasks and, if it has any, its test tasks. ``ood``: the
-    collection's held-out-checkpoint dataset of the same tasks (the off-policy protocol's context
-    source), or None."""
-    train = np.flatnonzero(~ds.is_test)
-    test = np.flatnonzero(ds.is_test)
-    if train.size == 0:
-        raise ValueError("the dataset has no training tasks")
-    if ood is not None:
-        check_same_tasks(ds, ood, "the training and ood datasets")
-    tasks = ds.tasks()
-    splits = {"train": train, "test": test} if test.size else {"train": train}
-    data = {"train": ds.select_tasks(train).to_device()}
-    eval_data = {"tasks": {}, "data": {}, "ood": {}}
-    for split, index in splits.items():
-        eval_data["tasks"][split] = tasks[index]
-        eval_data["data"][split] = data["train"] if split == "train" else \
-            ds.select_tasks(index).to_device()
-        if ood is not None:
-            eval_data["ood"][split] = ood.select_tasks(index).to_device()
-    return data, eval_data
-
-
-def describe_data(path: str, ds, ood=None) -> Dict[str, Any]:
-    """The facts about a run's data that identify it (``run.json``'s ``description``): where the
-    dataset is, its checksum (and its ood companion's), its task counts."""
-    return {"family": ds.family, "dataset": os.path.abspath(path),
-            "dataset_sha256": digest(ds), "num_train_tasks": int((~ds.is_test).sum()),
-            "num_test_tasks": int(ds.is_test.sum()),
-            "ood_dataset_sha256": digest(ood) if ood is not None else None}

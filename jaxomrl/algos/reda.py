@@ -32,19 +32,20 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import struct
 
-from jaxomrl.errors import check_finite_fields
 from jaxomrl.algos.base import Algorithm, Phase
 from jaxomrl.algos.offline_meta import MetaConfig, ModelData, config_from_json, make_algorithm
 from jaxomrl.data.sampler import TaskData, sample_transitions
-from jaxomrl.envs.base import TaskFamily, Transition
+from jaxomrl.envs.base import TaskFamily
+from jaxomrl.errors import check_finite_fields
 from jaxomrl.learners.dynamics import DynamicsConfig, make_dynamics, pool_tasks
 from jaxomrl.learners.encoder import make_encoder_learner
+from jaxomrl.learners.gradients import gradient_step
 from jaxomrl.learners.sac import SACConfig, make_sac
 from jaxomrl.losses import contrastive
 from jaxomrl.losses.adversarial import adversarial_reward_from_scores, infonce_score
+from jaxomrl.types import Transition
 
 
 def _right_aligned(rollout: Transition, k: jax.Array) -> Tuple[Transition, jax.Array, Transition]:
@@ -281,7 +282,6 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
                   if config.policy_model_fraction > 0 else None)
     base = make_algorithm(name, config.meta, family, num_train_tasks, model_data)
     adv = make_sac(config.adversary, obs_dim, action_dim)
-    tx = optax.adam(enc_cfg.learning_rate)   # the encoder learner's optimiser (same state)
     length = enc_cfg.window
 
     # ---- models ------------------------------------------------------------------------------
@@ -291,15 +291,15 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
 
     def models_update(state, key, aux, data):
         k1, k2 = jax.random.split(key)
-        d, m_d = dyn.train(state[0], k1, data["train"], 1)
-        r, m_r = rew.train(state[1], k2, pool_tasks(data["train"]), 1)
+        d, m_d = dyn.update(state[0], data["train"], k1)
+        r, m_r = rew.update(state[1], pool_tasks(data["train"]), k2)
         # This round's held-out scores (normalised targets; mean over members) [T].
-        mse, nll = (jnp.mean(m_d[k][..., -1], axis=1) for k in ("holdout_mse", "holdout_nll"))
+        mse, nll = (jnp.mean(m_d[k], axis=1) for k in ("holdout_mse", "holdout_nll"))
         return (d, r), {"model_holdout_mse": jnp.mean(mse), "model_holdout_nll": jnp.mean(nll),
                         **{f"model_holdout_mse/task{i}": mse[i] for i in range(num_train_tasks)},
                         **{f"model_holdout_nll/task{i}": nll[i] for i in range(num_train_tasks)},
                         "model_best_score": jnp.mean(d.members.best_error),
-                        "reward_holdout_mse": jnp.mean(m_r["holdout_mse"][..., -1]),
+                        "reward_holdout_mse": jnp.mean(m_r["holdout_mse"]),
                         "model_nll": jnp.mean(m_d["nll"])}
 
     def models_output(state, aux):
@@ -313,12 +313,11 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
         return AdversarialState(encoder=enc.init(k1), adversary=adv.init(k2))
 
     def encoder_loss(params, data: TaskData, rollouts, key):
-        k_ctx, k_nce, k_pos = jax.random.split(key, 3)
-        ctx, mask, query = enc.sample_contexts(data, k_ctx, enc_cfg.contexts_per_task)
-        z_real = enc.embed(params, ctx, mask, query)                          # [T, P, D]
-        l_real, m_real = contrastive.weighted_info_nce(
-            k_nce, z_real, data.attributes, enc_cfg.alpha, enc_cfg.num_negatives,
-            enc_cfg.temperature, enc_cfg.score)
+        """The encoder learner's loss on the real data plus ReDA's adversarial InfoNCE."""
+        k_enc, k_ctx, k_pos = jax.random.split(key, 3)
+        total, metrics = enc.loss(params, data, k_enc)
+        z_real = enc.embed(params, *enc.sample_contexts(data, k_ctx,
+                                                        enc_cfg.contexts_per_task))  # [T, P, D]
         # Adversarial contexts (whole rollouts) as anchors; positives: real contexts of their
         # task; negatives: every real context of the other tasks.
         t, s = rollouts.reward.shape[:2]
@@ -329,8 +328,8 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
         l_adv, m_adv = contrastive.info_nce(z_adv.reshape(-1, d), pos.reshape(-1, d),
                                             neg.reshape(t * s, -1, d), enc_cfg.temperature,
                                             enc_cfg.score)
-        total = l_real + config.adversarial_weight * l_adv
-        return total, {"infonce": l_real, "adv_infonce": l_adv,
+        total = total + config.adversarial_weight * l_adv
+        return total, {**metrics, "adv_infonce": l_adv,
                        "adv_infonce_accuracy": m_adv["infonce_accuracy"]}
 
     def adversarial_prepare(models: Models, data):
@@ -347,7 +346,7 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
         def act(obs, k):
             if config.adversary_mode == "random":
                 return jax.random.uniform(k, (action_dim,), minval=-1.0, maxval=1.0)
-            return adv.act(state.adversary.actor_params, obs, k)
+            return adv.make_policy(state.adversary.actor_params)(obs, None, k)
 
         def rollout(i, starts, k, n):
             return dyn.rollout(_take(models.dyn_params, i), _take(models.dyn_norm, i), act,
@@ -374,11 +373,11 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
             adversary, m_sac = adv.update(adversary, batch, k_sac)
             metrics.update({f"adversary_{k}": v for k, v in m_sac.items()
                             if k in ("critic_loss", "actor_loss")})
-        (_, m_enc), grads = jax.value_and_grad(encoder_loss, has_aux=True)(
-            state.encoder.params, train, rollouts, k_enc)
-        updates, opt_state = tx.update(grads, state.encoder.opt_state, state.encoder.params)
-        encoder = state.encoder.replace(params=optax.apply_updates(state.encoder.params, updates),
-                                        opt_state=opt_state, step=state.encoder.step + 1)
+        params, opt_state, _, m_enc = gradient_step(encoder_loss, enc.optimizer,
+                                                    state.encoder.params, state.encoder.opt_state,
+                                                    train, rollouts, k_enc)
+        encoder = state.encoder.replace(params=params, opt_state=opt_state,
+                                        step=state.encoder.step + 1)
         metrics.update(m_enc)
         return AdversarialState(encoder=encoder, adversary=adversary), metrics
 

@@ -44,12 +44,17 @@ import hashlib
 import json
 import os
 import zipfile
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
+import jax
 import numpy as np
 
+from jaxomrl import __version__
 from jaxomrl.errors import JaxomrlError
 from jaxomrl.io import atomic_write
+
+if TYPE_CHECKING:  # annotations only: loading a dataset does not import the simulators
+    from jaxomrl.envs.base import Task, TaskFamily
 
 FORMAT = "jaxomrl.MultiTaskDataset"
 VERSION = 1
@@ -307,3 +312,96 @@ def check_same_tasks(ds: MultiTaskDataset, other: MultiTaskDataset, where: str) 
             or not np.array_equal(other.is_test, ds.is_test)
             or not np.allclose(other.attributes, ds.attributes)):
         raise DatasetError(f"{where} do not hold the same tasks")
+
+
+def episode_index(done: np.ndarray, stream_len: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(episode, timestep) ``[T, N]`` from done flags ``[T, N]`` of streams of ``stream_len``
+    contiguous transitions (a stream starts an episode even without a done flag before it)."""
+    t, n = done.shape
+    idx = np.arange(n)
+    start = np.zeros_like(done)
+    start[:, 0] = True
+    start[:, 1:] = done[:, :-1]
+    start[:, idx % stream_len == 0] = True
+    episode = np.cumsum(start, axis=1) - 1
+    last_start = np.maximum.accumulate(np.where(start, idx, 0), axis=1)
+    return episode.astype(np.int32), (idx - last_start).astype(np.int32)
+
+
+def _checkpoint_returns(reward, done, episode, ckpt_of, ids) -> list:
+    """``[T][C]`` mean return of completed episodes per checkpoint (None if none completed).
+
+    Episodes cut by the end of a rollout stream (no done flag) are not counted.
+    """
+    out = []
+    for task in range(reward.shape[0]):
+        ep = episode[task]
+        totals = np.bincount(ep, weights=reward[task].astype(np.float64))
+        ended = done[task]
+        row = []
+        for c in ids:
+            sel = ended & (ckpt_of[task] == c)
+            row.append(float(np.mean(totals[ep[sel]])) if np.any(sel) else None)
+        out.append(row)
+    return out
+
+
+def from_rollouts(family: TaskFamily, tasks: Task, is_test, tr, ids, split: str,
+                  provenance: Dict[str, Any], family_config: Optional[Dict[str, Any]] = None,
+                  checkpoint_env_steps: int = 0, warmup_env_steps: int = 0
+                  ) -> MultiTaskDataset:
+    """A dataset from rollouts ``Transition [T, C, steps, envs]`` of behaviour policies ``ids``.
+
+    ``ids``: the checkpoint of each of the ``C`` rollout groups, ``[C]`` for all tasks or
+    ``[T, C]`` per task; the metadata lists the union, with a ``None`` return where a task has
+    no data of a checkpoint. Any behaviour policies work (e.g. scripted ones for tests);
+    ``provenance`` records how.
+    """
+    tr = jax.device_get(tr)
+    num_tasks, c, steps, n_env = tr.reward.shape
+    per_task = np.broadcast_to(np.asarray(ids, np.int32), (num_tasks, c))
+    ids = list(dict.fromkeys(int(k) for k in per_task.ravel()))
+
+    def flat(x):  # [T, C, steps, envs, ...] -> [T, C * envs * steps, ...] (streams contiguous)
+        x = np.asarray(x)
+        x = np.swapaxes(x, 2, 3)
+        return x.reshape((num_tasks, c * n_env * steps) + x.shape[4:])
+
+    terminated, truncated = flat(tr.terminated), flat(tr.truncated)
+    done = terminated | truncated
+    episode, timestep = episode_index(done, steps)
+    checkpoint = np.repeat(per_task, n_env * steps, axis=1)
+    reward = flat(tr.reward).astype(np.float32)
+    returns = _checkpoint_returns(reward, done, episode, checkpoint, ids)
+    meta = {
+        "family": family.name, "family_config": dict(family_config or {}),
+        "obs_dim": family.obs_dim, "action_dim": family.action_dim, "attr_dim": family.attr_dim,
+        "action_low": float(family.action_low), "action_high": float(family.action_high),
+        "num_tasks": int(num_tasks), "transitions_per_task": int(reward.shape[1]),
+        "checkpoints": [int(k) for k in ids],
+        "checkpoint_env_steps": int(checkpoint_env_steps),
+        "warmup_env_steps": int(warmup_env_steps),
+        "checkpoint_returns": returns, "split": split,
+        "provenance": dict(provenance, jaxomrl_version=__version__),
+    }
+    params = {k: np.asarray(v, np.float32) for k, v in jax.device_get(tasks.params).items()}
+    return MultiTaskDataset(
+        transitions={"obs": flat(tr.obs).astype(np.float32),
+                     "action": flat(tr.action).astype(np.float32), "reward": reward,
+                     "next_obs": flat(tr.next_obs).astype(np.float32),
+                     "terminated": terminated, "truncated": truncated, "episode": episode,
+                     "timestep": timestep, "checkpoint": checkpoint},
+        attributes=np.asarray(tasks.attributes, np.float32), is_test=np.asarray(is_test, bool),
+        task_params=params, meta=meta)
+
+
+def checkpoint_return_table(ds: MultiTaskDataset, tasks=slice(None)
+                            ) -> Dict[int, Tuple[float, float]]:
+    """{checkpoint: (mean, std over tasks) of its mean episode return} of a dataset, over the
+    ``tasks`` (index or mask) that have data of that checkpoint (None, None if none has)."""
+    r = np.asarray(ds.meta["checkpoint_returns"], np.float64)[tasks]
+    out = {}
+    for i, c in enumerate(ds.meta["checkpoints"]):
+        col = r[:, i][np.isfinite(r[:, i])]
+        out[int(c)] = (float(col.mean()), float(col.std())) if col.size else (None, None)
+    return out

@@ -12,15 +12,16 @@ same number of items from every requested task, so batches have static shapes ``
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import os
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxomrl.envs.base import Transition
-from jaxomrl.nets.actor_critic import unscale_action
+from jaxomrl.data.dataset import check_same_tasks, digest
+from jaxomrl.types import Transition, unscale_action
 
 
 @struct.dataclass
@@ -167,3 +168,36 @@ def sample_episodes(data: TaskData, key: jax.Array, batch_size: int, length: int
     pos = jnp.minimum(pos, data.size - 1)
     mask = mask & (take(data.episode, tasks, pos) == take(data.episode, tasks, start)[..., None])
     return data.gather(tasks, pos), mask
+
+
+def run_data(ds, ood=None) -> Tuple[Dict[str, TaskData], Dict[str, Any]]:
+    """``(data, eval_data)`` of a ``MultiTaskDataset``: phases train on its training tasks; the
+    evaluation rolls out in its training tasks and, if it has any, its test tasks. ``ood``: the
+    collection's held-out-checkpoint dataset of the same tasks (the off-policy protocol's context
+    source), or None."""
+    train = np.flatnonzero(~ds.is_test)
+    test = np.flatnonzero(ds.is_test)
+    if train.size == 0:
+        raise ValueError("the dataset has no training tasks")
+    if ood is not None:
+        check_same_tasks(ds, ood, "the training and ood datasets")
+    tasks = ds.tasks()
+    splits = {"train": train, "test": test} if test.size else {"train": train}
+    data = {"train": ds.select_tasks(train).to_device()}
+    eval_data = {"tasks": {}, "data": {}, "ood": {}}
+    for split, index in splits.items():
+        eval_data["tasks"][split] = tasks[index]
+        eval_data["data"][split] = data["train"] if split == "train" else \
+            ds.select_tasks(index).to_device()
+        if ood is not None:
+            eval_data["ood"][split] = ood.select_tasks(index).to_device()
+    return data, eval_data
+
+
+def describe_data(path: str, ds, ood=None) -> Dict[str, Any]:
+    """The facts about a run's data that identify it (``run.json``'s ``description``): where the
+    dataset is, its checksum (and its ood companion's), its task counts."""
+    return {"family": ds.family, "dataset": os.path.abspath(path),
+            "dataset_sha256": digest(ds), "num_train_tasks": int((~ds.is_test).sum()),
+            "num_test_tasks": int(ds.is_test.sum()),
+            "ood_dataset_sha256": digest(ood) if ood is not None else None}

@@ -22,6 +22,8 @@ import numpy as np
 import optax
 from flax import struct
 
+from jaxomrl.types import Transition
+
 
 @struct.dataclass
 class Task:
@@ -231,18 +233,6 @@ class TaskFamily(abc.ABC):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, obs_dim={self.obs_dim}, "
                 f"action_dim={self.action_dim}, attr_dim={self.attr_dim}, horizon={self.horizon})")
-
-
-@struct.dataclass
-class Transition:
-    """A batch of transitions; every leaf has the same leading axes."""
-
-    obs: jax.Array
-    action: jax.Array
-    reward: jax.Array
-    next_obs: jax.Array
-    terminated: jax.Array
-    truncated: jax.Array
 
 
 PolicyFn = Callable[[jax.Array, jax.Array], jax.Array]  # (obs [obs_dim], key) -> action

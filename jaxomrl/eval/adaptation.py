@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import optax
 
 from jaxomrl.data.sampler import sample_episodes
-from jaxomrl.envs.base import Task, TaskFamily, Transition
-from jaxomrl.nets.actor_critic import scale_action
+from jaxomrl.envs.base import Task, TaskFamily
+from jaxomrl.types import Policy, Transition, scale_action
 
 
 class Context(NamedTuple):
@@ -43,20 +43,19 @@ def encoder_context(learner, params) -> Context:
                    embed=lambda c, obs: learner.context_embed(params, c, obs))
 
 
-def online_returns(family: TaskFamily, tasks: Task, act: Callable, context: Optional[Context],
+def online_returns(family: TaskFamily, tasks: Task, policy: Policy, context: Optional[Context],
                    key: jax.Array, num_episodes: int = 1, carry_context: bool = True,
-                   deterministic: bool = True, initial_context: Any = None,
-                   frozen: bool = False) -> jax.Array:
+                   initial_context: Any = None, frozen: bool = False) -> jax.Array:
     """Returns ``[num_tasks, num_episodes]`` of a policy adapting online in every task
     (:func:`online_rollout` without the per-step trace)."""
-    return online_rollout(family, tasks, act, context, key, num_episodes, carry_context,
-                          deterministic, initial_context, frozen)[0]
+    return online_rollout(family, tasks, policy, context, key, num_episodes, carry_context,
+                          initial_context, frozen)[0]
 
 
-def online_rollout(family: TaskFamily, tasks: Task, act: Callable, context: Optional[Context],
+def online_rollout(family: TaskFamily, tasks: Task, policy: Policy, context: Optional[Context],
                    key: jax.Array, num_episodes: int = 1, carry_context: bool = True,
-                   deterministic: bool = True, initial_context: Any = None,
-                   frozen: bool = False, record: Tuple[str, ...] = ()
+                   initial_context: Any = None, frozen: bool = False,
+                   record: Tuple[str, ...] = ()
                    ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     """Returns ``[num_tasks, num_episodes]`` of a policy adapting online in every task and the
     per-step trace ``{"reward": [num_tasks, steps], "z": [num_tasks, steps, latent] (with a
@@ -66,14 +65,13 @@ def online_rollout(family: TaskFamily, tasks: Task, act: Callable, context: Opti
     Args:
       family: the task family.
       tasks: a batch of tasks (leading axis).
-      act: ``act(obs, z, key, deterministic) -> action in [-1, 1]^d`` (``z`` is None without a
-        context), e.g. ``functools.partial(sac.act, actor_params)`` rearranged.
+      policy: ``policy(obs, z, key) -> action in [-1, 1]^d`` (``z`` is None without a
+        context), e.g. ``sac.make_policy(actor_params, deterministic=True)``.
       context: how the task embedding is inferred online (None: a task-agnostic policy).
       key: PRNG key (environment resets and stochastic actions).
       num_episodes: consecutive episodes per task; the rollout runs ``num_episodes * horizon``
         steps and episodes that end early (termination) leave the rest of the budget unused.
       carry_context: keep the history across episodes (True) or start each episode empty.
-      deterministic: act with the policy's mode.
       initial_context: per-task context carries ``[num_tasks, ...]`` to start from (e.g. from
         :func:`context_from_data`) instead of the empty history.
       frozen: never update the context with the policy's own transitions (the embedding stays
@@ -91,7 +89,7 @@ def online_rollout(family: TaskFamily, tasks: Task, act: Callable, context: Opti
         def body(carry, k):
             state, ctx, episode, returns = carry
             z = context.embed(ctx, state.obs) if context is not None else None
-            action = act(state.obs, z, k, deterministic)
+            action = policy(state.obs, z, k)
             nxt = family.step_autoreset(task, state, scale_action(action, low, high))
             live = episode < num_episodes
             returns = returns + jnp.where(live, nxt.reward, 0.0) * jax.nn.one_hot(

@@ -1,23 +1,10 @@
-"""How well task embeddings identify tasks: nearest-centroid accuracy and ReDA's d(phi)."""
+"""ReDA's relative representation metric d(phi): how well task embeddings of held-out contexts
+identify their tasks. (Nearest-centroid accuracy, also a training metric, is
+``jaxomrl.losses.contrastive.centroid_accuracy``.)"""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-
-
-def centroid_accuracy(z_reference: jax.Array, z_query: jax.Array) -> jax.Array:
-    """Nearest-centroid task identification.
-
-    ``z_reference [T, S, D]`` (embeddings of S contexts per task) defines one centroid per task;
-    each query embedding in ``z_query [T, S', D]`` is assigned to the nearest centroid. Returns the
-    fraction assigned to their own task (chance: 1 / T).
-    """
-    if z_reference.ndim != 3 or z_query.ndim != 3 or z_reference.shape[0] != z_query.shape[0]:
-        raise ValueError(f"expected [T, S, D] and [T, S', D], got {z_reference.shape}, "
-                         f"{z_query.shape}")
-    centroids = jnp.mean(z_reference, axis=1)                                   # [T, D]
-    d2 = jnp.sum((z_query[:, :, None] - centroids[None, None]) ** 2, axis=-1)    # [T, S', T]
-    return jnp.mean(jnp.argmin(d2, axis=-1) == jnp.arange(z_query.shape[0])[:, None])
 
 
 def relative_representation_metric(z_train_1: jax.Array, z_train_2: jax.Array,

@@ -18,7 +18,7 @@ Everything is jittable and ``vmap``s over seeds.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -26,12 +26,13 @@ import numpy as np
 
 from jaxomrl.eval.adaptation import Context, context_from_data, online_returns
 from jaxomrl.envs.base import Task, TaskFamily
+from jaxomrl.types import Policy
 
 # Context source of each fixed-context protocol (keys of ``evaluate_policy``'s ``sources``).
 CONTEXT_PROTOCOLS = {"offline_ctx": "data", "offpolicy_ctx": "ood"}
 
 
-def fixed_context_returns(family: TaskFamily, tasks: Task, act: Callable, context: Context,
+def fixed_context_returns(family: TaskFamily, tasks: Task, policy: Policy, context: Context,
                           data, key: jax.Array, num_contexts: int = 4) -> jax.Array:
     """``[T]``: return of one episode per task with the embedding inferred from one episode of
     ``data`` (a ``TaskData`` of the same tasks) and held fixed; mean over ``num_contexts`` episodes
@@ -45,7 +46,7 @@ def fixed_context_returns(family: TaskFamily, tasks: Task, act: Callable, contex
     def one(k):
         k_ctx, k_run = jax.random.split(k)
         start = context_from_data(context, data, k_ctx, family.horizon)
-        return online_returns(family, tasks, act, context, k_run, 1, initial_context=start,
+        return online_returns(family, tasks, policy, context, k_run, 1, initial_context=start,
                               frozen=True)[:, 0]
 
     return jnp.mean(jax.vmap(one)(jax.random.split(key, num_contexts)), axis=0)
@@ -57,7 +58,7 @@ def _joinable(parts) -> bool:
     return all(s == shapes[0] for s in shapes)
 
 
-def evaluate_policy(family: TaskFamily, tasks: Mapping[str, Task], act: Callable,
+def evaluate_policy(family: TaskFamily, tasks: Mapping[str, Task], policy: Policy,
                     context: Optional[Context], key: jax.Array,
                     sources: Optional[Mapping[str, Mapping[str, Any]]] = None,
                     num_episodes: int = 1, carry_context: bool = True,
@@ -67,7 +68,7 @@ def evaluate_policy(family: TaskFamily, tasks: Mapping[str, Task], act: Callable
     Args:
       family: the task family.
       tasks: ``{split: Task}`` (e.g. ``train`` = seen, ``test`` = unseen tasks).
-      act: ``act(obs, z, key, deterministic) -> action in [-1, 1]^d``.
+      policy: ``policy(obs, z, key) -> action in [-1, 1]^d`` (``jaxomrl.types.Policy``).
       context: the policy's online task inference (None: task-agnostic; only ``online`` runs).
       key: PRNG key.
       sources: ``{"data": {split: TaskData}, "ood": {split: TaskData}}``, the context data of the
@@ -90,7 +91,7 @@ def evaluate_policy(family: TaskFamily, tasks: Mapping[str, Task], act: Callable
 
     k_on, k_fixed = jax.random.split(key)
     all_tasks = joined([tasks[s] for s in splits])
-    out = per_split("online", online_returns(family, all_tasks, act, context, k_on,
+    out = per_split("online", online_returns(family, all_tasks, policy, context, k_on,
                                              num_episodes, carry_context))
     if context is None:
         return out
@@ -98,13 +99,13 @@ def evaluate_policy(family: TaskFamily, tasks: Mapping[str, Task], act: Callable
         have = [s for s in splits if sources.get(source, {}).get(s) is not None]
         k = jax.random.fold_in(k_fixed, i)
         if have == splits and _joinable([sources[source][s] for s in splits]):
-            returns = fixed_context_returns(family, all_tasks, act, context,
+            returns = fixed_context_returns(family, all_tasks, policy, context,
                                             joined([sources[source][s] for s in splits]), k,
                                             num_contexts)
             out.update(per_split(protocol, returns[:, None]))
             continue
         for j, s in enumerate(have):  # a source with some splits only: one rollout per split
             out[f"{s}_{protocol}"] = fixed_context_returns(
-                family, tasks[s], act, context, sources[source][s], jax.random.fold_in(k, j),
+                family, tasks[s], policy, context, sources[source][s], jax.random.fold_in(k, j),
                 num_contexts)[:, None]
     return out

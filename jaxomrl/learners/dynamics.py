@@ -3,7 +3,8 @@
 ``make_dynamics(config, obs_dim, action_dim)`` returns ``Dynamics`` with pure functions:
 
     state = init(key, data)                       # data: TaskData [T, N]; T tasks x E members
-    state, metrics = train(state, key, data, num_evaluations)   # jittable, early-stopped
+    state, metrics = update(state, data, key)     # one round (below); metrics [T, E]
+    state, metrics = train(state, data, key, num_rounds)   # early-stopped rounds; [T, E, R]
     mean, logvar = predict(params, norm, obs, action)         # one task: [E, ..., out]
     next_obs, reward, u = step(params, norm, obs, action, key)  # one task, one sampled step
     transitions, u = rollout(params, norm, act, starts, key, length)   # branch rollouts
@@ -39,9 +40,10 @@ from flax import struct
 
 from jaxomrl.errors import check_finite_fields
 from jaxomrl.data.sampler import TaskData
-from jaxomrl.envs.base import Transition
+from jaxomrl.learners.gradients import gradient_step
 from jaxomrl.losses import dynamics as dyn_losses
 from jaxomrl.nets.mlp import MLP
+from jaxomrl.types import Transition
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +144,7 @@ class DynamicsState:
 
 class Dynamics(NamedTuple):
     init: Callable
+    update: Callable
     train: Callable
     predict: Callable
     step: Callable
@@ -216,10 +219,8 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
 
         def sgd(m, k):
             idx = jax.random.randint(k, (config.batch_size,), 0, xn.shape[0])
-            (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(m.params, idx)
-            updates, opt_state = tx.update(grads, m.opt_state, m.params)
-            new = m.replace(params=optax.apply_updates(m.params, updates), opt_state=opt_state,
-                            step=m.step + 1)
+            params, opt_state, _, metrics = gradient_step(loss_fn, tx, m.params, m.opt_state, idx)
+            new = m.replace(params=params, opt_state=opt_state, step=m.step + 1)
             stopped = m.since_best >= config.patience
             return optax.tree_utils.tree_where(stopped, m, new), metrics
 
@@ -260,7 +261,7 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
         members = jax.vmap(jax.vmap(member_init))(keys)
         return DynamicsState(members=members, norm=norm, split=split)
 
-    def train(state: DynamicsState, key, data: TaskData, num_evaluations: int):
+    def train(state: DynamicsState, data: TaskData, key, num_evaluations: int):
         """Trains every task's ensemble for ``num_evaluations`` rounds. Metrics ``[T, E, R]``."""
         x_train, y_train, x_hold, y_hold = split_data(state.split, data)
         t = x_train.shape[0]
@@ -271,6 +272,11 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
                                                                   None)))(
             state.members, keys, state.norm, x_train, y_train, x_hold, y_hold)
         return state.replace(members=members), metrics
+
+    def update(state: DynamicsState, data: TaskData, key):
+        """One round of :func:`train` (the learner's step). Metrics ``[T, E]``."""
+        state, metrics = train(state, data, key, 1)
+        return state, jax.tree_util.tree_map(lambda m: m[..., 0], metrics)
 
     def holdout_error(state: DynamicsState, data: TaskData) -> jax.Array:
         """``[T, E]`` held-out MSE of the best parameters, in the targets' original units."""
@@ -335,6 +341,6 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
                                 jax.random.split(k, length))[1]
         return jax.vmap(one)(starts, jax.random.split(key, starts.shape[0]))
 
-    return Dynamics(init=init, train=train, predict=predict, step=step, rollout=rollout,
+    return Dynamics(init=init, update=update, train=train, predict=predict, step=step, rollout=rollout,
                     holdout_error=holdout_error, member_init=member_init,
                     member_train=member_train, config=config)

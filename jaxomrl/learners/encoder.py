@@ -4,7 +4,7 @@
 
     state = init(key)
     state, metrics = update(state, data, key)          # one gradient step from a TaskData
-    state, metrics = train(state, data, key, steps)    # lax.scan of updates; metrics [steps]
+    total, metrics = loss(params, data, key)           # the loss it steps on (for composites)
     z = embed(params, contexts, mask)                  # task embeddings of context windows
     acc = evaluate(params, data_ref, data_query, key)  # nearest-centroid task accuracy
 
@@ -36,7 +36,7 @@ two halves of the batch's contexts); ``evaluate`` measures it on held-out contex
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -44,15 +44,15 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxomrl.errors import check_finite_fields
 from jaxomrl.data.sampler import (TaskData, sample_episodes, sample_task_subset,
                                   sample_transitions, sample_windows)
-from jaxomrl.envs.base import Transition
-from jaxomrl.eval.metrics import centroid_accuracy
+from jaxomrl.errors import check_finite_fields
+from jaxomrl.learners.gradients import gradient_step
 from jaxomrl.losses import contrastive, vae
 from jaxomrl.nets.encoders import (GRUEncoder, RewardDecoder, StateDecoder,
                                    TransformerContextEncoder, TransitionSetEncoder,
                                    transition_features)
+from jaxomrl.types import Transition
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +131,7 @@ class EncoderState:
 class EncoderLearner(NamedTuple):
     init: Callable
     update: Callable
-    train: Callable
+    loss: Callable
     embed: Callable
     sample_contexts: Callable
     evaluate: Callable
@@ -139,6 +139,7 @@ class EncoderLearner(NamedTuple):
     context_update: Callable
     context_embed: Callable
     embed_stream: Callable
+    optimizer: optax.GradientTransformation
     config: EncoderConfig
 
 
@@ -273,7 +274,7 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
             metrics.update(m_corro)
         metrics["loss"] = total
         if s >= 2:  # how well this batch's embeddings identify their tasks (held-in contexts)
-            metrics["batch_task_accuracy"] = centroid_accuracy(
+            metrics["batch_task_accuracy"] = contrastive.centroid_accuracy(
                 jax.lax.stop_gradient(z[:, : s // 2]), jax.lax.stop_gradient(z[:, s // 2:]))
         return total, metrics
 
@@ -298,14 +299,9 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
         return loss, {"corro": loss, "corro_accuracy": m["infonce_accuracy"]}
 
     def update(state: EncoderState, data: TaskData, key: jax.Array):
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, data, key)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params, opt_state, _, metrics = gradient_step(loss_fn, tx, state.params, state.opt_state,
+                                                      data, key)
         return EncoderState(params=params, opt_state=opt_state, step=state.step + 1), metrics
-
-    def train(state: EncoderState, data: TaskData, key: jax.Array, num_steps: int):
-        return jax.lax.scan(lambda s, k: update(s, data, k), state,
-                            jax.random.split(key, num_steps))
 
     def evaluate(params, data_reference: TaskData, data_query: TaskData, key: jax.Array,
                  num_contexts: int = 32) -> jax.Array:
@@ -316,7 +312,7 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
         k1, k2 = jax.random.split(key)
         z_ref = embed(params, *sample_contexts(data_reference, k1, num_contexts))
         z_q = embed(params, *sample_contexts(data_query, k2, num_contexts))
-        return centroid_accuracy(z_ref, z_q)
+        return contrastive.centroid_accuracy(z_ref, z_q)
 
     recurrent = config.encoder == "gru"
 
@@ -363,10 +359,11 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
 
         return jax.vmap(one_task)(data.transitions, new_episode)
 
-    return EncoderLearner(init=init, update=update, train=train, embed=embed,
+    return EncoderLearner(init=init, update=update, loss=loss_fn, embed=embed,
                           sample_contexts=sample_contexts, evaluate=evaluate,
                           context_init=context_init, context_update=context_update,
-                          context_embed=context_embed, embed_stream=embed_stream, config=config)
+                          context_embed=context_embed, embed_stream=embed_stream, optimizer=tx,
+                          config=config)
 
 
 def _init_all(model: _Model, ctx: Transition, mask, query):

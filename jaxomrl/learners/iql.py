@@ -3,8 +3,8 @@ offline learner with the SAC learner's shape (``jaxomrl.learners.sac``):
 
     iql = make_iql(IQLConfig(head="hyper"), obs_dim, action_dim, latent_dim)
     state = iql.init(key)
-    state, metrics = iql.update(state, batch, key, z, next_z)    # one step on a Transition [B]
-    action = iql.act(state.actor_params, obs, key, deterministic, z)
+    state, metrics = iql.update(state, batch, key)   # Transition [B], or TaskBatch with z
+    policy = iql.make_policy(state.actor_params, deterministic=True)   # (obs, z, key) -> a
 
 so a meta-policy can use either (``MetaConfig.policy``). One update, in IQL's order: the state
 value V(s) regresses to an upper expectile of the target critics at the data's actions
@@ -23,19 +23,20 @@ lr 3e-4, discount 0.99, Polyak 0.005, two critics).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxomrl.envs.base import Transition
 from jaxomrl.errors import check_finite_fields
+from jaxomrl.learners.gradients import gradient_step
 from jaxomrl.losses import iql as iql_losses
 from jaxomrl.losses.sac import critic_loss
 from jaxomrl.nets.actor_critic import Critic, TanhGaussianActor, tanh_gaussian_mode
 from jaxomrl.nets.heads import ConditionedActor, ConditionedCritic
+from jaxomrl.types import Metrics, Policy, PRNGKey, TaskBatch, Transition
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,9 +88,12 @@ class IQLState:
 
 
 class IQL(NamedTuple):
-    init: Callable[[jax.Array], IQLState]
-    update: Callable[..., Tuple[IQLState, Dict[str, jax.Array]]]
-    act: Callable[..., jax.Array]
+    init: Callable[[PRNGKey], IQLState]
+    update: Callable[[IQLState, Union[Transition, TaskBatch], PRNGKey], Tuple[IQLState, Metrics]]
+    make_policy: Callable[..., Policy]
+    value_loss: Callable[..., Tuple[jax.Array, Metrics]]
+    actor_loss: Callable[..., Tuple[jax.Array, Metrics]]
+    critic_loss: Callable[..., Tuple[jax.Array, Metrics]]
     actor: Any
     critic: Any
     value: Any
@@ -132,57 +136,55 @@ def make_iql(config: IQLConfig, obs_dim: int, action_dim: int, latent_dim: int =
                         critic_opt=critic_tx.init(critic_params),
                         value_opt=value_tx.init(value_params), step=jnp.zeros((), jnp.int32))
 
-    def act(actor_params, obs: jax.Array, key: jax.Array, deterministic: bool = False,
-            z: Optional[jax.Array] = None):
-        mean, log_std = actor.apply(actor_params, obs, *extra(z))
-        mode = tanh_gaussian_mode(mean)
-        if deterministic:
-            return mode
-        noise = jnp.exp(log_std) * jax.random.normal(key, mode.shape, mode.dtype)
-        return jnp.clip(mode + noise, -1.0, 1.0)
+    def make_policy(actor_params, deterministic: bool = False) -> Policy:
+        """``policy(obs, z, key) -> action`` in [-1, 1]^d (``z`` None for ``head="none"``): the
+        mean ``tanh(mean)`` if ``deterministic``, else a Gaussian sample around it, clipped."""
+        def policy(obs: jax.Array, z: Optional[jax.Array], key: PRNGKey) -> jax.Array:
+            mean, log_std = actor.apply(actor_params, obs, *extra(z))
+            mode = tanh_gaussian_mode(mean)
+            if deterministic:
+                return mode
+            noise = jnp.exp(log_std) * jax.random.normal(key, mode.shape, mode.dtype)
+            return jnp.clip(mode + noise, -1.0, 1.0)
+        return policy
 
-    def update(state: IQLState, batch: Transition, key: jax.Array,
-               z: Optional[jax.Array] = None, next_z: Optional[jax.Array] = None):
-        """One step on ``batch`` [B] (``key`` unused: IQL's update is deterministic). ``z``
-        conditions on ``obs``, ``next_z`` (default ``z``) on ``next_obs``."""
+    def value_loss(value_params, batch: Transition, z, target_q):
+        """Expectile regression of V(s) on the target critics at the data's actions."""
+        return iql_losses.value_loss(target_q, v_apply(value_params, batch.obs, z),
+                                     config.expectile)
+
+    def actor_loss(actor_params, batch: Transition, z, advantage):
+        """Advantage-weighted log-likelihood of the data's actions."""
+        mean, log_std = actor.apply(actor_params, batch.obs, *extra(z))
+        log_prob = iql_losses.gaussian_log_prob(batch.action, tanh_gaussian_mode(mean), log_std)
+        return iql_losses.awr_actor_loss(log_prob, advantage, config.temperature,
+                                         config.max_weight)
+
+    def critic_loss_fn(critic_params, batch: Transition, z, target):
+        """Squared error of the critics at the data's ``(s, a)`` towards ``r + gamma V(s')``."""
+        return critic_loss(q_apply(critic_params, batch.obs, batch.action, z), target)
+
+    def update(state: IQLState, batch: Union[Transition, TaskBatch], key: PRNGKey):
+        """One step on ``batch`` [B] (``key`` unused: IQL's update is deterministic)."""
         del key
+        z = next_z = None
+        if isinstance(batch, TaskBatch):
+            batch, z, next_z = batch.transition, batch.z, batch.next_z
         next_z = z if next_z is None else next_z
         if conditioned and (z is None or z.shape[:-1] != batch.reward.shape):
             raise ValueError(f"a {config.head!r} head needs task embeddings z [B, latent_dim] "
-                             f"for the batch {batch.reward.shape}")
+                             f"for the batch {batch.reward.shape} (a TaskBatch)")
         target_q = q_apply(state.target_critic_params, batch.obs, batch.action, z)
-
-        def v_loss(params):
-            return iql_losses.value_loss(target_q, v_apply(params, batch.obs, z),
-                                         config.expectile)
-
-        (_, v_metrics), v_grads = jax.value_and_grad(v_loss, has_aux=True)(state.value_params)
-        v_updates, value_opt = value_tx.update(v_grads, state.value_opt, state.value_params)
-        value_params = optax.apply_updates(state.value_params, v_updates)
-
+        value_params, value_opt, _, v_metrics = gradient_step(
+            value_loss, value_tx, state.value_params, state.value_opt, batch, z, target_q)
         advantage = jnp.min(target_q, axis=0) - v_apply(value_params, batch.obs, z)
-
-        def a_loss(params):
-            mean, log_std = actor.apply(params, batch.obs, *extra(z))
-            log_prob = iql_losses.gaussian_log_prob(batch.action, tanh_gaussian_mode(mean),
-                                                    log_std)
-            return iql_losses.awr_actor_loss(log_prob, advantage, config.temperature,
-                                             config.max_weight)
-
-        (_, a_metrics), a_grads = jax.value_and_grad(a_loss, has_aux=True)(state.actor_params)
-        a_updates, actor_opt = actor_tx.update(a_grads, state.actor_opt, state.actor_params)
-        actor_params = optax.apply_updates(state.actor_params, a_updates)
-
+        actor_params, actor_opt, _, a_metrics = gradient_step(
+            actor_loss, actor_tx, state.actor_params, state.actor_opt, batch, z, advantage)
         target = iql_losses.value_target(batch.reward, batch.terminated,
                                          v_apply(value_params, batch.next_obs, next_z),
                                          config.discount)
-
-        def c_loss(params):
-            return critic_loss(q_apply(params, batch.obs, batch.action, z), target)
-
-        (_, c_metrics), c_grads = jax.value_and_grad(c_loss, has_aux=True)(state.critic_params)
-        c_updates, critic_opt = critic_tx.update(c_grads, state.critic_opt, state.critic_params)
-        critic_params = optax.apply_updates(state.critic_params, c_updates)
+        critic_params, critic_opt, _, c_metrics = gradient_step(
+            critic_loss_fn, critic_tx, state.critic_params, state.critic_opt, batch, z, target)
         target_critic_params = optax.incremental_update(critic_params, state.target_critic_params,
                                                         config.tau)
         new_state = IQLState(actor_params=actor_params, critic_params=critic_params,
@@ -191,5 +193,6 @@ def make_iql(config: IQLConfig, obs_dim: int, action_dim: int, latent_dim: int =
                              critic_opt=critic_opt, value_opt=value_opt, step=state.step + 1)
         return new_state, {**v_metrics, **a_metrics, **c_metrics}
 
-    return IQL(init=init, update=update, act=act, actor=actor, critic=critic, value=value,
-               config=config)
+    return IQL(init=init, update=update, make_policy=make_policy, value_loss=value_loss,
+               actor_loss=actor_loss, critic_loss=critic_loss_fn, actor=actor, critic=critic,
+               value=value, config=config)

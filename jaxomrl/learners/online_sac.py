@@ -37,9 +37,9 @@ from flax import struct
 
 from jaxomrl.errors import check_finite_fields
 from jaxomrl.data.replay import ReplayBuffer, replay_add, replay_init, replay_sample
-from jaxomrl.envs.base import EnvState, Task, TaskFamily, Transition
+from jaxomrl.envs.base import EnvState, Task, TaskFamily
 from jaxomrl.learners.sac import SAC, SACConfig, SACState, make_sac
-from jaxomrl.nets.actor_critic import scale_action
+from jaxomrl.types import Transition, scale_action
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +122,7 @@ def make_online_sac(family: TaskFamily, config: OnlineSACConfig) -> OnlineSAC:
                 action = jax.random.uniform(k_act, (num_envs, family.action_dim), minval=-1.0,
                                             maxval=1.0)
             else:
-                action = sac.act(s.agent.actor_params, obs, k_act)
+                action = sac.make_policy(s.agent.actor_params)(obs, None, k_act)
             nxt = step_envs(per_env, s.env,
                             scale_action(action, family.action_low, family.action_high))
             reward = nxt.reward if config.train_reward == "reward" else nxt.info[config.train_reward]

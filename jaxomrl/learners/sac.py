@@ -1,28 +1,30 @@
 """Soft Actor-Critic as a pure-functional learner, optionally task-conditioned and offline.
 
-``make_sac(config, obs_dim, action_dim, latent_dim=0)`` returns ``SAC(init, update, act)``:
+``make_sac(config, obs_dim, action_dim, latent_dim=0)`` returns ``SAC``:
 
-    state = sac.init(key)                              # SACState pytree
-    state, metrics = sac.update(state, batch, key, z)  # one gradient step on a Transition [B]
-    state, metrics = sac.update(state, batch, key, z, next_z)  # belief changes along the step
-    action = sac.act(state.actor_params, obs, key, deterministic, z)   # in [-1, 1]^d
+    state = sac.init(key)                                  # SACState pytree
+    state, metrics = sac.update(state, batch, key)         # one gradient step
+    policy = sac.make_policy(state.actor_params, deterministic)   # policy(obs, z, key)
 
-All three are jittable and ``vmap``-able (over tasks, over seeds). Actions in batches are in the
-normalised box [-1, 1]^d (see ``jaxomrl.nets.actor_critic``). One update does, in order: critic
-step on the soft Bellman target from the target critics, actor step through the updated
-critics, temperature step, Polyak averaging of the targets.
+``batch`` is a ``Transition [B]`` for an unconditioned agent, or a ``TaskBatch`` (transitions with
+the task embeddings ``z [B, latent]`` to act on at ``obs`` and, optionally, ``next_z`` at
+``next_obs``: a belief that changes along the step). ``critic_loss`` and ``actor_loss`` are
+exposed. All functions are jittable and ``vmap``-able (over tasks, over seeds). Actions are in the
+normalised box [-1, 1]^d (``jaxomrl.types.scale_action`` maps them to the family's). One update
+does, in order: critic step on the soft Bellman target from the target critics, actor step
+through the updated critics, temperature step, Polyak averaging of the targets.
 
 The same learner is the data-collection agent (``head="none"``: plain SAC on the state) and the
 offline meta-policy: ``head="concat"`` (``[s, z]``, the baselines) or ``"hyper"`` (R2PGO's
 hypernetwork-generated last layer, ``jaxomrl.nets.heads``) condition actor and critics on a
-task embedding ``z [B, latent_dim]`` (given, i.e. detached from the encoder), and
-``bc_weight > 0`` turns the actor loss into TD3+BC-style SAC+BC (``rl_weight = 0``: pure
-behaviour cloning, OM-BC; the critics are then not trained).
+task embedding (given, i.e. detached from the encoder), and ``bc_weight > 0`` turns the actor
+loss into TD3+BC-style SAC+BC (``rl_weight = 0``: pure behaviour cloning, OM-BC; the critics are
+then not trained).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -30,11 +32,12 @@ import optax
 from flax import struct
 
 from jaxomrl.errors import check_finite_fields
-from jaxomrl.envs.base import Transition
 from jaxomrl.losses import sac as sac_losses
 from jaxomrl.nets.actor_critic import (Critic, TanhGaussianActor, tanh_gaussian_mode,
                                        tanh_gaussian_sample)
 from jaxomrl.nets.heads import ConditionedActor, ConditionedCritic
+from jaxomrl.learners.gradients import gradient_step
+from jaxomrl.types import Metrics, Policy, PRNGKey, TaskBatch, Transition
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,9 +90,11 @@ class SACState:
 
 
 class SAC(NamedTuple):
-    init: Callable[[jax.Array], SACState]
-    update: Callable[[SACState, Transition, jax.Array], Tuple[SACState, Dict[str, jax.Array]]]
-    act: Callable[..., jax.Array]
+    init: Callable[[PRNGKey], SACState]
+    update: Callable[[SACState, Union[Transition, TaskBatch], PRNGKey], Tuple[SACState, Metrics]]
+    make_policy: Callable[..., Policy]
+    critic_loss: Callable[..., Tuple[jax.Array, Metrics]]
+    actor_loss: Callable[..., Tuple[jax.Array, Any]]
     actor: TanhGaussianActor
     critic: Critic
     config: SACConfig
@@ -134,23 +139,48 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int =
                         critic_opt=critic_tx.init(critic_params),
                         alpha_opt=alpha_tx.init(log_alpha), step=jnp.zeros((), jnp.int32))
 
-    def act(actor_params, obs: jax.Array, key: jax.Array, deterministic: bool = False,
-            z: Optional[jax.Array] = None):
-        mean, log_std = actor_apply(actor_params, obs, z)
-        if deterministic:
-            return tanh_gaussian_mode(mean)
-        return tanh_gaussian_sample(mean, log_std, key)[0]
+    def make_policy(actor_params, deterministic: bool = False) -> Policy:
+        """``policy(obs, z, key) -> action`` in [-1, 1]^d (``z`` None for ``head="none"``): the
+        mode ``tanh(mean)`` if ``deterministic``, else a sample."""
+        def policy(obs: jax.Array, z: Optional[jax.Array], key: PRNGKey) -> jax.Array:
+            mean, log_std = actor_apply(actor_params, obs, z)
+            if deterministic:
+                return tanh_gaussian_mode(mean)
+            return tanh_gaussian_sample(mean, log_std, key)[0]
+        return policy
 
-    def update(state: SACState, batch: Transition, key: jax.Array,
-               z: Optional[jax.Array] = None, next_z: Optional[jax.Array] = None):
-        """One step on ``batch`` [B]. ``z`` conditions on ``obs``; ``next_z`` (default ``z``) on
-        ``next_obs``: the embedding after the transition, for history-based (recurrent) beliefs."""
+    def critic_loss(critic_params, batch: Transition, z, target):
+        """Squared soft Bellman error of the critics at ``batch`` towards ``target [B]``."""
+        return sac_losses.critic_loss(critic_apply(critic_params, batch.obs, batch.action, z),
+                                      target)
+
+    def actor_loss(actor_params, critic_params, batch: Transition, z, alpha, key):
+        """The actor's loss (SAC, SAC+BC or BC by the config) and ``(metrics, log pi)``."""
+        mean, log_std = actor_apply(actor_params, batch.obs, z)
+        action, logp = tanh_gaussian_sample(mean, log_std, key)
+        if not train_critic:
+            loss, metrics = sac_losses.bc_loss(tanh_gaussian_mode(mean), batch.action)
+            return loss, (metrics, logp)
+        q = critic_apply(critic_params, batch.obs, action, z)
+        if offline_bc:
+            loss, metrics = sac_losses.sac_bc_actor_loss(
+                q, logp, alpha, tanh_gaussian_mode(mean), batch.action, config.rl_weight,
+                config.bc_weight)
+        else:
+            loss, metrics = sac_losses.sac_actor_loss(q, logp, alpha)
+        return loss, (metrics, logp)
+
+    def update(state: SACState, batch: Union[Transition, TaskBatch], key: PRNGKey):
+        """One step on ``batch`` [B] (see the module docstring)."""
+        z = next_z = None
+        if isinstance(batch, TaskBatch):
+            batch, z, next_z = batch.transition, batch.z, batch.next_z
         k_next, k_pi = jax.random.split(key)
         next_z = z if next_z is None else next_z
         alpha = jnp.exp(state.log_alpha)
         if conditioned and (z is None or z.shape[:-1] != batch.reward.shape):
             raise ValueError(f"a {config.head!r} head needs task embeddings z [B, latent_dim] "
-                             f"for the batch {batch.reward.shape}")
+                             f"for the batch {batch.reward.shape} (a TaskBatch)")
 
         # Critic.
         if train_critic:
@@ -159,46 +189,21 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int =
             next_q = critic_apply(state.target_critic_params, batch.next_obs, next_action, next_z)
             target = sac_losses.soft_q_target(batch.reward, batch.terminated, next_q, next_logp,
                                               alpha, config.discount)
-
-            def c_loss(params):
-                return sac_losses.critic_loss(critic_apply(params, batch.obs, batch.action, z),
-                                              target)
-
-            (_, c_metrics), c_grads = jax.value_and_grad(c_loss, has_aux=True)(
-                state.critic_params)
-            c_updates, critic_opt = critic_tx.update(c_grads, state.critic_opt,
-                                                     state.critic_params)
-            critic_params = optax.apply_updates(state.critic_params, c_updates)
+            critic_params, critic_opt, _, c_metrics = gradient_step(
+                critic_loss, critic_tx, state.critic_params, state.critic_opt, batch, z, target)
         else:
             c_metrics, critic_opt, critic_params = {}, state.critic_opt, state.critic_params
 
-        # Actor.
-        def a_loss(params):
-            mean, log_std = actor_apply(params, batch.obs, z)
-            action, logp = tanh_gaussian_sample(mean, log_std, k_pi)
-            if not train_critic:
-                loss, metrics = sac_losses.bc_loss(tanh_gaussian_mode(mean), batch.action)
-                return loss, (metrics, logp)
-            q = critic_apply(critic_params, batch.obs, action, z)
-            if offline_bc:
-                loss, metrics = sac_losses.sac_bc_actor_loss(
-                    q, logp, alpha, tanh_gaussian_mode(mean), batch.action, config.rl_weight,
-                    config.bc_weight)
-            else:
-                loss, metrics = sac_losses.sac_actor_loss(q, logp, alpha)
-            return loss, (metrics, logp)
-
-        (_, (a_metrics, logp)), a_grads = jax.value_and_grad(a_loss, has_aux=True)(
-            state.actor_params)
-        a_updates, actor_opt = actor_tx.update(a_grads, state.actor_opt, state.actor_params)
-        actor_params = optax.apply_updates(state.actor_params, a_updates)
+        # Actor (through the updated critics).
+        actor_params, actor_opt, _, (a_metrics, logp) = gradient_step(
+            actor_loss, actor_tx, state.actor_params, state.actor_opt, critic_params, batch, z,
+            alpha, k_pi)
 
         # Temperature.
         if config.learn_alpha and train_critic:
-            (_, t_metrics), t_grad = jax.value_and_grad(
-                sac_losses.temperature_loss, has_aux=True)(state.log_alpha, logp, target_entropy)
-            t_update, alpha_opt = alpha_tx.update(t_grad, state.alpha_opt, state.log_alpha)
-            log_alpha = optax.apply_updates(state.log_alpha, t_update)
+            log_alpha, alpha_opt, _, t_metrics = gradient_step(
+                sac_losses.temperature_loss, alpha_tx, state.log_alpha, state.alpha_opt, logp,
+                target_entropy)
         else:
             t_metrics, alpha_opt, log_alpha = {"alpha": alpha}, state.alpha_opt, state.log_alpha
 
@@ -210,4 +215,5 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int =
                              step=state.step + 1)
         return new_state, {**c_metrics, **a_metrics, **t_metrics}
 
-    return SAC(init=init, update=update, act=act, actor=actor, critic=critic, config=config)
+    return SAC(init=init, update=update, make_policy=make_policy, critic_loss=critic_loss,
+               actor_loss=actor_loss, actor=actor, critic=critic, config=config)

@@ -4,15 +4,15 @@
 * ``iql``: implicit Q-learning's expectile value loss, value target and advantage-weighted
   regression.
 * ``contrastive``: InfoNCE, R2PGO's similarity weights and weighted negatives (eq. 4-5), FOCAL's
-  distance metric, CORRO's noise negatives.
+  distance metric, CORRO's noise negatives, nearest-centroid task accuracy.
 * ``vae``: R2PGO's ELBO (eq. 2-3): trajectory reconstruction and sequential KL.
 * ``dynamics``: Gaussian NLL with soft-bounded log-variance (the model ensembles).
 * ``adversarial``: ReDA's InfoNCE score R(z) and adversarial-policy reward (eq. 5-6).
 ReDA's relative representation metric d(phi) is in ``jaxomrl.eval.metrics``.
 """
 from jaxomrl.losses.adversarial import adversarial_reward, infonce_score
-from jaxomrl.losses.contrastive import (corro_negatives, focal_distance_loss, info_nce,
-                                        sample_negative_tasks, similarity_weights,
+from jaxomrl.losses.contrastive import (centroid_accuracy, corro_negatives, focal_distance_loss,
+                                        info_nce, sample_negative_tasks, similarity_weights,
                                         weighted_info_nce)
 from jaxomrl.losses.iql import awr_actor_loss, expectile_loss, value_loss, value_target
 from jaxomrl.losses.sac import (bc_loss, critic_loss, sac_actor_loss, sac_bc_actor_loss,
@@ -20,9 +20,9 @@ from jaxomrl.losses.sac import (bc_loss, critic_loss, sac_actor_loss, sac_bc_act
 from jaxomrl.losses.dynamics import ensemble_member_loss, gaussian_nll, soft_bound_logvar
 from jaxomrl.losses.vae import gaussian_kl, sequential_kl, vae_loss
 
-__all__ = ["bc_loss", "sac_bc_actor_loss", "critic_loss", "soft_q_target", "sac_actor_loss", "temperature_loss", "info_nce",
-           "similarity_weights", "sample_negative_tasks", "weighted_info_nce",
-           "focal_distance_loss", "corro_negatives", "gaussian_kl", "sequential_kl", "vae_loss",
-           "gaussian_nll", "soft_bound_logvar", "ensemble_member_loss", "infonce_score",
-           "adversarial_reward", "expectile_loss", "value_loss", "value_target",
-           "awr_actor_loss"]
+__all__ = ["bc_loss", "sac_bc_actor_loss", "critic_loss", "soft_q_target", "sac_actor_loss",
+           "temperature_loss", "info_nce", "similarity_weights", "sample_negative_tasks",
+           "weighted_info_nce", "focal_distance_loss", "corro_negatives", "centroid_accuracy",
+           "gaussian_kl", "sequential_kl", "vae_loss", "gaussian_nll", "soft_bound_logvar",
+           "ensemble_member_loss", "infonce_score", "adversarial_reward", "expectile_loss",
+           "value_loss", "value_target", "awr_actor_loss"]

@@ -1,5 +1,5 @@
 """Contrastive task-representation losses: InfoNCE, R2PGO's similarity-weighted negatives, FOCAL's
-distance metric and CORRO's negative generation. (ReDA's relative representation metric d(phi)
+distance metric, CORRO's negative generation, and nearest-centroid task accuracy. (ReDA's relative representation metric d(phi)
 is an evaluation function: ``jaxomrl.eval.metrics``.)
 
 All functions are pure and jittable. Shapes: ``D`` embedding size, ``B`` anchors, ``K`` negatives
@@ -21,6 +21,21 @@ def _check_alpha(alpha) -> None:
 def _check_temperature(temperature) -> None:
     if isinstance(temperature, (int, float)) and temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def centroid_accuracy(z_reference: jax.Array, z_query: jax.Array) -> jax.Array:
+    """Nearest-centroid task identification.
+
+    ``z_reference [T, S, D]`` (embeddings of S contexts per task) defines one centroid per task;
+    each query embedding in ``z_query [T, S', D]`` is assigned to the nearest centroid. Returns the
+    fraction assigned to their own task (chance: 1 / T).
+    """
+    if z_reference.ndim != 3 or z_query.ndim != 3 or z_reference.shape[0] != z_query.shape[0]:
+        raise ValueError(f"expected [T, S, D] and [T, S', D], got {z_reference.shape}, "
+                         f"{z_query.shape}")
+    centroids = jnp.mean(z_reference, axis=1)                                   # [T, D]
+    d2 = jnp.sum((z_query[:, :, None] - centroids[None, None]) ** 2, axis=-1)    # [T, S', T]
+    return jnp.mean(jnp.argmin(d2, axis=-1) == jnp.arange(z_query.shape[0])[:, None])
 
 
 def score(a: jax.Array, b: jax.Array, kind: str = "dot") -> jax.Array:

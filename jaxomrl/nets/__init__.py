@@ -1,12 +1,12 @@
 """Flax networks: MLPs, actors and critics, task encoders and decoders."""
-from jaxomrl.nets.actor_critic import (Critic, TanhGaussianActor, scale_action, tanh_gaussian_mode,
-                                       tanh_gaussian_sample, unscale_action)
+from jaxomrl.nets.actor_critic import (Critic, TanhGaussianActor, tanh_gaussian_mode,
+                                       tanh_gaussian_sample)
 from jaxomrl.nets.encoders import (GRUEncoder, RewardDecoder, StateDecoder,
                                    TransformerContextEncoder, TransitionSetEncoder,
                                    transition_features)
 from jaxomrl.nets.mlp import MLP
 
-__all__ = ["MLP", "Critic", "TanhGaussianActor", "scale_action", "unscale_action",
+__all__ = ["MLP", "Critic", "TanhGaussianActor",
            "tanh_gaussian_sample", "tanh_gaussian_mode", "GRUEncoder", "RewardDecoder",
            "StateDecoder", "TransformerContextEncoder", "TransitionSetEncoder",
            "transition_features"]

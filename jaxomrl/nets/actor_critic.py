@@ -2,8 +2,8 @@
 
 Policies act in the *normalised* action box [-1, 1]^d: the tanh squashing maps onto it, log
 probabilities are densities there (so SAC's usual target entropy ``-d`` means the same for every
-family), and :func:`scale_action` maps to the family's box before an environment step. Datasets
-store environment-scale actions; :func:`unscale_action` maps them back.
+family), and ``jaxomrl.types.scale_action`` maps to the family's box before an environment step.
+Datasets store environment-scale actions; ``jaxomrl.types.unscale_action`` maps them back.
 """
 from __future__ import annotations
 
@@ -70,12 +70,3 @@ def tanh_gaussian_mode(mean: jax.Array) -> jax.Array:
     """The deterministic action ``tanh(mean)``."""
     return jnp.tanh(mean)
 
-
-def scale_action(action: jax.Array, low: float, high: float) -> jax.Array:
-    """[-1, 1] -> [low, high]."""
-    return low + 0.5 * (action + 1.0) * (high - low)
-
-
-def unscale_action(action: jax.Array, low: float, high: float) -> jax.Array:
-    """[low, high] -> [-1, 1]."""
-    return 2.0 * (action - low) / (high - low) - 1.0

@@ -12,8 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxomrl.envs.base import Transition
 from jaxomrl.nets.mlp import MLP
+from jaxomrl.types import Transition
 
 LOGVAR_MIN, LOGVAR_MAX = -10.0, 4.0
 

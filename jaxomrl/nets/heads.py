@@ -11,7 +11,7 @@ network and the dependence on z is learnt from there (no exploding generated wei
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import flax.linen as nn
 import jax

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxomrl import __version__, envs
+from jaxomrl import envs
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.errors import JaxomrlError, NonFiniteError, check_finite_fields, tree_all_finite
 from jaxomrl.envs.base import Task, TaskFamily
@@ -54,7 +54,7 @@ from jaxomrl.experiment.checkpoint import Checkpointer
 from jaxomrl.io import atomic_write_text
 from jaxomrl.learners.online_sac import OnlineSACConfig, OnlineSACState, make_online_sac
 from jaxomrl.learners.sac import SACConfig
-from jaxomrl.nets.actor_critic import scale_action
+from jaxomrl.types import scale_action
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,8 +259,10 @@ class _Programs:
             return state, bank, metrics
 
         def rollout(actor_params, task, key, num_steps):
+            act = online.sac.make_policy(actor_params, deterministic)
+
             def policy(obs, k):
-                a = online.sac.act(actor_params, online.policy_input(obs, task), k, deterministic)
+                a = act(online.policy_input(obs, task), None, k)
                 return scale_action(a, family.action_low, family.action_high)
             return envs.rollout(family, task, key, policy, num_steps, rollout_envs)[1]
 
@@ -378,84 +380,10 @@ def _check_config_file(config: CollectConfig, out_dir: str) -> None:
         atomic_write_text(path, json.dumps(mine, indent=1, sort_keys=True))
 
 
-def _episodes(done: np.ndarray, stream_len: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(episode, timestep) ``[T, N]`` from done flags, streams of ``stream_len`` transitions."""
-    t, n = done.shape
-    idx = np.arange(n)
-    start = np.zeros_like(done)
-    start[:, 0] = True
-    start[:, 1:] = done[:, :-1]
-    start[:, idx % stream_len == 0] = True
-    episode = np.cumsum(start, axis=1) - 1
-    last_start = np.maximum.accumulate(np.where(start, idx, 0), axis=1)
-    return episode.astype(np.int32), (idx - last_start).astype(np.int32)
 
 
-def _checkpoint_returns(reward, done, episode, ckpt_of, ids) -> list:
-    """``[T][C]`` mean return of completed episodes per checkpoint (None if none completed).
-
-    Episodes cut by the end of a rollout stream (no done flag) are not counted.
-    """
-    out = []
-    for task in range(reward.shape[0]):
-        ep = episode[task]
-        totals = np.bincount(ep, weights=reward[task].astype(np.float64))
-        ended = done[task]
-        row = []
-        for c in ids:
-            sel = ended & (ckpt_of[task] == c)
-            row.append(float(np.mean(totals[ep[sel]])) if np.any(sel) else None)
-        out.append(row)
-    return out
 
 
-def build_dataset(family: TaskFamily, tasks: Task, is_test, tr, ids, split: str,
-                  provenance: Dict[str, Any], family_config: Optional[Dict[str, Any]] = None,
-                  checkpoint_env_steps: int = 0, warmup_env_steps: int = 0
-                  ) -> dataset_lib.MultiTaskDataset:
-    """A dataset from rollouts ``Transition [T, C, steps, envs]`` of behaviour policies ``ids``.
-
-    ``ids``: the checkpoint of each of the ``C`` rollout groups, ``[C]`` for all tasks or
-    ``[T, C]`` per task; the metadata lists the union, with a ``None`` return where a task has
-    no data of a checkpoint. Any behaviour policies work (e.g. scripted ones for tests);
-    ``provenance`` records how.
-    """
-    tr = jax.device_get(tr)
-    num_tasks, c, steps, n_env = tr.reward.shape
-    per_task = np.broadcast_to(np.asarray(ids, np.int32), (num_tasks, c))
-    ids = list(dict.fromkeys(int(k) for k in per_task.ravel()))
-
-    def flat(x):  # [T, C, steps, envs, ...] -> [T, C * envs * steps, ...] (streams contiguous)
-        x = np.asarray(x)
-        x = np.swapaxes(x, 2, 3)
-        return x.reshape((num_tasks, c * n_env * steps) + x.shape[4:])
-
-    terminated, truncated = flat(tr.terminated), flat(tr.truncated)
-    done = terminated | truncated
-    episode, timestep = _episodes(done, steps)
-    checkpoint = np.repeat(per_task, n_env * steps, axis=1)
-    reward = flat(tr.reward).astype(np.float32)
-    returns = _checkpoint_returns(reward, done, episode, checkpoint, ids)
-    meta = {
-        "family": family.name, "family_config": dict(family_config or {}),
-        "obs_dim": family.obs_dim, "action_dim": family.action_dim, "attr_dim": family.attr_dim,
-        "action_low": float(family.action_low), "action_high": float(family.action_high),
-        "num_tasks": int(num_tasks), "transitions_per_task": int(reward.shape[1]),
-        "checkpoints": [int(k) for k in ids],
-        "checkpoint_env_steps": int(checkpoint_env_steps),
-        "warmup_env_steps": int(warmup_env_steps),
-        "checkpoint_returns": returns, "split": split,
-        "provenance": dict(provenance, jaxomrl_version=__version__),
-    }
-    params = {k: np.asarray(v, np.float32) for k, v in jax.device_get(tasks.params).items()}
-    return dataset_lib.MultiTaskDataset(
-        transitions={"obs": flat(tr.obs).astype(np.float32),
-                     "action": flat(tr.action).astype(np.float32), "reward": reward,
-                     "next_obs": flat(tr.next_obs).astype(np.float32),
-                     "terminated": terminated, "truncated": truncated, "episode": episode,
-                     "timestep": timestep, "checkpoint": checkpoint},
-        attributes=np.asarray(tasks.attributes, np.float32), is_test=np.asarray(is_test, bool),
-        task_params=params, meta=meta)
 
 
 @dataclasses.dataclass
@@ -566,7 +494,7 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
                 "evaluated_returns": evaluated.tolist(), "checkpoints": idx.tolist(),
                 "targets": list(config.train_returns if split == "train"
                                 else config.ood_returns)}
-        ds = build_dataset(
+        ds = dataset_lib.from_rollouts(
             family, tasks, is_test, tr, idx, split, provenance=provenance,
             family_config=dict(config.family_config),
             checkpoint_env_steps=config.env_steps_per_checkpoint,
@@ -609,16 +537,6 @@ def _write_progress(out_dir, config, curve, k):
     atomic_write_text(os.path.join(out_dir, "progress.csv"), "\n".join(lines) + "\n")
 
 
-def checkpoint_return_table(ds: dataset_lib.MultiTaskDataset, tasks=slice(None)
-                            ) -> Dict[int, Tuple[float, float]]:
-    """{checkpoint: (mean, std over tasks) of its mean episode return} of a dataset, over the
-    ``tasks`` (index or mask) that have data of that checkpoint (None, None if none has)."""
-    r = np.asarray(ds.meta["checkpoint_returns"], np.float64)[tasks]
-    out = {}
-    for i, c in enumerate(ds.meta["checkpoints"]):
-        col = r[:, i][np.isfinite(r[:, i])]
-        out[int(c)] = (float(col.mean()), float(col.std())) if col.size else (None, None)
-    return out
 
 
 def _summary(config, tasks, is_test, curve, evaluated, paths, datasets, seconds
@@ -640,7 +558,7 @@ def _summary(config, tasks, is_test, curve, evaluated, paths, datasets, seconds
     for split, path in paths.items():
         out["datasets"][split] = {"path": path, "checkpoint_returns": {
             str(k): {"mean": m, "std": s}
-            for k, (m, s) in checkpoint_return_table(datasets[split]).items()}}
+            for k, (m, s) in dataset_lib.checkpoint_return_table(datasets[split]).items()}}
     return out
 
 
