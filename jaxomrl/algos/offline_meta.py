@@ -40,6 +40,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxomrl.algos.base import Algorithm, Phase
+from jaxomrl.config import from_json
 from jaxomrl.data.sampler import (TaskData, observation_moments, sample_indices,
                                   sample_meta_batch, take)
 from jaxomrl.envs.base import TaskFamily
@@ -50,11 +51,6 @@ from jaxomrl.eval.protocols import evaluate_policy
 from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
 from jaxomrl.learners.sac import SACConfig, make_sac
 from jaxomrl.types import TaskBatch
-
-
-def config_from_json(klass, values: Dict[str, Any]):
-    """A flat config dataclass from its JSON form (lists back to the tuples they were)."""
-    return klass(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,10 +95,7 @@ class MetaConfig:
         """Inverse of ``dataclasses.asdict`` (e.g. the ``config`` of a run's ``run.json``)."""
         d = dict(d)
         d.setdefault("normalize_obs", False)     # runs written before the field did not
-        d["policy"] = config_from_json(SACConfig, d["policy"])
-        if d.get("encoder") is not None:
-            d["encoder"] = config_from_json(EncoderConfig, d["encoder"])
-        return config_from_json(cls, d)
+        return from_json(cls, d)
 
 
 DPHI_CONTEXTS = 16  # contexts per task and source behind each d(phi)

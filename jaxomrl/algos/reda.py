@@ -35,7 +35,8 @@ import numpy as np
 from flax import struct
 
 from jaxomrl.algos.base import Algorithm, Phase
-from jaxomrl.algos.offline_meta import MetaConfig, ModelData, config_from_json, make_algorithm
+from jaxomrl.algos.offline_meta import MetaConfig, ModelData, make_algorithm
+from jaxomrl.config import from_json
 from jaxomrl.data.sampler import TaskData, sample_transitions
 from jaxomrl.envs.base import TaskFamily
 from jaxomrl.errors import check_finite_fields
@@ -178,8 +179,8 @@ class ReDAConfig:
     lambda_task: float = 1.0
     # Weight of the adversarial-context InfoNCE term against the real-context one. Algorithm 1
     # (line 15) updates the encoder with the adversarial data; 4 lets that term rule while the
-    # real term keeps the real contexts apart. Didactic example, d(phi) after 6,000 steps:
-    # weight 1: 1.09, 2: 0.64, 4: 0.48, 8: 0.49 (experiments/README.md).
+    # real term keeps the real contexts apart (chosen on the didactic example's d(phi):
+    # experiments/README.md).
     adversarial_weight: float = 4.0
     adversary_mode: str = "sac"         # sac | random
     augment: bool = True
@@ -206,12 +207,8 @@ class ReDAConfig:
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ReDAConfig":
         """Inverse of ``dataclasses.asdict`` (a run's ``run.json`` config)."""
-        d = dict(d)
-        d["meta"] = MetaConfig.from_dict(d["meta"])
-        for name in ("dynamics", "reward_model"):
-            d[name] = config_from_json(DynamicsConfig, d[name])
-        d["adversary"] = config_from_json(SACConfig, d["adversary"])
-        return cls(**d)
+        meta = MetaConfig.from_dict(d["meta"])     # with its defaults for older runs
+        return from_json(cls, {**d, "meta": dataclasses.asdict(meta)})
 
 
 @struct.dataclass

@@ -28,14 +28,8 @@ code the task's fields are written into the nominal ``mjx.Model`` with ``tree_re
 
 Solver settings (the defaults here): Newton solver with ``iterations=4`` and ``ls_iterations=4``
 (MuJoCo's XML defaults are 100 / 50; the Brax assets use 4 / 50). A single Newton iteration is
-~1.6x faster but not converged, and it is unstable in a way a learning agent finds. Measured
-with bang-bang random actions, 64 envs x 300 steps, termination off: Ant's joint speeds reach
-1e13 and go non-finite with 1 iteration (<= 32 rad/s with 4, as with 10 / 20); Walker2d's reach
-310 (138 with 4 and with 10 / 20); HalfCheetah's 177 (36 with 3, 4 and 10 / 20; MuJoCo C with 1
-iteration does the same). SAC trained on cheetah_vel with 1 iteration drove the simulation to
-non-finite states within 3k steps. With ``iterations=4, ls_iterations=10`` MJX and MuJoCo C agree
-to ~1e-5 over 8 steps (``tests/test_envs.py``); with 1 / 4 only to ~1e-2 once joint limits or
-contacts are active, because their line searches stop at different points. Both are
+cheaper but not converged, and it is unstable in a way a learning agent finds (README, "Known
+issues", has the measurements); ``tests/test_envs.py`` checks MJX against MuJoCo C. Both are
 constructor arguments (``envs.make(name, iterations=..., ls_iterations=...)``).
 """
 from __future__ import annotations

@@ -582,12 +582,12 @@ PRESETS["default"] = {
 }
 
 
-# An hour on a 2-core CPU. There a SAC update (128x128, batch 256) costs ~10x a MJX step of the
-# cheetah (benchmarks: ~920 updates/s vs ~12k env steps/s), so per-task SAC on 50 tasks gets too
-# few updates per task; one agent conditioned on the target velocity serves all of them with
-# each update. 50 tasks (40 seen / 10 unseen) x 2 envs, 50 updates per iteration (0.5 per env
-# step), 20k env steps per task (1M in all, 500k updates), a checkpoint every 1k steps per task:
-# checkpoints 1-3 are poor, the later ones expert (experiments/README.md).
+# Sized for an hour on a 2-core CPU, where SAC updates, not environment steps, are the budget
+# (benchmarks/collection_cost.py), so per-task SAC on 50 tasks gets too few updates per task; one
+# agent conditioned on the target velocity serves all of them with each update. 50 tasks (40
+# seen / 10 unseen) x 2 envs, 50 updates per iteration (0.5 per env step), 20k env steps per task
+# (1M in all, 500k updates), a checkpoint every 1k steps per task (experiments/README.md has the
+# measured cost and the checkpoints' returns).
 PRESETS["cpu"] = {
     "cheetah_vel": dict(
         tasks="all", collector="conditioned", hidden=(128, 128), batch_size=256, num_envs=2,

@@ -19,9 +19,9 @@ With ``OnlineSACConfig(conditioned=True)`` there is instead ONE agent for a whol
 (no ``vmap``), run ``num_envs`` environments of every task, and the agent sees each observation
 with its task's attribute vector appended (``policy_input``); one replay buffer holds every
 task's transitions. Skills then transfer between neighbouring tasks (e.g. target velocities),
-and every update serves all tasks -- on a CPU, where a SAC update costs ~10x a MJX step
+and every update serves all tasks -- on a CPU, where a SAC update costs many MJX steps
 (``benchmarks/collection_cost.py``), this is what lets Half-Cheetah-Vel's 50 tasks reach expert
-behaviour in ~20 minutes on 2 cores (experiments/README.md). The agent's checkpoints,
+behaviour within the ``cpu`` preset's budget (experiments/README.md). The agent's checkpoints,
 conditioned on each task in turn, give that task's poor-to-expert behaviour. ``episode_return``
 is then per task (``[T]``). The papers collect with per-task SAC (the default).
 """
