@@ -7,7 +7,7 @@ uncertainty and samples one of them) for tasks x members x starts, with ReDA's m
 (3 hidden layers of 200, 3 members) and HalfCheetah's dimensions. Parameters are untrained:
 throughput does not depend on them. Each configuration is compiled and run twice before timing.
 
-    python benchmarks/model_rollout_throughput.py --tasks=3 --members=3 --starts=256,2048
+    python benchmarks/model_rollout_throughput.py --num_tasks=3 --members=3 --starts=256,2048
 
 Prints a table and, on its last line, one JSON object.
 """
@@ -26,7 +26,7 @@ from jaxomrl.learners.dynamics import DynamicsConfig, make_dynamics
 from jaxomrl.types import Transition
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("tasks", 3, "Tasks (each with its own ensemble).")
+flags.DEFINE_integer("num_tasks", 3, "Tasks (each with its own ensemble).")
 flags.DEFINE_integer("members", 3, "Ensemble members per task.")
 flags.DEFINE_list("starts", ["256", "2048"], "Start states per task (rollouts in parallel).")
 flags.DEFINE_integer("length", 10, "Model steps per branch rollout.")
@@ -54,13 +54,13 @@ def main(argv):
     cfg = DynamicsConfig(hidden=tuple(int(h) for h in FLAGS.hidden),
                          ensemble_size=FLAGS.members)
     dyn = make_dynamics(cfg, FLAGS.obs_dim, FLAGS.action_dim)
-    data = _data(FLAGS.tasks, 512, FLAGS.obs_dim, FLAGS.action_dim)
+    data = _data(FLAGS.num_tasks, 512, FLAGS.obs_dim, FLAGS.action_dim)
     state = dyn.init(jax.random.PRNGKey(1), data)
     act = lambda obs, k: jax.random.uniform(k, (FLAGS.action_dim,), minval=-1.0, maxval=1.0)
     device = jax.devices()[0]
     cpu = platform.processor() or platform.machine()
     machine = f"{device.platform}:{device.device_kind} ({cpu})"
-    print(f"device: {machine}; {FLAGS.tasks} tasks x {FLAGS.members} members, hidden "
+    print(f"device: {machine}; {FLAGS.num_tasks} tasks x {FLAGS.members} members, hidden "
           f"{cfg.hidden}, obs {FLAGS.obs_dim}, action {FLAGS.action_dim}, rollout length "
           f"{FLAGS.length}")
     print("| starts / task | transitions / call | seconds / call | transitions / s | "
@@ -68,24 +68,24 @@ def main(argv):
     print("|---:|---:|---:|---:|---:|")
     rows = []
     for s in map(int, FLAGS.starts):
-        starts = jnp.broadcast_to(data.transitions.obs[:, :1], (FLAGS.tasks, s, FLAGS.obs_dim))
+        starts = jnp.broadcast_to(data.transitions.obs[:, :1], (FLAGS.num_tasks, s, FLAGS.obs_dim))
         fn = jax.jit(jax.vmap(lambda p, n, st, k: dyn.rollout(p, n, act, st, k, FLAGS.length)))
-        keys = jax.random.split(jax.random.PRNGKey(2), FLAGS.tasks)
+        keys = jax.random.split(jax.random.PRNGKey(2), FLAGS.num_tasks)
         for _ in range(2):
             jax.block_until_ready(fn(state.best, state.norm, starts, keys))
         best = float("inf")
         for r in range(FLAGS.repeats):
-            keys = jax.random.split(jax.random.PRNGKey(3 + r), FLAGS.tasks)
+            keys = jax.random.split(jax.random.PRNGKey(3 + r), FLAGS.num_tasks)
             t0 = time.perf_counter()
             jax.block_until_ready(fn(state.best, state.norm, starts, keys))
             best = min(best, time.perf_counter() - t0)
-        n = FLAGS.tasks * s * FLAGS.length
+        n = FLAGS.num_tasks * s * FLAGS.length
         rows.append({"starts": s, "transitions": n, "seconds": best,
                      "transitions_per_s": n / best,
                      "member_evals_per_s": n * FLAGS.members / best})
         print(f"| {s} | {n:,} | {best:.4f} | {n / best:,.0f} | {n * FLAGS.members / best:,.0f} |",
               flush=True)
-    print(json.dumps({"device": machine, "tasks": FLAGS.tasks, "members": FLAGS.members,
+    print(json.dumps({"device": machine, "num_tasks": FLAGS.num_tasks, "members": FLAGS.members,
                       "length": FLAGS.length, "hidden": list(cfg.hidden), "rows": rows}))
 
 

@@ -23,13 +23,16 @@ from jaxomrl.experiment import cli
 FLAGS = flags.FLAGS
 flags.DEFINE_string("family", "point_robot_sparse", "Task family (jaxomrl.envs.list_families()).")
 flags.DEFINE_string("out_dir", None, "Output directory (resumed if it holds this collection).")
-flags.DEFINE_enum("tasks", "train", ["train", "test", "all"], "Which split of the family.")
+flags.DEFINE_enum("split", "train", ["train", "test", "all"], "Which of the family's task splits to collect.")
+cli.renamed_flag("tasks", "split")
 flags.DEFINE_integer("num_tasks", None, "First N tasks of the split (default: all).")
 flags.DEFINE_integer("task_seed", 0, "Seed of the family's train/test split.")
 flags.DEFINE_integer("seed", 0, "Seed of SAC and the data rollouts.")
 flags.DEFINE_integer("horizon", None, "Override the family's episode length.")
 flags.DEFINE_integer("sac_steps", None, "SAC environment steps per task (after warm-up).")
-flags.DEFINE_integer("checkpoint_every", None, "Env steps per task between policy checkpoints.")
+flags.DEFINE_integer("checkpoint_every_steps", None,
+                     "Env steps per task between policy checkpoints.")
+cli.renamed_flag("checkpoint_every", "checkpoint_every_steps")
 flags.DEFINE_list("train_checkpoints", None, "Checkpoints whose rollouts form train.npz.")
 flags.DEFINE_list("ood_checkpoints", None,
                   "Held-out checkpoints for ood.npz (default: the preset's, minus any train ones; "
@@ -57,7 +60,7 @@ flags.DEFINE_enum("collector", None, ["per_task", "conditioned"],
                   "per_task: one SAC agent per task (the papers' protocol); conditioned: one SAC "
                   "agent for all tasks, given each task's attributes (default: the preset's).")
 flags.mark_flag_as_required("out_dir")
-cli.require_ints(1, "num_tasks", "horizon", "sac_steps", "checkpoint_every",
+cli.require_ints(1, "num_tasks", "horizon", "sac_steps", "checkpoint_every_steps",
                  "transitions_per_task", "rollout_envs", "batch_size", "num_envs",
                  "buffer_capacity")
 cli.require_ints(0, "task_seed", "seed", "ood_transitions_per_task", "warmup_steps",
@@ -69,10 +72,10 @@ for _name in ("train_returns", "ood_returns"):
         _name, lambda v: v is None or all(_is_finite_number(x) for x in v),
         message=f"--{_name} must be a comma-separated list of finite numbers")
 
-_OVERRIDABLE = ("collector", "sac_steps", "checkpoint_every", "train_checkpoints", "ood_checkpoints",
-                "transitions_per_task", "ood_transitions_per_task", "rollout_envs", "hidden",
-                "batch_size", "num_envs", "buffer_capacity", "warmup_steps",
-                "updates_per_iteration", "train_reward")
+_OVERRIDABLE = ("collector", "sac_steps", "checkpoint_every_steps", "train_checkpoints",
+                "ood_checkpoints", "transitions_per_task", "ood_transitions_per_task",
+                "rollout_envs", "hidden", "batch_size", "num_envs", "buffer_capacity",
+                "warmup_steps", "updates_per_iteration", "train_reward")
 
 
 def _is_finite_number(text: str) -> bool:
@@ -89,8 +92,8 @@ def main(argv):
         settings = collect_lib.preset(FLAGS.family, FLAGS.preset)
     except ValueError as e:
         raise cli.UsageError(f"--preset: {e}") from e
-    tasks = FLAGS.tasks if FLAGS["tasks"].present else settings.pop("tasks", FLAGS.tasks)
-    settings.pop("tasks", None)
+    split = FLAGS.split if FLAGS["split"].present else settings.pop("split", FLAGS.split)
+    settings.pop("split", None)
     for name in _OVERRIDABLE:
         if FLAGS[name].present:
             value = FLAGS[name].value
@@ -111,7 +114,7 @@ def main(argv):
         settings["train_checkpoints"], settings["ood_checkpoints"] = [], None
     try:
         config = collect_lib.config_from_settings(
-            FLAGS.family, settings, family_config=family_config, tasks=tasks,
+            FLAGS.family, settings, family_config=family_config, split=split,
             num_tasks=FLAGS.num_tasks, task_seed=FLAGS.task_seed, seed=FLAGS.seed,
             deterministic=FLAGS.deterministic, **targets)
         tasks, _ = collect_lib.select_tasks(config)  # unknown family, too many tasks

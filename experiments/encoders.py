@@ -3,7 +3,7 @@ identifies unseen test tasks (nearest-centroid accuracy of held-out contexts).
 
     python experiments/encoders.py --data_dir=runs/point_robot_data --steps=2000 --seeds=3
 
-Needs a collection with test tasks (``experiments/collect.py --tasks=all``). Encoders train on the
+Needs a collection with test tasks (``experiments/collect.py --split=all``). Encoders train on the
 training tasks of ``train.npz``; accuracy is measured on the test tasks, with centroids from one
 set of ``train.npz`` contexts and queries from another (``in-dist``) or from ``ood.npz``, the
 held-out behaviour checkpoints (``ood ctx``). Seeds train in one vmapped program.
@@ -27,7 +27,9 @@ flags.DEFINE_string("data_dir", "runs/point_robot_data", "Collection directory."
 flags.DEFINE_integer("steps", 2000, "Gradient steps per encoder.")
 flags.DEFINE_integer("seeds", 3, "Seeds (vmapped).")
 flags.DEFINE_integer("meta_batch", 16, "Tasks per step.")
-flags.DEFINE_float("alpha", 5.0, "R2PGO similarity kernel width.")
+flags.DEFINE_float("kernel_alpha", 5.0, "R2PGO eq. 4: alpha of the similarity kernel "
+                   "exp(-alpha |c_i - c_j|^2) that draws the negatives.")
+cli.renamed_flag("alpha", "kernel_alpha")
 
 COMBOS = {
     "gru VAE": dict(encoder="gru", vae_weight=1.0, window=20),
@@ -48,7 +50,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     train = dataset_lib.load(os.path.join(FLAGS.data_dir, "train.npz"))
     if not train.is_test.any() or train.is_test.all():
-        raise cli.UsageError("the dataset needs training and test tasks (collect with --tasks=all)")
+        raise cli.UsageError("the dataset needs training and test tasks (collect with --split=all)")
     ood_path = os.path.join(FLAGS.data_dir, "ood.npz")
     ood = dataset_lib.load(ood_path) if os.path.exists(ood_path) else None
     train_tasks = train.select_tasks(~train.is_test).to_device()
@@ -63,7 +65,7 @@ def main(argv):
     k_eval = jax.random.PRNGKey(11)
     for name, combo in COMBOS.items():
         combo = dict(combo)
-        combo.setdefault("alpha", FLAGS.alpha)
+        combo.setdefault("alpha", FLAGS.kernel_alpha)
         cfg = EncoderConfig(contexts_per_task=8, meta_batch=min(FLAGS.meta_batch,
                                                                 train_tasks.num_tasks), **combo)
         learner = make_encoder_learner(cfg, train.meta["obs_dim"], train.meta["action_dim"])

@@ -1,21 +1,39 @@
-"""Config dataclasses to and from JSON, generically (nested configs, Optional ones, tuples).
+"""Config dataclasses to and from JSON, generically (nested configs, Optional ones, tuples), and
+the one declaration of a setting.
 
 ``dataclasses.asdict(config)`` is the JSON form (a run's ``run.json``); :func:`from_json` is its
 inverse for any frozen config dataclass, so a new field needs no deserialiser of its own.
+:func:`setting` declares a field together with its help text and bounds, from which
+``jaxomrl.experiment.cli.define_flags`` generates the command-line flag and its validator: a
+hyperparameter is added in one place.
 """
 from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Dict, Type, TypeVar
+from typing import Any, Dict, Optional, Sequence, Type, TypeVar
 
 T = TypeVar("T")
+
+
+def setting(default: Any, help: str, *, lower: Optional[float] = None,
+            upper: Optional[float] = None, choices: Optional[Sequence[str]] = None) -> Any:
+    """A config-dataclass field with what its command-line flag needs: the help text, the
+    bounds of a number (``lower <= value <= upper``; each entry of a tuple of ints) and the
+    choices of a string. ``default`` None on an ``Optional`` field means "derived" (the help
+    text says from what)."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "lower": lower, "upper": upper,
+        "choices": tuple(choices) if choices else None})
 
 
 def from_json(cls: Type[T], values: Dict[str, Any]) -> T:
     """The ``cls`` instance whose ``dataclasses.asdict`` is ``values``: nested config dataclasses
     (also ``Optional`` ones) are rebuilt, lists become the tuples they were, and fields missing
-    from ``values`` take their defaults. Unknown keys are refused."""
+    from ``values`` take their defaults. A class's ``RENAMED_FIELDS`` ``{old: new}`` reads JSON
+    written before a field was renamed. Unknown keys are refused."""
+    renamed = getattr(cls, "RENAMED_FIELDS", {})
+    values = {renamed.get(k, k): v for k, v in values.items()}
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:

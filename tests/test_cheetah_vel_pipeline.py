@@ -40,7 +40,7 @@ def test_cheetah_vel_collect_train_evaluate(tmp_path):
 
 def pipeline(tmp_path):
     config = C.CollectConfig(
-        family="cheetah_vel", tasks="all",
+        family="cheetah_vel", split="all",
         family_config=(("horizon", HORIZON), ("num_test", 2), ("num_train", 3)),
         online=OnlineSACConfig(sac=SACConfig(hidden=(16, 16), batch_size=32), num_envs=2,
                                buffer_capacity=1_000, warmup_steps=40,

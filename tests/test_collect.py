@@ -139,7 +139,7 @@ def test_checkpoints_chosen_per_task_by_target_return(uninterrupted, tmp_path):
     (dict(train_checkpoints=(1, 1)), "duplicates"),
     (dict(transitions_per_task=805), "multiple of"),
     (dict(ood_checkpoints=(1,)), "both train and ood"),
-    (dict(tasks="valid"), "tasks must be"),
+    (dict(split="valid"), "split must be"),
     (dict(ood_returns=(1.0,)), "ood_returns needs train_returns"),
     (dict(train_returns=(1.0,)), "give ood_returns too"),
     (dict(train_returns=(float("nan"),), ood_transitions_per_task=0), "finite"),

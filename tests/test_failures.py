@@ -186,13 +186,13 @@ def test_train_usage_errors_are_one_or_two_lines(data_dir, tmp_path, args, needl
 
 
 COLLECT = ("--family=point_robot_sparse", "--num_tasks=2", "--sac_steps=16",
-           "--checkpoint_every=8", "--num_envs=4", "--warmup_steps=8", "--hidden=8,8",
+           "--checkpoint_every_steps=8", "--num_envs=4", "--warmup_steps=8", "--hidden=8,8",
            "--batch_size=8", "--buffer_capacity=64", "--transitions_per_task=8",
            "--ood_transitions_per_task=0", "--rollout_envs=4", "--train_checkpoints=2")
 
 
 @pytest.mark.parametrize("args,needles", [
-    (("--checkpoint_every=0",), ("--checkpoint_every", ">= 1")),
+    (("--checkpoint_every_steps=0",), ("--checkpoint_every_steps", ">= 1")),
     (("--num_envs=0",), ("--num_envs", ">= 1")),
     (("--transitions_per_task=9",), ("transitions_per_task (9) must be a positive multiple",)),
     (("--train_returns=nan",), ("--train_returns", "finite")),

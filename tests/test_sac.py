@@ -118,6 +118,22 @@ def test_vmapped_over_tasks_equals_per_task_training():
     assert not np.allclose(p[0], p[1])
 
 
+def test_online_update_is_one_iteration_of_train():
+    """The learner shape: ``n`` calls of ``update(state, task, key)`` are ``train(state, task, n)``."""
+    family = envs.make("point_robot_sparse")
+    o = make_online_sac(family, TINY)
+    task = family.sample_tasks(jax.random.PRNGKey(1), 1)[0]
+    start = jax.jit(o.init)(jax.random.PRNGKey(4), task)
+    step = jax.jit(o.update)
+    one = start
+    for i in range(3):
+        one, _ = step(one, task, jax.random.PRNGKey(i))
+    many, _ = jax.jit(o.train, static_argnums=2)(start, task, 3)
+    for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(many)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert int(one.env_steps - start.env_steps) == 3 * TINY.num_envs
+
+
 def test_online_config_errors():
     with pytest.raises(ValueError, match="train_reward"):
         make_online_sac(envs.make("point_robot_sparse"),

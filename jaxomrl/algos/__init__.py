@@ -4,7 +4,9 @@
 its ablations, ``bc`` and the baselines ``om_bc``, ``om_sac``, ``focal``, ``corro``);
 ``offline_meta`` is the context-based offline meta-RL recipe behind them.
 """
-from jaxomrl.algos.base import Algorithm, Phase
-from jaxomrl.algos.registry import ALGORITHMS, Settings, make, make_config, parse_spec
+from jaxomrl.algos.base import Algorithm, Phase, make_train
+from jaxomrl.algos.registry import (ALGORITHMS, Settings, make, make_config, parse_spec,
+                                    with_family)
 
-__all__ = ["Algorithm", "Phase", "ALGORITHMS", "Settings", "make", "make_config", "parse_spec"]
+__all__ = ["Algorithm", "Phase", "make_train", "ALGORITHMS", "Settings", "make", "make_config", "parse_spec",
+           "with_family"]

@@ -19,6 +19,11 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
+
+# The first phase's input (it has no predecessor): a scalar zero per seed, so that every phase's
+# prepare / init is called the same way. Later phases get the previous phase's output.
+FIRST_INPUTS = jnp.zeros(())
 
 
 def _no_prepare(inputs: Any, data: Any) -> Any:
@@ -55,3 +60,43 @@ class Algorithm(NamedTuple):
     config: Dict[str, Any]
     embed: Optional[Callable[[Any, jax.Array, Any, int], jax.Array]] = None
     policy: Optional[Callable[[Any], Tuple[Callable, Any]]] = None
+
+
+def make_train(algorithm: Algorithm, chunk_steps: int) -> Callable[[jax.Array, Any], Any]:
+    """The whole algorithm as one pure function, PureJaxRL-style, beside the experiment runner:
+
+        train = jax.jit(make_train(algorithm, chunk_steps=500))
+        outputs = train(jax.random.PRNGKey(seed), data)            # the last phase's output
+        outputs = jax.jit(jax.vmap(make_train(algorithm, 500), in_axes=(0, None)))(keys, data)
+
+    Every phase runs in one program (no I/O, no checkpoints, no logs), with the runner's
+    randomness -- phase ``p``'s key ``fold_in(key, p)``, its init ``fold_in(., 0)``, its chunk
+    ``c`` ``fold_in(., 1 + c)`` split into one key per update -- so ``train`` gives the
+    parameters ``jaxomrl.experiment.runner.run`` trains with the same ``chunk_steps`` and seed
+    ``PRNGKey(seed)`` (up to the float rounding of a differently fused program)."""
+    if chunk_steps < 1:
+        raise ValueError(f"chunk_steps must be >= 1, got {chunk_steps}")
+
+    def run_phase(phase: Phase, key, inputs, data):
+        aux = phase.prepare(inputs, data)
+        state = phase.init(jax.random.fold_in(key, 0), aux, data)
+
+        def chunk(state, c, n):
+            keys = jax.random.split(jax.random.fold_in(key, 1 + c), n)
+            return jax.lax.scan(lambda s, k: (phase.update(s, k, aux, data)[0], None), state,
+                                keys)[0]
+
+        full, rest = divmod(phase.num_steps, chunk_steps)
+        state = jax.lax.scan(lambda s, c: (chunk(s, c, chunk_steps), None), state,
+                             jnp.arange(full))[0]
+        if rest:
+            state = chunk(state, full, rest)
+        return phase.output(state, aux)
+
+    def train(key: jax.Array, data: Any) -> Any:
+        inputs = FIRST_INPUTS
+        for p, phase in enumerate(algorithm.phases):
+            inputs = run_phase(phase, jax.random.fold_in(key, p), inputs, data)
+        return inputs
+
+    return train

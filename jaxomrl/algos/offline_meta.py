@@ -102,6 +102,17 @@ DPHI_CONTEXTS = 16  # contexts per task and source behind each d(phi)
 
 
 @struct.dataclass
+class TrainedEncoder:
+    """The encoder phase's output, the policy phase's input: the frozen encoder's ``params`` and,
+    for a policy trained on model data too (ReDA), the learned ``models`` (else None). The
+    first phase of an algorithm has no predecessor; its input is a placeholder scalar zero
+    (``jaxomrl.algos.base.FIRST_INPUTS``)."""
+
+    params: Any
+    models: Any = None
+
+
+@struct.dataclass
 class Embedded:
     """What the policy phase derives once from its inputs and the data: the frozen encoder's
     parameters and every training transition's embeddings ``[T, N, D]`` (None without an
@@ -151,12 +162,14 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
             raise ValueError(f"model data fraction {model_data.fraction} leaves no model or no "
                              f"real rows in a task's {per_task} rows")
 
-    def policy_prepare(inputs, data) -> Embedded:
+    def policy_prepare(inputs: Optional[TrainedEncoder], data) -> Embedded:
         moments = observation_moments(data["train"]) if config.normalize_obs else None
         if enc is None:
             return Embedded(obs_moments=moments)
-        params, models = ((inputs["encoder"], inputs["models"]) if model_data is not None
-                          else (inputs, None))
+        params, models = inputs.params, inputs.models
+        if (models is None) != (model_data is None):
+            raise ValueError("model data needs the models in the encoder phase's output, and "
+                             "only then")
         z, next_z = enc.embed_stream(params, data["train"])
         return Embedded(encoder_params=params, z=z, next_z=next_z, models=models,
                         obs_moments=moments)
@@ -210,7 +223,7 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
             name="encoder", num_steps=config.encoder_steps,
             init=lambda key, aux, data: enc.init(key),
             update=lambda state, key, aux, data: enc.update(state, data["train"], key),
-            output=lambda state, aux: state.params,
+            output=lambda state, aux: TrainedEncoder(params=state.params),
             config={"encoder": dataclasses.asdict(config.encoder),
                     "steps": config.encoder_steps})
         phases = (encoder_phase, policy_phase)

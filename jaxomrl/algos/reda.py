@@ -35,7 +35,7 @@ import numpy as np
 from flax import struct
 
 from jaxomrl.algos.base import Algorithm, Phase
-from jaxomrl.algos.offline_meta import MetaConfig, ModelData, make_algorithm
+from jaxomrl.algos.offline_meta import MetaConfig, ModelData, TrainedEncoder, make_algorithm
 from jaxomrl.config import from_json
 from jaxomrl.data.sampler import TaskData, sample_transitions
 from jaxomrl.envs.base import TaskFamily
@@ -225,6 +225,17 @@ class AdversarialState:
     adversary: Any
 
 
+@struct.dataclass
+class AdversarialAux:
+    """What the adversarial phase derives once from the models phase's output: the learned
+    ``models`` and the joint training data's per-dimension state range ``[obs_dim]`` (for the
+    ``adv_outside_data`` diagnostic)."""
+
+    models: Models
+    obs_low: jax.Array
+    obs_high: jax.Array
+
+
 def _take(tree, i):
     return jax.tree_util.tree_map(lambda x: x[i], tree)
 
@@ -262,9 +273,12 @@ def policy_model_transitions(dynamics, reward_model, policy_uncertainty: float, 
 
 def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
               num_train_tasks: int) -> Algorithm:
+    """ReDA's three phases (models, adversarial, policy). ``augment=False`` (``reda/no_model``)
+    is not built here: it has no models and no adversary, so it is the offline-meta recipe with
+    ReDA's encoder (``registry.make`` builds it, as ``make_algorithm`` on ``config.meta``)."""
     if not config.augment:
-        base = make_algorithm(name, config.meta, family, num_train_tasks)
-        return base._replace(config=dataclasses.asdict(config))
+        raise ValueError("ReDAConfig(augment=False) is the offline-meta recipe with ReDA's "
+                         "encoder: build it with make_algorithm(name, config.meta, ...)")
     obs_dim, action_dim = family.obs_dim, family.action_dim
     enc_cfg = config.meta.encoder
     enc = make_encoder_learner(enc_cfg, obs_dim, action_dim)
@@ -324,19 +338,18 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
         neg = jnp.broadcast_to(other_tasks(z_real)[:, None], (t, s, (t - 1) * p, d))
         l_adv, m_adv = contrastive.info_nce(z_adv.reshape(-1, d), pos.reshape(-1, d),
                                             neg.reshape(t * s, -1, d), enc_cfg.temperature,
-                                            enc_cfg.score)
+                                            enc_cfg.similarity)
         total = total + config.adversarial_weight * l_adv
         return total, {**metrics, "adv_infonce": l_adv,
                        "adv_infonce_accuracy": m_adv["infonce_accuracy"]}
 
-    def adversarial_prepare(models: Models, data):
-        """The models and the joint data's per-dimension state range (for ``adv_outside_data``),
-        derived once for the phase."""
+    def adversarial_prepare(models: Models, data) -> AdversarialAux:
         obs = data["train"].transitions.obs
-        return models, (jnp.min(obs, axis=(0, 1)), jnp.max(obs, axis=(0, 1)))
+        return AdversarialAux(models=models, obs_low=jnp.min(obs, axis=(0, 1)),
+                              obs_high=jnp.max(obs, axis=(0, 1)))
 
-    def adversarial_update(state: AdversarialState, key, aux, data):
-        models, (low, high) = aux
+    def adversarial_update(state: AdversarialState, key, aux: AdversarialAux, data):
+        models, low, high = aux.models, aux.obs_low, aux.obs_high
         train = data["train"]
         k_gen, k_sac, k_enc = jax.random.split(key, 3)
 
@@ -386,9 +399,9 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
     adversarial_phase = Phase(name="adversarial", num_steps=config.adversarial_steps,
                               init=adversarial_init, update=adversarial_update,
                               prepare=adversarial_prepare,
-                              output=lambda state, aux: (
-                                  {"encoder": state.encoder.params, "models": aux[0]}
-                                  if model_data is not None else state.encoder.params))
+                              output=lambda state, aux: TrainedEncoder(
+                                  params=state.encoder.params,
+                                  models=aux.models if model_data is not None else None))
     return Algorithm(name=name, phases=(models_phase, adversarial_phase, base.phases[-1]),
                      evaluate=base.evaluate, config=dataclasses.asdict(config),
                      embed=base.embed, policy=base.policy)

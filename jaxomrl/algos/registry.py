@@ -41,6 +41,7 @@ from typing import Dict, Optional, Tuple
 from jaxomrl.algos.base import Algorithm
 from jaxomrl.algos.offline_meta import MetaConfig, make_algorithm
 from jaxomrl.algos.reda import ReDAConfig, make_reda
+from jaxomrl.config import setting
 from jaxomrl.errors import check_finite_fields
 from jaxomrl.envs.base import TaskFamily
 from jaxomrl.learners.dynamics import DynamicsConfig
@@ -61,48 +62,90 @@ ALGORITHMS: Dict[str, Tuple[str, ...]] = {
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Sizes and schedules shared by every algorithm of a comparison (defaults: the papers' /
-    peer codebases' values where they agree; sources in README / experiments/README.md)."""
+    peer codebases' values where they agree; sources in README / experiments/README.md).
 
-    hidden: Tuple[int, ...] = (256, 256)
-    hyper_hidden: Tuple[int, ...] = (64,)
-    latent_dim: int = 5
-    encoder_hidden: int = 64
-    window: int = 20                    # GRU: episode-prefix length the encoder trains on
-    infonce_prefix: str = "random"      # R2PGO: InfoNCE on the belief after a random prefix
-    vae_posteriors: Optional[int] = None    # VAE decoding subsample (None: the full grid)
-    vae_transitions: Optional[int] = None
-    contexts_per_task: int = 8
-    encoder_meta_batch: int = 16
-    encoder_steps: int = 2000
-    encoder_lr: float = 3e-4
-    kl_weight: float = 0.1
-    infonce_weight: float = 1.0
-    alpha: float = 5.0                  # R2PGO eq. 4 kernel width on task attributes
-    num_negatives: int = 16
-    temperature: float = 1.0
-    policy_steps: int = 5000
-    batch_size: int = 256
-    meta_batch: int = 16
-    lr: float = 3e-4
-    rl_weight: float = 2.5              # TD3+BC lambda
-    bc_weight: float = 1.0
-    eval_episodes: int = 1
-    eval_contexts: int = 4              # context episodes per task of the fixed-context protocols
-    carry_context: bool = True
-    policy_context: str = "task"        # the policy's z: another episode's prefix | its own
-    normalize_obs: bool = True          # the policy's observations standardised (TD3+BC)
+    Every field is declared once, with its help text and bounds (``jaxomrl.config.setting``);
+    ``experiments/train.py`` generates its flags from them (``cli.define_flags``). Fields whose
+    default is None are derived: ``window`` from the family's horizon (``make``),
+    ``encoder_meta_batch`` from ``meta_batch``, the VAE subsample means the full grid."""
+
+    hidden: Tuple[int, ...] = setting((256, 256), "Actor / critic hidden sizes.")
+    hyper_hidden: Tuple[int, ...] = setting((64,), "Hypernetwork hidden sizes.")
+    latent_dim: int = setting(5, "Task-embedding size.", lower=1)
+    encoder_hidden: int = setting(64, "Encoder width (GRU state size).", lower=1)
+    window: Optional[int] = setting(
+        None, "Episode-prefix length the encoder trains on (default: the family's horizon, at "
+        "most 64).", lower=1)
+    infonce_prefix: str = setting(
+        "random", "R2PGO: the contrastive embedding of a context is the GRU's belief after a "
+        "uniformly drawn prefix (random; the paper's z_t) or after the whole context (last).",
+        choices=("last", "random"))
+    vae_posteriors: Optional[int] = setting(
+        None, "VAE: posteriors per context that decode (a uniform subsample; default: all W+1, "
+        "each decoding every transition).", lower=1)
+    vae_transitions: Optional[int] = setting(
+        None, "VAE: transitions each subsampled posterior decodes (with --vae_posteriors).",
+        lower=1)
+    contexts_per_task: int = setting(8, "Encoder: context episodes per task and step.", lower=1)
+    encoder_meta_batch: Optional[int] = setting(
+        None, "Tasks per encoder step (default: --meta_batch).", lower=1)
+    encoder_steps: int = setting(2000, "Encoder gradient steps (ReDA: adversarial encoder "
+                                 "steps).", lower=1)
+    encoder_lr: float = setting(3e-4, "Encoder learning rate.", lower=0.0)
+    kl_weight: float = setting(0.1, "Weight of the VAE's KL terms.", lower=0.0)
+    infonce_weight: float = setting(1.0, "R2PGO: weight of the InfoNCE term.", lower=0.0)
+    kernel_alpha: float = setting(
+        5.0, "R2PGO eq. 4: alpha of the similarity kernel exp(-alpha |c_i - c_j|^2) on task "
+        "attributes that draws the negatives (0: uniform).", lower=0.0)
+    num_negatives: int = setting(16, "Contrastive negatives per anchor.", lower=1)
+    temperature: float = setting(1.0, "InfoNCE temperature.", lower=0.0)
+    policy_steps: int = setting(5000, "Policy gradient steps.", lower=1)
+    batch_size: int = setting(256, "Policy transitions per step (all tasks).", lower=1)
+    meta_batch: int = setting(16, "Tasks per policy step (and encoder step, by default).",
+                              lower=1)
+    lr: float = setting(3e-4, "Actor and critic learning rate.", lower=0.0)
+    rl_weight: float = setting(2.5, "SAC+BC lambda (TD3+BC's alpha).", lower=0.0)
+    bc_weight: float = setting(1.0, "Behaviour-cloning weight.", lower=0.0)
+    eval_episodes: int = setting(1, "Consecutive online episodes per task.", lower=1)
+    eval_contexts: int = setting(4, "Context episodes per task of the offline / off-policy "
+                                 "protocols.", lower=1)
+    carry_context: bool = setting(True, "Online protocol: the context carries over from one "
+                                  "episode to the next.")
+    policy_context: str = setting(
+        "task", "What the policy's z is while it trains: the belief after a prefix of another "
+        "episode of the same task (task) or after its own episode up to the transition "
+        "(history, BOReL's hyper-state; what an online agent has).",
+        choices=("task", "history"))
+    normalize_obs: bool = setting(True, "The policy sees observations standardised by the "
+                                  "training data's per-dimension mean and std (TD3+BC).")
     # ReDA (defaults: those of ReDAConfig / DynamicsConfig, defined there once)
-    num_models: int = DynamicsConfig.ensemble_size        # ensemble members per task (B.5)
-    model_hidden: Tuple[int, ...] = DynamicsConfig.hidden
-    model_rounds: int = ReDAConfig.model_rounds   # x model_eval_every SGD steps, early-stopped
-    model_eval_every: int = DynamicsConfig.eval_every
-    starts_per_task: int = ReDAConfig.starts_per_task     # adversarial rollouts per task, step
-    lambda_uncertainty: float = ReDAConfig.lambda_uncertainty
-    model_uncertainty: str = DynamicsConfig.uncertainty   # u of eq. 6: aleatoric | disagreement
-    model_holdout_metric: str = DynamicsConfig.holdout_metric   # early stopping: nll | mse
-    lambda_task: float = ReDAConfig.lambda_task
-    policy_model_fraction: float = ReDAConfig.policy_model_fraction  # model rows, policy batch
-    adversarial_weight: float = ReDAConfig.adversarial_weight  # adversarial InfoNCE term
+    num_models: int = setting(DynamicsConfig.ensemble_size,
+                              "ReDA: dynamics models per task (appendix B.5).", lower=1)
+    model_hidden: Tuple[int, ...] = setting(DynamicsConfig.hidden, "ReDA: model hidden sizes.")
+    model_rounds: int = setting(ReDAConfig.model_rounds, "ReDA: model-training rounds (each "
+                                "--model_eval_every steps + held-out eval).", lower=1)
+    model_eval_every: int = setting(DynamicsConfig.eval_every,
+                                    "ReDA: SGD steps per model round.", lower=1)
+    starts_per_task: int = setting(ReDAConfig.starts_per_task,
+                                   "ReDA: adversarial rollouts per task and step.", lower=1)
+    lambda_uncertainty: float = setting(ReDAConfig.lambda_uncertainty,
+                                        "ReDA: lambda_1 (eq. 6).", lower=0.0)
+    model_uncertainty: str = setting(
+        DynamicsConfig.uncertainty, "ReDA: u of eq. 6 and of the meta-policy's model rows: the "
+        "largest member std of s' (aleatoric, the paper's) or the members' disagreement on s'.",
+        choices=("aleatoric", "disagreement"))
+    model_holdout_metric: str = setting(
+        DynamicsConfig.holdout_metric, "ReDA: held-out score the models' early stopping "
+        "follows: Gaussian NLL (mean and variance) or the mean's MSE (MBPO).",
+        choices=("nll", "mse"))
+    lambda_task: float = setting(ReDAConfig.lambda_task, "ReDA: lambda_2 (eq. 6).", lower=0.0)
+    policy_model_fraction: float = setting(
+        ReDAConfig.policy_model_fraction, "ReDA: fraction of the meta-policy's rows that are "
+        "one-step model transitions (reward penalised by lambda_uncertainty x u; 0: real data "
+        "only).", lower=0.0, upper=1.0)
+    adversarial_weight: float = setting(
+        ReDAConfig.adversarial_weight, "ReDA: weight of the adversarial-context InfoNCE term of "
+        "the encoder (the real-context term has weight 1).", lower=0.0)
 
     def __post_init__(self):
         check_finite_fields(self)
@@ -133,8 +176,13 @@ def make_config(spec: str, s: Settings) -> MetaConfig:
     if name == "bc":
         return MetaConfig(policy=SACConfig(head="none", rl_weight=0.0, bc_weight=s.bc_weight,
                                            **policy), **common)
+    if s.window is None:
+        raise ValueError("Settings.window None is derived from the family's horizon by "
+                         "registry.make (or with_family); set it to build a config directly")
     shared = dict(latent_dim=s.latent_dim, hidden=s.encoder_hidden, window=s.window,
-                  contexts_per_task=s.contexts_per_task, meta_batch=s.encoder_meta_batch,
+                  contexts_per_task=s.contexts_per_task,
+                  meta_batch=(s.meta_batch if s.encoder_meta_batch is None
+                              else s.encoder_meta_batch),
                   learning_rate=s.encoder_lr, temperature=s.temperature)
     vae = dict(encoder="gru", vae_weight=1.0, kl_weight=s.kl_weight,
                vae_posteriors=s.vae_posteriors, vae_transitions=s.vae_transitions)
@@ -144,7 +192,7 @@ def make_config(spec: str, s: Settings) -> MetaConfig:
     elif name == "r2pgo":
         encoder = EncoderConfig(
             **vae, **shared, infonce_weight=s.infonce_weight, num_negatives=s.num_negatives,
-            alpha=0.0 if "no_weighted_negatives" in ablations else s.alpha,
+            alpha=0.0 if "no_weighted_negatives" in ablations else s.kernel_alpha,
             infonce_prefix=s.infonce_prefix)
     elif name in ("om_bc", "om_sac"):
         encoder = EncoderConfig(**vae, **shared)
@@ -185,10 +233,31 @@ def make_reda_config(spec: str, s: Settings) -> ReDAConfig:
         policy_uncertainty=s.lambda_uncertainty, adversarial_weight=s.adversarial_weight)
 
 
+MAX_DEFAULT_WINDOW = 64
+
+
+def with_family(settings: Settings, family: TaskFamily) -> Settings:
+    """``settings`` with the fields derived from the family filled in: ``window`` None -> the
+    horizon, at most ``MAX_DEFAULT_WINDOW``."""
+    if settings.window is not None:
+        return settings
+    return dataclasses.replace(settings, window=min(family.horizon, MAX_DEFAULT_WINDOW))
+
+
 def make(spec: str, settings: Settings, family: TaskFamily, num_train_tasks: int) -> Algorithm:
+    settings = with_family(settings, family)
     if parse_spec(spec)[0] == "reda":
-        return make_reda(spec, make_reda_config(spec, settings), family, num_train_tasks)
+        return _reda(spec, make_reda_config(spec, settings), family, num_train_tasks)
     return make_algorithm(spec, make_config(spec, settings), family, num_train_tasks)
+
+
+def _reda(spec: str, cfg: ReDAConfig, family: TaskFamily, num_train_tasks: int) -> Algorithm:
+    """ReDA's three phases, or for ``reda/no_model`` (``augment=False``: no models, no adversary)
+    the offline-meta recipe with ReDA's encoder (two phases), its run config ReDA's."""
+    if cfg.augment:
+        return make_reda(spec, cfg, family, num_train_tasks)
+    base = make_algorithm(spec, cfg.meta, family, num_train_tasks)
+    return base._replace(config=dataclasses.asdict(cfg))
 
 
 def from_run_config(spec: str, config: Dict, family: TaskFamily, num_train_tasks: int,
@@ -198,6 +267,6 @@ def from_run_config(spec: str, config: Dict, family: TaskFamily, num_train_tasks
     if parse_spec(spec)[0] == "reda":
         cfg = ReDAConfig.from_dict(config)
         cfg = dataclasses.replace(cfg, meta=dataclasses.replace(cfg.meta, **meta_overrides))
-        return make_reda(spec, cfg, family, num_train_tasks)
+        return _reda(spec, cfg, family, num_train_tasks)
     cfg = dataclasses.replace(MetaConfig.from_dict(config), **meta_overrides)
     return make_algorithm(spec, cfg, family, num_train_tasks)

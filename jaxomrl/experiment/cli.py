@@ -2,6 +2,9 @@
 
     cli.require_ints(1, "seeds", "chunk_steps")     # absl validators: the flag and its range
     cli.require_finite("rl_weight", lower=0.0)
+    cli.define_flags(algos.Settings)                  # one flag per config field (config.setting)
+    settings = cli.from_flags(algos.Settings)
+    cli.renamed_flag("alpha", "kernel_alpha")        # an old name, refused naming the new one
     cli.run(main, io_context=lambda: FLAGS.workdir)  # instead of absl.app.run(main)
 
 ``run`` turns the failures a user can act on into ``<program>: error: <message>`` on stderr,
@@ -14,12 +17,14 @@ before any work (``FATAL Flags parsing error: flag --seeds=0: ...``, status 1).
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import math
 import os
 import sys
 import tempfile
-from typing import Callable, Iterator, Optional, Sequence
+import typing
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from absl import app, flags
 
@@ -40,29 +45,30 @@ class UsageError(JaxomrlError):
     """A command line the program cannot run (exit status 2)."""
 
 
-def _check(names: Sequence[str], ok: Callable, what: str) -> None:
+def _check(names: Sequence[str], ok: Callable, what: str, flag_values=FLAGS) -> None:
     for name in names:
         flags.register_validator(name, lambda v, ok=ok: v is None or ok(v),
-                                 message=f"--{name} must be {what}")
+                                 message=f"--{name} must be {what}", flag_values=flag_values)
 
 
-def require_ints(lower: int, *names: str) -> None:
+def require_ints(lower: int, *names: str, flag_values=FLAGS) -> None:
     """Integer flags ``names`` must be ``>= lower`` (unset ``None`` flags pass)."""
-    _check(names, lambda v: v >= lower, f"an integer >= {lower}")
+    _check(names, lambda v: v >= lower, f"an integer >= {lower}", flag_values)
 
 
-def require_int_lists(*names: str, lower: int = 1) -> None:
+def require_int_lists(*names: str, lower: int = 1, flag_values=FLAGS) -> None:
     """Comma-separated list flags ``names`` must hold integers ``>= lower``."""
     def ok(values):
         try:
             return all(int(v) >= lower for v in values)
         except ValueError:
             return False
-    _check(names, ok, f"a comma-separated list of integers >= {lower}, e.g. 64,64")
+    _check(names, ok, f"a comma-separated list of integers >= {lower}, e.g. 64,64", flag_values)
 
 
 def require_finite(*names: str, lower: Optional[float] = None,
-                   upper: Optional[float] = None, strict: bool = False) -> None:
+                   upper: Optional[float] = None, strict: bool = False,
+                   flag_values=FLAGS) -> None:
     """Float flags ``names`` must be finite (not nan / inf) and within ``[lower, upper]``
     (``(lower, upper]`` if ``strict``)."""
     def ok(v):
@@ -70,7 +76,7 @@ def require_finite(*names: str, lower: Optional[float] = None,
                 and (upper is None or v <= upper))
     bounds = "" if lower is None else f" {'>' if strict else '>='} {lower:g}"
     bounds += "" if upper is None else f"{' and' if bounds else ''} <= {upper:g}"
-    _check(names, ok, f"a finite number{bounds}")
+    _check(names, ok, f"a finite number{bounds}", flag_values)
 
 
 def require_multiple(name: str, of: str) -> None:
@@ -78,6 +84,70 @@ def require_multiple(name: str, of: str) -> None:
     flags.register_multi_flags_validator(
         [name, of], lambda d: not d[name] or not d[of] or d[name] % d[of] == 0,
         message=f"--{name} must be a multiple of --{of} (or 0)")
+
+
+def _field_type(tp: Any) -> Any:
+    """``Optional[X]`` -> ``X``."""
+    if typing.get_origin(tp) is typing.Union:
+        (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
+    return tp
+
+
+def define_flags(cls: type, flag_values=FLAGS) -> None:
+    """One absl flag per field of the config dataclass ``cls`` declared with
+    ``jaxomrl.config.setting``: the field's name, default and help text, typed by the field
+    (bool, int, float, str -- an enum with ``choices`` --, a tuple of ints as a comma-separated
+    list) and validated by its bounds. ``from_flags(cls)`` is the inverse."""
+    hints = typing.get_type_hints(cls)
+    fv = dict(flag_values=flag_values)
+    for f in dataclasses.fields(cls):
+        if "help" not in f.metadata:
+            continue
+        m, tp, name = f.metadata, _field_type(hints[f.name]), f.name
+        help_text = m["help"]
+        if tp is bool:
+            flags.DEFINE_bool(name, f.default, help_text, **fv)
+        elif tp is int:
+            flags.DEFINE_integer(name, f.default, help_text, **fv)
+            if m["lower"] is not None:
+                require_ints(int(m["lower"]), name, **fv)
+        elif tp is float:
+            flags.DEFINE_float(name, f.default, help_text, **fv)
+            require_finite(name, lower=m["lower"], upper=m["upper"], **fv)
+        elif tp is str and m["choices"]:
+            flags.DEFINE_enum(name, f.default, list(m["choices"]), help_text, **fv)
+        elif tp is str:
+            flags.DEFINE_string(name, f.default, help_text, **fv)
+        elif typing.get_origin(tp) is tuple:
+            flags.DEFINE_list(name, None if f.default is None else [str(v) for v in f.default],
+                              help_text, **fv)
+            require_int_lists(name, lower=int(m["lower"] if m["lower"] is not None else 1), **fv)
+        else:
+            raise TypeError(f"{cls.__name__}.{name}: no flag type for {tp}")
+
+
+def from_flags(cls: type, flag_values=FLAGS, **values: Any) -> Any:
+    """The ``cls`` instance of the parsed flags :func:`define_flags` generated (lists become
+    tuples of ints); ``values`` replace fields (e.g. ones derived from the data)."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if "help" not in f.metadata:
+            continue
+        v = flag_values[f.name].value
+        if v is not None and typing.get_origin(_field_type(hints[f.name])) is tuple:
+            v = tuple(int(x) for x in v)
+        out[f.name] = v
+    out.update(values)
+    return cls(**out)
+
+
+def renamed_flag(old: str, new: str, flag_values=FLAGS) -> None:
+    """Defines ``--old`` only to refuse it, naming ``--new`` (a flag renamed because its name
+    meant two things)."""
+    flags.DEFINE_string(old, None, f"Renamed: use --{new}.", flag_values=flag_values)
+    flags.register_validator(old, lambda v: v is None, flag_values=flag_values,
+                             message=f"--{old} was renamed --{new}; use --{new}")
 
 
 def require_info_keys(family, keys: Sequence[str], flag: str, error=UsageError) -> None:

@@ -2,7 +2,7 @@
 
 Pipeline (``collect(config, out_dir)``):
 
-1. Tasks: the family's fixed train / test split (``config.tasks``), first ``num_tasks`` of it.
+1. Tasks: the family's fixed train / test split (``config.split``), first ``num_tasks`` of it.
 2. SAC on every task in one jitted program (``vmap`` over tasks; see
    ``jaxomrl.learners.online_sac``) -- the papers' protocol -- or, with
    ``OnlineSACConfig(conditioned=True)`` (``--collector=conditioned``), one SAC agent for all
@@ -63,7 +63,7 @@ class CollectConfig:
 
     family: str
     family_config: Tuple[Tuple[str, Any], ...] = ()
-    tasks: str = "train"                 # which split: train | test | all
+    split: str = "train"                 # which of the family's splits: train | test | all
     num_tasks: Optional[int] = None      # first num_tasks of the split (None: all of it)
     task_seed: int = 0                   # seed of family.train_test_split
     seed: int = 0                        # seed of SAC and of the data rollouts
@@ -83,8 +83,8 @@ class CollectConfig:
 
     def __post_init__(self):
         check_finite_fields(self)
-        if self.tasks not in ("train", "test", "all"):
-            raise ValueError(f"tasks must be 'train', 'test' or 'all', got {self.tasks!r}")
+        if self.split not in ("train", "test", "all"):
+            raise ValueError(f"split must be 'train', 'test' or 'all', got {self.split!r}")
         if self.num_tasks is not None and self.num_tasks < 1:
             raise ValueError(f"num_tasks must be >= 1, got {self.num_tasks}")
         if self.num_checkpoints < 1 or self.checkpoint_interval < 1:
@@ -158,6 +158,8 @@ class CollectConfig:
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "CollectConfig":
         d = dict(d)
+        if "tasks" in d:                       # written before the field was renamed
+            d["split"] = d.pop("tasks")
         online = dict(d.pop("online"))
         sac = SACConfig(**{k: tuple(v) if isinstance(v, list) else v
                            for k, v in online.pop("sac").items()})
@@ -222,12 +224,12 @@ def select_tasks(config: CollectConfig) -> Tuple[Task, np.ndarray]:
     family = config.make_family()
     train, test = family.train_test_split(config.task_seed)
     parts = {"train": [(train, False)], "test": [(test, True)],
-             "all": [(train, False), (test, True)]}[config.tasks]
+             "all": [(train, False), (test, True)]}[config.split]
     tasks = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x), *[p for p, _ in parts])
     is_test = np.concatenate([np.full(p.num_tasks, t) for p, t in parts])
     if config.num_tasks is not None:
         if config.num_tasks > tasks.num_tasks:
-            raise ValueError(f"num_tasks={config.num_tasks} but the {config.tasks!r} split of "
+            raise ValueError(f"num_tasks={config.num_tasks} but the {config.split!r} split of "
                              f"{family.name} has {tasks.num_tasks} tasks")
         tasks, is_test = tasks[: config.num_tasks], is_test[: config.num_tasks]
     return tasks, is_test
@@ -572,13 +574,14 @@ PRESETS["default"] = {
     "point_robot_sparse": dict(
         hidden=(64, 64), batch_size=128, num_envs=8, buffer_capacity=20_000, warmup_steps=400,
         updates_per_iteration=4, train_reward="dense_reward", sac_steps=24_000,
-        checkpoint_every=2_000, train_checkpoints=(2, 6, 12), transitions_per_task=6_000,
-        ood_transitions_per_task=2_000, rollout_envs=10),
+        checkpoint_every_steps=2_000, train_checkpoints=(2, 6, 12),
+        transitions_per_task=6_000, ood_transitions_per_task=2_000, rollout_envs=10),
     "default": dict(
         hidden=(256, 256), batch_size=256, num_envs=16, buffer_capacity=1_000_000,
         warmup_steps=5_000, updates_per_iteration=8, train_reward="reward", sac_steps=1_000_000,
-        checkpoint_every=20_000, train_checkpoints=(5, 25, 45), transitions_per_task=150_000,
-        ood_checkpoints=(10, 20, 30, 40, 50), ood_transitions_per_task=50_000, rollout_envs=10),
+        checkpoint_every_steps=20_000, train_checkpoints=(5, 25, 45),
+        transitions_per_task=150_000, ood_checkpoints=(10, 20, 30, 40, 50),
+        ood_transitions_per_task=50_000, rollout_envs=10),
 }
 
 
@@ -590,9 +593,9 @@ PRESETS["default"] = {
 # measured cost and the checkpoints' returns).
 PRESETS["cpu"] = {
     "cheetah_vel": dict(
-        tasks="all", collector="conditioned", hidden=(128, 128), batch_size=256, num_envs=2,
+        split="all", collector="conditioned", hidden=(128, 128), batch_size=256, num_envs=2,
         buffer_capacity=1_000_000, warmup_steps=1_000, updates_per_iteration=50,
-        train_reward="reward", sac_steps=20_000, checkpoint_every=1_000,
+        train_reward="reward", sac_steps=20_000, checkpoint_every_steps=1_000,
         train_checkpoints=(1, 3, 6, 20), ood_checkpoints=(2, 4, 10, 15),
         transitions_per_task=8_000, ood_transitions_per_task=8_000, rollout_envs=10),
 }
@@ -619,12 +622,13 @@ def _conditioned(collector: str) -> bool:
 def config_from_settings(family: str, s: Dict[str, Any], **extra) -> CollectConfig:
     """A :class:`CollectConfig` from flat settings (preset keys; env-step counts per task)."""
     num_envs = int(s["num_envs"])
-    for name in ("sac_steps", "checkpoint_every"):
+    for name in ("sac_steps", "checkpoint_every_steps"):
         if s[name] % num_envs:
             raise ValueError(f"{name} ({s[name]}) must be a multiple of num_envs ({num_envs})")
-    if s["sac_steps"] % s["checkpoint_every"]:
-        raise ValueError(f"sac_steps ({s['sac_steps']}) must be a multiple of checkpoint_every "
-                         f"({s['checkpoint_every']})")
+    every = s["checkpoint_every_steps"]
+    if s["sac_steps"] % every:
+        raise ValueError(f"sac_steps ({s['sac_steps']}) must be a multiple of "
+                         f"checkpoint_every_steps ({every})")
     sac = SACConfig(hidden=tuple(s["hidden"]), batch_size=int(s["batch_size"]))
     online = OnlineSACConfig(sac=sac, num_envs=num_envs, buffer_capacity=int(s["buffer_capacity"]),
                              warmup_steps=int(s["warmup_steps"]),
@@ -633,8 +637,8 @@ def config_from_settings(family: str, s: Dict[str, Any], **extra) -> CollectConf
                              conditioned=_conditioned(s.get("collector", "per_task")))
     ood = s.get("ood_checkpoints")
     return CollectConfig(
-        family=family, online=online, num_checkpoints=s["sac_steps"] // s["checkpoint_every"],
-        checkpoint_interval=s["checkpoint_every"] // num_envs,
+        family=family, online=online, num_checkpoints=s["sac_steps"] // every,
+        checkpoint_interval=every // num_envs,
         train_checkpoints=tuple(int(k) for k in s["train_checkpoints"]),
         ood_checkpoints=None if not ood else tuple(int(k) for k in ood),
         transitions_per_task=int(s["transitions_per_task"]),

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxomrl.algos.base import Algorithm
+from jaxomrl.algos.base import FIRST_INPUTS, Algorithm
 from jaxomrl.errors import JaxomrlError, NonFiniteError, steps_finite, tree_all_finite
 from jaxomrl.experiment.checkpoint import Checkpointer
 from jaxomrl.experiment.logger import RunLogger
@@ -60,7 +60,7 @@ class RunConfig:
     workdir: str
     seeds: Tuple[int, ...] = (0,)
     chunk_steps: int = 500          # updates per jitted chunk (and per log row)
-    checkpoint_every: int = 1       # chunks between checkpoints
+    checkpoint_every_chunks: int = 1    # chunks between checkpoints
     eval_every: int = 0             # last-phase updates between evaluations (0: only at the end)
     shard_seeds: bool = False       # split the seed axis over all devices
     verbose: bool = True
@@ -69,8 +69,9 @@ class RunConfig:
     def __post_init__(self):
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}")
-        if self.chunk_steps < 1 or self.checkpoint_every < 1 or self.eval_every < 0:
-            raise ValueError("chunk_steps and checkpoint_every must be >= 1, eval_every >= 0")
+        if self.chunk_steps < 1 or self.checkpoint_every_chunks < 1 or self.eval_every < 0:
+            raise ValueError("chunk_steps and checkpoint_every_chunks must be >= 1, "
+                             "eval_every >= 0")
         if self.eval_every and self.eval_every % self.chunk_steps:
             raise ValueError(f"eval_every ({self.eval_every}) must be a multiple of chunk_steps "
                              f"({self.chunk_steps})")
@@ -90,7 +91,7 @@ def _templates(algorithm: Algorithm, data: Any, num_seeds: int, phase: int) -> T
     seeds, derived abstractly (``jax.eval_shape``) through the earlier phases."""
     keys = jax.eval_shape(lambda: jax.vmap(jax.random.PRNGKey)(jnp.zeros((num_seeds,),
                                                                          jnp.uint32)))
-    inputs = jax.ShapeDtypeStruct((num_seeds,), jnp.float32)  # the first phase's placeholder
+    inputs = jax.ShapeDtypeStruct((num_seeds,) + FIRST_INPUTS.shape, FIRST_INPUTS.dtype)
     for p, ph in enumerate(algorithm.phases[:phase + 1]):
         aux = jax.eval_shape(jax.vmap(ph.prepare, in_axes=(0, None)), inputs, data)
         state = jax.eval_shape(jax.vmap(ph.init, in_axes=(0, 0, None)), keys, aux, data)
@@ -343,7 +344,7 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
     # Restore, or start.
     ckpt = Checkpointer(os.path.join(config.workdir, "checkpoints"))
     done_chunks = ckpt.latest_step() or 0
-    inputs = put_seeds(jnp.zeros((len(seeds),)))  # the first phase's inputs: a placeholder
+    inputs = put_seeds(jnp.broadcast_to(FIRST_INPUTS, (len(seeds),) + FIRST_INPUTS.shape))
     if done_chunks:
         p_done = schedule[min(done_chunks, len(schedule)) - 1][0]
         if diverged is not None and _end_point(algorithm, schedule, done_chunks) \
@@ -481,7 +482,7 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
             chunks_this_call += 1
             stopping = stop_after_chunks is not None and chunks_this_call >= stop_after_chunks
             phase_ends = g + 1 == len(schedule) or schedule[g + 1][0] != p
-            if (g + 1) % config.checkpoint_every == 0 or phase_ends or stopping:
+            if (g + 1) % config.checkpoint_every_chunks == 0 or phase_ends or stopping:
                 ckpt.save(g + 1, {"inputs": inputs, "state": state})
             if config.verbose:
                 rate = steps_phase / max(time.time() - t_phase, 1e-9)

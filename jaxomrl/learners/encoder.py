@@ -77,7 +77,8 @@ class EncoderConfig:
     alpha: float = 0.0                   # similarity kernel width (R2PGO eq. 4)
     num_negatives: int = 16
     temperature: float = 1.0
-    score: str = "dot"
+    similarity: str = "dot"              # InfoNCE similarity: dot | cosine
+    RENAMED_FIELDS = {"score": "similarity"}     # (not a field) names in older run.json files
     # GRU + InfoNCE: which posterior of a context is its contrastive embedding: "last" (after the
     # whole context) or "random" (after a uniformly drawn prefix of 1..len transitions: R2PGO
     # §4.3, "task embedding z_t at a certain time step" as anchor, the same task's embedding at
@@ -95,6 +96,8 @@ class EncoderConfig:
             raise ValueError(f"encoder must be gru, transformer or mlp, got {self.encoder!r}")
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
+        if self.similarity not in ("dot", "cosine"):
+            raise ValueError(f"similarity must be dot or cosine, got {self.similarity!r}")
         if self.window < 1 or self.contexts_per_task < 1:
             raise ValueError("window and contexts_per_task must be >= 1 (an empty context has "
                              "no task information)")
@@ -260,7 +263,7 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
                 z_nce = jnp.take_along_axis(posteriors[0], t[..., None, None], axis=-2)[..., 0, :]
             l_nce, m_nce = contrastive.weighted_info_nce(
                 k_nce, z_nce, data.attributes[task_idx], config.alpha, config.num_negatives,
-                config.temperature, config.score)
+                config.temperature, config.similarity)
             total += config.infonce_weight * l_nce
             metrics.update(m_nce)
         if config.focal_weight:
@@ -295,7 +298,7 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
         za, zp, zn = per(anchor), per(positive), per(neg)
         d = za.shape[-1]
         loss, m = contrastive.info_nce(za.reshape(-1, d), zp.reshape(-1, d),
-                                       zn.reshape(-1, k, d), config.temperature, config.score)
+                                       zn.reshape(-1, k, d), config.temperature, config.similarity)
         return loss, {"corro": loss, "corro_accuracy": m["infonce_accuracy"]}
 
     def update(state: EncoderState, data: TaskData, key: jax.Array):

@@ -1,9 +1,15 @@
 """Online SAC in a task family: one agent per task, trained in parallel environments.
 
-``make_online_sac(family, config)`` returns ``OnlineSAC(init, train)``:
+``make_online_sac(family, config)`` returns ``OnlineSAC(init, update, train)``, the learner
+shape with the task as the batch:
 
     state = init(key, task)                       # agent, replay buffer, envs; runs the warm-up
+    state, metrics = update(state, task, key)     # one iteration
     state, metrics = train(state, task, num_iterations)   # lax.scan over iterations
+
+The randomness of an online learner lives in its state (its environments and replay buffer are
+part of it, with the PRNG stream that drives them), so ``update``'s ``key`` is unused: ``n``
+calls of ``update`` equal ``train(state, task, n)`` step for step.
 
 An iteration steps all ``num_envs`` auto-resetting environments once with actions sampled from
 the current policy, appends the transitions to the task's replay buffer, and performs
@@ -83,6 +89,8 @@ class OnlineSACState:
 
 class OnlineSAC(NamedTuple):
     init: Callable[[jax.Array, Task], OnlineSACState]
+    update: Callable[[OnlineSACState, Task, jax.Array],
+                     Tuple[OnlineSACState, Dict[str, jax.Array]]]
     train: Callable[[OnlineSACState, Task, int], Tuple[OnlineSACState, Dict[str, jax.Array]]]
     sac: SAC
     config: OnlineSACConfig
@@ -180,7 +188,12 @@ def make_online_sac(family: TaskFamily, config: OnlineSACConfig) -> OnlineSAC:
             state, _ = iterate(state, task, config.warmup_iterations, random_actions=True)
         return state
 
+    def update(state: OnlineSACState, task: Task, key: jax.Array):
+        """One iteration (``key`` unused: the state carries its own PRNG stream)."""
+        del key
+        return iterate(state, task, 1, random_actions=False)
+
     def train(state: OnlineSACState, task: Task, num_iterations: int):
         return iterate(state, task, num_iterations, random_actions=False)
 
-    return OnlineSAC(init=init, train=train, sac=sac, config=config, policy_input=policy_input)
+    return OnlineSAC(init=init, update=update, train=train, sac=sac, config=config, policy_input=policy_input)

@@ -38,7 +38,7 @@ def centroid_accuracy(z_reference: jax.Array, z_query: jax.Array) -> jax.Array:
     return jnp.mean(jnp.argmin(d2, axis=-1) == jnp.arange(z_query.shape[0])[:, None])
 
 
-def score(a: jax.Array, b: jax.Array, kind: str = "dot") -> jax.Array:
+def similarity(a: jax.Array, b: jax.Array, kind: str = "dot") -> jax.Array:
     """Similarity of the last axes: ``a . b`` (``dot``) or ``a . b / (|a| |b|)`` (``cosine``)."""
     if kind == "dot":
         return jnp.sum(a * b, axis=-1)
@@ -46,7 +46,7 @@ def score(a: jax.Array, b: jax.Array, kind: str = "dot") -> jax.Array:
         eps = 1e-8
         return jnp.sum(a * b, axis=-1) / (jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1)
                                           + eps)
-    raise ValueError(f"score must be 'dot' or 'cosine', got {kind!r}")
+    raise ValueError(f"similarity must be 'dot' or 'cosine', got {kind!r}")
 
 
 def info_nce(anchor: jax.Array, positive: jax.Array, negatives: jax.Array,
@@ -60,7 +60,7 @@ def info_nce(anchor: jax.Array, positive: jax.Array, negatives: jax.Array,
     Args:
       anchor ``[B, D]``, positive ``[B, D]``, negatives ``[B, K, D]``.
       temperature: tau > 0.
-      kind: ``dot`` or ``cosine`` score.
+      kind: ``dot`` or ``cosine`` similarity.
       negative_mask: optional ``[B, K]`` bool; False entries are not negatives.
       positive_in_denominator: Oord's form (True). False drops the positive from the
         denominator, as R2PGO's eq. (5) is printed; that form is unbounded below (the loss keeps
@@ -76,8 +76,8 @@ def info_nce(anchor: jax.Array, positive: jax.Array, negatives: jax.Array,
             negatives.shape[2] != anchor.shape[1]:
         raise ValueError(f"negatives must be [B, K, D] = [{anchor.shape[0]}, K, {anchor.shape[1]}]"
                          f", got {negatives.shape}")
-    pos = score(anchor, positive, kind) / temperature                     # [B]
-    neg = score(anchor[:, None], negatives, kind) / temperature            # [B, K]
+    pos = similarity(anchor, positive, kind) / temperature                    # [B]
+    neg = similarity(anchor[:, None], negatives, kind) / temperature           # [B, K]
     if negative_mask is None:
         negative_mask = jnp.ones(neg.shape, bool)
     neg = jnp.where(negative_mask, neg, -jnp.inf)
