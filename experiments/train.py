@@ -102,7 +102,8 @@ def main(argv):
                            share_dir=(os.path.join(FLAGS.workdir, "shared_phases")
                                       if FLAGS.share_phases else None))
         try:
-            check_workdir(workdir, run_identity(algorithm, config, description))
+            check_workdir(workdir, run_identity(algorithm, config, description),
+                          algorithm.read_config)
         except RunConfigError as e:
             (replace if FLAGS.overwrite and os.path.isdir(workdir) else conflicts).append(
                 (spec, workdir, str(e)))

@@ -82,6 +82,27 @@ def test_changed_command_on_a_finished_workdir_is_refused_and_the_same_one_reuse
     assert new["run"]["description"]["num_train_tasks"] == 10
 
 
+def test_a_run_written_before_a_field_was_renamed_is_still_the_same_run(tmp_path):
+    """run.json files keep the names of their time: the identity check reads the saved config
+    through the algorithm's config class (EncoderConfig.score is now .similarity), so an old
+    finished run is reused, and a real difference is still refused."""
+    from jaxomrl.experiment.runner import check_workdir, run_identity
+    algorithm, _, _ = _setup("focal")
+    config = RunConfig(workdir=str(tmp_path), seeds=(0,), verbose=False)
+    identity = run_identity(algorithm, config, {"test": True})
+    old = json.loads(json.dumps(identity))
+    old["config"]["encoder"]["score"] = old["config"]["encoder"].pop("similarity")
+    (tmp_path / "run.json").write_text(json.dumps(old))
+    (tmp_path / "results.json").write_text("{}")
+    assert check_workdir(str(tmp_path), identity, algorithm.read_config) == "finished"
+    with pytest.raises(RunConfigError, match="config.encoder.similarity"):
+        check_workdir(str(tmp_path), identity)              # compared as written
+    other = json.loads(json.dumps(identity))
+    other["config"]["encoder"]["similarity"] = "cosine"
+    with pytest.raises(RunConfigError, match="config.encoder.similarity: dot -> cosine"):
+        check_workdir(str(tmp_path), other, algorithm.read_config)
+
+
 def test_unfinished_and_finished_runs_check_the_same_identity(tmp_path):
     algorithm, data, eval_data = _setup("bc")
     cfg = RunConfig(workdir=str(tmp_path), seeds=(0,), chunk_steps=2, verbose=False)

@@ -52,7 +52,10 @@ class Algorithm(NamedTuple):
     task embeddings of ``num`` contexts per task of a ``TaskData`` (for d(phi) and t-SNE).
     ``policy(outputs) -> (policy, context)``: the trained policy as ``evaluate``'s rollouts run it
     (its deterministic ``jaxomrl.types.Policy`` and the ``jaxomrl.eval.adaptation.Context`` that
-    infers ``z`` online, None for task-agnostic algorithms), for rollouts of one's own (traces)."""
+    infers ``z`` online, None for task-agnostic algorithms), for rollouts of one's own (traces).
+    ``read_config(config) -> config``: the ``config`` of a ``run.json`` written by an older
+    version in today's form (renamed fields, defaults of fields added since), so identity checks
+    compare like with like (None: compared as written)."""
 
     name: str
     phases: Tuple[Phase, ...]
@@ -60,6 +63,7 @@ class Algorithm(NamedTuple):
     config: Dict[str, Any]
     embed: Optional[Callable[[Any, jax.Array, Any, int], jax.Array]] = None
     policy: Optional[Callable[[Any], Tuple[Callable, Any]]] = None
+    read_config: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None
 
 
 def make_train(algorithm: Algorithm, chunk_steps: int) -> Callable[[jax.Array, Any], Any]:

@@ -36,6 +36,7 @@ family, num_train_tasks)`` the ``Algorithm`` the runner trains.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Dict, Optional, Tuple
 
 from jaxomrl.algos.base import Algorithm
@@ -244,11 +245,21 @@ def with_family(settings: Settings, family: TaskFamily) -> Settings:
     return dataclasses.replace(settings, window=min(family.horizon, MAX_DEFAULT_WINDOW))
 
 
+def read_config(spec: str, config: Dict) -> Dict:
+    """A run's ``run.json`` config in today's form (``Algorithm.read_config``): parsed by its
+    config class (fields renamed since read under their new names, fields added since at their
+    defaults) and written back."""
+    cls = ReDAConfig if parse_spec(spec)[0] == "reda" else MetaConfig
+    return dataclasses.asdict(cls.from_dict(config))
+
+
 def make(spec: str, settings: Settings, family: TaskFamily, num_train_tasks: int) -> Algorithm:
     settings = with_family(settings, family)
     if parse_spec(spec)[0] == "reda":
-        return _reda(spec, make_reda_config(spec, settings), family, num_train_tasks)
-    return make_algorithm(spec, make_config(spec, settings), family, num_train_tasks)
+        algorithm = _reda(spec, make_reda_config(spec, settings), family, num_train_tasks)
+    else:
+        algorithm = make_algorithm(spec, make_config(spec, settings), family, num_train_tasks)
+    return algorithm._replace(read_config=functools.partial(read_config, spec))
 
 
 def _reda(spec: str, cfg: ReDAConfig, family: TaskFamily, num_train_tasks: int) -> Algorithm:
@@ -267,6 +278,8 @@ def from_run_config(spec: str, config: Dict, family: TaskFamily, num_train_tasks
     if parse_spec(spec)[0] == "reda":
         cfg = ReDAConfig.from_dict(config)
         cfg = dataclasses.replace(cfg, meta=dataclasses.replace(cfg.meta, **meta_overrides))
-        return _reda(spec, cfg, family, num_train_tasks)
-    cfg = dataclasses.replace(MetaConfig.from_dict(config), **meta_overrides)
-    return make_algorithm(spec, cfg, family, num_train_tasks)
+        algorithm = _reda(spec, cfg, family, num_train_tasks)
+    else:
+        cfg = dataclasses.replace(MetaConfig.from_dict(config), **meta_overrides)
+        algorithm = make_algorithm(spec, cfg, family, num_train_tasks)
+    return algorithm._replace(read_config=functools.partial(read_config, spec))

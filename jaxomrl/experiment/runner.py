@@ -35,7 +35,7 @@ import json
 import os
 import shutil
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -180,20 +180,28 @@ def _read_json(path: str) -> Optional[Dict[str, Any]]:
         return json.load(f)
 
 
-def check_workdir(workdir: str, identity: Dict[str, Any]) -> str:
+def check_workdir(workdir: str, identity: Dict[str, Any],
+                  read_config: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None) -> str:
     """What ``workdir`` holds for a run of ``identity``, checked before any work.
 
     Returns ``"new"`` (nothing yet), ``"unfinished"`` (the same run, to resume), ``"finished"``
     (the same run, done: its ``results.json`` is reused) or ``"diverged"`` (the same algorithm,
     seeds, chunking and data stopped on non-finite values; it resumes from its last finite
     checkpoint, with these settings). Raises ``RunConfigError`` naming the differing fields if the
-    workdir holds any other run, finished or not, or is a file.
+    workdir holds any other run, finished or not, or is a file. ``read_config`` (the algorithm's)
+    brings the saved ``config`` into today's form first (fields renamed or added since).
     """
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise RunConfigError(f"workdir {workdir} is a file, not a directory")
     saved = _read_json(os.path.join(workdir, RUN_JSON))
     if saved is None:
         return "new"
+    if read_config is not None and isinstance(saved.get("config"), dict):
+        try:
+            saved = {**saved, "config": json.loads(json.dumps(
+                read_config(saved["config"]), default=str, allow_nan=False))}
+        except (ValueError, TypeError, KeyError):
+            pass                    # not a config of this algorithm: compared as written
     diverged = _read_json(os.path.join(workdir, DIVERGED_JSON))
     finished = os.path.exists(os.path.join(workdir, RESULTS_JSON))
     diff = identity_diff(saved, identity)
@@ -281,7 +289,7 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
     the workdir holds another run, ``NonFiniteError`` if training or evaluation goes non-finite.
     """
     identity = run_identity(algorithm, config, description)
-    status = check_workdir(config.workdir, identity)
+    status = check_workdir(config.workdir, identity, algorithm.read_config)
     run_json = os.path.join(config.workdir, RUN_JSON)
     if status == "finished":
         if config.verbose:
