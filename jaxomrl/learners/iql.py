@@ -30,12 +30,12 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxomrl.errors import check_finite_fields
 from jaxomrl.learners.gradients import gradient_step
+from jaxomrl.learners.sac import check_agent_config
 from jaxomrl.losses import iql as iql_losses
 from jaxomrl.losses.sac import critic_loss
-from jaxomrl.nets.actor_critic import Critic, TanhGaussianActor, tanh_gaussian_mode
-from jaxomrl.nets.heads import ConditionedActor, ConditionedCritic
+from jaxomrl.nets.actor_critic import tanh_gaussian_mode
+from jaxomrl.nets.heads import actor_and_critic
 from jaxomrl.types import Metrics, Policy, PRNGKey, TaskBatch, Transition
 
 
@@ -58,21 +58,11 @@ class IQLConfig:
     hyper_hidden: Tuple[int, ...] = (64,)
 
     def __post_init__(self):
-        check_finite_fields(self)
-        if self.head not in ("none", "concat", "hyper"):
-            raise ValueError(f"head must be none, concat or hyper, got {self.head!r}")
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"hidden sizes must be positive, got {self.hidden}")
+        check_agent_config(self)
         if not 0.0 < self.expectile < 1.0:
             raise ValueError(f"expectile must be in (0, 1), got {self.expectile}")
         if self.temperature < 0 or self.max_weight <= 0:
             raise ValueError("temperature must be >= 0 and max_weight > 0")
-        if not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
-        if not 0.0 <= self.discount < 1.0:
-            raise ValueError(f"discount must be in [0, 1), got {self.discount}")
-        if self.batch_size < 1 or self.num_critics < 1:
-            raise ValueError("batch_size and num_critics must be positive")
 
 
 @struct.dataclass
@@ -102,16 +92,10 @@ class IQL(NamedTuple):
 
 def make_iql(config: IQLConfig, obs_dim: int, action_dim: int, latent_dim: int = 0) -> IQL:
     conditioned = config.head != "none"
-    if conditioned and latent_dim < 1:
-        raise ValueError(f"head {config.head!r} conditions on a task embedding: latent_dim >= 1")
-    if conditioned:
-        actor = ConditionedActor(config.hidden, action_dim, config.head, config.hyper_hidden)
-        critic = ConditionedCritic(config.hidden, config.num_critics, config.head,
-                                   config.hyper_hidden)
-        value = ConditionedCritic(config.hidden, 1, config.head, config.hyper_hidden)
-    else:
-        actor = TanhGaussianActor(config.hidden, action_dim)
-        critic, value = Critic(config.hidden, config.num_critics), Critic(config.hidden, 1)
+    nets = dict(hidden=config.hidden, action_dim=action_dim, head=config.head,
+                hyper_hidden=config.hyper_hidden, latent_dim=latent_dim)
+    actor, critic = actor_and_critic(num_critics=config.num_critics, **nets)
+    value = actor_and_critic(num_critics=1, **nets)[1]        # V(s): a critic without action
     extra = lambda z: (z,) if conditioned else ()
     no_action = lambda obs: jnp.zeros(obs.shape[:-1] + (0,), obs.dtype)
 

@@ -33,9 +33,8 @@ from flax import struct
 
 from jaxomrl.errors import check_finite_fields
 from jaxomrl.losses import sac as sac_losses
-from jaxomrl.nets.actor_critic import (Critic, TanhGaussianActor, tanh_gaussian_mode,
-                                       tanh_gaussian_sample)
-from jaxomrl.nets.heads import ConditionedActor, ConditionedCritic
+from jaxomrl.nets.actor_critic import tanh_gaussian_mode, tanh_gaussian_sample
+from jaxomrl.nets.heads import actor_and_critic
 from jaxomrl.learners.gradients import gradient_step
 from jaxomrl.types import Metrics, Policy, PRNGKey, TaskBatch, Transition
 
@@ -61,20 +60,28 @@ class SACConfig:
     bc_weight: float = 0.0                  # > 0: SAC+BC actor loss; with rl_weight 0: BC only
 
     def __post_init__(self):
-        check_finite_fields(self)
-        if self.head not in ("none", "concat", "hyper"):
-            raise ValueError(f"head must be none, concat or hyper, got {self.head!r}")
+        check_agent_config(self)
         if self.rl_weight < 0 or self.bc_weight < 0 or (self.rl_weight == 0 and
                                                         self.bc_weight == 0):
             raise ValueError("rl_weight and bc_weight must be >= 0 and not both 0")
-        if not self.hidden or min(self.hidden) < 1:
-            raise ValueError(f"hidden sizes must be positive, got {self.hidden}")
-        if not 0.0 < self.tau <= 1.0:
-            raise ValueError(f"tau must be in (0, 1], got {self.tau}")
-        if not 0.0 <= self.discount < 1.0:
-            raise ValueError(f"discount must be in [0, 1), got {self.discount}")
-        if self.init_alpha <= 0 or self.batch_size < 1 or self.num_critics < 1:
-            raise ValueError("init_alpha, batch_size and num_critics must be positive")
+        if self.init_alpha <= 0:
+            raise ValueError(f"init_alpha must be positive, got {self.init_alpha}")
+
+
+def check_agent_config(config) -> None:
+    """The checks every actor-critic config shares (SAC's, IQL's): finite fields, a known
+    conditioning head, positive sizes, tau in (0, 1], discount in [0, 1)."""
+    check_finite_fields(config)
+    if config.head not in ("none", "concat", "hyper"):
+        raise ValueError(f"head must be none, concat or hyper, got {config.head!r}")
+    if not config.hidden or min(config.hidden) < 1:
+        raise ValueError(f"hidden sizes must be positive, got {config.hidden}")
+    if not 0.0 < config.tau <= 1.0:
+        raise ValueError(f"tau must be in (0, 1], got {config.tau}")
+    if not 0.0 <= config.discount < 1.0:
+        raise ValueError(f"discount must be in [0, 1), got {config.discount}")
+    if config.batch_size < 1 or config.num_critics < 1:
+        raise ValueError("batch_size and num_critics must be positive")
 
 
 @struct.dataclass
@@ -95,22 +102,15 @@ class SAC(NamedTuple):
     make_policy: Callable[..., Policy]
     critic_loss: Callable[..., Tuple[jax.Array, Metrics]]
     actor_loss: Callable[..., Tuple[jax.Array, Any]]
-    actor: TanhGaussianActor
-    critic: Critic
+    actor: Any                  # TanhGaussianActor, or ConditionedActor with a head
+    critic: Any                 # Critic, or ConditionedCritic with a head
     config: SACConfig
 
 
 def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int = 0) -> SAC:
     conditioned = config.head != "none"
-    if conditioned and latent_dim < 1:
-        raise ValueError(f"head {config.head!r} conditions on a task embedding: latent_dim >= 1")
-    if conditioned:
-        actor = ConditionedActor(config.hidden, action_dim, config.head, config.hyper_hidden)
-        critic = ConditionedCritic(config.hidden, config.num_critics, config.head,
-                                   config.hyper_hidden)
-    else:
-        actor = TanhGaussianActor(config.hidden, action_dim)
-        critic = Critic(config.hidden, config.num_critics)
+    actor, critic = actor_and_critic(config.hidden, action_dim, config.head, config.hyper_hidden,
+                                     config.num_critics, latent_dim)
     offline_bc = config.bc_weight > 0
     train_critic = config.rl_weight > 0
 

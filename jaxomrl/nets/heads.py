@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxomrl.nets.actor_critic import bounded_log_std
+from jaxomrl.nets.actor_critic import Critic, TanhGaussianActor, bounded_log_std
 from jaxomrl.nets.mlp import MLP
 
 
@@ -98,3 +98,17 @@ class ConditionedCritic(nn.Module):
                            axis_size=self.num)
         x = jnp.concatenate([obs, action], axis=-1)
         return ensemble(self.hidden, 1, self.head, self.hyper_hidden)(x, z)[..., 0]
+
+
+def actor_and_critic(hidden: Sequence[int], action_dim: int, head: str = "none",
+                     hyper_hidden: Sequence[int] = (64,), num_critics: int = 2,
+                     latent_dim: int = 0) -> Tuple[nn.Module, nn.Module]:
+    """An agent's tanh-Gaussian actor and ``num_critics`` Q networks: on the state alone
+    (``head="none"``) or conditioned on a task embedding of ``latent_dim >= 1`` by ``head``
+    (``concat`` or ``hyper``). Conditioned modules take ``z`` as their last argument."""
+    if head == "none":
+        return TanhGaussianActor(hidden, action_dim), Critic(hidden, num_critics)
+    if latent_dim < 1:
+        raise ValueError(f"head {head!r} conditions on a task embedding: latent_dim >= 1")
+    return (ConditionedActor(hidden, action_dim, head, hyper_hidden),
+            ConditionedCritic(hidden, num_critics, head, hyper_hidden))
