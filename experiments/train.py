@@ -82,7 +82,7 @@ def main(argv):
         raise cli.UsageError(str(e)) from e
     cli.writable_dir(FLAGS.workdir, "workdir")
     family = ds.make_family()
-    settings = algos.with_family(cli.from_flags(algos.Settings), family)
+    settings = cli.from_flags(algos.Settings)     # window etc. derived by algos.make
     data, eval_data = run_data(ds, ood)
     n_train = int((~ds.is_test).sum())
     description = describe_data(path, ds, ood)

@@ -42,12 +42,18 @@ def from_json(cls: Type[T], values: Dict[str, Any]) -> T:
     return cls(**{name: _value(hints[name], v) for name, v in values.items()})
 
 
+def optional_arg(tp: Any) -> Any:
+    """``Optional[X]`` -> ``X`` (another ``Union`` -> ``Any``; any other type as it is)."""
+    if typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else Any
+    return tp
+
+
 def _value(tp: Any, v: Any) -> Any:
     if v is None:
         return None
-    if typing.get_origin(tp) is typing.Union:              # Optional[X]
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        tp = args[0] if len(args) == 1 else Any
+    tp = optional_arg(tp)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_json(tp, v)
     if isinstance(v, list):

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 from absl import app, flags
 
+from jaxomrl.config import optional_arg
 from jaxomrl.errors import JaxomrlError
 from jaxomrl.io import existing_ancestor
 
@@ -86,13 +87,6 @@ def require_multiple(name: str, of: str) -> None:
         message=f"--{name} must be a multiple of --{of} (or 0)")
 
 
-def _field_type(tp: Any) -> Any:
-    """``Optional[X]`` -> ``X``."""
-    if typing.get_origin(tp) is typing.Union:
-        (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
-    return tp
-
-
 def define_flags(cls: type, flag_values=FLAGS) -> None:
     """One absl flag per field of the config dataclass ``cls`` declared with
     ``jaxomrl.config.setting``: the field's name, default and help text, typed by the field
@@ -103,7 +97,7 @@ def define_flags(cls: type, flag_values=FLAGS) -> None:
     for f in dataclasses.fields(cls):
         if "help" not in f.metadata:
             continue
-        m, tp, name = f.metadata, _field_type(hints[f.name]), f.name
+        m, tp, name = f.metadata, optional_arg(hints[f.name]), f.name
         help_text = m["help"]
         if tp is bool:
             flags.DEFINE_bool(name, f.default, help_text, **fv)
@@ -135,7 +129,7 @@ def from_flags(cls: type, flag_values=FLAGS, **values: Any) -> Any:
         if "help" not in f.metadata:
             continue
         v = flag_values[f.name].value
-        if v is not None and typing.get_origin(_field_type(hints[f.name])) is tuple:
+        if v is not None and typing.get_origin(optional_arg(hints[f.name])) is tuple:
             v = tuple(int(x) for x in v)
         out[f.name] = v
     out.update(values)
