@@ -68,6 +68,10 @@ flags.DEFINE_bool("normalize_obs", True, "Standardise observations by the traini
                   "mean and std (TD3+BC's state normalisation).")
 flags.DEFINE_list("record", [], "Step-info keys whose per-episode mean is kept per task (e.g. "
                   "x_velocity,ctrl_cost on cheetah_vel).")
+flags.DEFINE_bool("stochastic_eval", False, "Evaluate the policy's sampled actions instead of "
+                  "its mode (the deterministic mean).")
+flags.DEFINE_bool("keep_trace", False, "Also keep the last evaluation's per-step trace of the "
+                  "--record keys ([seeds, tasks, horizon]; large).")
 flags.DEFINE_list("checkpoints", [], "Train only on the transitions of these behaviour "
                   "checkpoints (default: all of train.npz), e.g. the expert's alone.")
 flags.DEFINE_enum("split", "train", ["train", "test"], "Tasks to evaluate in.")
@@ -91,7 +95,8 @@ def oracle_context(attr_dim: int) -> Context:
 
 def train_variant(name, data: TaskData, z_train, family, tasks, z_eval, obs_map, key):
     """Evaluation curve ``[evals, seeds, T]``, the per-episode means of the ``--record``ed step
-    info ``{key: [evals, seeds, T]}`` and the update steps of one objective."""
+    info ``{key: [evals, seeds, T]}``, the last evaluation's per-step trace ``{key: [seeds, T,
+    horizon]}`` (empty without ``--keep_trace``) and the update steps of one objective."""
     meta = min(FLAGS.meta_batch, data.num_tasks)
     common = dict(hidden=tuple(int(h) for h in FLAGS.hidden), head=FLAGS.head,
                   actor_lr=FLAGS.lr, critic_lr=FLAGS.lr, batch_size=FLAGS.batch_size)
@@ -117,12 +122,12 @@ def train_variant(name, data: TaskData, z_train, family, tasks, z_eval, obs_map,
         return jax.lax.scan(update, state, jax.random.split(key, n))[0]
 
     def evaluate(state, key):
-        mode = learner.make_policy(state.actor_params, deterministic=True)
-        policy = lambda obs, z, k: mode(obs_map(obs), z, k)
+        act = learner.make_policy(state.actor_params, deterministic=not FLAGS.stochastic_eval)
+        policy = lambda obs, z, k: act(obs_map(obs), z, k)
         returns, trace = online_rollout(family, tasks, policy, context, key, 1,
                                         initial_context=z_eval, frozen=True,
                                         record=tuple(FLAGS.record))
-        return returns[:, 0], {k: jnp.mean(trace[k], axis=-1) for k in FLAGS.record}
+        return returns[:, 0], {k: trace[k] for k in FLAGS.record}
 
     chunk = jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)), static_argnums=2)
     evaluate = jax.jit(jax.vmap(evaluate))
@@ -134,14 +139,15 @@ def train_variant(name, data: TaskData, z_train, family, tasks, z_eval, obs_map,
         k_run, k_chunk, k_eval = jax.random.split(k_run, 3)
         state = chunk(state, jax.random.split(k_chunk, FLAGS.seeds), n)
         done += n
-        returns, recorded = jax.device_get(evaluate(state, jax.random.split(k_eval, FLAGS.seeds)))
+        returns, trace = jax.device_get(evaluate(state, jax.random.split(k_eval, FLAGS.seeds)))
         curve.append(returns)
-        means.append(recorded)
+        means.append({k: v.mean(axis=-1) for k, v in trace.items()})
         steps.append(done)
         logging.info("%s: %d updates, return %.1f +- %.1f (over seeds)", name, done,
                      returns.mean(), returns.mean(axis=1).std())
     recorded = {k: np.stack([m[k] for m in means]).tolist() for k in FLAGS.record}
-    return np.stack(curve), recorded, steps
+    last = {k: np.round(v, 4).tolist() for k, v in trace.items()} if FLAGS.keep_trace else {}
+    return np.stack(curve), recorded, last, steps
 
 
 def main(_):
@@ -181,18 +187,18 @@ def main(_):
                                                      "batch_size", "meta_batch", "lr",
                                                      "rl_weight", "bc_weight", "expectile",
                                                      "iql_temperature", "normalize_obs",
-                                                     "checkpoints",
+                                                     "checkpoints", "stochastic_eval",
                                                      "seed")},
                "attributes": ds.attributes[split_index].tolist(), "variants": {}}
     rows = {}
     for i, name in enumerate(FLAGS.variants):
         t0 = time.time()
-        curve, recorded, steps = train_variant(
+        curve, recorded, last, steps = train_variant(
             name, data, z_train, family, tasks, z_eval, obs_map,
             jax.random.fold_in(jax.random.PRNGKey(FLAGS.seed), i))
         per_seed = curve.mean(axis=2)                                   # [evals, seeds]
         results["variants"][name] = {"steps": steps, "returns": curve.tolist(),
-                                     "episode_mean": recorded,
+                                     "episode_mean": recorded, "last_trace": last,
                                      "wall_clock_s": time.time() - t0}
         rows[name] = {str(s): per_seed[j] for j, s in enumerate(steps)}
     data_dir = FLAGS.data if os.path.isdir(FLAGS.data) else os.path.dirname(FLAGS.data)

@@ -4,8 +4,9 @@ the one declaration of a setting.
 ``dataclasses.asdict(config)`` is the JSON form (a run's ``run.json``); :func:`from_json` is its
 inverse for any frozen config dataclass, so a new field needs no deserialiser of its own.
 :func:`setting` declares a field together with its help text and bounds, from which
-``jaxomrl.experiment.cli.define_flags`` generates the command-line flag and its validator: a
-hyperparameter is added in one place.
+``jaxomrl.experiment.cli.define_flags`` generates the command-line flag and its validator, and
+``to`` the paths of the algorithm configs it sets (:func:`route`): a learner's hyperparameter is
+exposed by one field.
 """
 from __future__ import annotations
 
@@ -17,14 +18,45 @@ T = TypeVar("T")
 
 
 def setting(default: Any, help: str, *, lower: Optional[float] = None,
-            upper: Optional[float] = None, choices: Optional[Sequence[str]] = None) -> Any:
+            upper: Optional[float] = None, choices: Optional[Sequence[str]] = None,
+            to: Sequence[str] = ()) -> Any:
     """A config-dataclass field with what its command-line flag needs: the help text, the
     bounds of a number (``lower <= value <= upper``; each entry of a tuple of ints) and the
     choices of a string. ``default`` None on an ``Optional`` field means "derived" (the help
-    text says from what)."""
+    text says from what). ``to``: dotted paths of the fields this setting sets in the configs
+    built from it (e.g. ``"policy.tau"``), applied by :func:`route` wherever a config has
+    the path."""
     return dataclasses.field(default=default, metadata={
         "help": help, "lower": lower, "upper": upper,
-        "choices": tuple(choices) if choices else None})
+        "choices": tuple(choices) if choices else None, "to": tuple(to)})
+
+
+def route(config: T, settings: Any) -> T:
+    """``config`` with the value of every field of ``settings`` declared with ``to`` paths set at
+    each of those paths that ``config`` has (a path through a missing attribute or a None
+    sub-config is skipped: e.g. ``"encoder.x"`` in a config without an encoder)."""
+    for f in dataclasses.fields(settings):
+        for path in f.metadata.get("to", ()):
+            config = _set_path(config, path.split("."), getattr(settings, f.name))
+    return config
+
+
+def route_paths(settings_cls: type) -> Dict[str, tuple]:
+    """``{field: its to paths}`` of the routed fields of ``settings_cls``."""
+    return {f.name: f.metadata["to"] for f in dataclasses.fields(settings_cls)
+            if f.metadata.get("to")}
+
+
+def _set_path(obj: Any, parts: Sequence[str], value: Any) -> Any:
+    if not dataclasses.is_dataclass(obj) or parts[0] not in {f.name for f in
+                                                             dataclasses.fields(obj)}:
+        return obj
+    if len(parts) == 1:
+        return dataclasses.replace(obj, **{parts[0]: value})
+    child = getattr(obj, parts[0])
+    if child is None:
+        return obj
+    return dataclasses.replace(obj, **{parts[0]: _set_path(child, parts[1:], value)})
 
 
 def from_json(cls: Type[T], values: Dict[str, Any]) -> T:

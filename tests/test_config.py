@@ -107,3 +107,66 @@ def test_every_settings_field_is_a_flag_of_train_py_with_its_default():
                            "--checkpoint_every=8", "--out_dir=z"], capture_output=True,
                           text=True, cwd=ROOT)
     assert "--checkpoint_every was renamed --checkpoint_every_steps" in proc.stderr
+
+
+SPECS = ["r2pgo", "r2pgo/no_hypernetwork", "bc", "om_bc", "om_sac", "focal", "corro", "reda",
+         "reda/no_model"]
+
+
+def _config(spec, settings):
+    return (algos.registry.make_reda_config(spec, settings) if spec.startswith("reda")
+            else algos.make_config(spec, settings))
+
+
+def _get(obj, path):
+    for part in path.split("."):
+        if obj is None or not hasattr(obj, part):
+            return _MISSING
+        obj = getattr(obj, part)
+    return obj
+
+
+_MISSING = object()
+
+
+def test_routed_settings_reach_every_path_of_every_algorithm_and_default_to_the_learners():
+    """A Settings field with ``to`` paths is the whole declaration of an exposed hyperparameter:
+    a value given to it arrives at each of its paths in every algorithm's config that has the
+    path (each path in at least one), and its default leaves the configs as the learners'
+    defaults make them."""
+    from jaxomrl.config import route_paths
+    routes = route_paths(algos.Settings)
+    assert routes, "no routed settings"
+    base = dataclasses.replace(algos.Settings(), window=20)
+    unrouted = {spec: _config(spec, base) for spec in SPECS}
+    for name, paths in routes.items():
+        default = getattr(base, name)
+        # a valid value unlike the default (numbers here are rates in [0, 1])
+        value = (not default) if isinstance(default, bool) else 0.5 * default + 0.25
+        assert value != default
+        given = dataclasses.replace(base, **{name: value})
+        reached = set()
+        for spec in SPECS:
+            before, after = unrouted[spec], _config(spec, given)
+            for path in paths:
+                if _get(before, path) is _MISSING:
+                    continue
+                reached.add(path)
+                assert _get(before, path) == default, (spec, path)
+                assert _get(after, path) == value, (spec, path)
+            # nothing else changes
+            restored = _config(spec, dataclasses.replace(given, **{name: default}))
+            assert restored == before, spec
+        assert reached == set(paths), f"{name}: {set(paths) - reached} is in no config"
+
+
+def test_route_skips_paths_a_config_lacks_and_sets_nested_ones():
+    from jaxomrl.config import route
+
+    @dataclasses.dataclass(frozen=True)
+    class Routed:
+        rate: float = setting(0.1, "A rate.", to=("inner.rate", "maybe.rate", "nowhere.rate"))
+
+    assert route(Outer(Inner()), Routed(0.7)) == Outer(Inner(rate=0.7))
+    assert route(Outer(Inner(), maybe=Inner()), Routed(0.7)) == Outer(Inner(rate=0.7),
+                                                                       maybe=Inner(rate=0.7))

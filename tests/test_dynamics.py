@@ -30,7 +30,7 @@ def linear_tasks(num_tasks=2):
 
 
 DYN = make_dynamics(CFG, OBS, ACT)
-TRAIN = jax.jit(DYN.train, static_argnums=3)
+TRAIN = jax.jit(DYN.fit, static_argnums=3)
 
 
 def test_ensembles_learn_each_tasks_dynamics_and_report_holdout_error():
@@ -69,7 +69,7 @@ def test_ensemble_trained_together_equals_members_trained_one_by_one():
     keys = jax.random.split(key, (2, CFG.ensemble_size))
     inputs, targets = model_io(data)
     h = max(1, int(N * CFG.holdout_fraction))
-    one = jax.jit(lambda m, k, norm, a, b, c, d: DYN.member_train(m, k, norm, a, b, c, d, 2))
+    one = jax.jit(lambda m, k, norm, a, b, c, d: DYN.member_fit(m, k, norm, a, b, c, d, 2))
     for t in range(2):
         perm = state.split[t]
         hold, train = perm[: min(h, CFG.max_holdout)], perm[h:]
@@ -144,7 +144,7 @@ def test_a_shared_reward_model_learns_every_tasks_reward_from_the_pooled_data():
     pooled = pool_tasks(data)
     assert pooled.transitions.obs.shape == (1, 2 * N, OBS)
     state = reward_model.init(jax.random.PRNGKey(11), pooled)
-    state, _ = jax.jit(reward_model.train, static_argnums=3)(state, pooled,
+    state, _ = jax.jit(reward_model.fit, static_argnums=3)(state, pooled,
                                                              jax.random.PRNGKey(12), 12)
     assert float(reward_model.holdout_error(state, pooled).max()) < 0.05 * float(
         jnp.var(shared_reward))
@@ -217,7 +217,7 @@ def test_nll_early_stopping_keeps_sharpening_where_rare_jumps_stop_the_mse():
                                   eval_every=100, patience=5, max_holdout=1000,
                                   holdout_fraction=0.3)
         dyn = make_dynamics(cfg, 1, 1)
-        state, metrics = jax.jit(dyn.train, static_argnums=3)(
+        state, metrics = jax.jit(dyn.fit, static_argnums=3)(
             dyn.init(jax.random.PRNGKey(21), data), data, jax.random.PRNGKey(22), 20)
         p = jax.tree_util.tree_map(lambda x: x[0], state.best)
         norm = jax.tree_util.tree_map(lambda x: x[0], state.norm)

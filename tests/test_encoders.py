@@ -54,6 +54,51 @@ def test_context_encoders_ignore_masked_transitions_and_reject_empty_context():
         tf.apply(p, ctx[0, :4], ctx[:0])
 
 
+def test_varibad_input_embeddings_read_next_state_action_and_reward_not_state():
+    o, a = 2, 2
+    enc = GRUEncoder(16, 3, input_embeddings=(8, 4, 4), obs_dim=o, action_dim=a)
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(7, 2 * o + a + 1)), jnp.float32)
+    params = enc.init(jax.random.PRNGKey(0), x)
+    mu, _ = enc.apply(params, x)
+    np.testing.assert_array_equal(enc.apply(params, x.at[:, :o].set(99.0))[0], mu)   # s
+    for cols in (slice(o, o + a), slice(o + a, o + a + 1), slice(o + a + 1, None)):  # a, r, s'
+        assert np.abs(enc.apply(params, x.at[:, cols].add(1.0))[0] - mu).max() > 1e-4
+    with pytest.raises(ValueError, match="need obs_dim and action_dim"):
+        GRUEncoder(16, 3, input_embeddings=(8, 4, 4)).init(jax.random.PRNGKey(0), x)
+
+
+def test_hyper_state_is_the_posteriors_mean_and_log_variance_from_the_prior_on():
+    """BOReL's policy input: before an episode's first transition the belief is the prior (the
+    posterior of the zero GRU state), after t transitions the posterior of the GRU run over
+    them; the embedding is [mean, log variance] of it."""
+    cfg = EncoderConfig(vae_weight=1.0, hidden=16, latent_dim=3, window=20,
+                        input_embeddings=(8, 4, 4), belief="mean_logvar")
+    assert cfg.embedding_dim == 6
+    learner = make_encoder_learner(cfg, 2, 2)
+    data, _ = scripted_point_robot()
+    params = learner.init(jax.random.PRNGKey(0)).params
+    z, next_z = jax.jit(learner.embed_stream)(params, data)
+    assert z.shape == data.transitions.reward.shape + (6,)
+    h0 = learner.context_init()
+    prior = learner.context_embed(params, h0, jnp.zeros(2))
+    starts = np.asarray(data.timestep) == 0
+    np.testing.assert_allclose(np.asarray(z)[starts], np.broadcast_to(prior, (starts.sum(), 6)),
+                               atol=1e-6)
+    # the first episode of task 0, run through the GRU as a sequence
+    n = int(np.argmax(np.asarray(data.timestep[0])[1:] == 0)) + 1         # its length
+    ep = jax.tree_util.tree_map(lambda x: x[0, :n], data.transitions)
+    from jaxomrl.nets.encoders import transition_features
+    enc = GRUEncoder(16, 3, input_embeddings=(8, 4, 4), obs_dim=2, action_dim=2)
+    mu, logvar = enc.apply({"params": params["params"]["encoder"]}, transition_features(ep))
+    np.testing.assert_allclose(np.asarray(next_z[0, :n]),
+                               np.concatenate([mu[1:], logvar[1:]], -1), atol=1e-5)
+    np.testing.assert_allclose(prior, np.concatenate([mu[0], logvar[0]]), atol=1e-6)
+    with pytest.raises(ValueError, match="mean or mean_logvar"):
+        EncoderConfig(vae_weight=1.0, belief="sample")
+    with pytest.raises(ValueError, match="need the recurrent encoder"):
+        EncoderConfig(encoder="mlp", focal_weight=1.0, belief="mean_logvar")
+
+
 def test_encoder_config_errors():
     with pytest.raises(ValueError, match="alpha must be >= 0"):
         EncoderConfig(infonce_weight=1.0, alpha=-1.0)
@@ -81,6 +126,9 @@ COMBOS = {
     "reda_transformer_infonce": dict(encoder="transformer", infonce_weight=1.0, window=8,
                                      latent_dim=8),
     "focal_mlp_distance": dict(encoder="mlp", focal_weight=1.0, window=16),
+    # BOReL: reconstruction only, VariBAD's s' / a / r embeddings, hyper-state embeddings
+    "borel_gru_vae_hyper_state": dict(encoder="gru", vae_weight=1.0, window=20, kl_weight=0.05,
+                                      input_embeddings=(32, 16, 16), belief="mean_logvar"),
     "corro_mlp_noise_negatives": dict(encoder="mlp", corro_weight=1.0, window=16,
                                       pooling="attention"),
 }

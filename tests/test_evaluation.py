@@ -109,7 +109,8 @@ def test_task_representation_metric_is_eq8_for_two_tasks_and_pairwise_means_for_
 
 def test_baselines_share_sizes_and_policy_learning_and_configs_round_trip():
     configs = {s: algos.make_config(s, TINY) for s in
-               ("r2pgo", "r2pgo/no_hypernetwork", "bc", "om_bc", "om_sac", "focal", "corro")}
+               ("r2pgo", "r2pgo/no_hypernetwork", "bc", "om_bc", "om_sac", "focal", "corro",
+                "borel")}
     for spec, c in configs.items():
         assert MetaConfig.from_dict(dataclasses.asdict(c)) == c, spec
         assert c.policy.hidden == TINY.hidden and c.policy_steps == TINY.policy_steps
@@ -124,6 +125,15 @@ def test_baselines_share_sizes_and_policy_learning_and_configs_round_trip():
     assert configs["om_bc"].encoder == om_sac
     assert focal.encoder == "mlp" and focal.focal_weight > 0 and not focal.infonce_weight
     assert corro.encoder == "mlp" and corro.corro_weight > 0
+    # BOReL: the same VAE with VariBAD's input embeddings, plain SAC (no cloning) on the
+    # hyper-state of the transition's own history.
+    borel = configs["borel"]
+    assert borel.encoder.vae_weight > 0 and not borel.encoder.infonce_weight
+    assert borel.encoder.belief == "mean_logvar" and borel.encoder.input_embeddings
+    assert borel.encoder.embedding_dim == 2 * TINY.latent_dim
+    assert borel.policy_context == "history"
+    assert (borel.policy.rl_weight, borel.policy.bc_weight, borel.policy.head) == (1, 0,
+                                                                                  "concat")
 
 
 @functools.cache
@@ -146,7 +156,7 @@ def test_evaluate_writes_results_tables_and_figures_from_a_tiny_run(tmp_path):
     data, eval_data = run_data(ds, ood)
     family, n_train = ds.make_family(), int((~ds.is_test).sum())
     settings = dataclasses.replace(TINY, policy_steps=4)
-    for spec in ("r2pgo", "r2pgo/no_hypernetwork", "focal"):
+    for spec in ("r2pgo", "r2pgo/no_hypernetwork", "focal", "borel"):
         algorithm = algos.make(spec, settings, family, n_train)
         run(algorithm, data, eval_data,
             RunConfig(workdir=str(tmp_path / "runs" / spec.replace("/", "-")), seeds=(0, 1),
@@ -170,7 +180,11 @@ def test_evaluate_writes_results_tables_and_figures_from_a_tiny_run(tmp_path):
     names = {os.path.basename(f) for f in res["figures"]}
     assert {"adaptation.png", "protocols.png", "ablations.png", "tsne.png",
             "learning_curve_test_offline_ctx.png"} <= names
-    assert list(saved["algorithms"]) == ["r2pgo", "r2pgo/no_hypernetwork", "focal"]
+    assert list(saved["algorithms"]) == ["r2pgo", "r2pgo/no_hypernetwork", "focal", "borel"]
+    # BOReL (hyper-state, history context, plain SAC) through the same evaluation and tables.
+    borel = saved["algorithms"]["borel"]["per_seed_task_episode"]
+    assert np.asarray(borel["test_online"]).shape == (2, 4, 3)
+    assert "| borel |" in table
     for f in res["figures"]:
         with open(f, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -184,3 +184,56 @@ def test_policy_standardises_observations_so_their_units_do_not_matter(normalize
     old = dataclasses.asdict(algos.make_config("bc", settings))
     del old["normalize_obs"]
     assert MetaConfig.from_dict(old).normalize_obs is False
+
+
+def test_policy_standardises_embeddings_so_their_units_do_not_matter():
+    """With ``normalize_z`` (BOReL's standardised hyper-state) a policy trained on an encoder
+    whose embedding is c * z + b (its output layer rescaled) acts as the original one does on
+    the corresponding embeddings."""
+    import dataclasses
+
+    from jaxomrl import algos
+    from jaxomrl.algos.offline_meta import TrainedEncoder, make_algorithm
+    from jaxomrl.data.sampler import run_data
+    from scripted_data import scripted_point_robot_dataset
+
+    ds = scripted_point_robot_dataset()
+    data, _ = run_data(ds)
+    family = ds.make_family()
+    settings = algos.with_family(algos.Settings(hidden=(16, 16), batch_size=32, meta_batch=4,
+                                                latent_dim=2, encoder_hidden=16), family)
+    config = algos.make_config("borel", dataclasses.replace(settings, normalize_z=True))
+    config = dataclasses.replace(config, encoder=dataclasses.replace(config.encoder,
+                                                                      belief="mean"))
+    assert config.normalize_z
+    algorithm = make_algorithm("borel", config, family, int((~ds.is_test).sum()))
+    encoder, policy = algorithm.phases
+    params = encoder.init(jax.random.PRNGKey(0), None, data).params
+    scale, shift = jnp.asarray([5.0, 0.1]), jnp.asarray([3.0, -20.0])
+    head = params["params"]["encoder"]["head"]
+    moved = jax.tree_util.tree_map(lambda x: x, params)
+    moved["params"]["encoder"]["head"] = {
+        "kernel": head["kernel"].at[:, :2].multiply(scale),
+        "bias": head["bias"].at[:2].multiply(scale).at[:2].add(shift)}
+
+    def train(phase, p):
+        aux = phase.prepare(TrainedEncoder(params=p), data)
+        state = phase.init(jax.random.PRNGKey(0), aux, data)
+        state = jax.lax.scan(lambda s, k: (phase.update(s, k, aux, data)[0], None), state,
+                             jax.random.split(jax.random.PRNGKey(1), 30))[0]
+        return phase.output(state, aux)
+
+    out, out_moved = (jax.jit(lambda q: train(policy, q))(p) for p in (params, moved))
+    (act, _), (act_moved, _) = algorithm.policy(out), algorithm.policy(out_moved)
+    obs = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (64, 2)), jnp.float32)
+    z = out["z_moments"][0] + out["z_moments"][1] * jnp.asarray(
+        np.random.default_rng(1).normal(size=(64, 2)), jnp.float32)
+    a = act(obs, z, jax.random.PRNGKey(2))
+    np.testing.assert_allclose(a, act_moved(obs, z * scale + shift, jax.random.PRNGKey(2)),
+                               atol=2e-3)
+    # without the standardisation the units do matter
+    plain = make_algorithm("x", dataclasses.replace(config, normalize_z=False), family,
+                           int((~ds.is_test).sum()))
+    b, b_moved = (plain.policy(jax.jit(lambda q: train(plain.phases[1], q))(p))[0](
+        obs, zz, jax.random.PRNGKey(2)) for p, zz in ((params, z), (moved, z * scale + shift)))
+    assert float(jnp.max(jnp.abs(b - b_moved))) > 0.05

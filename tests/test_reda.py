@@ -197,7 +197,7 @@ def test_uncertainty_penalty_keeps_adversarial_rollouts_within_the_data():
     dyn = make_dynamics(DynamicsConfig(target="next_state", hidden=(32, 32), ensemble_size=3,
                                        learning_rate=3e-3, batch_size=64, eval_every=100,
                                        max_holdout=100, uncertainty="disagreement"), 1, 1)
-    models, _ = jax.jit(dyn.train, static_argnums=3)(
+    models, _ = jax.jit(dyn.fit, static_argnums=3)(
         dyn.init(jax.random.PRNGKey(1), data), data, jax.random.PRNGKey(2), 10)
     sac = make_sac(SACConfig(hidden=(32, 32), batch_size=t * starts * length), 1, 1)
     embed = lambda params, ctx, mask, query: jnp.zeros(mask.shape[:-1] + (2,))

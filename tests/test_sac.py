@@ -96,8 +96,8 @@ ITERS = 12
 def _online_fns():
     family = envs.make("point_robot_sparse")
     o = make_online_sac(family, TINY)
-    single = jax.jit(lambda k, t: o.train(o.init(k, t), t, ITERS))
-    batched = jax.jit(jax.vmap(lambda k, t: o.train(o.init(k, t), t, ITERS)))
+    single = jax.jit(lambda k, t: o.iterate(o.init(k, t), t, ITERS))
+    batched = jax.jit(jax.vmap(lambda k, t: o.iterate(o.init(k, t), t, ITERS)))
     return family, single, batched
 
 
@@ -119,7 +119,7 @@ def test_vmapped_over_tasks_equals_per_task_training():
 
 
 def test_online_update_is_one_iteration_of_train():
-    """The learner shape: ``n`` calls of ``update(state, task, key)`` are ``train(state, task, n)``."""
+    """The learner shape: ``n`` calls of ``update(state, task, key)`` are ``iterate(state, task, n)``."""
     family = envs.make("point_robot_sparse")
     o = make_online_sac(family, TINY)
     task = family.sample_tasks(jax.random.PRNGKey(1), 1)[0]
@@ -128,7 +128,7 @@ def test_online_update_is_one_iteration_of_train():
     one = start
     for i in range(3):
         one, _ = step(one, task, jax.random.PRNGKey(i))
-    many, _ = jax.jit(o.train, static_argnums=2)(start, task, 3)
+    many, _ = jax.jit(o.iterate, static_argnums=2)(start, task, 3)
     for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(many)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert int(one.env_steps - start.env_steps) == 3 * TINY.num_envs

@@ -71,6 +71,11 @@ class MetaConfig:
     policy_context: str = "task"
     eval_contexts: int = 4
     normalize_obs: bool = True
+    # The policy sees task embeddings standardised per dimension by the moments of the training
+    # transitions' embeddings (VariBAD's norm_latent_for_policy option; without an encoder
+    # there is nothing to standardise). Off by default, BOReL included: on the point robot it
+    # lowered BOReL's and a mean-belief SAC+BC's offline-context returns (experiments/README.md).
+    normalize_z: bool = False
 
     def __post_init__(self):
         check_finite_fields(self)
@@ -117,13 +122,15 @@ class Embedded:
     """What the policy phase derives once from its inputs and the data: the frozen encoder's
     parameters and every training transition's embeddings ``[T, N, D]`` (None without an
     encoder), with model data the learned models the policy phase generates it from, and with
-    ``normalize_obs`` the observation moments ``(mean, std)`` the policy standardises by."""
+    ``normalize_obs`` the observation moments ``(mean, std)`` the policy standardises by (with
+    ``normalize_z`` those of the embeddings: ``z_moments``; ``z`` and ``next_z`` stay raw)."""
 
     encoder_params: Any = None
     z: Optional[jax.Array] = None
     next_z: Optional[jax.Array] = None
     models: Any = None
     obs_moments: Optional[Tuple[jax.Array, jax.Array]] = None
+    z_moments: Optional[Tuple[jax.Array, jax.Array]] = None
 
 
 def standardise(moments: Optional[Tuple[jax.Array, jax.Array]], obs: jax.Array) -> jax.Array:
@@ -150,7 +157,7 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
     obs_dim, action_dim = family.obs_dim, family.action_dim
     enc = (make_encoder_learner(config.encoder, obs_dim, action_dim)
            if config.encoder is not None else None)
-    latent = config.encoder.latent_dim if enc is not None else 0
+    latent = config.encoder.embedding_dim if enc is not None else 0
     sac = make_sac(config.policy, obs_dim, action_dim, latent)
     meta_batch = min(config.meta_batch or num_train_tasks, num_train_tasks)
     per_task = max(config.policy.batch_size // meta_batch, 1)
@@ -171,8 +178,12 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
             raise ValueError("model data needs the models in the encoder phase's output, and "
                              "only then")
         z, next_z = enc.embed_stream(params, data["train"])
+        z_moments = None
+        if config.normalize_z:
+            flat_z = z.reshape((-1, z.shape[-1]))
+            z_moments = (jnp.mean(flat_z, axis=0), jnp.std(flat_z, axis=0) + 1e-6)
         return Embedded(encoder_params=params, z=z, next_z=next_z, models=models,
-                        obs_moments=moments)
+                        obs_moments=moments, z_moments=z_moments)
 
     def policy_update(state, key, aux: Embedded, data):
         train: TaskData = data["train"]
@@ -186,6 +197,9 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
             batch = jax.tree_util.tree_map(flat, rows)
             batch = batch.replace(obs=standardise(aux.obs_moments, batch.obs),
                                   next_obs=standardise(aux.obs_moments, batch.next_obs))
+            if z is not None:
+                z = standardise(aux.z_moments, z)
+                next_z = None if next_z is None else standardise(aux.z_moments, next_z)
             return sac.update(state, batch if z is None else TaskBatch(batch, z, next_z), key)
 
         if enc is None:
@@ -200,7 +214,8 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
         z = jnp.where(after, take(aux.next_z, tasks, ctx_index), take(aux.z, tasks, ctx_index))
         if model_data is not None:   # the first num_model rows of every task: model steps
             mode = sac.make_policy(state.actor_params, deterministic=True)
-            act = lambda o, zz, k: mode(standardise(aux.obs_moments, o), zz, k)
+            act = lambda o, zz, k: mode(standardise(aux.obs_moments, o),
+                                        standardise(aux.z_moments, zz), k)
             gen = model_data.generate(aux.models, act, rows.obs[:, :num_model],
                                       z[:, :num_model], tasks, jax.random.fold_in(k_sac, 1))
             rows = jax.tree_util.tree_map(
@@ -212,6 +227,8 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
         out = {"actor": state.actor_params, "encoder": aux.encoder_params}
         if config.normalize_obs:
             out["obs_moments"] = aux.obs_moments
+        if config.normalize_z:
+            out["z_moments"] = aux.z_moments
         return out
 
     policy_phase = Phase(name="policy", num_steps=config.policy_steps,
@@ -235,11 +252,11 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
 
     def policy(outputs):
         """(deterministic policy, online context) of the trained policy (``Algorithm.policy``)."""
-        moments = outputs.get("obs_moments")
+        moments, z_moments = outputs.get("obs_moments"), outputs.get("z_moments")
         mode = sac.make_policy(outputs["actor"], deterministic=True)
 
         def act(obs, z, k):
-            return mode(standardise(moments, obs), z, k)
+            return mode(standardise(moments, obs), standardise(z_moments, z), k)
         return act, encoder_context(enc, outputs["encoder"]) if enc is not None else None
 
     def evaluate(outputs, key, eval_data) -> Dict[str, jax.Array]:

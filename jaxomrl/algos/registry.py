@@ -19,6 +19,19 @@ frozen after its phase and the policy conditions on [s, z]):
     corro                               CORRO: transition encoder trained by InfoNCE on single
                                         transitions against generated negatives (reward noise),
                                         mean-pooled over the context
+    borel                               BOReL (offline VariBAD): the recurrent VAE with VariBAD's
+                                        separate s' / a / r embeddings (BOREL_INPUT_EMBEDDINGS),
+                                        reconstruction only; the policy is plain off-policy SAC
+                                        (no cloning: BOReL's default learner) on the hyper-state
+                                        [s, mu, log sigma^2] of its own episode's history
+                                        (policy_context="history", belief="mean_logvar"), the
+                                        step-0 belief being the prior's
+
+BOReL's sizes are the comparison's (``Settings``: encoder width, latent size, KL weight, like
+every other method's); BOReL's own defaults (Dorfman et al. 2021 / its VariBAD code: GRU 128,
+latent 5, KL weight 0.05) are ``--encoder_hidden=128 --kl_weight=0.05``. Not yet: BOReL's
+reward relabelling, and a belief trained over two consecutive episodes (the encoder trains on
+single episodes; online, the belief carries over from episode 1 to 2 with ``carry_context``).
 
 ReDA (``jaxomrl.algos.reda``): per-task dynamics ensembles and a shared reward model, an
 adversarial SAC policy generating contexts in the models against the transformer context
@@ -42,12 +55,16 @@ from typing import Dict, Optional, Tuple
 from jaxomrl.algos.base import Algorithm
 from jaxomrl.algos.offline_meta import MetaConfig, make_algorithm
 from jaxomrl.algos.reda import ReDAConfig, make_reda
-from jaxomrl.config import setting
+from jaxomrl.config import route, setting
 from jaxomrl.errors import check_finite_fields
 from jaxomrl.envs.base import TaskFamily
 from jaxomrl.learners.dynamics import DynamicsConfig
 from jaxomrl.learners.encoder import EncoderConfig
 from jaxomrl.learners.sac import SACConfig
+
+# VariBAD's / BOReL's encoder input: ReLU embeddings of s', a and r (state / action / reward
+# embedding sizes of VariBAD's code, which BOReL uses).
+BOREL_INPUT_EMBEDDINGS = (32, 16, 16)
 
 ALGORITHMS: Dict[str, Tuple[str, ...]] = {
     "r2pgo": ("no_weighted_negatives", "no_hypernetwork"),
@@ -56,6 +73,7 @@ ALGORITHMS: Dict[str, Tuple[str, ...]] = {
     "om_sac": (),
     "focal": (),
     "corro": (),
+    "borel": (),
     "reda": ("no_model", "no_adversary", "no_uncertainty", "no_task_reward"),
 }
 
@@ -68,7 +86,13 @@ class Settings:
     Every field is declared once, with its help text and bounds (``jaxomrl.config.setting``);
     ``experiments/train.py`` generates its flags from them (``cli.define_flags``). Fields whose
     default is None are derived: ``window`` from the family's horizon (``make``),
-    ``encoder_meta_batch`` from ``meta_batch``, the VAE subsample means the full grid."""
+    ``encoder_meta_batch`` from ``meta_batch``, the VAE subsample means the full grid.
+
+    Exposing a learner's hyperparameter is one field here: its default is the learner config's,
+    its ``to`` paths say where it goes in the algorithm configs (``MetaConfig`` / ``ReDAConfig``;
+    ``config.route``, applied by ``make_config`` / ``make_reda_config`` wherever a config has
+    the path). The fields above the routed ones are set by ``make_config``'s own rules, which
+    differ per algorithm."""
 
     hidden: Tuple[int, ...] = setting((256, 256), "Actor / critic hidden sizes.")
     hyper_hidden: Tuple[int, ...] = setting((64,), "Hypernetwork hidden sizes.")
@@ -148,6 +172,17 @@ class Settings:
         ReDAConfig.adversarial_weight, "ReDA: weight of the adversarial-context InfoNCE term of "
         "the encoder (the real-context term has weight 1).", lower=0.0)
 
+    # Routed to the learner configs (config.route), defaults those of the learner configs.
+    tau: float = setting(SACConfig.tau, "Polyak rate of the target critics (policy and ReDA's "
+                         "adversary).", lower=0.0, upper=1.0, to=("policy.tau", "adversary.tau"))
+    discount: float = setting(SACConfig.discount, "Discount factor of the policy and of ReDA's "
+                              "adversary.", lower=0.0, upper=1.0,
+                              to=("policy.discount", "adversary.discount"))
+    normalize_z: bool = setting(MetaConfig.normalize_z, "The policy sees task embeddings "
+                                "standardised by the training embeddings' per-dimension mean "
+                                "and std (VariBAD's norm_latent_for_policy).",
+                                to=("normalize_z", "meta.normalize_z"))
+
     def __post_init__(self):
         check_finite_fields(self)
 
@@ -175,8 +210,8 @@ def make_config(spec: str, s: Settings) -> MetaConfig:
     if name != "bc":
         common["policy_context"] = s.policy_context
     if name == "bc":
-        return MetaConfig(policy=SACConfig(head="none", rl_weight=0.0, bc_weight=s.bc_weight,
-                                           **policy), **common)
+        return route(MetaConfig(policy=SACConfig(head="none", rl_weight=0.0,
+                                                 bc_weight=s.bc_weight, **policy), **common), s)
     if s.window is None:
         raise ValueError("Settings.window None is derived from the family's horizon by "
                          "registry.make (or with_family); set it to build a config directly")
@@ -197,6 +232,10 @@ def make_config(spec: str, s: Settings) -> MetaConfig:
             infonce_prefix=s.infonce_prefix)
     elif name in ("om_bc", "om_sac"):
         encoder = EncoderConfig(**vae, **shared)
+    elif name == "borel":
+        encoder = EncoderConfig(**vae, **shared, input_embeddings=BOREL_INPUT_EMBEDDINGS,
+                                belief="mean_logvar")
+        common["policy_context"] = "history"
     elif name == "focal":
         encoder = EncoderConfig(encoder="mlp", pooling="mean", focal_weight=1.0, **shared)
     else:  # corro
@@ -204,12 +243,14 @@ def make_config(spec: str, s: Settings) -> MetaConfig:
                                 num_negatives=s.num_negatives, **shared)
     if name == "om_bc":
         head = dict(head="concat", rl_weight=0.0, bc_weight=s.bc_weight)
+    elif name == "borel":
+        head = dict(head="concat", rl_weight=1.0, bc_weight=0.0)        # plain SAC
     else:
         hyper = name == "r2pgo" and "no_hypernetwork" not in ablations
         head = dict(head="hyper" if hyper else "concat", rl_weight=s.rl_weight,
                     bc_weight=s.bc_weight)
-    return MetaConfig(policy=SACConfig(**head, **policy), encoder=encoder,
-                      encoder_steps=s.encoder_steps, **common)
+    return route(MetaConfig(policy=SACConfig(**head, **policy), encoder=encoder,
+                            encoder_steps=s.encoder_steps, **common), s)
 
 
 def make_reda_config(spec: str, s: Settings) -> ReDAConfig:
@@ -218,7 +259,7 @@ def make_reda_config(spec: str, s: Settings) -> ReDAConfig:
         raise ValueError(f"{spec!r} is not a ReDA spec")
     models = dict(hidden=tuple(s.model_hidden), ensemble_size=s.num_models,
                   eval_every=s.model_eval_every, holdout_metric=s.model_holdout_metric)
-    return ReDAConfig(
+    return route(ReDAConfig(
         meta=make_config(spec, s),
         dynamics=DynamicsConfig(target="next_state", uncertainty=s.model_uncertainty, **models),
         reward_model=DynamicsConfig(target="reward", **models),
@@ -231,7 +272,7 @@ def make_reda_config(spec: str, s: Settings) -> ReDAConfig:
         lambda_task=0.0 if "no_task_reward" in ablations else s.lambda_task,
         adversary_mode="random" if "no_adversary" in ablations else "sac",
         augment="no_model" not in ablations, policy_model_fraction=s.policy_model_fraction,
-        policy_uncertainty=s.lambda_uncertainty, adversarial_weight=s.adversarial_weight)
+        policy_uncertainty=s.lambda_uncertainty, adversarial_weight=s.adversarial_weight), s)
 
 
 MAX_DEFAULT_WINDOW = 64

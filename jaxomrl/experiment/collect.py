@@ -255,7 +255,7 @@ class _Programs:
             return state, bank
 
         def chunk(state, bank, task, k):
-            state, metrics = online.train(state, task, checkpoint_interval)
+            state, metrics = online.iterate(state, task, checkpoint_interval)
             bank = jax.tree_util.tree_map(lambda b, p: b.at[k].set(p), bank,
                                           state.agent.actor_params)
             return state, bank, metrics

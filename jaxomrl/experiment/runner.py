@@ -269,6 +269,182 @@ def _nonfinite_message(name: str, phase: str, start: int, n: int, finite_metrics
                 "non-finite while its metrics stayed finite")
     return f"{what}; seeds affected: {bad_seeds}"
 
+class _Programs:
+    """The jitted, seed-``vmap``ped programs of one algorithm: every phase's ``prepare``,
+    ``init``, ``output``, its chunk of ``n`` updates (built once per ``(phase, n)``), and the
+    evaluation."""
+
+    def __init__(self, algorithm: Algorithm):
+        phases = algorithm.phases
+        self.phases = phases
+        self.prepare = [jax.jit(jax.vmap(ph.prepare, in_axes=(0, None))) for ph in phases]
+        self.init = [jax.jit(jax.vmap(ph.init, in_axes=(0, 0, None))) for ph in phases]
+        self.output = [jax.jit(jax.vmap(ph.output)) for ph in phases]
+        self.evaluate = jax.jit(jax.vmap(algorithm.evaluate, in_axes=(0, 0, None)))
+        self._chunks: Dict[Tuple[int, int], Callable] = {}
+
+    def chunk(self, p: int, n: int) -> Callable:
+        """``(state, key, aux, data) -> (state, chunk-mean metrics, (per-step metric
+        finiteness, state finiteness))`` of ``n`` updates of phase ``p``, every seed."""
+        if (p, n) not in self._chunks:
+            phase = self.phases[p]
+
+            def one_seed(state, key, aux, data):
+                keys = jax.random.split(key, n)
+                state, metrics = jax.lax.scan(lambda s, k: phase.update(s, k, aux, data),
+                                              state, keys)
+                finite = (steps_finite(metrics, n), tree_all_finite(state))
+                return state, jax.tree_util.tree_map(lambda m: jnp.mean(m, axis=0),
+                                                     metrics), finite
+
+            self._chunks[(p, n)] = jax.jit(jax.vmap(one_seed, in_axes=(0, 0, 0, None)))
+        return self._chunks[(p, n)]
+
+
+def _placement(config: RunConfig, data: Any, eval_data: Any) -> Tuple[Callable, Any, Any]:
+    """``(put_seeds, data, eval_data)``: seeds on the leading axis, split over the devices with
+    ``shard_seeds`` (the data then replicated on every device)."""
+    if not config.shard_seeds:
+        return (lambda t: t), data, eval_data
+    devices = jax.devices()
+    if len(config.seeds) % len(devices):
+        raise ValueError(f"shard_seeds: {len(config.seeds)} seeds do not split evenly over "
+                         f"{len(devices)} devices")
+    mesh = Mesh(np.array(devices), ("seeds",))
+    seed_sharding, shared = NamedSharding(mesh, P("seeds")), NamedSharding(mesh, P())
+    data, eval_data = jax.device_put((data, eval_data), shared)
+    return (lambda t: jax.device_put(t, seed_sharding)), data, eval_data
+
+
+@dataclasses.dataclass
+class _Position:
+    """Where training stands: the outputs of the phases before ``phase`` (``inputs``), and
+    ``phase``'s prepared ``aux`` and ``state`` (``phase`` None: no phase started yet)."""
+    inputs: Any
+    phase: Optional[int] = None
+    aux: Any = None
+    state: Any = None
+
+
+def _restore(algorithm: Algorithm, programs: _Programs, ckpt: Checkpointer, schedule,
+             done_chunks: int, diverged: Optional[Dict[str, Any]], data: Any, num_seeds: int,
+             put_seeds: Callable, workdir: str) -> _Position:
+    """The position saved after chunk ``done_chunks``; after a divergence the new settings must
+    end that chunk at the same point and fit its state's shapes."""
+    p_done = schedule[min(done_chunks, len(schedule)) - 1][0]
+    if diverged is not None and _end_point(algorithm, schedule, done_chunks) \
+            != diverged["resume_point"]:
+        raise RunConfigError(
+            f"{workdir}: with the new settings, chunk {done_chunks} no longer ends at "
+            f"{diverged['resume_point']} (the last finite checkpoint of the diverged run); "
+            "keep the steps of the phases before it, or start over (--overwrite)")
+    like_inputs, like_state = _templates(algorithm, data, num_seeds, p_done)
+    try:
+        saved = ckpt.restore(done_chunks, {"inputs": like_inputs, "state": like_state})
+    except (ValueError, KeyError) as e:
+        if diverged is None:
+            raise
+        raise RunConfigError(
+            f"{workdir}: the last finite checkpoint of the diverged run does not fit "
+            f"the new settings (shapes of the state differ: {str(e)[:200]}); change only "
+            "weights, rates and step counts of later phases, or start over (--overwrite)"
+        ) from e
+    inputs = put_seeds(saved["inputs"])
+    return _Position(inputs, p_done, programs.prepare[p_done](inputs, data),
+                     put_seeds(saved["state"]))
+
+
+def _record_settings_change(workdir: str, identity: Dict[str, Any],
+                            diverged: Dict[str, Any], done_chunks: int) -> List[str]:
+    """Appends the change of settings after a divergence to ``settings_changes.json``, makes the
+    new settings the workdir's identity and clears ``diverged.json``; returns what changed."""
+    run_json = os.path.join(workdir, RUN_JSON)
+    previous = _read_json(run_json)
+    changes = _read_json(os.path.join(workdir, CHANGES_JSON)) or []
+    changes.append({"resumed_after_chunk": done_chunks, "diverged": diverged["message"],
+                    "changed": identity_diff(previous, identity),
+                    "previous_config": previous["config"]})
+    atomic_write_text(os.path.join(workdir, CHANGES_JSON),
+                      json.dumps(changes, indent=1, allow_nan=False))
+    atomic_write_text(run_json, json.dumps(identity, indent=1, sort_keys=True))
+    os.remove(os.path.join(workdir, DIVERGED_JSON))
+    return changes[-1]["changed"]
+
+
+def _take_shared(algorithm: Algorithm, digests, share_dir: str, data: Any, num_seeds: int,
+                 put_seeds: Callable, workdir: str
+                 ) -> Optional[Tuple[Any, int, List[str], str]]:
+    """The published outputs of this run's longest prefix of phases another run trained
+    (``share_dir``), with their logs copied into ``workdir``: ``(inputs, number of phases
+    taken, their names, where they were)``, or None."""
+    for p in reversed(range(len(digests))):
+        where = os.path.join(share_dir, digests[p] or "")
+        if digests[p] and os.path.exists(os.path.join(where, "phase.json")):
+            like = _templates(algorithm, data, num_seeds, p + 1)[0]
+            inputs = put_seeds(_restore_outputs(where, like))
+            _copy_phase_logs(algorithm.phases[:p + 1], where, workdir)
+            return inputs, p + 1, [ph.name for ph in algorithm.phases[:p + 1]], where
+    return None
+
+
+def _publish(algorithm: Algorithm, p: int, outputs: Any, digest: Optional[str],
+             config: RunConfig) -> None:
+    """Publishes phase ``p``'s outputs (and the CSV logs up to it) for other runs."""
+    if not config.share_dir or digest is None:
+        return
+    where = os.path.join(config.share_dir, digest)
+    if os.path.exists(os.path.join(where, "phase.json")):
+        return
+    os.makedirs(where, exist_ok=True)
+    _copy_phase_logs(algorithm.phases[:p + 1], config.workdir, where)
+    saver = Checkpointer(os.path.join(where, "outputs"))
+    saver.save(0, {"outputs": outputs})
+    saver.close()
+    atomic_write_text(os.path.join(where, "phase.json"), json.dumps(
+        {"phases": [ph.name for ph in algorithm.phases[:p + 1]], "from": config.workdir,
+         "algorithm": algorithm.name, "seeds": list(config.seeds)}, indent=1))
+
+
+def _diverged(algorithm: Algorithm, schedule, ckpt: Checkpointer, workdir: str,
+              message: str) -> NonFiniteError:
+    """Records where the run diverged (``diverged.json``; the last finite checkpoint stays) and
+    returns the error to raise."""
+    last = ckpt.latest_step() or 0
+    point = _end_point(algorithm, schedule, last)
+    atomic_write_text(os.path.join(workdir, DIVERGED_JSON), json.dumps(
+        {"message": message, "resume_point": point, "last_finite_chunk": last}, indent=1))
+    kept = (f"the last finite checkpoint ({point[0]} step {point[1]}) is kept in "
+            f"{workdir}" if last else "no earlier checkpoint exists in this workdir")
+    return NonFiniteError(
+        f"training became non-finite {message}. Nothing was saved from it and no results "
+        f"were written; {kept}. Rerun into the same workdir with other settings (e.g. a "
+        "smaller weight or learning rate) to resume from there, or start over elsewhere")
+
+
+def _progress_line(name: str, phase, start: int, n: int, rate: float, num_seeds: int,
+                   metrics: Dict[str, Any]) -> str:
+    eta = (phase.num_steps - start - n) / max(rate, 1e-9)
+    shown = " ".join(f"{k}={float(np.mean(v)):.4g}" for k, v in sorted(metrics.items())
+                     if k in ("loss", "actor_loss", "critic_loss", "infonce", "bc_loss",
+                              "batch_task_accuracy"))
+    return (f"[{name}] {phase.name} {start + n}/{phase.num_steps} | {rate:.0f} steps/s x "
+            f"{num_seeds} seeds | phase ETA {eta:.0f}s | {shown}")
+
+
+def _check_evaluation(name: str, evaluation: Dict[str, np.ndarray], seeds: List[int]) -> None:
+    """Raises ``NonFiniteError`` if the evaluation (from finite parameters) is not finite."""
+    bad = sorted(k for k, v in evaluation.items()
+                 if np.issubdtype(np.asarray(v).dtype, np.inexact)
+                 and not np.all(np.isfinite(v)))
+    if bad:
+        which = [s for i, s in enumerate(seeds)
+                 if not all(np.all(np.isfinite(evaluation[k][i])) for k in bad)]
+        raise NonFiniteError(
+            f"the evaluation of {name} gave non-finite values ({', '.join(bad)}; "
+            f"seeds {which}) from finite parameters, so no results were written: the "
+            "simulation of the evaluation episodes is the first suspect")
+
+
 def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
         description: Optional[Dict[str, Any]] = None,
         stop_after_chunks: Optional[int] = None) -> Optional[Dict[str, Any]]:
@@ -290,171 +466,72 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
     """
     identity = run_identity(algorithm, config, description)
     status = check_workdir(config.workdir, identity, algorithm.read_config)
-    run_json = os.path.join(config.workdir, RUN_JSON)
+    name, workdir, verbose = algorithm.name, config.workdir, config.verbose
     if status == "finished":
-        if config.verbose:
-            print(f"[{algorithm.name}] finished run with the same settings found in "
-                  f"{config.workdir}; reusing its results.json", flush=True)
-        return _read_json(os.path.join(config.workdir, RESULTS_JSON))
-    os.makedirs(config.workdir, exist_ok=True)
+        if verbose:
+            print(f"[{name}] finished run with the same settings found in {workdir}; reusing "
+                  "its results.json", flush=True)
+        return _read_json(os.path.join(workdir, RESULTS_JSON))
+    os.makedirs(workdir, exist_ok=True)
     if status == "new":
-        atomic_write_text(run_json, json.dumps(identity, indent=1, sort_keys=True))
-    diverged = _read_json(os.path.join(config.workdir, DIVERGED_JSON)) \
-        if status == "diverged" else None
+        atomic_write_text(os.path.join(workdir, RUN_JSON),
+                          json.dumps(identity, indent=1, sort_keys=True))
+    diverged = _read_json(os.path.join(workdir, DIVERGED_JSON)) if status == "diverged" \
+        else None
 
-    # Placement: seeds on the leading axis, optionally split over devices.
     seeds = list(config.seeds)
-    if config.shard_seeds:
-        devices = jax.devices()
-        if len(seeds) % len(devices):
-            raise ValueError(f"shard_seeds: {len(seeds)} seeds do not split evenly over "
-                             f"{len(devices)} devices")
-        mesh = Mesh(np.array(devices), ("seeds",))
-        seed_sharding, shared = NamedSharding(mesh, P("seeds")), NamedSharding(mesh, P())
-        put_seeds = lambda t: jax.device_put(t, seed_sharding)
-        data, eval_data = jax.device_put((data, eval_data), shared)
-    else:
-        put_seeds = lambda t: t
-
+    put_seeds, data, eval_data = _placement(config, data, eval_data)
     seed_keys = put_seeds(jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, jnp.uint32)))
     phase_keys = [jax.vmap(lambda k: jax.random.fold_in(k, p))(seed_keys)
                   for p in range(len(algorithm.phases))]
+    eval_keys = put_seeds(evaluation_keys(seeds))
     schedule = _schedule(algorithm, config.chunk_steps)
     last_phase = len(algorithm.phases) - 1
+    programs = _Programs(algorithm)
 
-    prepare = [jax.jit(jax.vmap(ph.prepare, in_axes=(0, None))) for ph in algorithm.phases]
-    init = [jax.jit(jax.vmap(ph.init, in_axes=(0, 0, None))) for ph in algorithm.phases]
-    output = [jax.jit(jax.vmap(ph.output)) for ph in algorithm.phases]
-    evaluate = jax.jit(jax.vmap(algorithm.evaluate, in_axes=(0, 0, None)))
-    eval_keys = put_seeds(evaluation_keys(seeds))
-    chunk_fns: Dict[Tuple[int, int], Any] = {}
-
-    def chunk_fn(p: int, n: int):
-        if (p, n) not in chunk_fns:
-            phase = algorithm.phases[p]
-
-            def one_seed(state, key, aux, data):
-                keys = jax.random.split(key, n)
-                state, metrics = jax.lax.scan(lambda s, k: phase.update(s, k, aux, data),
-                                              state, keys)
-                finite = (steps_finite(metrics, n), tree_all_finite(state))
-                return state, jax.tree_util.tree_map(lambda m: jnp.mean(m, axis=0),
-                                                     metrics), finite
-
-            chunk_fns[(p, n)] = jax.jit(jax.vmap(one_seed, in_axes=(0, 0, 0, None)))
-        return chunk_fns[(p, n)]
-
-    def phase_init(p: int, inputs):
-        aux = prepare[p](inputs, data)
-        k_init = jax.vmap(lambda k: jax.random.fold_in(k, 0))(phase_keys[p])
-        return aux, init[p](k_init, aux, data)
-
-    # Restore, or start.
-    ckpt = Checkpointer(os.path.join(config.workdir, "checkpoints"))
+    # Restore, or start (from the outputs of phases another run published, if any).
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     done_chunks = ckpt.latest_step() or 0
-    inputs = put_seeds(jnp.broadcast_to(FIRST_INPUTS, (len(seeds),) + FIRST_INPUTS.shape))
+    at = _Position(put_seeds(jnp.broadcast_to(FIRST_INPUTS, (len(seeds),) + FIRST_INPUTS.shape)))
     if done_chunks:
-        p_done = schedule[min(done_chunks, len(schedule)) - 1][0]
-        if diverged is not None and _end_point(algorithm, schedule, done_chunks) \
-                != diverged["resume_point"]:
-            ckpt.close()
-            raise RunConfigError(
-                f"{config.workdir}: with the new settings, chunk {done_chunks} no longer ends at "
-                f"{diverged['resume_point']} (the last finite checkpoint of the diverged run); "
-                "keep the steps of the phases before it, or start over (--overwrite)")
-        like_inputs, like_state = _templates(algorithm, data, len(seeds), p_done)
         try:
-            saved = ckpt.restore(done_chunks, {"inputs": like_inputs, "state": like_state})
-        except (ValueError, KeyError) as e:
+            at = _restore(algorithm, programs, ckpt, schedule, done_chunks, diverged, data,
+                          len(seeds), put_seeds, workdir)
+        except BaseException:
             ckpt.close()
-            if diverged is None:
-                raise
-            raise RunConfigError(
-                f"{config.workdir}: the last finite checkpoint of the diverged run does not fit "
-                f"the new settings (shapes of the state differ: {str(e)[:200]}); change only "
-                "weights, rates and step counts of later phases, or start over (--overwrite)"
-            ) from e
-        inputs, state = put_seeds(saved["inputs"]), put_seeds(saved["state"])
-        aux = prepare[p_done](inputs, data)
-        current = p_done
-    else:
-        current = None
+            raise
     if diverged is not None:
-        previous = _read_json(run_json)
-        changes = _read_json(os.path.join(config.workdir, CHANGES_JSON)) or []
-        changes.append({"resumed_after_chunk": done_chunks, "diverged": diverged["message"],
-                        "changed": identity_diff(previous, identity),
-                        "previous_config": previous["config"]})
-        atomic_write_text(os.path.join(config.workdir, CHANGES_JSON),
-                          json.dumps(changes, indent=1, allow_nan=False))
-        atomic_write_text(run_json, json.dumps(identity, indent=1, sort_keys=True))
-        os.remove(os.path.join(config.workdir, DIVERGED_JSON))
-        if config.verbose:
-            print(f"[{algorithm.name}] resuming the diverged run after chunk {done_chunks}, "
-                  f"settings changed: {'; '.join(changes[-1]['changed']) or 'none'}", flush=True)
-    # A fresh run takes the outputs of its longest prefix of phases another run already trained
-    # with the same configs, seeds and data (``share_dir``); its later phases then start from them.
+        changed = _record_settings_change(workdir, identity, diverged, done_chunks)
+        if verbose:
+            print(f"[{name}] resuming the diverged run after chunk {done_chunks}, settings "
+                  f"changed: {'; '.join(changed) or 'none'}", flush=True)
     digests = _phase_digests(algorithm, identity)
     first_chunk, shared = done_chunks, []
-    if not done_chunks and config.share_dir:
-        for p in reversed(range(len(digests))):
-            where = os.path.join(config.share_dir, digests[p] or "")
-            if digests[p] and os.path.exists(os.path.join(where, "phase.json")):
-                like = _templates(algorithm, data, len(seeds), p + 1)[0]
-                inputs = put_seeds(_restore_outputs(where, like))
-                _copy_phase_logs(algorithm.phases[:p + 1], where, config.workdir)
-                first_chunk = next(g for g, c in enumerate(schedule) if c[0] == p + 1)
-                shared = [ph.name for ph in algorithm.phases[:p + 1]]
-                if config.verbose:
-                    print(f"[{algorithm.name}] phases {shared} shared from {where}", flush=True)
-                break
-
-    def share(p: int, outputs) -> None:
-        """Publishes phase ``p``'s outputs (and its CSV logs) for other runs."""
-        if not config.share_dir or digests[p] is None:
-            return
-        where = os.path.join(config.share_dir, digests[p])
-        if os.path.exists(os.path.join(where, "phase.json")):
-            return
-        os.makedirs(where, exist_ok=True)
-        _copy_phase_logs(algorithm.phases[:p + 1], config.workdir, where)
-        saver = Checkpointer(os.path.join(where, "outputs"))
-        saver.save(0, {"outputs": outputs})
-        saver.close()
-        atomic_write_text(os.path.join(where, "phase.json"), json.dumps(
-            {"phases": [ph.name for ph in algorithm.phases[:p + 1]], "from": config.workdir,
-             "algorithm": algorithm.name, "seeds": seeds}, indent=1))
+    taken = (_take_shared(algorithm, digests, config.share_dir, data, len(seeds), put_seeds,
+                          workdir) if not done_chunks and config.share_dir else None)
+    if taken is not None:
+        at.inputs, phases_taken, shared, where = taken
+        first_chunk = next(g for g, c in enumerate(schedule) if c[0] == phases_taken)
+        if verbose:
+            print(f"[{name}] phases {shared} shared from {where}", flush=True)
 
     purge = sum(s[3] for s in schedule[:first_chunk])  # updates done before this call
-    logger = RunLogger(config.workdir, seeds, purge_step=purge or None)
+    logger = RunLogger(workdir, seeds, purge_step=purge or None)
     if done_chunks:
         p_done, _, start, n = schedule[done_chunks - 1]
         logger.truncate(algorithm.phases[p_done].name, start + n)
         for p in range(p_done + 1, len(algorithm.phases)):
             logger.truncate(algorithm.phases[p].name, -1)
         logger.truncate("eval", start + n if p_done == last_phase else -1)
-        if config.verbose:
-            print(f"[{algorithm.name}] resuming after chunk {done_chunks}/{len(schedule)} "
+        if verbose:
+            print(f"[{name}] resuming after chunk {done_chunks}/{len(schedule)} "
                   f"({algorithm.phases[p_done].name} step {start + n})", flush=True)
 
-    def log_eval(step: int, global_step: int, seconds: float):
-        outs = output[last_phase](state, aux)
-        ev = jax.device_get(evaluate(outs, eval_keys, eval_data))
+    def log_eval(position: _Position, step: int, global_step: int, seconds: float):
+        outs = programs.output[last_phase](position.state, position.aux)
+        ev = jax.device_get(programs.evaluate(outs, eval_keys, eval_data))
         logger.write("eval", step, global_step, seconds, scalar_metrics(ev))
         return ev
-
-    def stop_nonfinite(message: str) -> None:
-        """Records where the run diverged and raises (the last finite checkpoint stays)."""
-        last = ckpt.latest_step() or 0
-        point = _end_point(algorithm, schedule, last)
-        atomic_write_text(os.path.join(config.workdir, DIVERGED_JSON), json.dumps(
-            {"message": message, "resume_point": point, "last_finite_chunk": last}, indent=1))
-        kept = (f"the last finite checkpoint ({point[0]} step {point[1]}) is kept in "
-                f"{config.workdir}" if last else "no earlier checkpoint exists in this workdir")
-        raise NonFiniteError(
-            f"training became non-finite {message}. Nothing was saved from it and no results "
-            f"were written; {kept}. Rerun into the same workdir with other settings (e.g. a "
-            "smaller weight or learning rate) to resume from there, or start over elsewhere")
 
     t_start = time.time()
     global_step = purge
@@ -463,77 +540,63 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
         for g in range(first_chunk, len(schedule)):
             p, c, start, n = schedule[g]
             phase = algorithm.phases[p]
-            if current != p:
-                if current is not None:
-                    inputs = output[current](state, aux)
-                    share(current, inputs)
-                aux, state = phase_init(p, inputs)
-                current = p
+            if at.phase != p:
+                if at.phase is not None:
+                    at.inputs = programs.output[at.phase](at.state, at.aux)
+                    _publish(algorithm, at.phase, at.inputs, digests[at.phase], config)
+                k_init = jax.vmap(lambda k: jax.random.fold_in(k, 0))(phase_keys[p])
+                at.aux = programs.prepare[p](at.inputs, data)
+                at.state = programs.init[p](k_init, at.aux, data)
+                at.phase = p
                 t_phase, steps_phase = time.time(), 0
             elif chunks_this_call == 0:
                 t_phase, steps_phase = time.time(), 0
             key = jax.vmap(lambda k: jax.random.fold_in(k, 1 + c))(phase_keys[p])
-            state, metrics, finite = chunk_fn(p, n)(state, key, aux, data)
+            at.state, metrics, finite = programs.chunk(p, n)(at.state, key, at.aux, data)
             metrics, finite = jax.device_get((metrics, finite))
-            problem = _nonfinite_message(algorithm.name, phase.name, start, n, finite[0],
-                                         finite[1], seeds)
+            problem = _nonfinite_message(name, phase.name, start, n, finite[0], finite[1], seeds)
             if problem:
-                stop_nonfinite(problem)
+                raise _diverged(algorithm, schedule, ckpt, workdir, problem)
             global_step += n
             steps_phase += n
             elapsed = time.time() - t_start
-            require_free_space(config.workdir)
+            require_free_space(workdir)
             logger.write(phase.name, start + n, global_step, elapsed, metrics)
             if p == last_phase and config.eval_every and (start + n) % config.eval_every == 0 \
                     and start + n < phase.num_steps:
-                log_eval(start + n, global_step, elapsed)
+                log_eval(at, start + n, global_step, elapsed)
             chunks_this_call += 1
             stopping = stop_after_chunks is not None and chunks_this_call >= stop_after_chunks
             phase_ends = g + 1 == len(schedule) or schedule[g + 1][0] != p
             if (g + 1) % config.checkpoint_every_chunks == 0 or phase_ends or stopping:
-                ckpt.save(g + 1, {"inputs": inputs, "state": state})
-            if config.verbose:
+                ckpt.save(g + 1, {"inputs": at.inputs, "state": at.state})
+            if verbose:
                 rate = steps_phase / max(time.time() - t_phase, 1e-9)
-                eta = (phase.num_steps - start - n) / max(rate, 1e-9)
-                shown = " ".join(f"{k}={float(np.mean(v)):.4g}"
-                                 for k, v in sorted(metrics.items())
-                                 if k in ("loss", "actor_loss", "critic_loss", "infonce",
-                                          "bc_loss", "batch_task_accuracy"))
-                print(f"[{algorithm.name}] {phase.name} {start + n}/{phase.num_steps} | "
-                      f"{rate:.0f} steps/s x {len(seeds)} seeds | phase ETA {eta:.0f}s | {shown}",
+                print(_progress_line(name, phase, start, n, rate, len(seeds), metrics),
                       flush=True)
             if stopping and g + 1 < len(schedule):
                 return None
 
         final_step = algorithm.phases[last_phase].num_steps
-        evaluation = log_eval(final_step, global_step, time.time() - t_start)
+        evaluation = log_eval(at, final_step, global_step, time.time() - t_start)
     finally:
         ckpt.close()
         logger.close()
-    bad = sorted(k for k, v in evaluation.items()
-                 if np.issubdtype(np.asarray(v).dtype, np.inexact)
-                 and not np.all(np.isfinite(v)))
-    if bad:
-        which = [s for i, s in enumerate(seeds)
-                 if not all(np.all(np.isfinite(evaluation[k][i])) for k in bad)]
-        raise NonFiniteError(
-            f"the evaluation of {algorithm.name} gave non-finite values ({', '.join(bad)}; "
-            f"seeds {which}) from finite parameters, so no results were written: the "
-            "simulation of the evaluation episodes is the first suspect")
-    changes = _read_json(os.path.join(config.workdir, CHANGES_JSON))
+    _check_evaluation(name, evaluation, seeds)
+    changes = _read_json(os.path.join(workdir, CHANGES_JSON))
     results = {
-        "algorithm": algorithm.name,
+        "algorithm": name,
         "seeds": seeds,
         "metrics": {k: seed_summary(v) for k, v in scalar_metrics(evaluation).items()},
         "per_task": {k: np.asarray(v).tolist() for k, v in evaluation.items()},
         "train_seconds_this_call": time.time() - t_start,
-        "devices": len(jax.tree_util.tree_leaves(state)[0].sharding.device_set),
+        "devices": len(jax.tree_util.tree_leaves(at.state)[0].sharding.device_set),
         "phases_shared_in_this_call": shared,
         "run": identity,
     }
     if changes:
         results["settings_changes"] = changes
-    atomic_write_text(os.path.join(config.workdir, RESULTS_JSON),
+    atomic_write_text(os.path.join(workdir, RESULTS_JSON),
                       json.dumps(results, indent=1, sort_keys=True, allow_nan=False))
     return results
 

@@ -4,7 +4,7 @@
 
     state = init(key, data)                       # data: TaskData [T, N]; T tasks x E members
     state, metrics = update(state, data, key)     # one round (below); metrics [T, E]
-    state, metrics = train(state, data, key, num_rounds)   # early-stopped rounds; [T, E, R]
+    state, metrics = fit(state, data, key, num_rounds)   # early-stopped rounds; [T, E, R]
     mean, logvar = predict(params, norm, obs, action)         # one task: [E, ..., out]
     next_obs, reward, u = step(params, norm, obs, action, key)  # one task, one sampled step
     transitions, u = rollout(params, norm, act, starts, key, length)   # branch rollouts
@@ -145,13 +145,13 @@ class DynamicsState:
 class Dynamics(NamedTuple):
     init: Callable
     update: Callable
-    train: Callable
+    fit: Callable
     predict: Callable
     step: Callable
     rollout: Callable
     holdout_error: Callable
     member_init: Callable
-    member_train: Callable
+    member_fit: Callable
     config: DynamicsConfig
 
 
@@ -204,7 +204,7 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
         return {"mse": jnp.mean((mean - target) ** 2),
                 "nll": dyn_losses.gaussian_nll(mean, logvar, target)}
 
-    def member_train(m: MemberState, key, norm: Normalizer, x_train, y_train, x_hold, y_hold,
+    def member_fit(m: MemberState, key, norm: Normalizer, x_train, y_train, x_hold, y_hold,
                      num_evaluations: int):
         """``num_evaluations`` rounds of (``eval_every`` minibatch steps, held-out evaluation);
         a member past its patience keeps its parameters. Returns (state, metrics per round)."""
@@ -261,12 +261,12 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
         members = jax.vmap(jax.vmap(member_init))(keys)
         return DynamicsState(members=members, norm=norm, split=split)
 
-    def train(state: DynamicsState, data: TaskData, key, num_evaluations: int):
+    def fit(state: DynamicsState, data: TaskData, key, num_evaluations: int):
         """Trains every task's ensemble for ``num_evaluations`` rounds. Metrics ``[T, E, R]``."""
         x_train, y_train, x_hold, y_hold = split_data(state.split, data)
         t = x_train.shape[0]
         keys = jax.random.split(key, (t, e))
-        per_member = lambda m, k, norm, a, b, c, d: member_train(m, k, norm, a, b, c, d,
+        per_member = lambda m, k, norm, a, b, c, d: member_fit(m, k, norm, a, b, c, d,
                                                                  num_evaluations)
         members, metrics = jax.vmap(jax.vmap(per_member, in_axes=(0, 0, None, None, None, None,
                                                                   None)))(
@@ -274,8 +274,8 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
         return state.replace(members=members), metrics
 
     def update(state: DynamicsState, data: TaskData, key):
-        """One round of :func:`train` (the learner's step). Metrics ``[T, E]``."""
-        state, metrics = train(state, data, key, 1)
+        """One round of :func:`fit` (the learner's step). Metrics ``[T, E]``."""
+        state, metrics = fit(state, data, key, 1)
         return state, jax.tree_util.tree_map(lambda m: m[..., 0], metrics)
 
     def holdout_error(state: DynamicsState, data: TaskData) -> jax.Array:
@@ -341,6 +341,6 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
                                 jax.random.split(k, length))[1]
         return jax.vmap(one)(starts, jax.random.split(key, starts.shape[0]))
 
-    return Dynamics(init=init, update=update, train=train, predict=predict, step=step, rollout=rollout,
+    return Dynamics(init=init, update=update, fit=fit, predict=predict, step=step, rollout=rollout,
                     holdout_error=holdout_error, member_init=member_init,
-                    member_train=member_train, config=config)
+                    member_fit=member_fit, config=config)

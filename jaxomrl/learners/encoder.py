@@ -20,7 +20,8 @@ transitions for the window encoders):
 Encoders (``config.encoder``):
 
 * ``gru``: R2PGO's recurrent VAE. Contexts are episode prefixes of ``window`` transitions; the
-  embedding of a context is the posterior mean after its last valid transition.
+  embedding of a context is the posterior mean after its last valid transition (or, with
+  ``belief="mean_logvar"``, BOReL's hyper-state belief: the posterior's mean and log variance).
 * ``transformer``: ReDA's context encoder. Contexts are the ``window`` transitions before a
   query transition; the query is the query transition's observation and the previous action.
 * ``mlp``: FOCAL / CORRO transition encoder pooled (mean or attention) over ``window``
@@ -36,7 +37,7 @@ two halves of the batch's contexts); ``evaluate`` measures it on held-out contex
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -73,6 +74,12 @@ class EncoderConfig:
     # vae_subsample_elbos / vae_subsample_decodes). The full grid costs (W+1) x W decodes.
     vae_posteriors: Optional[int] = None
     vae_transitions: Optional[int] = None
+    # GRU: VariBAD's separate embeddings of s', a and r (sizes; BOReL: 32, 16, 16) instead of
+    # one 32-unit embedding of [s, a, r, s'] (nets.encoders.GRUEncoder).
+    input_embeddings: Tuple[int, ...] = ()
+    # What a GRU posterior hands the policy: its mean ("mean") or BOReL's hyper-state belief
+    # [mean, log variance] ("mean_logvar", 2 x latent_dim).
+    belief: str = "mean"
     infonce_weight: float = 0.0
     alpha: float = 0.0                   # similarity kernel width (R2PGO eq. 4)
     num_negatives: int = 16
@@ -115,6 +122,15 @@ class EncoderConfig:
             raise ValueError(f"infonce_prefix must be last or random, got {self.infonce_prefix!r}")
         if self.infonce_prefix == "random" and self.encoder != "gru":
             raise ValueError("infonce_prefix='random' needs the recurrent encoder (encoder='gru')")
+        if self.belief not in ("mean", "mean_logvar"):
+            raise ValueError(f"belief must be mean or mean_logvar, got {self.belief!r}")
+        if (self.belief != "mean" or self.input_embeddings) and self.encoder != "gru":
+            raise ValueError("belief='mean_logvar' and input_embeddings need the recurrent "
+                             "encoder (encoder='gru')")
+        if self.input_embeddings and (len(self.input_embeddings) != 3
+                                      or min(self.input_embeddings) < 1):
+            raise ValueError(f"input_embeddings are three positive sizes (state, action, "
+                             f"reward), got {self.input_embeddings}")
         if (self.vae_posteriors is None) != (self.vae_transitions is None):
             raise ValueError("set both vae_posteriors and vae_transitions (a subsample of the "
                              "VAE's decoding grid), or neither")
@@ -122,6 +138,12 @@ class EncoderConfig:
                                                    self.vae_transitions) < 1:
             raise ValueError(f"vae_posteriors and vae_transitions must be >= 1, got "
                              f"{self.vae_posteriors}, {self.vae_transitions}")
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of the embedding the policy conditions on (``latent_dim``, doubled for the
+        ``mean_logvar`` belief)."""
+        return self.latent_dim * (2 if self.belief == "mean_logvar" else 1)
 
 
 @struct.dataclass
@@ -156,7 +178,9 @@ class _Model(nn.Module):
     def setup(self):
         c = self.config
         if c.encoder == "gru":
-            self.encoder = GRUEncoder(c.hidden, c.latent_dim)
+            self.encoder = GRUEncoder(c.hidden, c.latent_dim,
+                                      input_embeddings=tuple(c.input_embeddings),
+                                      obs_dim=self.obs_dim, action_dim=self.action_dim)
             self.reward_decoder = RewardDecoder()
             if c.decode_state:
                 self.state_decoder = StateDecoder(obs_dim=self.obs_dim)
@@ -171,7 +195,7 @@ class _Model(nn.Module):
         if self.config.encoder == "gru":
             mu, logvar = self.encoder(feats)
             last = jnp.maximum(jnp.sum(mask), 1)
-            return mu[last], (mu, logvar)
+            return self.belief(mu[last], logvar[last]), (mu, logvar)
         if self.config.encoder == "transformer":
             q = jnp.concatenate([query.obs, ctx.action[-1]], axis=-1)
             return self.encoder(q, feats, mask), None
@@ -188,8 +212,14 @@ class _Model(nn.Module):
     def gru_step(self, h, feats):
         return self.encoder.step(h, feats)[0]
 
-    def gru_mean(self, h):
-        return self.encoder.posterior(h)[0]
+    def gru_belief(self, h):
+        return self.belief(*self.encoder.posterior(h))
+
+    def belief(self, mu, logvar):
+        """The embedding of a GRU posterior (``config.belief``)."""
+        if self.config.belief == "mean_logvar":
+            return jnp.concatenate([mu, logvar], axis=-1)
+        return mu
 
 
 def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -> EncoderLearner:
@@ -335,9 +365,10 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
 
     def context_embed(params, ctx, obs):
         """Embedding ``[latent]`` to act on at observation ``obs`` given the history ``ctx``
-        (the GRU's posterior mean; the transformer queries with ``obs`` and the last action)."""
+        (the GRU's belief, ``config.belief``; the transformer queries with ``obs`` and the last
+        action)."""
         if recurrent:
-            return model.apply(params, ctx, method=_Model.gru_mean)
+            return model.apply(params, ctx, method=_Model.gru_belief)
         window, mask = ctx
         query = None
         if config.encoder == "transformer":  # the model reads obs here, the action from the window
@@ -371,9 +402,10 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
 
 def _init_all(model: _Model, ctx: Transition, mask, query):
     """Init entry point that calls every submodule the configured losses use."""
-    z, _ = model(ctx, mask, query)
-    if model.config.encoder == "gru":
-        model.decode(jnp.broadcast_to(z, ctx.reward.shape + z.shape), ctx)
+    z, posteriors = model(ctx, mask, query)
+    if model.config.encoder == "gru":           # the decoders read latent samples m
+        m = posteriors[0][-1]
+        model.decode(jnp.broadcast_to(m, ctx.reward.shape + m.shape), ctx)
     if model.config.corro_weight:
         model.per_transition(transition_features(ctx))
     return z

@@ -1,27 +1,27 @@
 """Online SAC in a task family: one agent per task, trained in parallel environments.
 
-``make_online_sac(family, config)`` returns ``OnlineSAC(init, update, train)``, the learner
+``make_online_sac(family, config)`` returns ``OnlineSAC(init, update, iterate)``, the learner
 shape with the task as the batch:
 
     state = init(key, task)                       # agent, replay buffer, envs; runs the warm-up
     state, metrics = update(state, task, key)     # one iteration
-    state, metrics = train(state, task, num_iterations)   # lax.scan over iterations
+    state, metrics = iterate(state, task, num_iterations)   # lax.scan over iterations
 
 The randomness of an online learner lives in its state (its environments and replay buffer are
 part of it, with the PRNG stream that drives them), so ``update``'s ``key`` is unused: ``n``
-calls of ``update`` equal ``train(state, task, n)`` step for step.
+calls of ``update`` equal ``iterate(state, task, n)`` step for step.
 
 An iteration steps all ``num_envs`` auto-resetting environments once with actions sampled from
 the current policy, appends the transitions to the task's replay buffer, and performs
 ``updates_per_iteration`` SAC updates on minibatches from it. Both functions are pure, so
 
-    jax.jit(jax.vmap(train, in_axes=(0, 0, None)), static_argnums=2)(states, tasks, n)
+    jax.jit(jax.vmap(iterate, in_axes=(0, 0, None)), static_argnums=2)(states, tasks, n)
 
 trains an independent agent on every task of a batch in one program (per-task parameters,
 buffers, environments and PRNG streams).
 
 With ``OnlineSACConfig(conditioned=True)`` there is instead ONE agent for a whole batch of tasks:
-``init(key, tasks)`` / ``train(state, tasks, n)`` take the tasks with their leading ``[T]`` axis
+``init(key, tasks)`` / ``iterate(state, tasks, n)`` take the tasks with their leading ``[T]`` axis
 (no ``vmap``), run ``num_envs`` environments of every task, and the agent sees each observation
 with its task's attribute vector appended (``policy_input``); one replay buffer holds every
 task's transitions. Skills then transfer between neighbouring tasks (e.g. target velocities),
@@ -91,7 +91,7 @@ class OnlineSAC(NamedTuple):
     init: Callable[[jax.Array, Task], OnlineSACState]
     update: Callable[[OnlineSACState, Task, jax.Array],
                      Tuple[OnlineSACState, Dict[str, jax.Array]]]
-    train: Callable[[OnlineSACState, Task, int], Tuple[OnlineSACState, Dict[str, jax.Array]]]
+    iterate: Callable[[OnlineSACState, Task, int], Tuple[OnlineSACState, Dict[str, jax.Array]]]
     sac: SAC
     config: OnlineSACConfig
     # the agent's input for observations ``[..., obs_dim]`` of one ``task``
@@ -118,7 +118,8 @@ def make_online_sac(family: TaskFamily, config: OnlineSACConfig) -> OnlineSAC:
 
     step_envs = jax.vmap(family.step_autoreset, in_axes=(0 if conditioned else None, 0, 0))
 
-    def iterate(state: OnlineSACState, task: Task, num_iterations: int, random_actions: bool):
+    def iterations(state: OnlineSACState, task: Task, num_iterations: int,
+                   random_actions: bool):
         per_env = env_tasks(task)
         num_envs = state.episode_return.shape[0]
         num_tasks = task.num_tasks if conditioned else 1
@@ -185,15 +186,16 @@ def make_online_sac(family: TaskFamily, config: OnlineSACConfig) -> OnlineSAC:
                                key=k_run, episode_return=jnp.zeros(num_envs),
                                env_steps=jnp.zeros((), jnp.int32))
         if config.warmup_iterations:
-            state, _ = iterate(state, task, config.warmup_iterations, random_actions=True)
+            state, _ = iterations(state, task, config.warmup_iterations, random_actions=True)
         return state
 
     def update(state: OnlineSACState, task: Task, key: jax.Array):
         """One iteration (``key`` unused: the state carries its own PRNG stream)."""
         del key
-        return iterate(state, task, 1, random_actions=False)
+        return iterations(state, task, 1, random_actions=False)
 
-    def train(state: OnlineSACState, task: Task, num_iterations: int):
-        return iterate(state, task, num_iterations, random_actions=False)
+    def iterate(state: OnlineSACState, task: Task, num_iterations: int):
+        return iterations(state, task, num_iterations, random_actions=False)
 
-    return OnlineSAC(init=init, update=update, train=train, sac=sac, config=config, policy_input=policy_input)
+    return OnlineSAC(init=init, update=update, iterate=iterate, sac=sac, config=config,
+                     policy_input=policy_input)

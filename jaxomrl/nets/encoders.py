@@ -28,16 +28,38 @@ class GRUEncoder(nn.Module):
 
     Row 0 is the posterior before any transition (from the zero hidden state); row t after t
     transitions. ``step(h, x)`` advances one transition for online inference.
+
+    The GRU reads one ReLU embedding (``embed_dim``) of the whole feature vector ``[s, a, r, s']``,
+    or, with ``input_embeddings=(state, action, reward)`` sizes and ``obs_dim`` / ``action_dim``,
+    VariBAD's separate ReLU embeddings of ``s'``, ``a`` and ``r``, concatenated (VariBAD / BOReL's
+    encoder: 32 / 16 / 16; the transition's ``s`` is not read, it is the previous ``s'``).
     """
 
     hidden: int = 64
     latent_dim: int = 5
     embed_dim: int = 32
+    input_embeddings: Tuple[int, ...] = ()
+    obs_dim: int = 0
+    action_dim: int = 0
 
     def setup(self):
-        self.embed = nn.Dense(self.embed_dim)
+        if self.input_embeddings:
+            if len(self.input_embeddings) != 3 or min(self.obs_dim, self.action_dim) < 1:
+                raise ValueError("input_embeddings are (state, action, reward) sizes and need "
+                                 "obs_dim and action_dim")
+            self.input_embeds = [nn.Dense(n) for n in self.input_embeddings]
+        else:
+            self.embed = nn.Dense(self.embed_dim)
         self.cell = nn.GRUCell(self.hidden)
         self.head = nn.Dense(2 * self.latent_dim)
+
+    def embed_input(self, x: jax.Array) -> jax.Array:
+        """The GRU's input for features ``x [..., 2 obs_dim + action_dim + 1]``."""
+        if not self.input_embeddings:
+            return nn.relu(self.embed(x))
+        o, a = self.obs_dim, self.action_dim
+        parts = (x[..., o + a + 1:], x[..., o:o + a], x[..., o + a:o + a + 1])   # s', a, r
+        return jnp.concatenate([nn.relu(e(p)) for e, p in zip(self.input_embeds, parts)], -1)
 
     def posterior(self, h):
         mu, logvar = jnp.split(self.head(h), 2, axis=-1)
@@ -47,7 +69,7 @@ class GRUEncoder(nn.Module):
         return jnp.zeros((self.hidden,))
 
     def step(self, h: jax.Array, x: jax.Array):
-        h, _ = self.cell(h, nn.relu(self.embed(x)))
+        h, _ = self.cell(h, self.embed_input(x))
         return h, self.posterior(h)
 
     def __call__(self, x: jax.Array) -> Tuple[jax.Array, jax.Array]:
@@ -57,7 +79,7 @@ class GRUEncoder(nn.Module):
         scan = nn.scan(lambda mdl, h, xt: mdl.cell(h, xt), variable_broadcast="params",
                        split_rngs={"params": False})
         h0 = self.initial_state()
-        _, hs = scan(self, h0, nn.relu(self.embed(x)))
+        _, hs = scan(self, h0, self.embed_input(x))
         return self.posterior(jnp.concatenate([h0[None], hs], axis=0))
 
 
