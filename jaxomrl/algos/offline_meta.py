@@ -41,6 +41,7 @@ from flax import struct
 
 from jaxomrl.algos.base import Algorithm, Phase
 from jaxomrl.config import from_json
+from jaxomrl.data.relabel import relabel_episodes
 from jaxomrl.data.sampler import (TaskData, observation_moments, sample_indices,
                                   sample_meta_batch, take)
 from jaxomrl.envs.base import TaskFamily
@@ -76,12 +77,21 @@ class MetaConfig:
     # there is nothing to standardise). Off by default, BOReL included: on the point robot it
     # lowered BOReL's and a mean-belief SAC+BC's offline-context returns (experiments/README.md).
     normalize_z: bool = False
+    # BOReL's reward relabelling: this fraction of every training task's episodes replaced by
+    # other tasks' episodes with rewards recomputed for it (jaxomrl.data.relabel), for the
+    # encoder and the policy alike; 0: off. Needs the family's transition_reward.
+    reward_relabelling: float = 0.0
 
     def __post_init__(self):
         check_finite_fields(self)
         if self.policy_context not in ("task", "history"):
             raise ValueError(f"policy_context must be 'task' or 'history', got "
                              f"{self.policy_context!r}")
+        if not 0.0 <= self.reward_relabelling <= 1.0:
+            raise ValueError(f"reward_relabelling is a fraction in [0, 1], got "
+                             f"{self.reward_relabelling}")
+        if self.reward_relabelling and self.encoder is None:
+            raise ValueError("reward relabelling needs a task encoder")
         if self.eval_contexts < 1:
             raise ValueError(f"eval_contexts must be >= 1, got {self.eval_contexts}")
         if self.encoder is None and self.policy.head != "none":
@@ -104,6 +114,7 @@ class MetaConfig:
 
 
 DPHI_CONTEXTS = 16  # contexts per task and source behind each d(phi)
+RELABEL_SEED = 0    # the relabelled data are one transform of the data, the same for every seed
 
 
 @struct.dataclass
@@ -131,6 +142,7 @@ class Embedded:
     models: Any = None
     obs_moments: Optional[Tuple[jax.Array, jax.Array]] = None
     z_moments: Optional[Tuple[jax.Array, jax.Array]] = None
+    train: Optional[TaskData] = None        # the relabelled training data (reward relabelling)
 
 
 def standardise(moments: Optional[Tuple[jax.Array, jax.Array]], obs: jax.Array) -> jax.Array:
@@ -169,24 +181,37 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
             raise ValueError(f"model data fraction {model_data.fraction} leaves no model or no "
                              f"real rows in a task's {per_task} rows")
 
+    if config.reward_relabelling:
+        family.check_transition_reward()
+
+    def training_data(data) -> TaskData:
+        """The training tasks' data the phases learn from: relabelled (the same for every seed
+        and both phases) with ``reward_relabelling``."""
+        if not config.reward_relabelling:
+            return data["train"]
+        return relabel_episodes(data["train"], data["train_tasks"], family,
+                                jax.random.PRNGKey(RELABEL_SEED), config.reward_relabelling)
+
     def policy_prepare(inputs: Optional[TrainedEncoder], data) -> Embedded:
-        moments = observation_moments(data["train"]) if config.normalize_obs else None
+        train = training_data(data)
+        moments = observation_moments(train) if config.normalize_obs else None
         if enc is None:
             return Embedded(obs_moments=moments)
         params, models = inputs.params, inputs.models
         if (models is None) != (model_data is None):
             raise ValueError("model data needs the models in the encoder phase's output, and "
                              "only then")
-        z, next_z = enc.embed_stream(params, data["train"])
+        z, next_z = enc.embed_stream(params, train)
         z_moments = None
         if config.normalize_z:
             flat_z = z.reshape((-1, z.shape[-1]))
             z_moments = (jnp.mean(flat_z, axis=0), jnp.std(flat_z, axis=0) + 1e-6)
         return Embedded(encoder_params=params, z=z, next_z=next_z, models=models,
-                        obs_moments=moments, z_moments=z_moments)
+                        obs_moments=moments, z_moments=z_moments,
+                        train=train if config.reward_relabelling else None)
 
     def policy_update(state, key, aux: Embedded, data):
-        train: TaskData = data["train"]
+        train: TaskData = data["train"] if aux.train is None else aux.train
         k_task, k_idx, k_sac = jax.random.split(key, 3)
         tasks, index = sample_meta_batch(train, k_task, k_idx, meta_batch, per_task)
         rows = train.gather(tasks, index)                                   # [M, per_task]
@@ -236,13 +261,19 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
                          output=policy_output, prepare=policy_prepare)
     phases = (policy_phase,)
     if enc is not None:
+        phase_config = {"encoder": dataclasses.asdict(config.encoder),
+                        "steps": config.encoder_steps}
+        relabelled = {}
+        if config.reward_relabelling:    # the phase's aux is the relabelled training data
+            phase_config["reward_relabelling"] = config.reward_relabelling
+            relabelled = dict(prepare=lambda inputs, data: training_data(data))
         encoder_phase = Phase(
             name="encoder", num_steps=config.encoder_steps,
             init=lambda key, aux, data: enc.init(key),
-            update=lambda state, key, aux, data: enc.update(state, data["train"], key),
+            update=lambda state, key, aux, data: enc.update(
+                state, aux if config.reward_relabelling else data["train"], key),
             output=lambda state, aux: TrainedEncoder(params=state.params),
-            config={"encoder": dataclasses.asdict(config.encoder),
-                    "steps": config.encoder_steps})
+            config=phase_config, **relabelled)
         phases = (encoder_phase, policy_phase)
 
     def embed(outputs, key, data: TaskData, num: int) -> jax.Array:

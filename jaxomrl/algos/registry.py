@@ -27,11 +27,16 @@ frozen after its phase and the policy conditions on [s, z]):
                                         (policy_context="history", belief="mean_logvar"), the
                                         step-0 belief being the prior's
 
+    borel/reward_relabelling            ... with BOReL's reward relabelling: 0.32 of every
+                                        training task's episodes are other tasks' episodes with
+                                        rewards recomputed for it (jaxomrl.data.relabel; families
+                                        with a transition_reward, e.g. the point robot)
+
 BOReL's sizes are the comparison's (``Settings``: encoder width, latent size, KL weight, like
 every other method's); BOReL's own defaults (Dorfman et al. 2021 / its VariBAD code: GRU 128,
-latent 5, KL weight 0.05) are ``--encoder_hidden=128 --kl_weight=0.05``. Not yet: BOReL's
-reward relabelling, and a belief trained over two consecutive episodes (the encoder trains on
-single episodes; online, the belief carries over from episode 1 to 2 with ``carry_context``).
+latent 5, KL weight 0.05) are ``--encoder_hidden=128 --kl_weight=0.05``. Not yet: a belief
+trained over two consecutive episodes (the encoder trains on single episodes; online, the belief
+carries over from episode 1 to 2 with ``carry_context``) and BOReL's CQL option.
 
 ReDA (``jaxomrl.algos.reda``): per-task dynamics ensembles and a shared reward model, an
 adversarial SAC policy generating contexts in the models against the transformer context
@@ -56,6 +61,7 @@ from jaxomrl.algos.base import Algorithm
 from jaxomrl.algos.offline_meta import MetaConfig, make_algorithm
 from jaxomrl.algos.reda import ReDAConfig, make_reda
 from jaxomrl.config import route, setting
+from jaxomrl.data import relabel
 from jaxomrl.errors import check_finite_fields
 from jaxomrl.envs.base import TaskFamily
 from jaxomrl.learners.dynamics import DynamicsConfig
@@ -73,7 +79,7 @@ ALGORITHMS: Dict[str, Tuple[str, ...]] = {
     "om_sac": (),
     "focal": (),
     "corro": (),
-    "borel": (),
+    "borel": ("reward_relabelling",),
     "reda": ("no_model", "no_adversary", "no_uncertainty", "no_task_reward"),
 }
 
@@ -236,6 +242,8 @@ def make_config(spec: str, s: Settings) -> MetaConfig:
         encoder = EncoderConfig(**vae, **shared, input_embeddings=BOREL_INPUT_EMBEDDINGS,
                                 belief="mean_logvar")
         common["policy_context"] = "history"
+        if "reward_relabelling" in ablations:
+            common["reward_relabelling"] = relabel.BOREL_FRACTION
     elif name == "focal":
         encoder = EncoderConfig(encoder="mlp", pooling="mean", focal_weight=1.0, **shared)
     else:  # corro

@@ -171,10 +171,12 @@ def sample_episodes(data: TaskData, key: jax.Array, batch_size: int, length: int
 
 
 def run_data(ds, ood=None) -> Tuple[Dict[str, TaskData], Dict[str, Any]]:
-    """``(data, eval_data)`` of a ``MultiTaskDataset``: phases train on its training tasks; the
-    evaluation rolls out in its training tasks and, if it has any, its test tasks. ``ood``: the
-    collection's held-out-checkpoint dataset of the same tasks (the off-policy protocol's context
-    source), or None."""
+    """``(data, eval_data)`` of a ``MultiTaskDataset``: phases train on its training tasks
+    (``data["train"]``, with the tasks themselves in ``data["train_tasks"]``: what data
+    transforms that need the tasks' reward functions read); the evaluation rolls out in its
+    training tasks and, if it has any, its test tasks. ``ood``: the collection's
+    held-out-checkpoint dataset of the same tasks (the off-policy protocol's context source), or
+    None."""
     train = np.flatnonzero(~ds.is_test)
     test = np.flatnonzero(ds.is_test)
     if train.size == 0:
@@ -183,7 +185,7 @@ def run_data(ds, ood=None) -> Tuple[Dict[str, TaskData], Dict[str, Any]]:
         check_same_tasks(ds, ood, "the training and ood datasets")
     tasks = ds.tasks()
     splits = {"train": train, "test": test} if test.size else {"train": train}
-    data = {"train": ds.select_tasks(train).to_device()}
+    data = {"train": ds.select_tasks(train).to_device(), "train_tasks": tasks[train]}
     eval_data = {"tasks": {}, "data": {}, "ood": {}}
     for split, index in splits.items():
         eval_data["tasks"][split] = tasks[index]

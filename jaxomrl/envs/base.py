@@ -166,6 +166,23 @@ class TaskFamily(abc.ABC):
               ) -> Tuple[Any, jax.Array, jax.Array, jax.Array, Dict[str, jax.Array]]:
         """Returns (physics, obs, reward, terminated, info) after applying a clipped action."""
 
+    def transition_reward(self, task: Task, obs: jax.Array, action: jax.Array,
+                          next_obs: jax.Array) -> jax.Array:
+        """Task ``task``'s reward for the transition ``(obs, action, next_obs)`` (one transition,
+        ``action`` in the family's units), from the transition alone: what BOReL's reward
+        relabelling recomputes (``jaxomrl.data.relabel``). Families whose reward needs more than
+        the observations (e.g. Half-Cheetah-Vel's displacement, which its observation omits)
+        do not define it (:meth:`check_transition_reward` then refuses)."""
+        self.check_transition_reward()
+        raise NotImplementedError
+
+    def check_transition_reward(self) -> None:
+        """Raises ``ValueError`` naming the family unless it defines :meth:`transition_reward`."""
+        if type(self).transition_reward is TaskFamily.transition_reward:
+            raise ValueError(f"{self.name}: the reward cannot be recomputed from a transition's "
+                             "observations, so reward relabelling is not available for this "
+                             "family")
+
     def terminal_obs(self, obs: jax.Array) -> jax.Array:
         """Whether a step that lands in observation ``obs [..., obs_dim]`` ends the episode, from
         the observation alone (``[...]`` bool): the termination function of model rollouts

@@ -51,6 +51,11 @@ class PointRobotSparse(TaskFamily):
         pos = jnp.zeros(2, jnp.float32)
         return pos, pos
 
+    def transition_reward(self, task, obs, action, next_obs):
+        del obs, action
+        dist = jnp.linalg.norm(next_obs - self.goal(task))
+        return (dist <= self.goal_radius).astype(jnp.float32)
+
     def _step(self, task, pos, action, t):
         pos = pos + action
         dist = jnp.linalg.norm(pos - self.goal(task))
