@@ -36,7 +36,8 @@ BOReL's sizes are the comparison's (``Settings``: encoder width, latent size, KL
 every other method's); BOReL's own defaults (Dorfman et al. 2021 / its VariBAD code: GRU 128,
 latent 5, KL weight 0.05) are ``--encoder_hidden=128 --kl_weight=0.05``. Not yet: a belief
 trained over two consecutive episodes (the encoder trains on single episodes; online, the belief
-carries over from episode 1 to 2 with ``carry_context``) and BOReL's CQL option.
+carries over from episode 1 to 2 with ``carry_context``). BOReL's CQL option is
+``--cql_weight`` (CQL's conservative critic term in the policy learner, any spec).
 
 ReDA (``jaxomrl.algos.reda``): per-task dynamics ensembles and a shared reward model, an
 adversarial SAC policy generating contexts in the models against the transformer context
@@ -184,6 +185,9 @@ class Settings:
     discount: float = setting(SACConfig.discount, "Discount factor of the policy and of ReDA's "
                               "adversary.", lower=0.0, upper=1.0,
                               to=("policy.discount", "adversary.discount"))
+    cql_weight: float = setting(SACConfig.cql_weight, "Weight of CQL's conservative critic term "
+                                "in the policy learner (0: off; BOReL's CQL option).", lower=0.0,
+                                to=("policy.cql_weight",))
     normalize_z: bool = setting(MetaConfig.normalize_z, "The policy sees task embeddings "
                                 "standardised by the training embeddings' per-dimension mean "
                                 "and std (VariBAD's norm_latent_for_policy).",

@@ -58,6 +58,11 @@ class SACConfig:
     hyper_hidden: Tuple[int, ...] = (64,)
     rl_weight: float = 1.0                  # SAC+BC: lambda (2.5 in TD3+BC / ReDA)
     bc_weight: float = 0.0                  # > 0: SAC+BC actor loss; with rl_weight 0: BC only
+    # CQL(H)'s conservative critic term (losses.sac.cql_penalty) with this weight (0: off; CQL's
+    # public code: 5 on MuJoCo), over this many uniform and as many policy actions; BC alone
+    # (rl_weight 0) trains no critics and ignores it.
+    cql_weight: float = 0.0
+    cql_actions: int = 10
 
     def __post_init__(self):
         check_agent_config(self)
@@ -66,6 +71,9 @@ class SACConfig:
             raise ValueError("rl_weight and bc_weight must be >= 0 and not both 0")
         if self.init_alpha <= 0:
             raise ValueError(f"init_alpha must be positive, got {self.init_alpha}")
+        if self.cql_weight < 0 or self.cql_actions < 1:
+            raise ValueError(f"cql_weight must be >= 0 and cql_actions >= 1, got "
+                             f"{self.cql_weight}, {self.cql_actions}")
 
 
 def check_agent_config(config) -> None:
@@ -149,10 +157,19 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int =
             return tanh_gaussian_sample(mean, log_std, key)[0]
         return policy
 
-    def critic_loss(critic_params, batch: Transition, z, target):
-        """Squared soft Bellman error of the critics at ``batch`` towards ``target [B]``."""
-        return sac_losses.critic_loss(critic_apply(critic_params, batch.obs, batch.action, z),
-                                      target)
+    def critic_loss(critic_params, batch: Transition, z, target, cql_actions=None):
+        """Squared soft Bellman error of the critics at ``batch`` towards ``target [B]``, plus
+        ``cql_weight`` x CQL's penalty with ``cql_actions`` = (uniform actions, policy actions,
+        their log-probs) ``([N, B, d], [N, B, d], [N, B])``."""
+        q = critic_apply(critic_params, batch.obs, batch.action, z)
+        loss, metrics = sac_losses.critic_loss(q, target)
+        if cql_actions is None:
+            return loss, metrics
+        uniform, policy_actions, logp = cql_actions
+        q_at = jax.vmap(lambda a: critic_apply(critic_params, batch.obs, a, z))
+        penalty, cql_metrics = sac_losses.cql_penalty(q, q_at(uniform), q_at(policy_actions),
+                                                      logp, action_dim)
+        return loss + config.cql_weight * penalty, {**metrics, **cql_metrics}
 
     def actor_loss(actor_params, critic_params, batch: Transition, z, alpha, key):
         """The actor's loss (SAC, SAC+BC or BC by the config) and ``(metrics, log pi)``."""
@@ -175,6 +192,8 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int =
         z = next_z = None
         if isinstance(batch, TaskBatch):
             batch, z, next_z = batch.transition, batch.z, batch.next_z
+        if config.cql_weight:
+            key, k_cql = jax.random.split(key)
         k_next, k_pi = jax.random.split(key)
         next_z = z if next_z is None else next_z
         alpha = jnp.exp(state.log_alpha)
@@ -189,8 +208,18 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int =
             next_q = critic_apply(state.target_critic_params, batch.next_obs, next_action, next_z)
             target = sac_losses.soft_q_target(batch.reward, batch.terminated, next_q, next_logp,
                                               alpha, config.discount)
+            cql_actions = None
+            if config.cql_weight:
+                k_unif, k_pol = jax.random.split(k_cql)
+                n, shape = config.cql_actions, batch.action.shape
+                uniform = jax.random.uniform(k_unif, (n,) + shape, minval=-1.0, maxval=1.0)
+                mean, log_std = actor_apply(state.actor_params, batch.obs, z)
+                policy_actions, logp_pi = jax.vmap(
+                    lambda k: tanh_gaussian_sample(mean, log_std, k))(jax.random.split(k_pol, n))
+                cql_actions = jax.lax.stop_gradient((uniform, policy_actions, logp_pi))
             critic_params, critic_opt, _, c_metrics = gradient_step(
-                critic_loss, critic_tx, state.critic_params, state.critic_opt, batch, z, target)
+                critic_loss, critic_tx, state.critic_params, state.critic_opt, batch, z, target,
+                cql_actions)
         else:
             c_metrics, critic_opt, critic_params = {}, state.critic_opt, state.critic_params
 

@@ -43,6 +43,27 @@ def critic_loss(q: jax.Array, target: jax.Array) -> Tuple[jax.Array, Dict[str, j
     return loss, {"critic_loss": loss, "q_mean": jnp.mean(q), "td_abs": jnp.mean(jnp.abs(err))}
 
 
+def cql_penalty(q_data: jax.Array, q_random: jax.Array, q_policy: jax.Array,
+                logp_policy: jax.Array, action_dim: int
+                ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """CQL(H)'s conservative term (Kumar et al. 2020, eq. 4, with the importance-sampled
+    log-sum-exp of its appendix F and public code): per critic and state, the soft maximum of Q
+    over actions, estimated from ``N`` uniform actions on ``[-1, 1]^d`` (density ``2^-d``) and
+    ``N`` actions of the current policy (density ``pi``), minus Q at the data's action::
+
+        P = mean_{k,B} [ logsumexp_n ( Q_k(s, u_n) + d log 2,  Q_k(s, a_n) - log pi(a_n|s) )
+                         - Q_k(s, a_data) ]
+
+    Args: q_data ``[n, B]``; q_random, q_policy ``[N, n, B]``; logp_policy ``[N, B]`` (constants
+    here: the penalty trains the critics only); action_dim ``d``.
+    Returns: (scalar penalty, metrics).
+    """
+    samples = jnp.concatenate([q_random + action_dim * jnp.log(2.0),
+                               q_policy - logp_policy[:, None, :]], axis=0)    # [2N, n, B]
+    gap = jnp.mean(jax.nn.logsumexp(samples, axis=0) - q_data)
+    return gap, {"cql_gap": gap}
+
+
 def sac_actor_loss(q: jax.Array, log_prob: jax.Array, alpha: jax.Array
                    ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     """``L_pi = mean_B (alpha log pi(a|s) - min_k Q_k(s, a))`` with ``a ~ pi(.|s)`` reparameterised.
