@@ -25,6 +25,7 @@ import numpy as np
 from absl import flags, logging
 
 from jaxomrl import algos
+from jaxomrl.data.relabel import check_episode_layout
 from jaxomrl.data.sampler import describe_data, run_data
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.experiment import cli
@@ -92,6 +93,8 @@ def main(argv):
     for spec in specs:
         try:
             algorithm = algos.make(spec, settings, family, n_train)
+            if algorithm.config.get("reward_relabelling"):   # swaps whole episodes: check them
+                check_episode_layout(data["train"], family.horizon)
         except ValueError as e:
             raise cli.UsageError(f"{spec}: {e}") from e
         workdir = os.path.join(FLAGS.workdir, spec.replace("/", "-"))

@@ -191,7 +191,7 @@ class Settings:
     normalize_z: bool = setting(MetaConfig.normalize_z, "The policy sees task embeddings "
                                 "standardised by the training embeddings' per-dimension mean "
                                 "and std (VariBAD's norm_latent_for_policy).",
-                                to=("normalize_z", "meta.normalize_z"))
+                                to=("normalize_z",))    # ReDA's meta: via make_config
 
     def __post_init__(self):
         check_finite_fields(self)

@@ -67,11 +67,10 @@ def relabel_episodes(data: TaskData, tasks: Task, family: TaskFamily, key: jax.A
     tr = jax.tree_util.tree_map(by_episode, data.transitions)
     src = jax.tree_util.tree_map(lambda x: x[lender, lent], tr)             # [T, M, H, ...]
     low, high = family.action_low, family.action_high
-    per_step = lambda task, o, a, o2: family.transition_reward(task, o, scale_action(a, low, high),
-                                                               o2)
-    reward = jax.vmap(lambda task, o, a, o2: jax.vmap(jax.vmap(
-        lambda x, y, z: per_step(task, x, y, z)))(o, a, o2))(tasks, src.obs, src.action,
-                                                              src.next_obs)
+    reward_of = lambda task, o, a, o2: family.transition_reward(
+        task, o, scale_action(a, low, high), o2)
+    over_steps = jax.vmap(jax.vmap(reward_of, (None, 0, 0, 0)), (None, 0, 0, 0))   # [M, H]
+    reward = jax.vmap(over_steps)(tasks, src.obs, src.action, src.next_obs)     # [T, M, H]
     src = src.replace(reward=reward.astype(src.reward.dtype))
     rows = jnp.arange(num_tasks)[:, None]
     merged = jax.tree_util.tree_map(lambda x, s: x.at[rows, slots].set(s), tr, src)
