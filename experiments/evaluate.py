@@ -10,6 +10,8 @@ seen (training) and unseen (test) tasks, in one jitted program vmapped over seed
   from the policy's own history (episode 1 = zero-shot);
 * offline context: one episode of the task's training data, embedding held fixed;
 * off-policy context: one episode of held-out behaviour checkpoints (``ood.npz``), held fixed;
+* non-prior context (CSRO): the agent collects its own context (the run's ``nonprior_episodes``
+  episodes, the first half of their steps random), then one episode with it held fixed;
 * ReDA's d(phi) of every encoder (training-data vs held-out-checkpoint contexts).
 
 Writes to ``--out`` (default ``<workdir>/evaluation``): ``results.json`` (per-seed x per-task x
@@ -65,7 +67,7 @@ cli.require_finite("trace_tolerance", lower=0.0, strict=True)
 SETTLE_STEPS = 10   # steps the traced quantity must stay near the target to count as reached
 
 PROTOCOLS = {"online": "on-policy (online)", "offline_ctx": "offline context",
-             "offpolicy_ctx": "off-policy context"}
+             "offpolicy_ctx": "off-policy context", "nonprior_ctx": "non-prior context"}
 SPLITS = {"test": "unseen", "train": "seen"}
 
 
@@ -161,7 +163,8 @@ def tables(per_seed: Dict[str, Dict[str, List[float]]], episodes: int) -> str:
     out = []
     for split, split_name in SPLITS.items():
         cols = [f"{split}_online/ep1", f"{split}_online/ep{episodes}",
-                f"{split}_offline_ctx/ep1", f"{split}_offpolicy_ctx/ep1"]
+                f"{split}_offline_ctx/ep1", f"{split}_offpolicy_ctx/ep1",
+                f"{split}_nonprior_ctx/ep1"]
         cols = [c for c in dict.fromkeys(cols) if any(c in r for r in per_seed.values())]
         if not cols:
             continue

@@ -109,8 +109,8 @@ def test_every_settings_field_is_a_flag_of_train_py_with_its_default():
     assert "--checkpoint_every was renamed --checkpoint_every_steps" in proc.stderr
 
 
-SPECS = ["r2pgo", "r2pgo/no_hypernetwork", "bc", "om_bc", "om_sac", "focal", "corro", "reda",
-         "reda/no_model"]
+SPECS = ["r2pgo", "r2pgo/no_hypernetwork", "bc", "om_bc", "om_sac", "focal", "corro", "borel",
+         "csro", "reda", "reda/no_model"]
 
 
 def _config(spec, settings):

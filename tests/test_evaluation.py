@@ -17,8 +17,8 @@ from jaxomrl.data.sampler import describe_data, run_data
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.data.sampler import TaskData
 from jaxomrl.eval import metrics, report
-from jaxomrl.eval.adaptation import Context
-from jaxomrl.eval.protocols import evaluate_policy
+from jaxomrl.eval.adaptation import Context, online_rollout
+from jaxomrl.eval.protocols import evaluate_policy, nonprior_returns
 from jaxomrl.experiment.runner import RunConfig, run
 from scripted_data import scripted_point_robot_dataset
 from test_runner import ROOT, TINY
@@ -89,6 +89,39 @@ def test_protocols_draw_context_from_their_source_and_give_known_returns():
     assert sorted(out) == ["test_online"]
 
 
+def test_nonprior_context_is_collected_half_at_random_then_held_fixed():
+    """CSRO's non-prior protocol with 2 collection episodes: a constant-action policy whose
+    context counts the transitions it saw and those whose action was not the policy's. The
+    embedding before step t has seen t transitions, min(t, H) of them random (the first half of
+    the 2H collection steps), and from the evaluated episode on it stays at (2H, H)."""
+    ds = scripted_point_robot_dataset()
+    family = ds.make_family()
+    tasks = run_data(ds)[1]["tasks"]["test"]
+    seen = Context(init=lambda: jnp.zeros(2),
+                   update=lambda c, tr: c + jnp.stack([1.0, jnp.any(tr.action != 0.5)]),
+                   embed=lambda c, obs: c)
+    const = lambda obs, z, k: jnp.full(2, 0.5)
+    h, e = family.horizon, 2
+    key = jax.random.PRNGKey(0)
+    returns, trace = jax.jit(lambda k: online_rollout(
+        family, tasks, const, seen, k, e + 1, random_steps=e * h // 2, freeze_from=e))(key)
+    t = np.arange((e + 1) * h)
+    np.testing.assert_array_equal(trace["z"][..., 0], np.broadcast_to(
+        np.minimum(t, e * h), trace["z"].shape[:2]))
+    np.testing.assert_array_equal(trace["z"][..., 1], np.broadcast_to(
+        np.minimum(t, e * h // 2), trace["z"].shape[:2]))
+    # the protocol reports that rollout's last episode, and evaluate_policy runs it per split
+    np.testing.assert_allclose(nonprior_returns(family, tasks, const, seen, key, e),
+                               returns[:, -1])
+    out = evaluate_policy(family, {"test": tasks}, const, seen, key, nonprior_episodes=e)
+    assert out["test_nonprior_ctx"].shape == (tasks.num_tasks, 1)
+    assert "test_nonprior_ctx" not in evaluate_policy(family, {"test": tasks}, const, seen, key)
+    with pytest.raises(ValueError, match="carry_context"):
+        online_rollout(family, tasks, const, seen, key, 2, carry_context=False, freeze_from=1)
+    with pytest.raises(ValueError, match="freeze_from"):
+        online_rollout(family, tasks, const, seen, key, 2, freeze_from=2)
+
+
 def test_task_representation_metric_is_eq8_for_two_tasks_and_pairwise_means_for_more():
     k = jax.random.split(jax.random.PRNGKey(3), 3)
     z_train = jax.random.normal(k[0], (4, 5, 3))
@@ -110,12 +143,14 @@ def test_task_representation_metric_is_eq8_for_two_tasks_and_pairwise_means_for_
 def test_baselines_share_sizes_and_policy_learning_and_configs_round_trip():
     configs = {s: algos.make_config(s, TINY) for s in
                ("r2pgo", "r2pgo/no_hypernetwork", "bc", "om_bc", "om_sac", "focal", "corro",
-                "borel")}
+                "borel", "csro")}
     for spec, c in configs.items():
         assert MetaConfig.from_dict(dataclasses.asdict(c)) == c, spec
         assert c.policy.hidden == TINY.hidden and c.policy_steps == TINY.policy_steps
         if c.encoder is not None:
-            assert c.encoder.latent_dim == TINY.latent_dim and c.encoder.window == TINY.window
+            # (BOReL's two-episode contexts: twice the window)
+            assert c.encoder.latent_dim == TINY.latent_dim
+            assert c.encoder.window == TINY.window * c.encoder.context_episodes
     # SAC+BC everywhere except the BC baselines; only R2PGO uses the hypernetwork head.
     assert {s for s, c in configs.items() if c.policy.rl_weight == 0} == {"bc", "om_bc"}
     assert {s for s, c in configs.items() if c.policy.head == "hyper"} == {"r2pgo"}
@@ -125,6 +160,13 @@ def test_baselines_share_sizes_and_policy_learning_and_configs_round_trip():
     assert configs["om_bc"].encoder == om_sac
     assert focal.encoder == "mlp" and focal.focal_weight > 0 and not focal.infonce_weight
     assert corro.encoder == "mlp" and corro.corro_weight > 0
+    # CSRO: FOCAL's encoder with tanh transition embeddings, distance metric plus CLUB
+    csro = configs["csro"].encoder
+    assert (csro.encoder, csro.transition_output) == ("mlp", "tanh")
+    assert csro.focal_weight == 10 and csro.club_weight == TINY.club_weight > 0
+    assert configs["csro"].policy.head == "concat" and configs["csro"].policy.rl_weight > 0
+    no_club = algos.make_config("csro/no_club", TINY).encoder
+    assert no_club == dataclasses.replace(csro, club_weight=0.0)
     # BOReL: the same VAE with VariBAD's input embeddings, plain SAC (no cloning) on the
     # hyper-state of the transition's own history.
     borel = configs["borel"]
@@ -132,6 +174,7 @@ def test_baselines_share_sizes_and_policy_learning_and_configs_round_trip():
     assert borel.encoder.belief == "mean_logvar" and borel.encoder.input_embeddings
     assert borel.encoder.embedding_dim == 2 * TINY.latent_dim
     assert borel.policy_context == "history"
+    assert borel.encoder.context_episodes == 2
     assert (borel.policy.rl_weight, borel.policy.bc_weight, borel.policy.head) == (1, 0,
                                                                                   "concat")
 
@@ -156,7 +199,7 @@ def test_evaluate_writes_results_tables_and_figures_from_a_tiny_run(tmp_path):
     data, eval_data = run_data(ds, ood)
     family, n_train = ds.make_family(), int((~ds.is_test).sum())
     settings = dataclasses.replace(TINY, policy_steps=4)
-    for spec in ("r2pgo", "r2pgo/no_hypernetwork", "focal", "borel"):
+    for spec in ("r2pgo", "r2pgo/no_hypernetwork", "focal", "borel", "csro"):
         algorithm = algos.make(spec, settings, family, n_train)
         run(algorithm, data, eval_data,
             RunConfig(workdir=str(tmp_path / "runs" / spec.replace("/", "-")), seeds=(0, 1),
@@ -180,11 +223,17 @@ def test_evaluate_writes_results_tables_and_figures_from_a_tiny_run(tmp_path):
     names = {os.path.basename(f) for f in res["figures"]}
     assert {"adaptation.png", "protocols.png", "ablations.png", "tsne.png",
             "learning_curve_test_offline_ctx.png"} <= names
-    assert list(saved["algorithms"]) == ["r2pgo", "r2pgo/no_hypernetwork", "focal", "borel"]
+    assert list(saved["algorithms"]) == ["r2pgo", "r2pgo/no_hypernetwork", "focal", "borel",
+                                         "csro"]
     # BOReL (hyper-state, history context, plain SAC) through the same evaluation and tables.
     borel = saved["algorithms"]["borel"]["per_seed_task_episode"]
     assert np.asarray(borel["test_online"]).shape == (2, 4, 3)
     assert "| borel |" in table
+    # CSRO and its non-prior context protocol, which every method with an encoder gets
+    assert "| csro |" in table and "non-prior context" in table
+    for spec in ("r2pgo", "csro", "borel"):
+        nonprior = saved["algorithms"][spec]["per_seed_task_episode"]["test_nonprior_ctx"]
+        assert np.asarray(nonprior).shape == (2, 4, 1)
     for f in res["figures"]:
         with open(f, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -145,6 +145,38 @@ def test_focal_loss_matches_numpy():
     assert float(loss1) == 0.0
 
 
+def test_club_bound_and_nll_match_their_equations_with_a_mask():
+    """CLUB (Cheng et al. 2020, CSRO's per-dimension scale): mean over valid pairs (i, j) of
+    (z_j - mu_i)^2 / var_i minus the mean over valid i of (z_i - mu_i)^2 / var_i, both averaged
+    over dimensions; the Gaussian NLL likewise. Invalid rows take part in neither."""
+    n, d = 6, 3
+    z, mu = RNG.normal(size=(n, d)), RNG.normal(size=(n, d))
+    var = RNG.uniform(0.3, 1.3, size=(n, d))
+    mask = np.array([1, 1, 0, 1, 1, 0], bool)
+    ok = np.flatnonzero(mask)
+    # log q up to its constant; the log-variance cancels in the ratio but not in the NLL
+    logq = lambda zj, i: -np.mean((zj - mu[i]) ** 2 / (2 * var[i]) + 0.5 * np.log(var[i]))
+    positive = np.mean([logq(z[i], i) for i in ok])
+    pairs = np.mean([logq(z[j], i) for i in ok for j in ok])
+    want = 2 * (positive - pairs)            # CSRO's scale: twice the per-dimension estimate
+    f = lambda x: jnp.asarray(x, jnp.float32)
+    np.testing.assert_allclose(C.club_upper_bound(f(z), f(mu), f(var), jnp.asarray(mask)), want,
+                               rtol=1e-5)
+    np.testing.assert_allclose(C.gaussian_nll(f(z), f(mu), f(var), jnp.asarray(mask)),
+                               -positive, rtol=1e-5)
+    # all rows valid by default
+    full = 2 * (np.mean([logq(z[i], i) for i in range(n)])
+                - np.mean([logq(z[j], i) for i in range(n) for j in range(n)]))
+    np.testing.assert_allclose(C.club_upper_bound(f(z), f(mu), f(var)), full, rtol=1e-5)
+    # a q that predicts each z from its own x perfectly: the bound is positive (z reveals x);
+    # an embedding constant within the task: zero whatever q says
+    assert float(C.club_upper_bound(f(z), f(z), f(var))) > 0
+    const = np.broadcast_to(z[:1], z.shape)
+    np.testing.assert_allclose(C.club_upper_bound(f(const), f(mu), f(var)), 0.0, atol=1e-6)
+    with pytest.raises(ValueError, match="must all be"):
+        C.club_upper_bound(f(z), f(mu[:, :2]), f(var))
+
+
 def test_corro_negatives_perturb_only_the_outcome():
     r, s = jnp.zeros((5,)), jnp.ones((5, 3))
     rn, sn = C.corro_negatives(jax.random.PRNGKey(0), r, s, 4000, reward_std=0.5,

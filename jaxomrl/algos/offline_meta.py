@@ -71,6 +71,11 @@ class MetaConfig:
     carry_context: bool = True
     policy_context: str = "task"
     eval_contexts: int = 4
+    # CSRO's non-prior context protocol (eval.protocols.nonprior_returns): episodes the agent
+    # collects its context in (the first half of their steps random) before the evaluated
+    # episode; 0: not run. CSRO's evaluation budget is 3 episodes of context collection and
+    # evaluation interleaved; 2 collection episodes: one random, one by the policy.
+    nonprior_episodes: int = 2
     normalize_obs: bool = True
     # The policy sees task embeddings standardised per dimension by the moments of the training
     # transitions' embeddings (VariBAD's norm_latent_for_policy option; without an encoder
@@ -92,6 +97,8 @@ class MetaConfig:
                              f"{self.reward_relabelling}")
         if self.reward_relabelling and self.encoder is None:
             raise ValueError("reward relabelling needs a task encoder")
+        if self.nonprior_episodes < 0:
+            raise ValueError(f"nonprior_episodes must be >= 0, got {self.nonprior_episodes}")
         if self.eval_contexts < 1:
             raise ValueError(f"eval_contexts must be >= 1, got {self.eval_contexts}")
         if self.encoder is None and self.policy.head != "none":
@@ -293,14 +300,15 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
     def evaluate(outputs, key, eval_data) -> Dict[str, jax.Array]:
         """``jaxomrl.eval.protocols.evaluate_policy`` in every task set of ``eval_data``
         (``{split}_online [T, eval_episodes]``, ``{split}_offline_ctx [T, 1]``,
-        ``{split}_offpolicy_ctx [T, 1]`` with ood data) and, with an encoder and ood data, ReDA's
+        ``{split}_offpolicy_ctx [T, 1]`` with ood data, ``{split}_nonprior_ctx [T, 1]``) and, with an encoder and ood data, ReDA's
         d(phi) per task (``{split}_dphi [T]``: training-data contexts vs held-out-checkpoint
         contexts of the same task, relative to the other tasks)."""
         act, context = policy(outputs)
         k_policy, k_embed = jax.random.split(key)
         sources = {"data": eval_data["data"], "ood": eval_data.get("ood", {})}
         out = evaluate_policy(family, eval_data["tasks"], act, context, k_policy, sources,
-                              config.eval_episodes, config.carry_context, config.eval_contexts)
+                              config.eval_episodes, config.carry_context, config.eval_contexts,
+                              config.nonprior_episodes)
         if enc is not None:
             for split, ood in sorted(sources["ood"].items()):
                 if ood.num_tasks < 2:

@@ -23,21 +23,42 @@ frozen after its phase and the policy conditions on [s, z]):
                                         separate s' / a / r embeddings (BOREL_INPUT_EMBEDDINGS),
                                         reconstruction only; the policy is plain off-policy SAC
                                         (no cloning: BOReL's default learner) on the hyper-state
-                                        [s, mu, log sigma^2] of its own episode's history
+                                        [s, mu, log sigma^2] of its own history
                                         (policy_context="history", belief="mean_logvar"), the
-                                        step-0 belief being the prior's
+                                        step-0 belief being the prior's; beliefs span 2
+                                        consecutive episodes (BOREL_EPISODES: the encoder's
+                                        contexts run from an episode into the next, 2 x
+                                        --window transitions, and the policy's hyper-states
+                                        carry the belief from episode 1 into episode 2)
 
     borel/reward_relabelling            ... with BOReL's reward relabelling: 0.32 of every
                                         training task's episodes are other tasks' episodes with
                                         rewards recomputed for it (jaxomrl.data.relabel; families
                                         with a transition_reward, e.g. the point robot)
 
+    csro                                CSRO: FOCAL's transition encoder with tanh-bounded
+                                        per-transition embeddings, mean-pooled, trained by the
+                                        distance metric loss (weight CSRO_FOCAL_WEIGHT) plus the
+                                        CLUB upper bound on I(z; s, a) with in-task negatives
+                                        (--club_weight); the policy SAC+BC on [s, z] (CSRO's
+                                        learner is BRAC: the comparison's SAC+BC stands in)
+    csro/no_club                        ... without the CLUB term (FOCAL's loss, weight 10, on
+                                        the tanh transition embeddings)
+
 BOReL's sizes are the comparison's (``Settings``: encoder width, latent size, KL weight, like
 every other method's); BOReL's own defaults (Dorfman et al. 2021 / its VariBAD code: GRU 128,
-latent 5, KL weight 0.05) are ``--encoder_hidden=128 --kl_weight=0.05``. Not yet: a belief
-trained over two consecutive episodes (the encoder trains on single episodes; online, the belief
-carries over from episode 1 to 2 with ``carry_context``). BOReL's CQL option is
-``--cql_weight`` (CQL's conservative critic term in the policy learner, any spec).
+latent 5, KL weight 0.05) are ``--encoder_hidden=128 --kl_weight=0.05``. Its two-episode
+contexts are ``2 x --window`` long: where the horizon is longer than ``--window`` (the default
+caps it at 64), they stay inside episode 1; ``--window`` = the horizon (with ``--vae_posteriors``
+/ ``--vae_transitions`` to subsample the decoding) gives BOReL's whole 2-episode horizon.
+Online, the belief carries over from episode 1 to 2 with ``carry_context``; episodes beyond
+the second extend it past what the encoder trained on. BOReL's CQL option is ``--cql_weight``
+(CQL's conservative critic term in the policy learner, any spec).
+
+CSRO's own sizes (Gao et al. 2023 / its code): encoder and q(z | s, a) MLPs 200 x 3, latent 20,
+--club_weight 25 (10 for Half-Cheetah-Vel), FOCAL weight 10; its learner is BRAC with a KL
+dual (here the comparison's SAC+BC), its test-time context the non-prior protocol
+(``{split}_nonprior_ctx``, evaluated for every method).
 
 ReDA (``jaxomrl.algos.reda``): per-task dynamics ensembles and a shared reward model, an
 adversarial SAC policy generating contexts in the models against the transformer context
@@ -72,6 +93,11 @@ from jaxomrl.learners.sac import SACConfig
 # VariBAD's / BOReL's encoder input: ReLU embeddings of s', a and r (state / action / reward
 # embedding sizes of VariBAD's code, which BOReL uses).
 BOREL_INPUT_EMBEDDINGS = (32, 16, 16)
+# BOReL's belief horizon: VariBAD's BAMDP of 2 consecutive episodes (BOReL's offline data are
+# 2-episode rollouts, trajectory_len = 2 x horizon).
+BOREL_EPISODES = 2
+# CSRO's weight of the FOCAL distance-metric term (its configs' z_loss_weight).
+CSRO_FOCAL_WEIGHT = 10.0
 
 ALGORITHMS: Dict[str, Tuple[str, ...]] = {
     "r2pgo": ("no_weighted_negatives", "no_hypernetwork"),
@@ -81,6 +107,7 @@ ALGORITHMS: Dict[str, Tuple[str, ...]] = {
     "focal": (),
     "corro": (),
     "borel": ("reward_relabelling",),
+    "csro": ("no_club",),
     "reda": ("no_model", "no_adversary", "no_uncertainty", "no_task_reward"),
 }
 
@@ -107,7 +134,7 @@ class Settings:
     encoder_hidden: int = setting(64, "Encoder width (GRU state size).", lower=1)
     window: Optional[int] = setting(
         None, "Episode-prefix length the encoder trains on (default: the family's horizon, at "
-        "most 64).", lower=1)
+        "most 64; BOReL's two-episode contexts are twice as long).", lower=1)
     infonce_prefix: str = setting(
         "random", "R2PGO: the contrastive embedding of a context is the GRU's belief after a "
         "uniformly drawn prefix (random; the paper's z_t) or after the whole context (last).",
@@ -130,6 +157,9 @@ class Settings:
         5.0, "R2PGO eq. 4: alpha of the similarity kernel exp(-alpha |c_i - c_j|^2) on task "
         "attributes that draws the negatives (0: uniform).", lower=0.0)
     num_negatives: int = setting(16, "Contrastive negatives per anchor.", lower=1)
+    club_weight: float = setting(
+        25.0, "CSRO: weight of the CLUB bound on I(z; s, a) (CSRO's configs: 25 for the point "
+        "robot, Hopper and Walker, 10 for Half-Cheetah-Vel, 50 for Ant / Humanoid).", lower=0.0)
     temperature: float = setting(1.0, "InfoNCE temperature.", lower=0.0)
     policy_steps: int = setting(5000, "Policy gradient steps.", lower=1)
     batch_size: int = setting(256, "Policy transitions per step (all tasks).", lower=1)
@@ -192,6 +222,11 @@ class Settings:
                                 "standardised by the training embeddings' per-dimension mean "
                                 "and std (VariBAD's norm_latent_for_policy).",
                                 to=("normalize_z",))    # ReDA's meta: via make_config
+    nonprior_episodes: int = setting(
+        MetaConfig.nonprior_episodes, "CSRO's non-prior context protocol: episodes the agent "
+        "collects its own context in (uniformly random actions for the first half of their "
+        "steps) before the evaluated episode, whose context is then held fixed (0: off).",
+        lower=0, to=("nonprior_episodes",))  # ReDA: as normalize_z
 
     def __post_init__(self):
         check_finite_fields(self)
@@ -243,13 +278,19 @@ def make_config(spec: str, s: Settings) -> MetaConfig:
     elif name in ("om_bc", "om_sac"):
         encoder = EncoderConfig(**vae, **shared)
     elif name == "borel":
-        encoder = EncoderConfig(**vae, **shared, input_embeddings=BOREL_INPUT_EMBEDDINGS,
-                                belief="mean_logvar")
+        encoder = EncoderConfig(**vae, **dict(shared, window=BOREL_EPISODES * s.window),
+                                input_embeddings=BOREL_INPUT_EMBEDDINGS, belief="mean_logvar",
+                                context_episodes=BOREL_EPISODES)
         common["policy_context"] = "history"
         if "reward_relabelling" in ablations:
             common["reward_relabelling"] = relabel.BOREL_FRACTION
     elif name == "focal":
         encoder = EncoderConfig(encoder="mlp", pooling="mean", focal_weight=1.0, **shared)
+    elif name == "csro":
+        encoder = EncoderConfig(encoder="mlp", pooling="mean", transition_output="tanh",
+                                focal_weight=CSRO_FOCAL_WEIGHT,
+                                club_weight=0.0 if "no_club" in ablations else s.club_weight,
+                                **shared)
     else:  # corro
         encoder = EncoderConfig(encoder="mlp", pooling="mean", corro_weight=1.0,
                                 num_negatives=s.num_negatives, **shared)

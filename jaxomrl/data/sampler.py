@@ -148,12 +148,18 @@ def sample_windows(data: TaskData, key: jax.Array, batch_size: int, window: int,
 
 
 def sample_episodes(data: TaskData, key: jax.Array, batch_size: int, length: int,
-                    tasks: Optional[jax.Array] = None) -> Tuple[Transition, jax.Array]:
+                    tasks: Optional[jax.Array] = None, episodes: int = 1
+                    ) -> Tuple[Transition, jax.Array]:
     """Trajectory prefixes: ``length`` transitions from the start of a uniformly drawn episode.
 
     Returns ``(Transition [M, B, L], mask [M, B, L])``; ``mask`` is False after the episode ends
-    (or the task's data ends). Windows are left-aligned, as recurrent encoders need.
+    (or the task's data ends). Windows are left-aligned, as recurrent encoders need. With
+    ``episodes > 1`` a prefix runs on into the following ``episodes - 1`` episodes of the same
+    behaviour checkpoint (a multi-episode history, BOReL's belief horizon; episodes are stored
+    in order, numbered consecutively), masked where they end or the checkpoint changes.
     """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
     if batch_size < 1 or length < 1:
         raise ValueError(f"batch_size and length must be >= 1, got {batch_size}, {length}")
     if length > data.size:
@@ -166,8 +172,15 @@ def sample_episodes(data: TaskData, key: jax.Array, batch_size: int, length: int
     pos = start[..., None] + jnp.arange(length)
     mask = pos < data.size
     pos = jnp.minimum(pos, data.size - 1)
-    mask = mask & (take(data.episode, tasks, pos) == take(data.episode, tasks, start)[..., None])
-    return data.gather(tasks, pos), mask
+    first = take(data.episode, tasks, start)[..., None]
+    if episodes == 1:
+        return data.gather(tasks, pos), mask & (take(data.episode, tasks, pos) == first)
+    ahead = take(data.episode, tasks, pos) - first
+    same_behaviour = take(data.checkpoint, tasks, pos) == take(data.checkpoint, tasks,
+                                                                start)[..., None]
+    # a transition counts only if every one before it does (no gaps, no return after a change)
+    valid = mask & (ahead >= 0) & (ahead < episodes) & same_behaviour
+    return data.gather(tasks, pos), jnp.cumprod(valid, axis=-1).astype(bool)
 
 
 def run_data(ds, ood=None) -> Tuple[Dict[str, TaskData], Dict[str, Any]]:

@@ -45,17 +45,20 @@ def encoder_context(learner, params) -> Context:
 
 def online_returns(family: TaskFamily, tasks: Task, policy: Policy, context: Optional[Context],
                    key: jax.Array, num_episodes: int = 1, carry_context: bool = True,
-                   initial_context: Any = None, frozen: bool = False) -> jax.Array:
+                   initial_context: Any = None, frozen: bool = False, random_steps: int = 0,
+                   freeze_from: Optional[int] = None) -> jax.Array:
     """Returns ``[num_tasks, num_episodes]`` of a policy adapting online in every task
     (:func:`online_rollout` without the per-step trace)."""
     return online_rollout(family, tasks, policy, context, key, num_episodes, carry_context,
-                          initial_context, frozen)[0]
+                          initial_context, frozen, random_steps=random_steps,
+                          freeze_from=freeze_from)[0]
 
 
 def online_rollout(family: TaskFamily, tasks: Task, policy: Policy, context: Optional[Context],
                    key: jax.Array, num_episodes: int = 1, carry_context: bool = True,
                    initial_context: Any = None, frozen: bool = False,
-                   record: Tuple[str, ...] = ()
+                   record: Tuple[str, ...] = (), random_steps: int = 0,
+                   freeze_from: Optional[int] = None
                    ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     """Returns ``[num_tasks, num_episodes]`` of a policy adapting online in every task and the
     per-step trace ``{"reward": [num_tasks, steps], "z": [num_tasks, steps, latent] (with a
@@ -76,9 +79,23 @@ def online_rollout(family: TaskFamily, tasks: Task, policy: Policy, context: Opt
         :func:`context_from_data`) instead of the empty history.
       frozen: never update the context with the policy's own transitions (the embedding stays
         that of ``initial_context``: the offline-context protocol of FOCAL / CORRO).
+      random_steps: the first ``random_steps`` steps act uniformly at random in [-1, 1]^d
+        instead of by the policy (before episode ``freeze_from`` only; CSRO's non-prior context
+        collection); their transitions enter the context like the policy's.
+      freeze_from: from this episode (0-based) on, the context is no longer updated (it holds
+        what the earlier episodes collected); None: never frozen by episode.
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    if random_steps < 0:
+        raise ValueError(f"random_steps must be >= 0, got {random_steps}")
+    if freeze_from is not None and not 0 <= freeze_from < num_episodes:
+        raise ValueError(f"freeze_from must be an episode in [0, {num_episodes}), got "
+                         f"{freeze_from}")
+    if freeze_from is not None and not carry_context:
+        raise ValueError("freeze_from keeps what earlier episodes collected: it needs "
+                         "carry_context=True")
+    explore_until = num_episodes if freeze_from is None else freeze_from
     low, high = family.action_low, family.action_high
 
     def one_task(task, key, start):
@@ -86,10 +103,16 @@ def online_rollout(family: TaskFamily, tasks: Task, policy: Policy, context: Opt
         state = family.reset(task, k_reset)
         ctx = start if start is not None else (context.init() if context is not None else ())
 
-        def body(carry, k):
+        def body(carry, inp):
+            k, t = inp
             state, ctx, episode, returns = carry
             z = context.embed(ctx, state.obs) if context is not None else None
             action = policy(state.obs, z, k)
+            if random_steps:
+                uniform = jax.random.uniform(jax.random.fold_in(k, 1), action.shape,
+                                             minval=-1.0, maxval=1.0)
+                action = jnp.where((t < random_steps) & (episode < explore_until), uniform,
+                                   action)
             nxt = family.step_autoreset(task, state, scale_action(action, low, high))
             live = episode < num_episodes
             returns = returns + jnp.where(live, nxt.reward, 0.0) * jax.nn.one_hot(
@@ -98,7 +121,10 @@ def online_rollout(family: TaskFamily, tasks: Task, policy: Policy, context: Opt
                 tr = Transition(obs=state.obs, action=action, reward=nxt.reward,
                                 next_obs=nxt.next_obs, terminated=nxt.terminated,
                                 truncated=nxt.truncated)
-                ctx = context.update(ctx, tr)
+                new = context.update(ctx, tr)
+                if freeze_from is not None:
+                    new = optax.tree_utils.tree_where(episode >= freeze_from, ctx, new)
+                ctx = new
                 if not carry_context:
                     ctx = optax.tree_utils.tree_where(nxt.done, context.init(), ctx)
             trace = {"reward": nxt.reward, **{name: nxt.info[name] for name in record}}
@@ -107,8 +133,9 @@ def online_rollout(family: TaskFamily, tasks: Task, policy: Policy, context: Opt
             return (nxt, ctx, episode + nxt.done.astype(jnp.int32), returns), trace
 
         init = (state, ctx, jnp.zeros((), jnp.int32), jnp.zeros((num_episodes,), jnp.float32))
+        steps = num_episodes * family.horizon
         (_, _, _, returns), trace = jax.lax.scan(
-            body, init, jax.random.split(k_run, num_episodes * family.horizon))
+            body, init, (jax.random.split(k_run, steps), jnp.arange(steps)))
         return returns, trace
 
     return jax.vmap(one_task)(tasks, jax.random.split(key, tasks.num_tasks), initial_context)

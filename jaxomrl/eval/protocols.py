@@ -11,6 +11,12 @@ Where the context the policy infers its task from comes from:
   Returns ``[T, 1]``, the mean over ``num_contexts`` drawn episodes.
 * ``offpolicy_ctx`` (ReDA's *off-policy* protocol): as ``offline_ctx`` but the episode comes from
   data of behaviour checkpoints held out of training (the collection's ``ood`` split).
+* ``nonprior_ctx`` (CSRO's non-prior context collection, an ``online`` variant): the agent
+  collects its own context in ``nonprior_episodes`` episodes, acting uniformly at random for the
+  first half of their steps and by the policy (on the context so far) for the second half; then
+  one episode with that context held fixed, whose return is reported (``[T, 1]``). No offline
+  data is needed, and the random half makes the context independent of what the policy believes
+  at first (CSRO's answer to contexts that only reflect the behaviour policy).
 
 ``evaluate_policy`` runs every protocol whose context source exists, for every task set (split),
 and reports ``{split}_{protocol}``; the task sets of a protocol roll out together, as one batch.
@@ -52,6 +58,21 @@ def fixed_context_returns(family: TaskFamily, tasks: Task, policy: Policy, conte
     return jnp.mean(jax.vmap(one)(jax.random.split(key, num_contexts)), axis=0)
 
 
+def nonprior_returns(family: TaskFamily, tasks: Task, policy: Policy, context: Context,
+                     key: jax.Array, explore_episodes: int) -> jax.Array:
+    """``[T]``: the return of one episode with the context collected beforehand by the agent in
+    ``explore_episodes`` episodes, the first half of whose steps are uniformly random actions
+    (CSRO's epsilon schedule: random while fewer than half the collection budget's steps have
+    passed, then the policy), held fixed during the episode."""
+    if explore_episodes < 1:
+        raise ValueError(f"explore_episodes must be >= 1, got {explore_episodes}")
+    returns = online_returns(family, tasks, policy, context, key, explore_episodes + 1,
+                             carry_context=True,
+                             random_steps=explore_episodes * family.horizon // 2,
+                             freeze_from=explore_episodes)
+    return returns[:, -1]
+
+
 def _joinable(parts) -> bool:
     """Whether pytrees differ only in their leading (task) axis."""
     shapes = [[x.shape[1:] for x in jax.tree_util.tree_leaves(p)] for p in parts]
@@ -62,7 +83,7 @@ def evaluate_policy(family: TaskFamily, tasks: Mapping[str, Task], policy: Polic
                     context: Optional[Context], key: jax.Array,
                     sources: Optional[Mapping[str, Mapping[str, Any]]] = None,
                     num_episodes: int = 1, carry_context: bool = True,
-                    num_contexts: int = 4) -> Dict[str, jax.Array]:
+                    num_contexts: int = 4, nonprior_episodes: int = 0) -> Dict[str, jax.Array]:
     """Every protocol for every task set.
 
     Args:
@@ -75,8 +96,10 @@ def evaluate_policy(family: TaskFamily, tasks: Mapping[str, Task], policy: Polic
         fixed-context protocols (a missing source or split skips that protocol there).
       num_episodes, carry_context: of the ``online`` protocol.
       num_contexts: context episodes drawn per task by the fixed-context protocols.
+      nonprior_episodes: context-collection episodes of the ``nonprior_ctx`` protocol (0: not
+        run).
     Returns ``{f"{split}_online": [T, K], f"{split}_offline_ctx": [T, 1],
-    f"{split}_offpolicy_ctx": [T, 1]}``.
+    f"{split}_offpolicy_ctx": [T, 1], f"{split}_nonprior_ctx": [T, 1]}``.
     """
     sources = sources or {}
     splits = sorted(tasks)
@@ -95,6 +118,10 @@ def evaluate_policy(family: TaskFamily, tasks: Mapping[str, Task], policy: Polic
                                              num_episodes, carry_context))
     if context is None:
         return out
+    if nonprior_episodes:
+        out.update(per_split("nonprior_ctx", nonprior_returns(
+            family, all_tasks, policy, context, jax.random.fold_in(key, 2),
+            nonprior_episodes)[:, None]))
     for i, (protocol, source) in enumerate(sorted(CONTEXT_PROTOCOLS.items())):
         have = [s for s in splits if sources.get(source, {}).get(s) is not None]
         k = jax.random.fold_in(k_fixed, i)

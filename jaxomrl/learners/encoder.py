@@ -24,12 +24,15 @@ Encoders (``config.encoder``):
   ``belief="mean_logvar"``, BOReL's hyper-state belief: the posterior's mean and log variance).
 * ``transformer``: ReDA's context encoder. Contexts are the ``window`` transitions before a
   query transition; the query is the query transition's observation and the previous action.
-* ``mlp``: FOCAL / CORRO transition encoder pooled (mean or attention) over ``window``
-  transitions.
+* ``mlp``: FOCAL / CORRO / CSRO transition encoder pooled (mean or attention) over ``window``
+  transitions (``transition_output="tanh"``: CSRO's tanh-bounded per-transition embeddings).
 
 Losses (weights in the config; any combination): ``vae`` (R2PGO eq. 2-3; gru only), ``infonce``
 (R2PGO eq. 4-5 with kernel width ``alpha``; ``alpha = 0`` is uniform negatives), ``focal``
-(distance metric), ``corro`` (InfoNCE on single transitions with noise negatives; mlp only).
+(distance metric), ``corro`` (InfoNCE on single transitions with noise negatives; mlp only),
+``club`` (CSRO: the CLUB upper bound on the mutual information between a transition's embedding
+and its (s, a), with in-task negatives, through a variational Gaussian ``q(z | s, a)`` trained by
+NLL on detached embeddings in the same step; mlp only).
 Every loss reads ``contexts_per_task`` contexts of ``meta_batch`` tasks per step. Per-step metrics
 are the loss terms and ``batch_task_accuracy`` (nearest-centroid task identification between the
 two halves of the batch's contexts); ``evaluate`` measures it on held-out contexts or tasks.
@@ -50,7 +53,7 @@ from jaxomrl.data.sampler import (TaskData, sample_episodes, sample_task_subset,
 from jaxomrl.errors import check_finite_fields
 from jaxomrl.learners.gradients import gradient_step
 from jaxomrl.losses import contrastive, vae
-from jaxomrl.nets.encoders import (GRUEncoder, RewardDecoder, StateDecoder,
+from jaxomrl.nets.encoders import (GaussianPredictor, GRUEncoder, RewardDecoder, StateDecoder,
                                    TransformerContextEncoder, TransitionSetEncoder,
                                    transition_features)
 from jaxomrl.types import Transition
@@ -77,6 +80,11 @@ class EncoderConfig:
     # GRU: VariBAD's separate embeddings of s', a and r (sizes; BOReL: 32, 16, 16) instead of
     # one 32-unit embedding of [s, a, r, s'] (nets.encoders.GRUEncoder).
     input_embeddings: Tuple[int, ...] = ()
+    # GRU: how many consecutive episodes (of one behaviour checkpoint) a history spans: the
+    # encoder's contexts run on from an episode into the next ones (``window`` transitions in
+    # all) and ``embed_stream`` resets the history every that many episodes, so the policy's
+    # embeddings are beliefs over that horizon (BOReL / VariBAD's BAMDP horizon: 2 episodes).
+    context_episodes: int = 1
     # What a GRU posterior hands the policy: its mean ("mean") or BOReL's hyper-state belief
     # [mean, log variance] ("mean_logvar", 2 x latent_dim).
     belief: str = "mean"
@@ -96,6 +104,12 @@ class EncoderConfig:
     corro_weight: float = 0.0
     corro_reward_std: float = 0.5
     corro_next_obs_std: float = 0.0
+    # CSRO (Gao et al. 2023): weight of the CLUB bound (losses.contrastive.club_upper_bound) the
+    # encoder minimises; q(z | s, a) (nets.encoders.GaussianPredictor, the encoder's width) is
+    # trained by its NLL on detached embeddings in the same optimiser step (its parameters get
+    # no other gradient, so the NLL's weight is immaterial to Adam and fixed to 1).
+    club_weight: float = 0.0
+    transition_output: str = "linear"    # mlp encoder's per-transition output: linear | tanh
 
     def __post_init__(self):
         check_finite_fields(self)
@@ -112,16 +126,30 @@ class EncoderConfig:
             raise ValueError("the VAE loss needs the recurrent encoder (encoder='gru')")
         if self.corro_weight and self.encoder != "mlp":
             raise ValueError("the CORRO loss needs the transition encoder (encoder='mlp')")
+        if self.club_weight and self.encoder != "mlp":
+            raise ValueError("the CLUB loss needs the transition encoder (encoder='mlp')")
+        if self.transition_output not in ("linear", "tanh"):
+            raise ValueError(f"transition_output must be linear or tanh, got "
+                             f"{self.transition_output!r}")
+        if self.transition_output != "linear" and self.encoder != "mlp":
+            raise ValueError("transition_output applies to the transition encoder "
+                             "(encoder='mlp')")
         if self.infonce_weight and self.contexts_per_task < 2:
             raise ValueError("InfoNCE needs contexts_per_task >= 2 (anchor and positive)")
-        if not any((self.vae_weight, self.infonce_weight, self.focal_weight, self.corro_weight)):
-            raise ValueError("no loss selected: set a positive vae/infonce/focal/corro weight")
+        if not any((self.vae_weight, self.infonce_weight, self.focal_weight, self.corro_weight,
+                    self.club_weight)):
+            raise ValueError("no loss selected: set a positive vae/infonce/focal/corro/club "
+                             "weight")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.infonce_prefix not in ("last", "random"):
             raise ValueError(f"infonce_prefix must be last or random, got {self.infonce_prefix!r}")
         if self.infonce_prefix == "random" and self.encoder != "gru":
             raise ValueError("infonce_prefix='random' needs the recurrent encoder (encoder='gru')")
+        if self.context_episodes < 1:
+            raise ValueError(f"context_episodes must be >= 1, got {self.context_episodes}")
+        if self.context_episodes > 1 and self.encoder != "gru":
+            raise ValueError("context_episodes > 1 needs the recurrent encoder (encoder='gru')")
         if self.belief not in ("mean", "mean_logvar"):
             raise ValueError(f"belief must be mean or mean_logvar, got {self.belief!r}")
         if (self.belief != "mean" or self.input_embeddings) and self.encoder != "gru":
@@ -187,7 +215,10 @@ class _Model(nn.Module):
         elif c.encoder == "transformer":
             self.encoder = TransformerContextEncoder(c.hidden, 1, c.latent_dim)
         else:
-            self.encoder = TransitionSetEncoder((c.hidden, c.hidden), c.latent_dim, c.pooling)
+            self.encoder = TransitionSetEncoder((c.hidden, c.hidden), c.latent_dim, c.pooling,
+                                                output=c.transition_output)
+            if c.club_weight:
+                self.club = GaussianPredictor((c.hidden, c.hidden), c.latent_dim)
 
     def __call__(self, ctx: Transition, mask: jax.Array, query: Optional[Transition] = None):
         """One context ``[W]`` -> embedding ``[latent]`` (and the GRU's posteriors)."""
@@ -208,6 +239,11 @@ class _Model(nn.Module):
 
     def per_transition(self, feats):
         return self.encoder.per_transition(feats)
+
+    def club_terms(self, tr: Transition):
+        """Per-transition embeddings ``z`` and ``q(z | s, a)``'s (mean, var), ``[..., latent]``."""
+        z = self.encoder.per_transition(transition_features(tr))
+        return z, self.club(jnp.concatenate([tr.obs, tr.action], axis=-1))
 
     def gru_step(self, h, feats):
         return self.encoder.step(h, feats)[0]
@@ -236,7 +272,7 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
     def sample_contexts(data: TaskData, key: jax.Array, num: int, tasks=None):
         """``num`` contexts per task: (ctx Transition [M, num, W], mask [M, num, W], query)."""
         if config.encoder == "gru":
-            ctx, mask = sample_episodes(data, key, num, w, tasks)
+            ctx, mask = sample_episodes(data, key, num, w, tasks, config.context_episodes)
             return ctx, mask, None
         if config.encoder == "transformer":
             full, mask = sample_windows(data, key, num, w + 1, tasks)
@@ -305,6 +341,10 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
             l_corro, m_corro = _corro_loss(params, data, k_corro, task_idx)
             total += config.corro_weight * l_corro
             metrics.update(m_corro)
+        if config.club_weight:
+            l_club, m_club = _club_loss(params, ctx, mask)
+            total += config.club_weight * l_club + m_club["club_nll"]
+            metrics.update(m_club)
         metrics["loss"] = total
         if s >= 2:  # how well this batch's embeddings identify their tasks (held-in contexts)
             metrics["batch_task_accuracy"] = contrastive.centroid_accuracy(
@@ -330,6 +370,18 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
         loss, m = contrastive.info_nce(za.reshape(-1, d), zp.reshape(-1, d),
                                        zn.reshape(-1, k, d), config.temperature, config.similarity)
         return loss, {"corro": loss, "corro_accuracy": m["infonce_accuracy"]}
+
+    def _club_loss(params, ctx, mask):
+        """CSRO's two terms on every task's context transitions ``[M, S, W]``: the CLUB bound
+        (``q`` fixed; in-task negatives: all of a task's S x W transitions) and ``q``'s NLL of
+        the detached embeddings (returned as the metric ``club_nll``, added by the caller)."""
+        z, (mean, var) = model.apply(params, ctx, method=_Model.club_terms)     # [M, S, W, D]
+        per_task = lambda x: x.reshape((x.shape[0], -1) + x.shape[3:])
+        z, mean, var, valid = per_task(z), per_task(mean), per_task(var), per_task(mask)
+        sg = jax.lax.stop_gradient
+        club = jnp.mean(jax.vmap(contrastive.club_upper_bound)(z, sg(mean), sg(var), valid))
+        nll = jnp.mean(jax.vmap(contrastive.gaussian_nll)(sg(z), mean, var, valid))
+        return club, {"club": club, "club_nll": nll}
 
     def update(state: EncoderState, data: TaskData, key: jax.Array):
         params, opt_state, _, metrics = gradient_step(loss_fn, tx, state.params, state.opt_state,
@@ -377,21 +429,30 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
 
     def embed_stream(params, data: TaskData):
         """Embeddings of every dataset transition as an online agent would have them: the history
-        is the transition's episode up to it. Returns ``(z, next_z)`` ``[T, N, latent]``: ``z``
-        before the transition (to act on ``obs``), ``next_z`` after it (at ``next_obs``)."""
-        new_episode = jnp.concatenate(
-            [jnp.ones((data.num_tasks, 1), bool), data.episode[:, 1:] != data.episode[:, :-1]], 1)
+        is the transition's episode up to it (with ``context_episodes = k``: since the start of
+        its group of k consecutive episodes of one behaviour checkpoint, groups counted from the
+        checkpoint's first episode). Returns ``(z, next_z)`` ``[T, N, latent]``: ``z`` before the
+        transition (to act on ``obs``), ``next_z`` after it (at ``next_obs``)."""
+        first = jnp.ones((data.num_tasks, 1), bool)
+        new_episode = jnp.concatenate([first, data.episode[:, 1:] != data.episode[:, :-1]], 1)
+        new_behaviour = jnp.concatenate(
+            [first, data.checkpoint[:, 1:] != data.checkpoint[:, :-1]], 1)
+        k = config.context_episodes
 
-        def one_task(transitions, starts):
-            def body(ctx, inp):
-                tr, start = inp
-                ctx = optax.tree_utils.tree_where(start, context_init(), ctx)
+        def one_task(transitions, starts, changes):
+            def body(carry, inp):
+                ctx, count = carry     # episodes of the current group begun so far
+                tr, start, change = inp
+                reset = change | (start & (count == k))
+                count = jnp.where(reset, 1, count + start)
+                ctx = optax.tree_utils.tree_where(reset, context_init(), ctx)
                 z = context_embed(params, ctx, tr.obs)
                 ctx = context_update(params, ctx, tr)
-                return ctx, (z, context_embed(params, ctx, tr.next_obs))
-            return jax.lax.scan(body, context_init(), (transitions, starts))[1]
+                return (ctx, count), (z, context_embed(params, ctx, tr.next_obs))
+            init = (context_init(), jnp.zeros((), jnp.int32))
+            return jax.lax.scan(body, init, (transitions, starts, changes))[1]
 
-        return jax.vmap(one_task)(data.transitions, new_episode)
+        return jax.vmap(one_task)(data.transitions, new_episode, new_behaviour)
 
     return EncoderLearner(init=init, update=update, loss=loss_fn, embed=embed,
                           sample_contexts=sample_contexts, evaluate=evaluate,
@@ -408,6 +469,8 @@ def _init_all(model: _Model, ctx: Transition, mask, query):
         model.decode(jnp.broadcast_to(m, ctx.reward.shape + m.shape), ctx)
     if model.config.corro_weight:
         model.per_transition(transition_features(ctx))
+    if model.config.club_weight:
+        model.club_terms(ctx)
     return z
 
 

@@ -1,5 +1,6 @@
 """Contrastive task-representation losses: InfoNCE, R2PGO's similarity-weighted negatives, FOCAL's
-distance metric, CORRO's negative generation, and nearest-centroid task accuracy. (ReDA's relative representation metric d(phi)
+distance metric, CORRO's negative generation, CSRO's CLUB bound, and nearest-centroid task
+accuracy. (ReDA's relative representation metric d(phi)
 is an evaluation function: ``jaxomrl.eval.metrics``.)
 
 All functions are pure and jittable. Shapes: ``D`` embedding size, ``B`` anchors, ``K`` negatives
@@ -201,3 +202,54 @@ def corro_negatives(key: jax.Array, reward: jax.Array, next_obs: jax.Array, num_
     noise = jax.random.normal(k_s, next_obs.shape[:-1] + (num_negatives, next_obs.shape[-1]))
     s = next_obs[..., None, :] + next_obs_std * noise
     return r, s
+
+
+def _masked_mean(x: jax.Array, weight: jax.Array) -> jax.Array:
+    return jnp.sum(x * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+def gaussian_nll(z: jax.Array, mean: jax.Array, var: jax.Array,
+                 mask: Optional[jax.Array] = None) -> jax.Array:
+    """Negative log-likelihood of ``z [N, D]`` under ``N(mean, diag var)`` (each ``[N, D]``),
+    without the constant, averaged over valid rows (``mask [N]``) and dimensions:
+
+        mean_{n,d} [ (z - mean)^2 / (2 var) + log(var) / 2 ]
+
+    CSRO's objective for its variational ``q(z | s, a)`` (trained on detached embeddings)."""
+    if not z.shape == mean.shape == var.shape or z.ndim != 2:
+        raise ValueError(f"z, mean and var must all be [N, D], got {z.shape}, {mean.shape}, "
+                         f"{var.shape}")
+    weight = jnp.ones(z.shape[:1]) if mask is None else mask.astype(z.dtype)
+    per = jnp.mean((z - mean) ** 2 / (2.0 * var) + 0.5 * jnp.log(var), axis=-1)
+    return _masked_mean(per, weight)
+
+
+def club_upper_bound(z: jax.Array, mean: jax.Array, var: jax.Array,
+                     mask: Optional[jax.Array] = None) -> jax.Array:
+    """CLUB (Cheng et al. 2020), the contrastive log-ratio upper bound on ``I(z; x)``, with a
+    Gaussian variational ``q(z | x) = N(mean(x), diag var(x))``, over the ``N`` valid rows of one
+    task (CSRO, Gao et al. 2023: ``x`` the transition's (s, a), ``z`` its embedding; the negatives
+    are the embeddings of the task's other transitions):
+
+        CLUB = mean_i log q(z_i | x_i) - mean_{i,j} log q(z_j | x_i)
+             = mean_{i,j,d} (z_j - mean_i)^2 / var_i - mean_{i,d} (z_i - mean_i)^2 / var_i
+
+    The log-variance terms cancel between the two means (the same ``x_i``). Log-likelihoods are
+    averaged over dimensions and scaled by 2 as CSRO's code computes them, so that CSRO's
+    weights (10-50) carry over: this equals ``2 / D`` times Cheng et al.'s per-sample estimate.
+    ``z``, ``mean``, ``var`` are ``[N, D]``; ``mask [N]`` marks the valid rows (pairs of valid
+    rows only). Minimising it over the encoder (``q`` held fixed) pushes ``z`` towards being
+    unpredictable from ``x`` within the task: an embedding that does not carry the behaviour
+    policy's (s, a)."""
+    if not z.shape == mean.shape == var.shape or z.ndim != 2:
+        raise ValueError(f"z, mean and var must all be [N, D], got {z.shape}, {mean.shape}, "
+                         f"{var.shape}")
+    weight = jnp.ones(z.shape[:1]) if mask is None else mask.astype(z.dtype)
+    positive = jnp.mean((z - mean) ** 2 / var, axis=-1)                          # [N]
+    # the mean over pairs (i, j) without the [N, N] matrix: mean_j (z_j - m_i)^2 is
+    # E[z^2] - 2 E[z] m_i + m_i^2 with the moments over the valid j (O(N D) memory, so that
+    # CSRO's whole-task negatives fit for contexts of thousands of transitions)
+    moment = lambda x: jnp.sum(x * weight[:, None], axis=0) / jnp.maximum(jnp.sum(weight), 1.0)
+    m1, m2 = moment(z), moment(z ** 2)
+    pairs = jnp.mean((m2 - 2.0 * m1 * mean + mean ** 2) / var, axis=-1)         # [N]
+    return _masked_mean(pairs - positive, weight)

@@ -144,16 +144,21 @@ class TransitionSetEncoder(nn.Module):
     latent_dim: int = 5
     pooling: str = "mean"
     normalize: bool = False
+    output: str = "linear"           # per-transition output: linear | tanh (CSRO's encoder)
 
     def setup(self):
         if self.pooling not in ("mean", "attention"):
             raise ValueError(f"pooling must be 'mean' or 'attention', got {self.pooling!r}")
+        if self.output not in ("linear", "tanh"):
+            raise ValueError(f"output must be 'linear' or 'tanh', got {self.output!r}")
         self.mlp = MLP(self.hidden, self.latent_dim)
         if self.pooling == "attention":
             self.score = nn.Dense(1)
 
     def per_transition(self, features: jax.Array) -> jax.Array:
         z = self.mlp(features)
+        if self.output == "tanh":
+            z = jnp.tanh(z)
         if self.normalize:
             z = z / (jnp.linalg.norm(z, axis=-1, keepdims=True) + 1e-8)
         return z
@@ -170,3 +175,18 @@ class TransitionSetEncoder(nn.Module):
             logits = jnp.where(mask, self.score(features)[:, 0], -1e9)
             w = jax.nn.softmax(logits) * jnp.any(mask)
         return jnp.sum(w[:, None] * z, axis=0)
+
+
+class GaussianPredictor(nn.Module):
+    """CSRO's variational ``q(z | x)``: ``x [..., F] -> (mean, var) [..., latent_dim]``, an MLP
+    with a tanh output of size ``2 latent_dim``, the variance the softplus of its second half
+    (CSRO's club_model: 200 x 3, tanh output, softplus variance, so var is in (0.31, 1.31))."""
+
+    hidden: Sequence[int] = (64, 64)
+    latent_dim: int = 5
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> Tuple[jax.Array, jax.Array]:
+        out = jnp.tanh(MLP(self.hidden, 2 * self.latent_dim)(x))
+        mean, raw = jnp.split(out, 2, axis=-1)
+        return mean, jax.nn.softplus(raw)
