@@ -2,7 +2,8 @@
 
 ``Transition`` is the one record of experience: environments produce it, datasets store its
 fields, samplers batch it, encoders read it; a ``TaskBatch`` adds the task embeddings a
-conditioned learner trains on. ``Policy`` is the one acting signature: a deterministic or
+conditioned learner trains on; a ``Segment`` is a trajectory piece as a decision transformer
+reads it. ``Policy`` is the one acting signature: a deterministic or
 stochastic map ``(obs, z, key) -> action`` in the normalised box [-1, 1]^d, with ``z=None`` for a
 policy that takes no task. The action-box maps live here because environments, collectors,
 samplers and evaluators all convert between the networks' [-1, 1] box and the family's.
@@ -39,6 +40,19 @@ class TaskBatch:
     transition: Transition
     z: jax.Array
     next_z: Optional[jax.Array] = None
+
+
+@struct.dataclass
+class Segment:
+    """A trajectory segment as a decision transformer reads it, leaves ``[..., L]``: the scaled
+    return-to-go ``rtg``, ``obs [..., L, O]``, ``action [..., L, A]`` (in [-1, 1]), the
+    within-episode ``timestep`` (int) and ``mask`` (False: padding)."""
+
+    rtg: jax.Array
+    obs: jax.Array
+    action: jax.Array
+    timestep: jax.Array
+    mask: jax.Array
 
 
 def scale_action(action: jax.Array, low: float, high: float) -> jax.Array:

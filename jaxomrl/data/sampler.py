@@ -132,19 +132,55 @@ def sample_windows(data: TaskData, key: jax.Array, batch_size: int, window: int,
     the window's last one (so a window never mixes episodes or behaviour checkpoints). The last
     position is always valid. Windows are right-aligned: padding comes first.
     """
+    tasks, pos, mask = window_positions(data, key, batch_size, window, tasks, same_episode)
+    return data.gather(tasks, pos), mask
+
+
+def window_positions(data: TaskData, key: jax.Array, batch_size: int, window: int,
+                     tasks: Optional[jax.Array] = None, same_episode: bool = True,
+                     episode_ends: bool = False) -> Tuple[jax.Array, jax.Array, jax.Array]:
+    """The positions behind :func:`sample_windows`: ``(tasks [M], pos [M, B, W], mask [M, B,
+    W])``, ``take(x, tasks, pos)`` giving any per-transition array's windows. With
+    ``episode_ends`` the windows end at the last transition of a uniformly drawn episode (a
+    trajectory's final steps: Prompt-DT's prompts) instead of at a uniform position."""
     if batch_size < 1 or window < 1:
         raise ValueError(f"batch_size and window must be >= 1, got {batch_size}, {window}")
     if window > data.size:
         raise ValueError(f"window ({window}) is longer than the data per task ({data.size})")
     tasks = _tasks(data, tasks)
-    end = jax.random.randint(key, (tasks.shape[0], batch_size), 0, data.size)
+    shape = (tasks.shape[0], batch_size)
+    if episode_ends:
+        last = episode_last(data)[tasks]                                      # [M, N]
+        end = jax.random.categorical(key, jnp.where(last, 0.0, -jnp.inf)[:, None, :], axis=-1,
+                                     shape=shape)
+    else:
+        end = jax.random.randint(key, shape, 0, data.size)
     pos = end[..., None] - (window - 1) + jnp.arange(window)
     mask = pos >= 0
     pos = jnp.maximum(pos, 0)
     if same_episode:
         same = take(data.episode, tasks, pos) == take(data.episode, tasks, end)[..., None]
         mask = mask & same
-    return data.gather(tasks, pos), mask
+    return tasks, pos, mask
+
+
+def episode_last(data: TaskData) -> jax.Array:
+    """``[T, N]`` bool: the transition is its episode's last in the data (the next one belongs
+    to another episode, or the data end)."""
+    return jnp.concatenate([data.episode[:, 1:] != data.episode[:, :-1],
+                            jnp.ones((data.num_tasks, 1), bool)], axis=1)
+
+
+def returns_to_go(data: TaskData) -> jax.Array:
+    """``[T, N]``: every transition's undiscounted return from it to its episode's end in the
+    data (the decision transformer's return-to-go)."""
+    def one_task(reward, last):
+        def body(g, inp):
+            r, end = inp
+            g = r + jnp.where(end, 0.0, g)
+            return g, g
+        return jax.lax.scan(body, jnp.zeros((), reward.dtype), (reward, last), reverse=True)[1]
+    return jax.vmap(one_task)(data.transitions.reward, episode_last(data))
 
 
 def sample_episodes(data: TaskData, key: jax.Array, batch_size: int, length: int,
