@@ -208,10 +208,7 @@ def sample_episodes(data: TaskData, key: jax.Array, batch_size: int, length: int
     pos = start[..., None] + jnp.arange(length)
     mask = pos < data.size
     pos = jnp.minimum(pos, data.size - 1)
-    first = take(data.episode, tasks, start)[..., None]
-    if episodes == 1:
-        return data.gather(tasks, pos), mask & (take(data.episode, tasks, pos) == first)
-    ahead = take(data.episode, tasks, pos) - first
+    ahead = take(data.episode, tasks, pos) - take(data.episode, tasks, start)[..., None]
     same_behaviour = take(data.checkpoint, tasks, pos) == take(data.checkpoint, tasks,
                                                                 start)[..., None]
     # a transition counts only if every one before it does (no gaps, no return after a change)

@@ -118,7 +118,7 @@ def evaluate_policy(family: TaskFamily, tasks: Mapping[str, Task], policy: Polic
                                              num_episodes, carry_context))
     if context is None:
         return out
-    if nonprior_episodes:
+    if nonprior_episodes:   # its own key (fold_in), so the other protocols' keys stay as they were
         out.update(per_split("nonprior_ctx", nonprior_returns(
             family, all_tasks, policy, context, jax.random.fold_in(key, 2),
             nonprior_episodes)[:, None]))

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxomrl.data.sampler import TaskData, take, window_positions
+from jaxomrl.data.sampler import TaskData, sample_task_subset, take, window_positions
 from jaxomrl.errors import check_finite_fields
 from jaxomrl.learners.gradients import gradient_step
 from jaxomrl.losses.sequence import masked_action_mse
@@ -107,8 +107,7 @@ def make_prompt_dt(config: PromptDTConfig, obs_dim: int, action_dim: int) -> Pro
         k_task, k_seg, k_prompt = jax.random.split(key, 3)
         tasks = None
         if config.meta_batch is not None and config.meta_batch < data.num_tasks:
-            tasks = jax.random.choice(k_task, data.num_tasks, (config.meta_batch,),
-                                      replace=False)
+            tasks = sample_task_subset(k_task, data.num_tasks, config.meta_batch)
         return (segments(data, rtg, k_seg, config.context, tasks, False),
                 segments(data, rtg, k_prompt, config.prompt_length, tasks, True))
 
@@ -117,13 +116,12 @@ def make_prompt_dt(config: PromptDTConfig, obs_dim: int, action_dim: int) -> Pro
         lead = seg.mask.shape[:-1]
         flat = lambda x: jax.tree_util.tree_map(lambda y: y.reshape((-1,) + y.shape[len(lead):]),
                                                 x)
-        if key is None:
-            out = jax.vmap(lambda s, p: model.apply(params, s, p))(flat(seg), flat(prompt))
-        else:
-            keys = jax.random.split(key, seg.mask[..., 0].size)
-            out = jax.vmap(lambda s, p, k: model.apply(params, s, p, deterministic=False,
-                                                       rngs={"dropout": k}))(
-                flat(seg), flat(prompt), keys)
+        def one(s, p, k):
+            if k is None:
+                return model.apply(params, s, p)
+            return model.apply(params, s, p, deterministic=False, rngs={"dropout": k})
+        keys = None if key is None else jax.random.split(key, seg.mask[..., 0].size)
+        out = jax.vmap(one)(flat(seg), flat(prompt), keys)
         return out.reshape(lead + out.shape[1:])
 
     def init(key: jax.Array) -> PromptDTState:
