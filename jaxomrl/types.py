@@ -5,12 +5,13 @@ fields, samplers batch it, encoders read it; a ``TaskBatch`` adds the task embed
 conditioned learner trains on; a ``Segment`` is a trajectory piece as a decision transformer
 reads it. ``Policy`` is the one acting signature: a deterministic or
 stochastic map ``(obs, z, key) -> action`` in the normalised box [-1, 1]^d, with ``z=None`` for a
-policy that takes no task. The action-box maps live here because environments, collectors,
+policy that takes no task; a ``RecurrentPolicy`` adds a memory of its own episode (a decision
+transformer's last steps), and ``as_recurrent`` makes any ``Policy`` one with an empty memory. The action-box maps live here because environments, collectors,
 samplers and evaluators all convert between the networks' [-1, 1] box and the family's.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional
 
 import jax
 from flax import struct
@@ -18,6 +19,26 @@ from flax import struct
 PRNGKey = jax.Array
 Metrics = Dict[str, jax.Array]
 Policy = Callable[[jax.Array, Optional[jax.Array], PRNGKey], jax.Array]
+
+
+class RecurrentPolicy(NamedTuple):
+    """A policy that remembers its own episode: ``init() -> memory`` at every episode's start,
+    ``act(memory, obs, z, key) -> action`` (as ``Policy``), ``update(memory, obs, action,
+    reward) -> memory`` after every step (``action`` in [-1, 1]^d). The memory is the policy's
+    own, apart from the task context ``z``: a protocol that holds the context fixed still
+    updates it."""
+
+    init: Callable[[], Any]
+    act: Callable[[Any, jax.Array, Optional[jax.Array], PRNGKey], jax.Array]
+    update: Callable[[Any, jax.Array, jax.Array, jax.Array], Any]
+
+
+def as_recurrent(policy) -> RecurrentPolicy:
+    """``policy`` itself if it is a ``RecurrentPolicy``, else a ``Policy`` with an empty memory."""
+    if isinstance(policy, RecurrentPolicy):
+        return policy
+    return RecurrentPolicy(init=lambda: (), act=lambda memory, obs, z, key: policy(obs, z, key),
+                           update=lambda memory, obs, action, reward: memory)
 
 
 @struct.dataclass

@@ -110,12 +110,11 @@ def test_every_settings_field_is_a_flag_of_train_py_with_its_default():
 
 
 SPECS = ["r2pgo", "r2pgo/no_hypernetwork", "bc", "om_bc", "om_sac", "focal", "corro", "borel",
-         "csro", "reda", "reda/no_model"]
+         "csro", "prompt_dt", "reda", "reda/no_model"]
 
 
 def _config(spec, settings):
-    return (algos.registry.make_reda_config(spec, settings) if spec.startswith("reda")
-            else algos.make_config(spec, settings))
+    return algos.registry.config_of(spec, settings)
 
 
 def _get(obj, path):
@@ -137,7 +136,7 @@ def test_routed_settings_reach_every_path_of_every_algorithm_and_default_to_the_
     from jaxomrl.config import route_paths
     routes = route_paths(algos.Settings)
     assert routes, "no routed settings"
-    base = dataclasses.replace(algos.Settings(), window=20)
+    base = dataclasses.replace(algos.Settings(), window=20, rtg_scale=20.0)
     unrouted = {spec: _config(spec, base) for spec in SPECS}
     for name, paths in routes.items():
         default = getattr(base, name)

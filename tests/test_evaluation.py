@@ -122,6 +122,38 @@ def test_nonprior_context_is_collected_half_at_random_then_held_fixed():
         online_rollout(family, tasks, const, seen, key, 2, freeze_from=2)
 
 
+def test_a_recurrent_policys_memory_starts_every_episode_and_follows_a_frozen_context():
+    """A policy that remembers how many steps of its episode it took and walks along x for the
+    first 3 only: its positions (recorded by a context that embeds the observation) rise for 3
+    steps and stay in every episode -- the memory restarts at each episode and is updated while
+    the context is frozen (offline-context protocol) -- and a plain Policy is unchanged by it."""
+    from jaxomrl.types import RecurrentPolicy
+    ds = scripted_point_robot_dataset()
+    family = ds.make_family()
+    tasks = run_data(ds)[1]["tasks"]["test"]
+    where = Context(init=lambda: jnp.zeros(()), update=lambda c, tr: c + 1.0,
+                    embed=lambda c, obs: jnp.concatenate([obs, c[None]]))
+    walker = RecurrentPolicy(
+        init=lambda: jnp.zeros((), jnp.int32),
+        act=lambda m, obs, z, k: jnp.where(m < 3, 1.0, 0.0) * jnp.asarray([1.0, 0.0]),
+        update=lambda m, obs, a, r: m + 1)
+    h, key = family.horizon, jax.random.PRNGKey(0)
+    start = jnp.full((tasks.num_tasks,), 5.0)
+    _, trace = jax.jit(lambda k: online_rollout(family, tasks, walker, where, k, 2,
+                                                initial_context=start, freeze_from=0))(key)
+    x, seen = np.asarray(trace["z"][..., 0]), np.asarray(trace["z"][..., 2])
+    step = family.action_high
+    want = step * np.minimum(np.arange(2 * h) % h, 3)
+    np.testing.assert_allclose(x, np.broadcast_to(want, x.shape), atol=1e-6)
+    np.testing.assert_array_equal(seen, 5.0)       # the context stayed frozen
+    plain = lambda obs, z, k: jnp.asarray([1.0, 0.0])
+    _, free = online_rollout(family, tasks, plain, where, key, 2)
+    np.testing.assert_allclose(free["z"][:, :h, 0], np.broadcast_to(
+        step * np.arange(h), (tasks.num_tasks, h)), atol=1e-5)
+    np.testing.assert_array_equal(free["z"][..., 2], np.broadcast_to(   # context not frozen
+        np.arange(2 * h), (tasks.num_tasks, 2 * h)))
+
+
 def test_task_representation_metric_is_eq8_for_two_tasks_and_pairwise_means_for_more():
     k = jax.random.split(jax.random.PRNGKey(3), 3)
     z_train = jax.random.normal(k[0], (4, 5, 3))
@@ -199,7 +231,7 @@ def test_evaluate_writes_results_tables_and_figures_from_a_tiny_run(tmp_path):
     data, eval_data = run_data(ds, ood)
     family, n_train = ds.make_family(), int((~ds.is_test).sum())
     settings = dataclasses.replace(TINY, policy_steps=4)
-    for spec in ("r2pgo", "r2pgo/no_hypernetwork", "focal", "borel", "csro"):
+    for spec in ("r2pgo", "r2pgo/no_hypernetwork", "focal", "borel", "csro", "prompt_dt"):
         algorithm = algos.make(spec, settings, family, n_train)
         run(algorithm, data, eval_data,
             RunConfig(workdir=str(tmp_path / "runs" / spec.replace("/", "-")), seeds=(0, 1),
@@ -224,16 +256,21 @@ def test_evaluate_writes_results_tables_and_figures_from_a_tiny_run(tmp_path):
     assert {"adaptation.png", "protocols.png", "ablations.png", "tsne.png",
             "learning_curve_test_offline_ctx.png"} <= names
     assert list(saved["algorithms"]) == ["r2pgo", "r2pgo/no_hypernetwork", "focal", "borel",
-                                         "csro"]
+                                         "csro", "prompt_dt"]
     # BOReL (hyper-state, history context, plain SAC) through the same evaluation and tables.
     borel = saved["algorithms"]["borel"]["per_seed_task_episode"]
     assert np.asarray(borel["test_online"]).shape == (2, 4, 3)
     assert "| borel |" in table
     # CSRO and its non-prior context protocol, which every method with an encoder gets
     assert "| csro |" in table and "non-prior context" in table
-    for spec in ("r2pgo", "csro", "borel"):
+    for spec in ("r2pgo", "csro", "borel", "prompt_dt"):
         nonprior = saved["algorithms"][spec]["per_seed_task_episode"]["test_nonprior_ctx"]
         assert np.asarray(nonprior).shape == (2, 4, 1)
+    # Prompt-DT: every protocol, its prompt the context; no embeddings, so no d(phi)
+    pdt = saved["algorithms"]["prompt_dt"]
+    assert np.asarray(pdt["per_seed_task_episode"]["test_online"]).shape == (2, 4, 3)
+    assert np.asarray(pdt["per_seed_task_episode"]["train_offpolicy_ctx"]).shape == (2, 12, 1)
+    assert "test_dphi" not in pdt["summary"] and "| prompt_dt |" in table
     for f in res["figures"]:
         with open(f, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"

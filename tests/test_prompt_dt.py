@@ -9,7 +9,7 @@ import pytest
 
 from jaxomrl.data.sampler import episode_last, returns_to_go, take, window_positions
 from jaxomrl.learners.gradients import scan_updates
-from jaxomrl.learners.prompt_dt import PromptDTConfig, make_prompt_dt
+from jaxomrl.learners.prompt_dt import Inference, PromptDTConfig, best_return, make_prompt_dt
 from jaxomrl.losses.sequence import masked_action_mse
 from jaxomrl.nets.decision_transformer import (PromptDecisionTransformer, attention_mask,
                                                interleave)
@@ -101,13 +101,13 @@ def test_prompt_dt_learns_the_behaviour_of_a_small_problem():
                          learning_rate=1e-3, warmup_steps=20, batch_size=8, meta_batch=6)
     obs_dim = data.transitions.obs.shape[-1]
     learner = make_prompt_dt(cfg, obs_dim, A)
-    rtg = returns_to_go(data)
+    source = learner.make_source(data)
     key = jax.random.PRNGKey(0)
     state0 = learner.init(key)
     state, metrics = jax.jit(scan_updates, static_argnums=(0, 4))(
-        learner.update, state0, (data, rtg), key, 300)
+        learner.update, state0, source, key, 300)
     eval_cfg = dataclasses.replace(cfg, meta_batch=None, batch_size=32)
-    batch = make_prompt_dt(eval_cfg, obs_dim, A).sample_batch(data, rtg, jax.random.PRNGKey(9))
+    batch = make_prompt_dt(eval_cfg, obs_dim, A).sample_batch(source, jax.random.PRNGKey(9))
     err = lambda params: float(learner.loss(params, batch, None)[0])   # deterministic
     seg = batch[0]
     w = seg.mask[..., None]
@@ -117,3 +117,82 @@ def test_prompt_dt_learns_the_behaviour_of_a_small_problem():
     before, after = err(state0.params), err(state.params)
     assert after < 0.5 * before and after < baseline, (before, after, baseline)
     assert np.all(np.isfinite(np.asarray(metrics["action_mse"])))
+
+
+def _tiny_inference(data, context=6, prompt_length=4, key=0):
+    cfg = PromptDTConfig(width=16, num_layers=2, num_heads=2, context=context,
+                         prompt_length=prompt_length, max_timestep=32, rtg_scale=7.0)
+    learner = make_prompt_dt(cfg, data.transitions.obs.shape[-1], A)
+    source = learner.make_source(data)
+    inference = Inference(params=learner.init(jax.random.PRNGKey(key)).params,
+                          obs_moments=source.obs_moments,
+                          target_return=best_return(data, source.rtg))
+    return learner, source, inference
+
+
+def test_prompt_context_read_from_an_episode_is_that_episodes_training_prompt():
+    """Reading an episode transition by transition (the protocols' context update), the prompt
+    is the episode's last P steps with their returns-to-go to its end, as the training prompts
+    are sampled; it is empty before the first episode ends and replaced by the next one's."""
+    ds = scripted_point_robot_dataset()
+    data = ds.select_tasks(~ds.is_test).to_device()
+    learner, source, inference = _tiny_inference(data)
+    p, scale = learner.config.prompt_length, learner.config.rtg_scale
+    task, h = 3, 20
+    tr = jax.tree_util.tree_map(lambda x: x[task], data.transitions)
+    assert bool(tr.truncated[h - 1]) and not bool(tr.truncated[: h - 1].any())
+    ctx = learner.context_init()
+    prompts = []
+    for i in range(2 * h):
+        ctx = learner.context_update(inference, ctx, jax.tree_util.tree_map(lambda x: x[i], tr))
+        prompts.append(learner.context_embed(inference, ctx, tr.obs[i]))
+    assert not bool(prompts[h - 2].mask.any())          # no episode has ended yet
+    for end, prompt in ((h - 1, prompts[h - 1]), (2 * h - 1, prompts[-1])):
+        pos = np.arange(end - p + 1, end + 1)
+        np.testing.assert_array_equal(prompt.mask, np.ones(p, bool))
+        np.testing.assert_allclose(prompt.rtg, source.rtg[task, pos] / scale, rtol=1e-5)
+        np.testing.assert_allclose(prompt.obs, (tr.obs[pos] - source.obs_moments[0])
+                                   / source.obs_moments[1], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(prompt.action, tr.action[pos])
+        np.testing.assert_array_equal(prompt.timestep, data.timestep[task, pos])
+    # between episode ends the prompt stays that of the last ended episode
+    np.testing.assert_array_equal(prompts[h + 5].rtg, prompts[h - 1].rtg)
+
+
+def test_policy_memory_rebuilds_the_training_segment_of_every_step():
+    """Replaying a data episode through the policy's memory (return-to-go started at that
+    episode's return) gives at every step the action the model predicts for the training-format
+    segment ending there (left-padded window of K steps): acting and training read the same
+    token layout, the memory resets at an episode's start, and the prediction never reads the
+    current action."""
+    ds = scripted_point_robot_dataset()
+    data = ds.select_tasks(~ds.is_test).to_device()
+    learner, source, inference = _tiny_inference(data)
+    k, scale = learner.config.context, learner.config.rtg_scale
+    task, start, h = 5, 20, 20
+    inference = inference.replace(target_return=source.rtg[task, start])
+    policy = learner.make_policy(inference)
+    prompt = learner.sample_batch(source, jax.random.PRNGKey(3))[1]
+    prompt = jax.tree_util.tree_map(lambda x: x[0, 0], prompt)
+    memory = policy.init()
+    act, predict = jax.jit(policy.act), jax.jit(learner.predict)
+    moments = source.obs_moments
+    for t in range(h):
+        i = start + t
+        pos = np.arange(i - k + 1, i + 1)
+        valid = pos >= start
+        pos = np.maximum(pos, 0)
+        seg = Segment(rtg=source.rtg[task, pos] / scale,
+                      obs=(data.transitions.obs[task, pos] - moments[0]) / moments[1],
+                      action=data.transitions.action[task, pos],
+                      timestep=data.timestep[task, pos], mask=jnp.asarray(valid))
+        want = predict(inference.params, seg, prompt)[-1]
+        got = act(memory, data.transitions.obs[task, i], prompt, None)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=f"step {t}")
+        memory = policy.update(memory, data.transitions.obs[task, i],
+                               data.transitions.action[task, i],
+                               data.transitions.reward[task, i])
+    fresh = policy.init()
+    assert float(fresh["rtg"]) == pytest.approx(float(source.rtg[task, start]) / scale)
+    assert float(best_return(data, source.rtg)) == pytest.approx(
+        float(jnp.max(jnp.where(data.timestep == 0, source.rtg, -jnp.inf))))

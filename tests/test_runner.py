@@ -22,7 +22,9 @@ from scripted_data import scripted_point_robot_dataset
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = algos.Settings(hidden=(16, 16), hyper_hidden=(8,), latent_dim=3, encoder_hidden=16,
                       window=10, contexts_per_task=4, encoder_meta_batch=4, encoder_steps=6,
-                      policy_steps=6, batch_size=32, meta_batch=4, eval_episodes=2)
+                      policy_steps=6, batch_size=32, meta_batch=4, eval_episodes=2,
+                      dt_width=16, dt_layers=1, dt_context=5, dt_prompt_length=3,
+                      dt_batch_size=2, dt_warmup=2)
 SEEDS = (0, 1)
 
 

@@ -45,6 +45,17 @@ frozen after its phase and the policy conditions on [s, z]):
     csro/no_club                        ... without the CLUB term (FOCAL's loss, weight 10, on
                                         the tanh transition embeddings)
 
+Sequence models (``jaxomrl.algos.prompt_dt``; the same data and protocols, the prompt as the
+task context):
+
+    prompt_dt                           Prompt-DT: a causal transformer over (return-to-go,
+                                        state, action) tokens with a 5-step trajectory prompt of
+                                        the task prepended, trained by action regression; its
+                                        sizes are the --dt_* settings (defaults Prompt-DT's),
+                                        returns-to-go divided by --rtg_scale (default: the
+                                        family's horizon, a per-step scale; Prompt-DT: 500 for
+                                        Half-Cheetah-Vel)
+
 BOReL's sizes are the comparison's (``Settings``: encoder width, latent size, KL weight, like
 every other method's); BOReL's own defaults (Dorfman et al. 2021 / its VariBAD code: GRU 128,
 latent 5, KL weight 0.05) are ``--encoder_hidden=128 --kl_weight=0.05``. Its two-episode
@@ -81,6 +92,7 @@ from typing import Dict, Optional, Tuple
 
 from jaxomrl.algos.base import Algorithm
 from jaxomrl.algos.offline_meta import MetaConfig, make_algorithm
+from jaxomrl.algos.prompt_dt import PromptDTRunConfig, make_prompt_dt_algorithm
 from jaxomrl.algos.reda import ReDAConfig, make_reda
 from jaxomrl.config import route, setting
 from jaxomrl.data import relabel
@@ -88,6 +100,7 @@ from jaxomrl.errors import check_finite_fields
 from jaxomrl.envs.base import TaskFamily
 from jaxomrl.learners.dynamics import DynamicsConfig
 from jaxomrl.learners.encoder import EncoderConfig
+from jaxomrl.learners.prompt_dt import PromptDTConfig
 from jaxomrl.learners.sac import SACConfig
 
 # VariBAD's / BOReL's encoder input: ReLU embeddings of s', a and r (state / action / reward
@@ -108,6 +121,7 @@ ALGORITHMS: Dict[str, Tuple[str, ...]] = {
     "corro": (),
     "borel": ("reward_relabelling",),
     "csro": ("no_club",),
+    "prompt_dt": (),
     "reda": ("no_model", "no_adversary", "no_uncertainty", "no_task_reward"),
 }
 
@@ -228,6 +242,31 @@ class Settings:
         "steps) before the evaluated episode, whose context is then held fixed (0: off).",
         lower=0, to=("nonprior_episodes",))  # ReDA: as normalize_z
 
+    # Prompt-DT (defaults: PromptDTConfig's, Prompt-DT's own)
+    rtg_scale: Optional[float] = setting(
+        None, "Prompt-DT: returns-to-go are divided by it (default: the family's horizon; "
+        "Prompt-DT's code: 500 for Half-Cheetah-Vel).", lower=0.0)
+    dt_width: int = setting(PromptDTConfig.width, "Prompt-DT: transformer width.", lower=1,
+                            to=("dt.width",))
+    dt_layers: int = setting(PromptDTConfig.num_layers, "Prompt-DT: transformer blocks.",
+                             lower=1, to=("dt.num_layers",))
+    dt_heads: int = setting(PromptDTConfig.num_heads, "Prompt-DT: attention heads.", lower=1,
+                            to=("dt.num_heads",))
+    dt_dropout: float = setting(PromptDTConfig.dropout, "Prompt-DT: dropout rate.", lower=0.0,
+                                upper=1.0, to=("dt.dropout",))
+    dt_context: int = setting(PromptDTConfig.context, "Prompt-DT: K, the steps of a segment "
+                              "(and of the policy's own history, K - 1, and the current).",
+                              lower=1, to=("dt.context",))
+    dt_prompt_length: int = setting(PromptDTConfig.prompt_length, "Prompt-DT: prompt steps "
+                                    "(the end of one episode of the task).", lower=1,
+                                    to=("dt.prompt_length",))
+    dt_lr: float = setting(PromptDTConfig.learning_rate, "Prompt-DT: AdamW learning rate.",
+                           lower=0.0, to=("dt.learning_rate",))
+    dt_warmup: int = setting(PromptDTConfig.warmup_steps, "Prompt-DT: linear learning-rate "
+                             "warm-up steps.", lower=0, to=("dt.warmup_steps",))
+    dt_batch_size: int = setting(PromptDTConfig.batch_size, "Prompt-DT: segments per task and "
+                                 "step.", lower=1, to=("dt.batch_size",))
+
     def __post_init__(self):
         check_finite_fields(self)
 
@@ -328,31 +367,54 @@ def make_reda_config(spec: str, s: Settings) -> ReDAConfig:
         policy_uncertainty=s.lambda_uncertainty, adversarial_weight=s.adversarial_weight), s)
 
 
+def make_prompt_dt_config(spec: str, s: Settings) -> PromptDTRunConfig:
+    if parse_spec(spec)[0] != "prompt_dt":
+        raise ValueError(f"{spec!r} is not a Prompt-DT spec")
+    if s.rtg_scale is None:
+        raise ValueError("Settings.rtg_scale None is derived from the family's horizon by "
+                         "registry.make (or with_family); set it to build a config directly")
+    return route(PromptDTRunConfig(
+        dt=PromptDTConfig(rtg_scale=s.rtg_scale, meta_batch=s.meta_batch),
+        steps=s.policy_steps, eval_episodes=s.eval_episodes, carry_context=s.carry_context,
+        eval_contexts=s.eval_contexts), s)
+
+
 MAX_DEFAULT_WINDOW = 64
 
 
 def with_family(settings: Settings, family: TaskFamily) -> Settings:
     """``settings`` with the fields derived from the family filled in: ``window`` None -> the
-    horizon, at most ``MAX_DEFAULT_WINDOW``."""
-    if settings.window is not None:
-        return settings
-    return dataclasses.replace(settings, window=min(family.horizon, MAX_DEFAULT_WINDOW))
+    horizon, at most ``MAX_DEFAULT_WINDOW``; ``rtg_scale`` None -> the horizon."""
+    derived = {}
+    if settings.window is None:
+        derived["window"] = min(family.horizon, MAX_DEFAULT_WINDOW)
+    if settings.rtg_scale is None:
+        derived["rtg_scale"] = float(family.horizon)
+    return dataclasses.replace(settings, **derived)
+
 
 
 def read_config(spec: str, config: Dict) -> Dict:
     """A run's ``run.json`` config in today's form (``Algorithm.read_config``): parsed by its
     config class (fields renamed since read under their new names, fields added since at their
     defaults) and written back."""
-    cls = ReDAConfig if parse_spec(spec)[0] == "reda" else MetaConfig
-    return dataclasses.asdict(cls.from_dict(config))
+    return dataclasses.asdict(_kind(spec)[0].from_dict(config))
+
+
+def _kind(spec: str):
+    """``(config class, config from settings, builder)`` of a spec's algorithm."""
+    return _OWN_CONFIGS.get(parse_spec(spec)[0], (MetaConfig, make_config, make_algorithm))
+
+
+def config_of(spec: str, settings: Settings):
+    """The run config of any spec (``MetaConfig``, ``ReDAConfig`` or ``PromptDTRunConfig``);
+    derived settings must be filled in (``with_family``)."""
+    return _kind(spec)[1](spec, settings)
 
 
 def make(spec: str, settings: Settings, family: TaskFamily, num_train_tasks: int) -> Algorithm:
     settings = with_family(settings, family)
-    if parse_spec(spec)[0] == "reda":
-        algorithm = _reda(spec, make_reda_config(spec, settings), family, num_train_tasks)
-    else:
-        algorithm = make_algorithm(spec, make_config(spec, settings), family, num_train_tasks)
+    algorithm = _kind(spec)[2](spec, config_of(spec, settings), family, num_train_tasks)
     return algorithm._replace(read_config=functools.partial(read_config, spec))
 
 
@@ -365,11 +427,21 @@ def _reda(spec: str, cfg: ReDAConfig, family: TaskFamily, num_train_tasks: int) 
     return base._replace(config=dataclasses.asdict(cfg))
 
 
+# The algorithms whose config is not a MetaConfig: (config class, config from settings, builder).
+_OWN_CONFIGS = {
+    "reda": (ReDAConfig, make_reda_config, _reda),
+    "prompt_dt": (PromptDTRunConfig, make_prompt_dt_config, make_prompt_dt_algorithm),
+}
+
+
 def from_run_config(spec: str, config: Dict, family: TaskFamily, num_train_tasks: int,
                     **meta_overrides) -> Algorithm:
     """The algorithm of a run from its ``run.json`` config, with fields of its ``MetaConfig``
-    replaced (e.g. ``eval_episodes``)."""
-    if parse_spec(spec)[0] == "reda":
+    (Prompt-DT: of its run config) replaced (e.g. ``eval_episodes``)."""
+    if parse_spec(spec)[0] == "prompt_dt":
+        cfg = dataclasses.replace(PromptDTRunConfig.from_dict(config), **meta_overrides)
+        algorithm = make_prompt_dt_algorithm(spec, cfg, family, num_train_tasks)
+    elif parse_spec(spec)[0] == "reda":
         cfg = ReDAConfig.from_dict(config)
         cfg = dataclasses.replace(cfg, meta=dataclasses.replace(cfg.meta, **meta_overrides))
         algorithm = _reda(spec, cfg, family, num_train_tasks)

@@ -7,8 +7,8 @@ step the task embedding is re-inferred from the history (the context carry of
 ``jaxomrl.learners.encoder``), which is carried across episodes or reset at each one. Everything
 is one ``lax.scan`` ``vmap``-ped over tasks; ``vmap`` it again over seeds (parameters).
 
-With ``initial_context`` from :func:`context_from_data` and ``frozen=True`` the same rollout is
-the offline-context protocol (FOCAL / CORRO): the task is inferred once from an episode of the
+With ``initial_context`` from :func:`context_from_data` and ``freeze_from=0`` the same rollout
+is the offline-context protocol (FOCAL / CORRO): the task is inferred once from an episode of the
 task's offline data and the embedding is held fixed.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import optax
 
 from jaxomrl.data.sampler import sample_episodes
 from jaxomrl.envs.base import Task, TaskFamily
-from jaxomrl.types import Policy, Transition, scale_action
+from jaxomrl.types import Transition, as_recurrent, scale_action
 
 
 class Context(NamedTuple):
@@ -43,33 +43,33 @@ def encoder_context(learner, params) -> Context:
                    embed=lambda c, obs: learner.context_embed(params, c, obs))
 
 
-def online_returns(family: TaskFamily, tasks: Task, policy: Policy, context: Optional[Context],
+def online_returns(family: TaskFamily, tasks: Task, policy, context: Optional[Context],
                    key: jax.Array, num_episodes: int = 1, carry_context: bool = True,
-                   initial_context: Any = None, frozen: bool = False, random_steps: int = 0,
+                   initial_context: Any = None, random_steps: int = 0,
                    freeze_from: Optional[int] = None) -> jax.Array:
     """Returns ``[num_tasks, num_episodes]`` of a policy adapting online in every task
     (:func:`online_rollout` without the per-step trace)."""
     return online_rollout(family, tasks, policy, context, key, num_episodes, carry_context,
-                          initial_context, frozen, random_steps=random_steps,
-                          freeze_from=freeze_from)[0]
+                          initial_context, random_steps=random_steps, freeze_from=freeze_from)[0]
 
 
-def online_rollout(family: TaskFamily, tasks: Task, policy: Policy, context: Optional[Context],
+def online_rollout(family: TaskFamily, tasks: Task, policy, context: Optional[Context],
                    key: jax.Array, num_episodes: int = 1, carry_context: bool = True,
-                   initial_context: Any = None, frozen: bool = False,
-                   record: Tuple[str, ...] = (), random_steps: int = 0,
-                   freeze_from: Optional[int] = None
+                   initial_context: Any = None, record: Tuple[str, ...] = (),
+                   random_steps: int = 0, freeze_from: Optional[int] = None
                    ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     """Returns ``[num_tasks, num_episodes]`` of a policy adapting online in every task and the
-    per-step trace ``{"reward": [num_tasks, steps], "z": [num_tasks, steps, latent] (with a
+    per-step trace ``{"reward": [num_tasks, steps], "z": [num_tasks, steps, ...] (with a
     context), name: [num_tasks, steps] for name in record}`` (``record``: keys of the family's
     step ``info``, e.g. ``"x_velocity"``), ``steps = num_episodes * horizon``.
 
     Args:
       family: the task family.
       tasks: a batch of tasks (leading axis).
-      policy: ``policy(obs, z, key) -> action in [-1, 1]^d`` (``z`` is None without a
-        context), e.g. ``sac.make_policy(actor_params, deterministic=True)``.
+      policy: a ``jaxomrl.types.Policy`` ``policy(obs, z, key) -> action in [-1, 1]^d`` (``z``
+        is None without a context), e.g. ``sac.make_policy(actor_params, deterministic=True)``,
+        or a ``jaxomrl.types.RecurrentPolicy``, whose memory starts empty at every episode and
+        follows every step (whatever the context does).
       context: how the task embedding is inferred online (None: a task-agnostic policy).
       key: PRNG key (environment resets and stochastic actions).
       num_episodes: consecutive episodes per task; the rollout runs ``num_episodes * horizon``
@@ -77,13 +77,13 @@ def online_rollout(family: TaskFamily, tasks: Task, policy: Policy, context: Opt
       carry_context: keep the history across episodes (True) or start each episode empty.
       initial_context: per-task context carries ``[num_tasks, ...]`` to start from (e.g. from
         :func:`context_from_data`) instead of the empty history.
-      frozen: never update the context with the policy's own transitions (the embedding stays
-        that of ``initial_context``: the offline-context protocol of FOCAL / CORRO).
       random_steps: the first ``random_steps`` steps act uniformly at random in [-1, 1]^d
         instead of by the policy (before episode ``freeze_from`` only; CSRO's non-prior context
-        collection); their transitions enter the context like the policy's.
+        collection); their transitions enter the context and the policy's memory like the
+        policy's own.
       freeze_from: from this episode (0-based) on, the context is no longer updated (it holds
-        what the earlier episodes collected); None: never frozen by episode.
+        what the earlier episodes collected; 0: the context stays ``initial_context``, the
+        offline-context protocol of FOCAL / CORRO); None: never frozen.
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
@@ -92,11 +92,12 @@ def online_rollout(family: TaskFamily, tasks: Task, policy: Policy, context: Opt
     if freeze_from is not None and not 0 <= freeze_from < num_episodes:
         raise ValueError(f"freeze_from must be an episode in [0, {num_episodes}), got "
                          f"{freeze_from}")
-    if freeze_from is not None and not carry_context:
-        raise ValueError("freeze_from keeps what earlier episodes collected: it needs "
+    if freeze_from and not carry_context:
+        raise ValueError("freeze_from > 0 keeps what earlier episodes collected: it needs "
                          "carry_context=True")
     explore_until = num_episodes if freeze_from is None else freeze_from
     low, high = family.action_low, family.action_high
+    policy = as_recurrent(policy)
 
     def one_task(task, key, start):
         k_reset, k_run = jax.random.split(key)
@@ -105,9 +106,9 @@ def online_rollout(family: TaskFamily, tasks: Task, policy: Policy, context: Opt
 
         def body(carry, inp):
             k, t = inp
-            state, ctx, episode, returns = carry
+            state, ctx, memory, episode, returns = carry
             z = context.embed(ctx, state.obs) if context is not None else None
-            action = policy(state.obs, z, k)
+            action = policy.act(memory, state.obs, z, k)
             if random_steps:
                 uniform = jax.random.uniform(jax.random.fold_in(k, 1), action.shape,
                                              minval=-1.0, maxval=1.0)
@@ -117,24 +118,27 @@ def online_rollout(family: TaskFamily, tasks: Task, policy: Policy, context: Opt
             live = episode < num_episodes
             returns = returns + jnp.where(live, nxt.reward, 0.0) * jax.nn.one_hot(
                 jnp.minimum(episode, num_episodes - 1), num_episodes)
-            if context is not None and not frozen:
+            memory = optax.tree_utils.tree_where(
+                nxt.done, policy.init(), policy.update(memory, state.obs, action, nxt.reward))
+            if context is not None and freeze_from != 0:
                 tr = Transition(obs=state.obs, action=action, reward=nxt.reward,
                                 next_obs=nxt.next_obs, terminated=nxt.terminated,
                                 truncated=nxt.truncated)
                 new = context.update(ctx, tr)
+                if not carry_context:
+                    new = optax.tree_utils.tree_where(nxt.done, context.init(), new)
                 if freeze_from is not None:
                     new = optax.tree_utils.tree_where(episode >= freeze_from, ctx, new)
                 ctx = new
-                if not carry_context:
-                    ctx = optax.tree_utils.tree_where(nxt.done, context.init(), ctx)
             trace = {"reward": nxt.reward, **{name: nxt.info[name] for name in record}}
             if z is not None:
                 trace["z"] = z
-            return (nxt, ctx, episode + nxt.done.astype(jnp.int32), returns), trace
+            return (nxt, ctx, memory, episode + nxt.done.astype(jnp.int32), returns), trace
 
-        init = (state, ctx, jnp.zeros((), jnp.int32), jnp.zeros((num_episodes,), jnp.float32))
+        init = (state, ctx, policy.init(), jnp.zeros((), jnp.int32),
+                jnp.zeros((num_episodes,), jnp.float32))
         steps = num_episodes * family.horizon
-        (_, _, _, returns), trace = jax.lax.scan(
+        (*_, returns), trace = jax.lax.scan(
             body, init, (jax.random.split(k_run, steps), jnp.arange(steps)))
         return returns, trace
 

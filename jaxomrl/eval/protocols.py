@@ -53,7 +53,7 @@ def fixed_context_returns(family: TaskFamily, tasks: Task, policy: Policy, conte
         k_ctx, k_run = jax.random.split(k)
         start = context_from_data(context, data, k_ctx, family.horizon)
         return online_returns(family, tasks, policy, context, k_run, 1, initial_context=start,
-                              frozen=True)[:, 0]
+                              freeze_from=0)[:, 0]
 
     return jnp.mean(jax.vmap(one)(jax.random.split(key, num_contexts)), axis=0)
 
