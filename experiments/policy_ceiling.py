@@ -38,9 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags, logging
 
-from jaxomrl.algos.offline_meta import standardise
 from jaxomrl.data.dataset import load_collection
-from jaxomrl.data.sampler import TaskData, observation_moments, sample_meta_batch
+from jaxomrl.data.sampler import TaskData, observation_moments, sample_meta_batch, standardise
 from jaxomrl.eval import report
 from jaxomrl.eval.adaptation import Context, online_rollout
 from jaxomrl.experiment import cli
@@ -125,7 +124,7 @@ def train_variant(name, data: TaskData, z_train, family, tasks, z_eval, obs_map,
         act = learner.make_policy(state.actor_params, deterministic=not FLAGS.stochastic_eval)
         policy = lambda obs, z, k: act(obs_map(obs), z, k)
         returns, trace = online_rollout(family, tasks, policy, context, key, 1,
-                                        initial_context=z_eval, frozen=True,
+                                        initial_context=z_eval, freeze_from=0,
                                         record=tuple(FLAGS.record))
         return returns[:, 0], {k: trace[k] for k in FLAGS.record}
 

@@ -140,8 +140,13 @@ def test_routed_settings_reach_every_path_of_every_algorithm_and_default_to_the_
     unrouted = {spec: _config(spec, base) for spec in SPECS}
     for name, paths in routes.items():
         default = getattr(base, name)
-        # a valid value unlike the default (numbers here are rates in [0, 1])
-        value = (not default) if isinstance(default, bool) else 0.5 * default + 0.25
+        # a valid value unlike the default (counts: one more; other numbers are rates in [0, 1])
+        if isinstance(default, bool):
+            value = not default
+        elif isinstance(default, int):
+            value = default + 1
+        else:
+            value = 0.5 * default + 0.25
         assert value != default
         given = dataclasses.replace(base, **{name: value})
         reached = set()

@@ -175,7 +175,7 @@ def test_online_returns_of_known_policies_and_context_semantics():
             t1 = jax.tree_util.tree_map(lambda x: x[None], task)
             init = None if initial is None else jnp.full((1,), initial)
             return online_returns(family, t1, act, context, key, 2, carry, initial_context=init,
-                                  frozen=frozen)[0]
+                                  freeze_from=0 if frozen else None)[0]
         return np.asarray(jax.jit(jax.vmap(run_one))(tasks, goals, jax.random.split(
             jax.random.PRNGKey(0), 3)))
 

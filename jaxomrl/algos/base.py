@@ -51,8 +51,9 @@ class Algorithm(NamedTuple):
     ``embed(outputs, key, data, num) -> [T, num, latent]`` (None for task-agnostic algorithms):
     task embeddings of ``num`` contexts per task of a ``TaskData`` (for d(phi) and t-SNE).
     ``policy(outputs) -> (policy, context)``: the trained policy as ``evaluate``'s rollouts run it
-    (its deterministic ``jaxomrl.types.Policy`` and the ``jaxomrl.eval.adaptation.Context`` that
-    infers ``z`` online, None for task-agnostic algorithms), for rollouts of one's own (traces).
+    (its deterministic ``jaxomrl.types.Policy`` or ``RecurrentPolicy`` and the
+    ``jaxomrl.eval.adaptation.Context`` that infers ``z`` online, None for task-agnostic
+    algorithms), for rollouts of one's own (``eval.adaptation.online_rollout``: traces).
     ``read_config(config) -> config``: the ``config`` of a ``run.json`` written by an older
     version in today's form (renamed fields, defaults of fields added since), so identity checks
     compare like with like (None: compared as written)."""

@@ -43,7 +43,7 @@ from jaxomrl.algos.base import Algorithm, Phase
 from jaxomrl.config import from_json
 from jaxomrl.data.relabel import relabel_episodes
 from jaxomrl.data.sampler import (TaskData, observation_moments, sample_indices,
-                                  sample_meta_batch, take)
+                                  sample_meta_batch, standardise, take)
 from jaxomrl.envs.base import TaskFamily
 from jaxomrl.errors import check_finite_fields
 from jaxomrl.eval.adaptation import encoder_context
@@ -150,11 +150,6 @@ class Embedded:
     obs_moments: Optional[Tuple[jax.Array, jax.Array]] = None
     z_moments: Optional[Tuple[jax.Array, jax.Array]] = None
     train: Optional[TaskData] = None        # the relabelled training data (reward relabelling)
-
-
-def standardise(moments: Optional[Tuple[jax.Array, jax.Array]], obs: jax.Array) -> jax.Array:
-    """``(obs - mean) / std`` (``obs`` unchanged for ``moments`` None)."""
-    return obs if moments is None else (obs - moments[0]) / moments[1]
 
 
 class ModelData(NamedTuple):

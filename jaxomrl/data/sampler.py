@@ -71,6 +71,11 @@ def observation_moments(data: TaskData, min_std: float = 1e-3) -> Tuple[jax.Arra
     return jnp.mean(obs, axis=0), jnp.std(obs, axis=0) + min_std
 
 
+def standardise(moments: Optional[Tuple[jax.Array, jax.Array]], obs: jax.Array) -> jax.Array:
+    """``(obs - mean) / std`` (``obs`` unchanged for ``moments`` None)."""
+    return obs if moments is None else (obs - moments[0]) / moments[1]
+
+
 def take(x: jax.Array, tasks: jax.Array, index: jax.Array) -> jax.Array:
     """``x [T, N, ...]`` at tasks ``[M]`` and per-task positions ``index [M, ...]``."""
     x = x[tasks]

@@ -37,7 +37,8 @@ class Context(NamedTuple):
 
 
 def encoder_context(learner, params) -> Context:
-    """The online context of an ``EncoderLearner`` with parameters ``params``."""
+    """The online context of a learner with ``context_init / context_update / context_embed``
+    (an ``EncoderLearner``; Prompt-DT's prompt) with parameters ``params``."""
     return Context(init=learner.context_init,
                    update=lambda c, tr: learner.context_update(params, c, tr),
                    embed=lambda c, obs: learner.context_embed(params, c, obs))

@@ -89,7 +89,9 @@ def evaluate_policy(family: TaskFamily, tasks: Mapping[str, Task], policy: Polic
     Args:
       family: the task family.
       tasks: ``{split: Task}`` (e.g. ``train`` = seen, ``test`` = unseen tasks).
-      policy: ``policy(obs, z, key) -> action in [-1, 1]^d`` (``jaxomrl.types.Policy``).
+      policy: ``policy(obs, z, key) -> action in [-1, 1]^d`` (``jaxomrl.types.Policy``) or a
+        ``jaxomrl.types.RecurrentPolicy`` (its memory restarts at every episode of every
+        protocol; the context is what the protocol makes it).
       context: the policy's online task inference (None: task-agnostic; only ``online`` runs).
       key: PRNG key.
       sources: ``{"data": {split: TaskData}, "ood": {split: TaskData}}``, the context data of the

@@ -46,7 +46,7 @@ import optax
 from flax import struct
 
 from jaxomrl.data.sampler import (TaskData, observation_moments, returns_to_go,
-                                  sample_task_subset, take, window_positions)
+                                  sample_task_subset, standardise, take, window_positions)
 from jaxomrl.errors import check_finite_fields
 from jaxomrl.learners.gradients import gradient_step
 from jaxomrl.losses.sequence import masked_action_mse
@@ -140,9 +140,6 @@ def make_prompt_dt(config: PromptDTConfig, obs_dim: int, action_dim: int) -> Pro
     schedule = optax.linear_schedule(0.0, config.learning_rate, max(config.warmup_steps, 1))
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip),
                      optax.adamw(schedule, weight_decay=config.weight_decay))
-
-    def standardise(moments, obs):
-        return (obs - moments[0]) / moments[1]
 
     def make_source(data: TaskData) -> Source:
         return Source(data=data, rtg=returns_to_go(data), obs_moments=observation_moments(data))
