@@ -3,11 +3,12 @@
 ``Transition`` is the one record of experience: environments produce it, datasets store its
 fields, samplers batch it, encoders read it; a ``TaskBatch`` adds the task embeddings a
 conditioned learner trains on; a ``Segment`` is a trajectory piece as a decision transformer
-reads it. ``Policy`` is the one acting signature: a deterministic or
-stochastic map ``(obs, z, key) -> action`` in the normalised box [-1, 1]^d, with ``z=None`` for a
-policy that takes no task; a ``RecurrentPolicy`` adds a memory of its own episode (a decision
-transformer's last steps), and ``as_recurrent`` makes any ``Policy`` one with an empty memory. The action-box maps live here because environments, collectors,
-samplers and evaluators all convert between the networks' [-1, 1] box and the family's.
+reads it. ``Policy`` is the one acting signature: a deterministic or stochastic map ``(obs, z,
+key) -> action`` in the normalised box [-1, 1]^d, with ``z=None`` for a policy that takes no
+task; a ``RecurrentPolicy`` adds a memory of its own episode (a decision transformer's last
+steps), and ``as_recurrent`` makes any ``Policy`` one with an empty memory. The action-box maps
+live here because environments, collectors, samplers and evaluators all convert between the
+networks' [-1, 1] box and the family's.
 """
 from __future__ import annotations
 

@@ -166,6 +166,22 @@ class ModelData(NamedTuple):
     generate: Callable[..., Any]
 
 
+def context_sources(eval_data) -> Dict[str, Any]:
+    """The fixed-context protocols' sources (``evaluate_policy``'s ``sources``) of evaluation
+    data: the training checkpoints' data and, where collected, the held-out ones' (``ood``)."""
+    return {"data": eval_data["data"], "ood": eval_data.get("ood", {})}
+
+
+def evaluate_protocols(family: TaskFamily, config, act, context, key: jax.Array,
+                       eval_data) -> Dict[str, jax.Array]:
+    """``evaluate_policy`` in every task set of ``eval_data`` with the evaluation fields
+    (``eval_episodes``, ``carry_context``, ``eval_contexts``, ``nonprior_episodes``) of an
+    algorithm's ``config`` (``MetaConfig``, Prompt-DT's run config)."""
+    return evaluate_policy(family, eval_data["tasks"], act, context, key,
+                           context_sources(eval_data), config.eval_episodes,
+                           config.carry_context, config.eval_contexts, config.nonprior_episodes)
+
+
 def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
                    num_train_tasks: int, model_data: Optional[ModelData] = None) -> Algorithm:
     obs_dim, action_dim = family.obs_dim, family.action_dim
@@ -295,15 +311,14 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
     def evaluate(outputs, key, eval_data) -> Dict[str, jax.Array]:
         """``jaxomrl.eval.protocols.evaluate_policy`` in every task set of ``eval_data``
         (``{split}_online [T, eval_episodes]``, ``{split}_offline_ctx [T, 1]``,
-        ``{split}_offpolicy_ctx [T, 1]`` with ood data, ``{split}_nonprior_ctx [T, 1]``) and, with an encoder and ood data, ReDA's
+        ``{split}_offpolicy_ctx [T, 1]`` with ood data, ``{split}_nonprior_ctx [T, 1]``) and,
+        with an encoder and ood data, ReDA's
         d(phi) per task (``{split}_dphi [T]``: training-data contexts vs held-out-checkpoint
         contexts of the same task, relative to the other tasks)."""
         act, context = policy(outputs)
         k_policy, k_embed = jax.random.split(key)
-        sources = {"data": eval_data["data"], "ood": eval_data.get("ood", {})}
-        out = evaluate_policy(family, eval_data["tasks"], act, context, k_policy, sources,
-                              config.eval_episodes, config.carry_context, config.eval_contexts,
-                              config.nonprior_episodes)
+        sources = context_sources(eval_data)
+        out = evaluate_protocols(family, config, act, context, k_policy, eval_data)
         if enc is not None:
             for split, ood in sorted(sources["ood"].items()):
                 if ood.num_tasks < 2:

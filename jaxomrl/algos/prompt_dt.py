@@ -26,11 +26,11 @@ from typing import Any, Dict
 import jax
 
 from jaxomrl.algos.base import Algorithm, Phase
+from jaxomrl.algos.offline_meta import evaluate_protocols
 from jaxomrl.config import from_json
 from jaxomrl.envs.base import TaskFamily
 from jaxomrl.errors import check_finite_fields
 from jaxomrl.eval.adaptation import encoder_context
-from jaxomrl.eval.protocols import evaluate_policy
 from jaxomrl.learners.prompt_dt import Inference, PromptDTConfig, best_return, make_prompt_dt
 
 
@@ -83,10 +83,7 @@ def make_prompt_dt_algorithm(name: str, config: PromptDTRunConfig, family: TaskF
     def evaluate(outputs: Inference, key: jax.Array, eval_data) -> Dict[str, jax.Array]:
         """``jaxomrl.eval.protocols.evaluate_policy`` in every task set of ``eval_data``."""
         act, context = policy(outputs)
-        sources = {"data": eval_data["data"], "ood": eval_data.get("ood", {})}
-        return evaluate_policy(family, eval_data["tasks"], act, context, key, sources,
-                               config.eval_episodes, config.carry_context,
-                               config.eval_contexts, config.nonprior_episodes)
+        return evaluate_protocols(family, config, act, context, key, eval_data)
 
     return Algorithm(name=name, phases=(phase,), evaluate=evaluate,
                      config=dataclasses.asdict(config), policy=policy)

@@ -438,14 +438,11 @@ def from_run_config(spec: str, config: Dict, family: TaskFamily, num_train_tasks
                     **meta_overrides) -> Algorithm:
     """The algorithm of a run from its ``run.json`` config, with fields of its ``MetaConfig``
     (Prompt-DT: of its run config) replaced (e.g. ``eval_episodes``)."""
-    if parse_spec(spec)[0] == "prompt_dt":
-        cfg = dataclasses.replace(PromptDTRunConfig.from_dict(config), **meta_overrides)
-        algorithm = make_prompt_dt_algorithm(spec, cfg, family, num_train_tasks)
-    elif parse_spec(spec)[0] == "reda":
-        cfg = ReDAConfig.from_dict(config)
+    cls, _, build = _kind(spec)
+    cfg = cls.from_dict(config)
+    if isinstance(cfg, ReDAConfig):          # ReDA's evaluation fields are its meta config's
         cfg = dataclasses.replace(cfg, meta=dataclasses.replace(cfg.meta, **meta_overrides))
-        algorithm = _reda(spec, cfg, family, num_train_tasks)
     else:
-        cfg = dataclasses.replace(MetaConfig.from_dict(config), **meta_overrides)
-        algorithm = make_algorithm(spec, cfg, family, num_train_tasks)
+        cfg = dataclasses.replace(cfg, **meta_overrides)
+    algorithm = build(spec, cfg, family, num_train_tasks)
     return algorithm._replace(read_config=functools.partial(read_config, spec))

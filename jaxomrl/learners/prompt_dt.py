@@ -43,6 +43,7 @@ from typing import Any, Callable, NamedTuple, Tuple
 import jax
 import jax.numpy as jnp
 import optax
+from optax.tree_utils import tree_where
 from flax import struct
 
 from jaxomrl.data.sampler import (TaskData, observation_moments, returns_to_go,
@@ -238,25 +239,23 @@ def make_prompt_dt(config: PromptDTConfig, obs_dim: int, action_dim: int) -> Pro
     prompt_length = config.prompt_length
 
     def context_init():
-        return {"ring": empty(prompt_length), "reward": jnp.zeros((prompt_length,)),
-                "t": jnp.zeros((), jnp.int32), "prompt": empty(prompt_length)}
+        return {"ring": empty(prompt_length), "t": jnp.zeros((), jnp.int32),
+                "prompt": empty(prompt_length)}
 
     def context_update(inference: Inference, ctx, tr: Transition):
         """Reads one transition (unbatched, action in [-1, 1]); at its episode's end the ring
         becomes the prompt, with returns-to-go to that end."""
-        step = Segment(rtg=jnp.zeros(()), obs=standardise(inference.obs_moments, tr.obs),
-                       action=tr.action, timestep=ctx["t"], mask=jnp.ones((), bool))
-        ring = push(ctx["ring"], step)
-        reward = jnp.concatenate([ctx["reward"][1:], tr.reward[None]])
-        to_go = jnp.cumsum(reward[::-1])[::-1] / config.rtg_scale
+        # the ring's rtg holds the rewards until the episode ends (padding: reward 0)
+        ring = push(ctx["ring"], Segment(rtg=tr.reward, obs=standardise(inference.obs_moments,
+                                                                        tr.obs),
+                                         action=tr.action, timestep=ctx["t"],
+                                         mask=jnp.ones((), bool)))
+        ended = ring.replace(rtg=jnp.cumsum(ring.rtg[::-1])[::-1] / config.rtg_scale)
         done = tr.terminated | tr.truncated
-        prompt = jax.tree_util.tree_map(lambda new, old: jnp.where(done, new, old),
-                                        ring.replace(rtg=to_go), ctx["prompt"])
         fresh = context_init()
-        return {"ring": jax.tree_util.tree_map(lambda e, r: jnp.where(done, e, r),
-                                               fresh["ring"], ring),
-                "reward": jnp.where(done, 0.0, reward),
-                "t": jnp.where(done, 0, ctx["t"] + 1), "prompt": prompt}
+        return {"ring": tree_where(done, fresh["ring"], ring),
+                "t": jnp.where(done, fresh["t"], ctx["t"] + 1),
+                "prompt": tree_where(done, ended, ctx["prompt"])}
 
     def context_embed(inference: Inference, ctx, obs):
         del inference, obs

@@ -208,6 +208,14 @@ def _masked_mean(x: jax.Array, weight: jax.Array) -> jax.Array:
     return jnp.sum(x * weight) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
+def _gaussian_rows(z, mean, var, mask) -> jax.Array:
+    """Row weights ``[N]`` (1: valid) of ``z``, ``mean``, ``var`` ``[N, D]``, shapes checked."""
+    if not z.shape == mean.shape == var.shape or z.ndim != 2:
+        raise ValueError(f"z, mean and var must all be [N, D], got {z.shape}, {mean.shape}, "
+                         f"{var.shape}")
+    return jnp.ones(z.shape[:1]) if mask is None else mask.astype(z.dtype)
+
+
 def gaussian_nll(z: jax.Array, mean: jax.Array, var: jax.Array,
                  mask: Optional[jax.Array] = None) -> jax.Array:
     """Negative log-likelihood of ``z [N, D]`` under ``N(mean, diag var)`` (each ``[N, D]``),
@@ -216,10 +224,7 @@ def gaussian_nll(z: jax.Array, mean: jax.Array, var: jax.Array,
         mean_{n,d} [ (z - mean)^2 / (2 var) + log(var) / 2 ]
 
     CSRO's objective for its variational ``q(z | s, a)`` (trained on detached embeddings)."""
-    if not z.shape == mean.shape == var.shape or z.ndim != 2:
-        raise ValueError(f"z, mean and var must all be [N, D], got {z.shape}, {mean.shape}, "
-                         f"{var.shape}")
-    weight = jnp.ones(z.shape[:1]) if mask is None else mask.astype(z.dtype)
+    weight = _gaussian_rows(z, mean, var, mask)
     per = jnp.mean((z - mean) ** 2 / (2.0 * var) + 0.5 * jnp.log(var), axis=-1)
     return _masked_mean(per, weight)
 
@@ -241,10 +246,7 @@ def club_upper_bound(z: jax.Array, mean: jax.Array, var: jax.Array,
     rows only). Minimising it over the encoder (``q`` held fixed) pushes ``z`` towards being
     unpredictable from ``x`` within the task: an embedding that does not carry the behaviour
     policy's (s, a)."""
-    if not z.shape == mean.shape == var.shape or z.ndim != 2:
-        raise ValueError(f"z, mean and var must all be [N, D], got {z.shape}, {mean.shape}, "
-                         f"{var.shape}")
-    weight = jnp.ones(z.shape[:1]) if mask is None else mask.astype(z.dtype)
+    weight = _gaussian_rows(z, mean, var, mask)
     positive = jnp.mean((z - mean) ** 2 / var, axis=-1)                          # [N]
     # the mean over pairs (i, j) without the [N, N] matrix: mean_j (z_j - m_i)^2 is
     # E[z^2] - 2 E[z] m_i + m_i^2 with the moments over the valid j (O(N D) memory, so that
