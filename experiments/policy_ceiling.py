@@ -23,7 +23,11 @@ checkpoints is the learner's, not the encoder's.
 * ``iql``: implicit Q-learning (``jaxomrl.learners.iql``; ``--expectile``,
   ``--iql_temperature``): in-sample values, advantage-weighted cloning.
 
-Writes ``--out`` (JSON: every variant's evaluation curve, per seed x task) and prints a table.
+``--alpha`` holds SAC's entropy temperature fixed (0: TD3+BC's objective, no entropy terms)
+instead of learning it from 1; ``--discount``, ``--tau`` and ``--reward_scale`` change the
+critics' targets. Writes ``--out`` (JSON: every variant's evaluation curve, per seed x task, and
+its training metrics -- alpha, mean Q, TD error, losses -- averaged over the last tenth of every
+evaluation interval, per seed) and prints a table.
 """
 from __future__ import annotations
 
@@ -59,8 +63,17 @@ flags.DEFINE_integer("eval_every", 5000, "Updates between evaluations.")
 flags.DEFINE_integer("batch_size", 256, "Transitions per update (over the meta-batch).")
 flags.DEFINE_integer("meta_batch", 16, "Tasks per update.")
 flags.DEFINE_float("lr", 3e-4, "Actor and critic learning rate.")
+flags.DEFINE_float("discount", 0.99, "Discount factor of the critics.", lower_bound=0.0,
+                   upper_bound=0.999)
+flags.DEFINE_float("tau", 5e-3, "Polyak rate of the target critics.", lower_bound=0.0,
+                   upper_bound=1.0)
 flags.DEFINE_float("rl_weight", 2.5, "sac_bc: lambda of the RL term.")
 flags.DEFINE_float("bc_weight", 1.0, "sac_bc / bc: weight of the cloning term.")
+flags.DEFINE_float("alpha", None, "sac_bc / sac: a fixed entropy temperature instead of SAC's "
+                   "learned one (e.g. 0 for no entropy term: TD3+BC's deterministic objective).",
+                   lower_bound=0.0)
+flags.DEFINE_float("reward_scale", 1.0, "Multiply the data's rewards by this in training "
+                   "(evaluation returns stay the family's).", lower_bound=0.0)
 flags.DEFINE_float("expectile", 0.7, "iql: expectile of the value regression.")
 flags.DEFINE_float("iql_temperature", 3.0, "iql: beta of the advantage weights.")
 flags.DEFINE_bool("normalize_obs", True, "Standardise observations by the training data's "
@@ -98,14 +111,17 @@ def train_variant(name, data: TaskData, z_train, family, tasks, z_eval, obs_map,
     horizon]}`` (empty without ``--keep_trace``) and the update steps of one objective."""
     meta = min(FLAGS.meta_batch, data.num_tasks)
     common = dict(hidden=tuple(int(h) for h in FLAGS.hidden), head=FLAGS.head,
-                  actor_lr=FLAGS.lr, critic_lr=FLAGS.lr, batch_size=FLAGS.batch_size)
+                  actor_lr=FLAGS.lr, critic_lr=FLAGS.lr, batch_size=FLAGS.batch_size,
+                  discount=FLAGS.discount, tau=FLAGS.tau)
     if name == "iql":
         learner = make_iql(IQLConfig(value_lr=FLAGS.lr, expectile=FLAGS.expectile,
                                      temperature=FLAGS.iql_temperature, **common),
                            family.obs_dim, family.action_dim, z_train.shape[-1])
     else:
-        learner = make_sac(SACConfig(**common, **OBJECTIVES[name]()), family.obs_dim,
-                           family.action_dim, z_train.shape[-1])
+        temperature = {} if FLAGS.alpha is None else dict(learn_alpha=False,
+                                                          init_alpha=FLAGS.alpha)
+        learner = make_sac(SACConfig(**common, **OBJECTIVES[name](), **temperature),
+                           family.obs_dim, family.action_dim, z_train.shape[-1])
     per_task = max(FLAGS.batch_size // meta, 1)
     context = oracle_context(z_train.shape[-1])
 
@@ -114,11 +130,14 @@ def train_variant(name, data: TaskData, z_train, family, tasks, z_eval, obs_map,
         sel, index = sample_meta_batch(data, k_task, k_idx, meta, per_task)
         flat = lambda x: x.reshape((-1,) + x.shape[2:])
         rows = jax.tree_util.tree_map(flat, data.gather(sel, index))
+        rows = rows.replace(reward=rows.reward * FLAGS.reward_scale)
         z = jnp.repeat(z_train[sel], per_task, axis=0)
         return learner.update(state, TaskBatch(rows, z), k_sac)
 
     def chunk(state, key, n):
-        return jax.lax.scan(update, state, jax.random.split(key, n))[0]
+        """``n`` updates; the training metrics' means over the chunk's last tenth."""
+        state, metrics = jax.lax.scan(update, state, jax.random.split(key, n))
+        return state, jax.tree_util.tree_map(lambda m: m[-max(n // 10, 1):].mean(), metrics)
 
     def evaluate(state, key):
         act = learner.make_policy(state.actor_params, deterministic=not FLAGS.stochastic_eval)
@@ -132,21 +151,24 @@ def train_variant(name, data: TaskData, z_train, family, tasks, z_eval, obs_map,
     evaluate = jax.jit(jax.vmap(evaluate))
     k_init, k_run = jax.random.split(key)
     state = jax.vmap(learner.init)(jax.random.split(k_init, FLAGS.seeds))
-    curve, means, steps, done = [], [], [], 0
+    curve, means, steps, train_metrics, done = [], [], [], [], 0
     while done < FLAGS.steps:
         n = min(FLAGS.eval_every, FLAGS.steps - done)
         k_run, k_chunk, k_eval = jax.random.split(k_run, 3)
-        state = chunk(state, jax.random.split(k_chunk, FLAGS.seeds), n)
+        state, metrics = chunk(state, jax.random.split(k_chunk, FLAGS.seeds), n)
+        metrics = {k: np.asarray(v).tolist() for k, v in jax.device_get(metrics).items()}
+        train_metrics.append(metrics)
         done += n
         returns, trace = jax.device_get(evaluate(state, jax.random.split(k_eval, FLAGS.seeds)))
         curve.append(returns)
         means.append({k: v.mean(axis=-1) for k, v in trace.items()})
         steps.append(done)
-        logging.info("%s: %d updates, return %.1f +- %.1f (over seeds)", name, done,
-                     returns.mean(), returns.mean(axis=1).std())
+        logging.info("%s: %d updates, return %.1f +- %.1f (over seeds); training: %s", name,
+                     done, returns.mean(), returns.mean(axis=1).std(),
+                     ", ".join(f"{k} {np.mean(v):.4g}" for k, v in sorted(metrics.items())))
     recorded = {k: np.stack([m[k] for m in means]).tolist() for k in FLAGS.record}
     last = {k: np.round(v, 4).tolist() for k, v in trace.items()} if FLAGS.keep_trace else {}
-    return np.stack(curve), recorded, last, steps
+    return np.stack(curve), recorded, last, steps, train_metrics
 
 
 def main(_):
@@ -186,18 +208,21 @@ def main(_):
                                                      "batch_size", "meta_batch", "lr",
                                                      "rl_weight", "bc_weight", "expectile",
                                                      "iql_temperature", "normalize_obs",
+                                                     "alpha", "reward_scale", "discount",
+                                                     "tau",
                                                      "checkpoints", "stochastic_eval",
                                                      "seed")},
                "attributes": ds.attributes[split_index].tolist(), "variants": {}}
     rows = {}
     for i, name in enumerate(FLAGS.variants):
         t0 = time.time()
-        curve, recorded, last, steps = train_variant(
+        curve, recorded, last, steps, train_metrics = train_variant(
             name, data, z_train, family, tasks, z_eval, obs_map,
             jax.random.fold_in(jax.random.PRNGKey(FLAGS.seed), i))
         per_seed = curve.mean(axis=2)                                   # [evals, seeds]
         results["variants"][name] = {"steps": steps, "returns": curve.tolist(),
                                      "episode_mean": recorded, "last_trace": last,
+                                     "train_metrics": train_metrics,
                                      "wall_clock_s": time.time() - t0}
         rows[name] = {str(s): per_seed[j] for j, s in enumerate(steps)}
     data_dir = FLAGS.data if os.path.isdir(FLAGS.data) else os.path.dirname(FLAGS.data)

@@ -188,3 +188,31 @@ def test_cql_keeps_offline_q_values_of_unseen_actions_below_plain_sacs():
     conservative, metrics = gap(5.0)
     assert "cql_gap" in metrics
     assert conservative < plain and conservative < 0, (plain, conservative)
+
+
+def test_a_fixed_temperature_holds_and_its_entropy_bonus_enters_the_soft_target():
+    """``learn_alpha=False`` holds alpha at ``init_alpha`` (0 allowed: no entropy terms, TD3+BC's
+    objective; a learned alpha needs a positive start). On rewards of -0.1 per step (the scale of
+    Half-Cheetah-Vel's), an offline SAC+BC critic with alpha fixed at 1 rates the data above 0 —
+    the entropy bonus outweighs the rewards — and with alpha 0 below 0."""
+    with pytest.raises(ValueError, match="init_alpha"):
+        SACConfig(init_alpha=0.0)
+    obs_dim, act_dim, b = 3, 2, 64
+    rng = np.random.default_rng(1)
+    batch = Transition(obs=jnp.asarray(rng.normal(size=(b, obs_dim)), jnp.float32),
+                       action=jnp.asarray(rng.uniform(-0.5, 0.5, size=(b, act_dim)), jnp.float32),
+                       reward=jnp.full((b,), -0.1), next_obs=jnp.asarray(
+                           rng.normal(size=(b, obs_dim)), jnp.float32),
+                       terminated=jnp.zeros(b, bool), truncated=jnp.zeros(b, bool))
+
+    def train(alpha):
+        sac = make_sac(SACConfig(hidden=(32, 32), batch_size=b, learn_alpha=False,
+                                 init_alpha=alpha, bc_weight=1.0, rl_weight=2.5), obs_dim,
+                       act_dim)
+        state, metrics = jax.jit(lambda s: scan_updates(
+            sac.update, s, batch, jax.random.PRNGKey(1), 400))(sac.init(jax.random.PRNGKey(0)))
+        np.testing.assert_allclose(metrics["alpha"], alpha)
+        q = sac.critic.apply(state.critic_params, batch.obs, batch.action)
+        return float(jnp.mean(q))
+
+    assert train(0.0) < 0.0 < train(1.0)

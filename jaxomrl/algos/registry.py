@@ -229,6 +229,13 @@ class Settings:
     discount: float = setting(SACConfig.discount, "Discount factor of the policy and of ReDA's "
                               "adversary.", lower=0.0, upper=1.0,
                               to=("policy.discount", "adversary.discount"))
+    init_alpha: float = setting(SACConfig.init_alpha, "Entropy temperature of the policy "
+                                "learner: its start if learned, its value with --learn_alpha="
+                                "false (0: no entropy terms, TD3+BC's objective).", lower=0.0,
+                                to=("policy.init_alpha",))
+    learn_alpha: bool = setting(SACConfig.learn_alpha, "The policy learner's entropy "
+                                "temperature is learned (SAC's target entropy -|A|).",
+                                to=("policy.learn_alpha",))
     cql_weight: float = setting(SACConfig.cql_weight, "Weight of CQL's conservative critic term "
                                 "in the policy learner (0: off; BOReL's CQL option).", lower=0.0,
                                 to=("policy.cql_weight",))

@@ -50,6 +50,11 @@ class SACConfig:
     alpha_lr: float = 3e-4
     discount: float = 0.99
     tau: float = 5e-3
+    # The entropy temperature: learned from init_alpha towards target_entropy, or held at
+    # init_alpha (learn_alpha False; 0 removes the entropy terms: TD3+BC's objective). Offline,
+    # with rewards of ~0.1-0.3 per step (Half-Cheetah-Vel), alpha learned from 1 (Adam moves log
+    # alpha by ~lr per step) keeps the soft target's entropy bonus above the rewards for ~10k
+    # updates and the return behind alpha = 0's for ~30k (experiments/README.md, round 5).
     init_alpha: float = 1.0
     learn_alpha: bool = True
     target_entropy: Optional[float] = None  # None: -action_dim
@@ -69,8 +74,9 @@ class SACConfig:
         if self.rl_weight < 0 or self.bc_weight < 0 or (self.rl_weight == 0 and
                                                         self.bc_weight == 0):
             raise ValueError("rl_weight and bc_weight must be >= 0 and not both 0")
-        if self.init_alpha <= 0:
-            raise ValueError(f"init_alpha must be positive, got {self.init_alpha}")
+        if self.init_alpha < 0 or (self.learn_alpha and self.init_alpha == 0):
+            raise ValueError(f"init_alpha must be positive (>= 0 if not learned), got "
+                             f"{self.init_alpha}")
         if self.cql_weight < 0 or self.cql_actions < 1:
             raise ValueError(f"cql_weight must be >= 0 and cql_actions >= 1, got "
                              f"{self.cql_weight}, {self.cql_actions}")
@@ -140,7 +146,8 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int =
         extra = (z,) if conditioned else ()
         actor_params = actor.init(ka, obs, *extra)
         critic_params = critic.init(kc, obs, jnp.zeros((1, action_dim)), *extra)
-        log_alpha = jnp.log(jnp.asarray(config.init_alpha, jnp.float32))
+        # a fixed alpha (0 included) is read from the config by update; this is a placeholder
+        log_alpha = jnp.log(jnp.asarray(max(config.init_alpha, 1e-30), jnp.float32))
         return SACState(actor_params=actor_params, critic_params=critic_params,
                         target_critic_params=critic_params, log_alpha=log_alpha,
                         actor_opt=actor_tx.init(actor_params),
@@ -196,7 +203,8 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int =
             key, k_cql = jax.random.split(key)
         k_next, k_pi = jax.random.split(key)
         next_z = z if next_z is None else next_z
-        alpha = jnp.exp(state.log_alpha)
+        alpha = jnp.exp(state.log_alpha) if config.learn_alpha else \
+            jnp.asarray(config.init_alpha, jnp.float32)
         if conditioned and (z is None or z.shape[:-1] != batch.reward.shape):
             raise ValueError(f"a {config.head!r} head needs task embeddings z [B, latent_dim] "
                              f"for the batch {batch.reward.shape} (a TaskBatch)")
