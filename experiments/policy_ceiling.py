@@ -24,10 +24,10 @@ checkpoints is the learner's, not the encoder's.
   ``--iql_temperature``): in-sample values, advantage-weighted cloning.
 
 ``--alpha`` holds SAC's entropy temperature fixed (0: TD3+BC's objective, no entropy terms)
-instead of learning it from 1; ``--discount``, ``--tau`` and ``--reward_scale`` change the
-critics' targets. Writes ``--out`` (JSON: every variant's evaluation curve, per seed x task, and
-its training metrics -- alpha, mean Q, TD error, losses -- averaged over the last tenth of every
-evaluation interval, per seed) and prints a table.
+instead of learning it from 1; ``--discount`` and ``--tau`` change the critics' targets. Writes
+``--out`` (JSON: every variant's evaluation curve, per seed x task, and its training metrics --
+alpha, mean Q, TD error, losses -- averaged over the last tenth of every evaluation interval,
+per seed) and prints a table.
 """
 from __future__ import annotations
 
@@ -72,8 +72,6 @@ flags.DEFINE_float("bc_weight", 1.0, "sac_bc / bc: weight of the cloning term.")
 flags.DEFINE_float("alpha", None, "sac_bc / sac: a fixed entropy temperature instead of SAC's "
                    "learned one (e.g. 0 for no entropy term: TD3+BC's deterministic objective).",
                    lower_bound=0.0)
-flags.DEFINE_float("reward_scale", 1.0, "Multiply the data's rewards by this in training "
-                   "(evaluation returns stay the family's).", lower_bound=0.0)
 flags.DEFINE_float("expectile", 0.7, "iql: expectile of the value regression.")
 flags.DEFINE_float("iql_temperature", 3.0, "iql: beta of the advantage weights.")
 flags.DEFINE_bool("normalize_obs", True, "Standardise observations by the training data's "
@@ -130,7 +128,6 @@ def train_variant(name, data: TaskData, z_train, family, tasks, z_eval, obs_map,
         sel, index = sample_meta_batch(data, k_task, k_idx, meta, per_task)
         flat = lambda x: x.reshape((-1,) + x.shape[2:])
         rows = jax.tree_util.tree_map(flat, data.gather(sel, index))
-        rows = rows.replace(reward=rows.reward * FLAGS.reward_scale)
         z = jnp.repeat(z_train[sel], per_task, axis=0)
         return learner.update(state, TaskBatch(rows, z), k_sac)
 
@@ -208,8 +205,7 @@ def main(_):
                                                      "batch_size", "meta_batch", "lr",
                                                      "rl_weight", "bc_weight", "expectile",
                                                      "iql_temperature", "normalize_obs",
-                                                     "alpha", "reward_scale", "discount",
-                                                     "tau",
+                                                     "alpha", "discount", "tau",
                                                      "checkpoints", "stochastic_eval",
                                                      "seed")},
                "attributes": ds.attributes[split_index].tolist(), "variants": {}}
