@@ -23,8 +23,11 @@ checkpoints is the learner's, not the encoder's.
 * ``iql``: implicit Q-learning (``jaxomrl.learners.iql``; ``--expectile``,
   ``--iql_temperature``): in-sample values, advantage-weighted cloning.
 
-``--alpha`` holds SAC's entropy temperature fixed (0: TD3+BC's objective, no entropy terms)
-instead of learning it from 1; ``--discount`` and ``--tau`` change the critics' targets. Writes
+``--policy_top_fraction`` < 1 trains the actor only at each task's best episodes by return
+(percentile BC, SAC+BC's RL term at the same states; the critics still learn from every
+transition). ``--alpha`` holds SAC's entropy temperature fixed (0: TD3+BC's objective, no
+entropy terms) instead of learning it from 1; ``--discount`` and ``--tau`` change the critics'
+targets. Writes
 ``--out`` (JSON: every variant's evaluation curve, per seed x task, and its training metrics --
 alpha, mean Q, TD error, losses -- averaged over the last tenth of every evaluation interval,
 per seed) and prints a table.
@@ -43,7 +46,8 @@ import numpy as np
 from absl import flags, logging
 
 from jaxomrl.data.dataset import load_collection
-from jaxomrl.data.sampler import TaskData, observation_moments, sample_meta_batch, standardise
+from jaxomrl.data.sampler import (TaskData, observation_moments, sample_meta_batch, standardise,
+                                  take, top_episodes)
 from jaxomrl.eval import report
 from jaxomrl.eval.adaptation import Context, online_rollout
 from jaxomrl.experiment import cli
@@ -72,6 +76,10 @@ flags.DEFINE_float("bc_weight", 1.0, "sac_bc / bc: weight of the cloning term.")
 flags.DEFINE_float("alpha", None, "sac_bc / sac: a fixed entropy temperature instead of SAC's "
                    "learned one (e.g. 0 for no entropy term: TD3+BC's deterministic objective).",
                    lower_bound=0.0)
+flags.DEFINE_float("policy_top_fraction", 1.0, "sac_bc / sac / bc: the actor learns only at "
+                   "the transitions of each task's best episodes by return, this fraction of "
+                   "them (percentile BC; the critics: every transition; 1: all).",
+                   lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_float("expectile", 0.7, "iql: expectile of the value regression.")
 flags.DEFINE_float("iql_temperature", 3.0, "iql: beta of the advantage weights.")
 flags.DEFINE_bool("normalize_obs", True, "Standardise observations by the training data's "
@@ -122,6 +130,8 @@ def train_variant(name, data: TaskData, z_train, family, tasks, z_eval, obs_map,
                            family.obs_dim, family.action_dim, z_train.shape[-1])
     per_task = max(FLAGS.batch_size // meta, 1)
     context = oracle_context(z_train.shape[-1])
+    filtered = name != "iql" and FLAGS.policy_top_fraction < 1.0
+    weight_all = top_episodes(data, FLAGS.policy_top_fraction) if filtered else None
 
     def update(state, key):
         k_task, k_idx, k_sac = jax.random.split(key, 3)
@@ -129,7 +139,8 @@ def train_variant(name, data: TaskData, z_train, family, tasks, z_eval, obs_map,
         flat = lambda x: x.reshape((-1,) + x.shape[2:])
         rows = jax.tree_util.tree_map(flat, data.gather(sel, index))
         z = jnp.repeat(z_train[sel], per_task, axis=0)
-        return learner.update(state, TaskBatch(rows, z), k_sac)
+        weight = None if weight_all is None else flat(take(weight_all, sel, index))
+        return learner.update(state, TaskBatch(rows, z, actor_weight=weight), k_sac)
 
     def chunk(state, key, n):
         """``n`` updates; the training metrics' means over the chunk's last tenth."""
@@ -206,6 +217,7 @@ def main(_):
                                                      "rl_weight", "bc_weight", "expectile",
                                                      "iql_temperature", "normalize_obs",
                                                      "alpha", "discount", "tau",
+                                                     "policy_top_fraction",
                                                      "checkpoints", "stochastic_eval",
                                                      "seed")},
                "attributes": ds.attributes[split_index].tolist(), "variants": {}}

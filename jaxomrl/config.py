@@ -34,11 +34,14 @@ def setting(default: Any, help: str, *, lower: Optional[float] = None,
 def route(config: T, settings: Any) -> T:
     """``config`` with the value of every field of ``settings`` declared with ``to`` paths set at
     each of those paths that ``config`` has (a path through a missing attribute or a None
-    sub-config is skipped: e.g. ``"encoder.x"`` in a config without an encoder)."""
+    sub-config is skipped: e.g. ``"encoder.x"`` in a config without an encoder). Every config is
+    rebuilt once with all its new values, so its checks see them together (e.g. SAC's fixed
+    temperature of 0 with ``learn_alpha`` off)."""
+    updates = {}
     for f in dataclasses.fields(settings):
         for path in f.metadata.get("to", ()):
-            config = _set_path(config, path.split("."), getattr(settings, f.name))
-    return config
+            updates[tuple(path.split("."))] = getattr(settings, f.name)
+    return _set_paths(config, updates)
 
 
 def route_paths(settings_cls: type) -> Dict[str, tuple]:
@@ -47,16 +50,18 @@ def route_paths(settings_cls: type) -> Dict[str, tuple]:
             if f.metadata.get("to")}
 
 
-def _set_path(obj: Any, parts: Sequence[str], value: Any) -> Any:
-    if not dataclasses.is_dataclass(obj) or parts[0] not in {f.name for f in
-                                                             dataclasses.fields(obj)}:
+def _set_paths(obj: Any, updates: Dict[tuple, Any]) -> Any:
+    """``obj`` with ``{path parts: value}`` set where it has the paths, one replace per config."""
+    if not dataclasses.is_dataclass(obj):
         return obj
-    if len(parts) == 1:
-        return dataclasses.replace(obj, **{parts[0]: value})
-    child = getattr(obj, parts[0])
-    if child is None:
-        return obj
-    return dataclasses.replace(obj, **{parts[0]: _set_path(child, parts[1:], value)})
+    names = {f.name for f in dataclasses.fields(obj)}
+    here = {p[0]: v for p, v in updates.items() if len(p) == 1 and p[0] in names}
+    for name in {p[0] for p in updates if len(p) > 1 and p[0] in names}:
+        child = getattr(obj, name)
+        if child is not None:
+            here[name] = _set_paths(child, {p[1:]: v for p, v in updates.items()
+                                            if len(p) > 1 and p[0] == name})
+    return dataclasses.replace(obj, **here) if here else obj
 
 
 def from_json(cls: Type[T], values: Dict[str, Any]) -> T:

@@ -57,11 +57,14 @@ class Transition:
 @struct.dataclass
 class TaskBatch:
     """Transitions ``[B]`` with the task embeddings a conditioned learner trains on: ``z [B, D]``
-    at ``obs`` and ``next_z [B, D]`` at ``next_obs`` (None: ``z``)."""
+    at ``obs`` and ``next_z [B, D]`` at ``next_obs`` (None: ``z``; ``z`` None for an
+    unconditioned learner), and optionally the actor loss's per-transition weights
+    ``actor_weight [B]`` (None: every transition alike; the critics learn from every one)."""
 
     transition: Transition
-    z: jax.Array
+    z: Optional[jax.Array]
     next_z: Optional[jax.Array] = None
+    actor_weight: Optional[jax.Array] = None
 
 
 @struct.dataclass

@@ -56,11 +56,22 @@ def test_sac_learns_and_data_spans_low_to_high_return(uninterrupted):
     assert len(progress) == 1 + CONFIG.num_checkpoints
 
 
+def test_checkpoints_evaluated_again_as_the_collection_did_and_with_mode_actions(uninterrupted):
+    out, result = uninterrupted
+    sampled, tasks, is_test = C.evaluate_checkpoints(out, deterministic=False)
+    assert sampled.shape == (3, CONFIG.num_checkpoints + 1) and tasks.num_tasks == 3
+    np.testing.assert_allclose(sampled, result.summary["evaluated_returns"], rtol=1e-5)
+    mode, _, _ = C.evaluate_checkpoints(out, deterministic=True)
+    assert np.all(np.isfinite(mode)) and not np.allclose(mode, sampled)
+
+
 def test_killed_and_resumed_collection_gives_the_same_datasets(uninterrupted, tmp_path):
     _, full = uninterrupted
     out = str(tmp_path / "resumed")
     assert C.collect(CONFIG, out, log=_quiet, stop_after_chunks=2) is None
     assert not os.path.exists(os.path.join(out, "train.npz"))
+    with pytest.raises(C.CollectConfigError, match="no completed collection.*2 of 6"):
+        C.evaluate_checkpoints(out, deterministic=True)
     logs = []
     resumed = C.collect(CONFIG, out, log=logs.append)
     assert any("resumed" in m and "checkpoint 2/6" in m for m in logs), logs

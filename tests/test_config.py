@@ -174,3 +174,16 @@ def test_route_skips_paths_a_config_lacks_and_sets_nested_ones():
     assert route(Outer(Inner()), Routed(0.7)) == Outer(Inner(rate=0.7))
     assert route(Outer(Inner(), maybe=Inner()), Routed(0.7)) == Outer(Inner(rate=0.7),
                                                                        maybe=Inner(rate=0.7))
+
+
+def test_settings_valid_only_together_are_routed_together():
+    """SAC's fixed temperature of 0 is valid only with learn_alpha off: routing sets both in
+    one rebuild of the config (one at a time, the first would be refused), for every SAC+BC
+    spec; a learned temperature from 0 is still refused."""
+    given = dataclasses.replace(algos.Settings(), window=20, learn_alpha=False, init_alpha=0.0)
+    for spec in ("r2pgo", "focal", "corro", "bc", "reda"):
+        policy = _config(spec, given)
+        policy = getattr(policy, "meta", policy).policy
+        assert (policy.init_alpha, policy.learn_alpha) == (0.0, False), spec
+    with pytest.raises(ValueError, match="init_alpha must be positive"):
+        _config("r2pgo", dataclasses.replace(given, learn_alpha=True))

@@ -191,3 +191,44 @@ def test_replay_buffer_fifo_and_valid_sampling():
     np.testing.assert_array_equal(np.asarray(buf.data["x"][:, 0]), [5, 6, 2, 3, 4])
     with pytest.raises(ValueError, match="capacity"):
         data_lib.replay_add(buf, {"x": jnp.zeros((6, 2))})
+
+
+def _episodes(returns_per_task, lengths):
+    """TaskData whose task ``t`` holds episodes of ``lengths`` rows, episode ``e``'s rewards
+    summing to ``returns_per_task[t][e]`` (spread evenly over its rows)."""
+    from jaxomrl.data.sampler import TaskData
+    from jaxomrl.types import Transition
+    episode = np.concatenate([np.full(n, e) for e, n in enumerate(lengths)])
+    reward = np.stack([np.concatenate([np.full(n, r / n) for r, n in zip(rets, lengths)])
+                       for rets in returns_per_task]).astype(np.float32)
+    t, n = reward.shape
+    zeros = jnp.zeros((t, n), bool)
+    tr = Transition(obs=jnp.zeros((t, n, 1)), action=jnp.zeros((t, n, 1)),
+                    reward=jnp.asarray(reward), next_obs=jnp.zeros((t, n, 1)), terminated=zeros,
+                    truncated=zeros)
+    return TaskData(transitions=tr, episode=jnp.asarray(np.broadcast_to(episode, (t, n))),
+                    timestep=jnp.zeros((t, n), jnp.int32), checkpoint=jnp.zeros((t, n), jnp.int32),
+                    attributes=jnp.zeros((t, 1)))
+
+
+def test_episode_returns_and_top_episodes_rank_each_tasks_episodes():
+    from jaxomrl.data.sampler import episode_returns, top_episodes
+    lengths = (3, 5, 2, 4)                       # unequal episodes: ranks are by episode
+    rets = [[-10.0, -2.0, -7.0, -1.0], [4.0, 3.0, 2.0, 1.0]]
+    data = _episodes(rets, lengths)
+    per_row = lambda per_ep: np.concatenate([np.full(n, v) for v, n in zip(per_ep, lengths)])
+    np.testing.assert_allclose(episode_returns(data),
+                               np.stack([per_row(r) for r in rets]), rtol=1e-5)
+    half = np.asarray(top_episodes(data, 0.5))
+    np.testing.assert_array_equal(half[0], per_row([0, 1, 0, 1]))   # -2 and -1, of 4 episodes
+    np.testing.assert_array_equal(half[1], per_row([1, 1, 0, 0]))   # per task, not pooled
+    # at least one episode per task; a fraction rounds up to whole episodes; 1 keeps everything
+    np.testing.assert_array_equal(np.asarray(top_episodes(data, 0.01))[0], per_row([0, 0, 0, 1]))
+    np.testing.assert_array_equal(np.asarray(top_episodes(data, 0.3))[1], per_row([1, 1, 0, 0]))
+    assert np.all(np.asarray(top_episodes(data, 1.0)) == 1)
+    # ties at the threshold are kept
+    tied = np.asarray(top_episodes(_episodes([[-1.0, -1.0, -5.0, -1.0]], lengths), 0.25))
+    np.testing.assert_array_equal(tied[0], per_row([1, 1, 0, 1]))
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="fraction"):
+            top_episodes(data, bad)

@@ -237,3 +237,75 @@ def test_policy_standardises_embeddings_so_their_units_do_not_matter():
     b, b_moved = (plain.policy(jax.jit(lambda q: train(plain.phases[1], q))(p))[0](
         obs, zz, jax.random.PRNGKey(2)) for p, zz in ((params, z), (moved, z * scale + shift)))
     assert float(jnp.max(jnp.abs(b - b_moved))) > 0.05
+
+
+def test_weighted_actor_losses_are_their_equations_and_ignore_zero_weights():
+    pa, da = (jnp.asarray(x) for x in RNG.uniform(-1, 1, (2, 16, 3)).astype(np.float32))
+    w = (RNG.uniform(size=16) > 0.5).astype(np.float32) * RNG.uniform(1, 2, 16).astype(np.float32)
+    err = np.sum((np.asarray(pa) - np.asarray(da)) ** 2, -1)
+    np.testing.assert_allclose(L.bc_loss(pa, da, jnp.asarray(w))[0], np.sum(w * err) / np.sum(w),
+                               rtol=1e-5)
+    grad = np.asarray(jax.grad(lambda p: L.bc_loss(p, da, jnp.asarray(w))[0])(pa))
+    assert np.all(grad[w == 0] == 0) and np.all(grad[w > 0] != 0)
+    assert float(L.bc_loss(pa, da, jnp.zeros(16))[0]) == 0.0
+    # SAC+BC: both terms and the |Q| normaliser are weighted means over the batch
+    q = RNG.normal(size=(2, 16)).astype(np.float32) * 5
+    lp = RNG.normal(size=16).astype(np.float32)
+    qmin, wm = q.min(0), lambda x: np.sum(w * x) / np.sum(w)
+    want = 2.5 * wm(0.2 * lp - qmin) / wm(np.abs(qmin)) + wm(err)
+    got = L.sac_bc_actor_loss(jnp.asarray(q), jnp.asarray(lp), 0.2, pa, da, 2.5, 1.0,
+                              jnp.asarray(w))[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+    np.testing.assert_allclose(L.sac_actor_loss(jnp.asarray(q), jnp.asarray(lp), 0.2,
+                                                jnp.asarray(w))[0], wm(0.2 * lp - qmin),
+                               rtol=1e-5)
+    g = np.asarray(jax.grad(lambda q: L.sac_bc_actor_loss(q, jnp.asarray(lp), 0.2, pa, da, 2.5,
+                                                          1.0, jnp.asarray(w))[0])(jnp.asarray(q)))
+    assert np.all(g[:, w == 0] == 0)
+
+
+@pytest.mark.parametrize("rl_weight", [0.0, 0.5])
+def test_actor_weights_choose_one_behaviour_where_plain_cloning_averages_two(rl_weight):
+    """Two behaviours act +0.6 and -0.6 in the same states: cloning both learns their mean,
+    weighting the first's transitions alone learns the first's action (BC and SAC+BC)."""
+    sac = make_sac(SACConfig(hidden=(32, 32), head="concat", rl_weight=rl_weight,
+                             bc_weight=1.0, batch_size=64, actor_lr=3e-3, critic_lr=1e-3,
+                             learn_alpha=False, init_alpha=0.0), 3, 2, latent_dim=4)
+    half, _ = _batch(n=32)
+    z = jnp.asarray(RNG.normal(size=(32, 4)), jnp.float32)
+    both = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, x]), half)
+    both = both.replace(action=jnp.concatenate([jnp.full((32, 2), 0.6), jnp.full((32, 2), -0.6)]),
+                        reward=jnp.zeros(64))
+    zz = jnp.concatenate([z, z])
+    first = jnp.concatenate([jnp.ones(32), jnp.zeros(32)])
+
+    def fit(weight):
+        def body(s, k):
+            return sac.update(s, TaskBatch(both, zz, actor_weight=weight), k)[0], None
+        state = jax.lax.scan(body, sac.init(jax.random.PRNGKey(0)),
+                             jax.random.split(jax.random.PRNGKey(1), 300))[0]
+        return np.asarray(sac.make_policy(state.actor_params, True)(half.obs, z, None))
+
+    np.testing.assert_allclose(fit(None), 0.0, atol=0.15)
+    np.testing.assert_allclose(fit(first), 0.6, atol=0.15)
+
+
+def test_zero_actor_weights_train_the_critics_only_and_iql_refuses_them():
+    from jaxomrl.learners.iql import IQLConfig, make_iql
+    batch, z = _batch()
+    for rl_weight, bc_weight in ((1.0, 0.0), (2.5, 1.0)):          # plain SAC, SAC+BC
+        sac = make_sac(SACConfig(hidden=(8,), head="concat", rl_weight=rl_weight,
+                                 bc_weight=bc_weight), 3, 2, 4)
+        state = sac.init(jax.random.PRNGKey(0))
+        new, _ = sac.update(state, TaskBatch(batch, z, actor_weight=jnp.zeros(64)),
+                            jax.random.PRNGKey(1))
+        for a, b in zip(jax.tree_util.tree_leaves(state.actor_params),
+                        jax.tree_util.tree_leaves(new.actor_params)):
+            np.testing.assert_array_equal(a, b)
+        assert not all(np.array_equal(a, b) for a, b in zip(
+            jax.tree_util.tree_leaves(state.critic_params),
+            jax.tree_util.tree_leaves(new.critic_params)))
+    iql = make_iql(IQLConfig(hidden=(8,), head="concat"), 3, 2, 4)
+    with pytest.raises(ValueError, match="actor_weight"):
+        iql.update(iql.init(jax.random.PRNGKey(0)), TaskBatch(batch, z, actor_weight=jnp.ones(64)),
+                   jax.random.PRNGKey(1))

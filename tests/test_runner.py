@@ -201,3 +201,27 @@ def test_policy_embeddings_are_the_online_context_of_each_episode_prefix():
     second = first[-1] + 1                          # a new episode starts from the empty history
     np.testing.assert_allclose(z[0, second], z[0, 0], atol=1e-6)
     assert not np.allclose(z[0, second], next_z[0, first[-1]])
+
+
+def test_policy_top_fraction_weights_the_actor_of_every_policy_learner():
+    """--policy_top_fraction: the policy phase's actor learns with each task's best episodes'
+    weights (data.sampler.top_episodes of its training data), read by every update."""
+    from jaxomrl.algos.base import FIRST_INPUTS
+    from jaxomrl.data.sampler import top_episodes
+    settings = algos.Settings(**{**TINY.__dict__, "policy_top_fraction": 0.5})
+    algorithm, data, _ = _setup("bc", settings)
+    assert algorithm.config["policy_top_fraction"] == 0.5
+    phase = algorithm.phases[-1]
+    aux = phase.prepare(FIRST_INPUTS, data)
+    np.testing.assert_array_equal(aux.actor_weight, top_episodes(data["train"], 0.5))
+    assert 0 < float(np.mean(aux.actor_weight)) < 1
+    key = jax.random.PRNGKey(0)
+    state = phase.init(key, aux, data)
+    bc = lambda a: float(jax.jit(phase.update)(state, key, a, data)[1]["bc_loss"])
+    assert bc(aux) > 0 and bc(aux.replace(actor_weight=jnp.zeros_like(aux.actor_weight))) == 0
+    for spec in ("r2pgo", "borel"):
+        algorithm, data, _ = _setup(spec, settings)
+        encoder, policy = algorithm.phases
+        trained = encoder.output(encoder.init(key, FIRST_INPUTS, data), FIRST_INPUTS)
+        np.testing.assert_array_equal(policy.prepare(trained, data).actor_weight,
+                                      top_episodes(data["train"], 0.5))

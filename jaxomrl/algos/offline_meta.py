@@ -43,7 +43,7 @@ from jaxomrl.algos.base import Algorithm, Phase
 from jaxomrl.config import from_json
 from jaxomrl.data.relabel import relabel_episodes
 from jaxomrl.data.sampler import (TaskData, observation_moments, sample_indices,
-                                  sample_meta_batch, standardise, take)
+                                  sample_meta_batch, standardise, take, top_episodes)
 from jaxomrl.envs.base import TaskFamily
 from jaxomrl.errors import check_finite_fields
 from jaxomrl.eval.adaptation import encoder_context
@@ -86,9 +86,19 @@ class MetaConfig:
     # other tasks' episodes with rewards recomputed for it (jaxomrl.data.relabel), for the
     # encoder and the policy alike; 0: off. Needs the family's transition_reward.
     reward_relabelling: float = 0.0
+    # The policy's actor learns only at the transitions of each training task's best episodes
+    # by return, this fraction of them (data.sampler.top_episodes; percentile behaviour cloning
+    # for BC, and SAC+BC's RL term at the same states); the critics learn from every
+    # transition. 1: every transition (the papers'). On Half-Cheetah-Vel a unimodal policy
+    # cloning every checkpoint's gait stands still at slow targets (experiments/README.md,
+    # "The policy learner's ceiling", "Round 6").
+    policy_top_fraction: float = 1.0
 
     def __post_init__(self):
         check_finite_fields(self)
+        if not 0.0 < self.policy_top_fraction <= 1.0:
+            raise ValueError(f"policy_top_fraction is a fraction in (0, 1], got "
+                             f"{self.policy_top_fraction}")
         if self.policy_context not in ("task", "history"):
             raise ValueError(f"policy_context must be 'task' or 'history', got "
                              f"{self.policy_context!r}")
@@ -150,6 +160,7 @@ class Embedded:
     obs_moments: Optional[Tuple[jax.Array, jax.Array]] = None
     z_moments: Optional[Tuple[jax.Array, jax.Array]] = None
     train: Optional[TaskData] = None        # the relabelled training data (reward relabelling)
+    actor_weight: Optional[jax.Array] = None   # [T, N] the actor's weights (policy_top_fraction)
 
 
 class ModelData(NamedTuple):
@@ -213,8 +224,10 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
     def policy_prepare(inputs: Optional[TrainedEncoder], data) -> Embedded:
         train = training_data(data)
         moments = observation_moments(train) if config.normalize_obs else None
+        weight = (top_episodes(train, config.policy_top_fraction)
+                  if config.policy_top_fraction < 1.0 else None)
         if enc is None:
-            return Embedded(obs_moments=moments)
+            return Embedded(obs_moments=moments, actor_weight=weight)
         params, models = inputs.params, inputs.models
         if (models is None) != (model_data is None):
             raise ValueError("model data needs the models in the encoder phase's output, and "
@@ -226,7 +239,7 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
             z_moments = (jnp.mean(flat_z, axis=0), jnp.std(flat_z, axis=0) + 1e-6)
         return Embedded(encoder_params=params, z=z, next_z=next_z, models=models,
                         obs_moments=moments, z_moments=z_moments,
-                        train=train if config.reward_relabelling else None)
+                        train=train if config.reward_relabelling else None, actor_weight=weight)
 
     def policy_update(state, key, aux: Embedded, data):
         train: TaskData = data["train"] if aux.train is None else aux.train
@@ -234,6 +247,7 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
         tasks, index = sample_meta_batch(train, k_task, k_idx, meta_batch, per_task)
         rows = train.gather(tasks, index)                                   # [M, per_task]
         flat = lambda x: x.reshape((-1,) + x.shape[2:])
+        weight = None if aux.actor_weight is None else flat(take(aux.actor_weight, tasks, index))
 
         def step(rows, key, z=None, next_z=None):
             """SAC on the flattened rows, observations standardised."""
@@ -243,7 +257,9 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
             if z is not None:
                 z = standardise(aux.z_moments, z)
                 next_z = None if next_z is None else standardise(aux.z_moments, next_z)
-            return sac.update(state, batch if z is None else TaskBatch(batch, z, next_z), key)
+            if z is None and weight is None:
+                return sac.update(state, batch, key)
+            return sac.update(state, TaskBatch(batch, z, next_z, weight), key)
 
         if enc is None:
             return step(rows, k_sac)

@@ -243,6 +243,12 @@ class Settings:
                                 "standardised by the training embeddings' per-dimension mean "
                                 "and std (VariBAD's norm_latent_for_policy).",
                                 to=("normalize_z",))    # ReDA's meta: via make_config
+    policy_top_fraction: float = setting(
+        MetaConfig.policy_top_fraction, "The policy's actor learns only at the transitions of "
+        "each training task's best episodes by return, this fraction of them (percentile "
+        "behaviour cloning; SAC+BC's RL term at the same states); the critics learn from every "
+        "transition (1: all, the papers').", lower=0.0, upper=1.0,
+        to=("policy_top_fraction",))    # ReDA's meta: as normalize_z
     nonprior_episodes: int = setting(
         MetaConfig.nonprior_episodes, "CSRO's non-prior context protocol: episodes the agent "
         "collects its own context in (uniformly random actions for the first half of their "

@@ -176,6 +176,12 @@ def episode_last(data: TaskData) -> jax.Array:
                             jnp.ones((data.num_tasks, 1), bool)], axis=1)
 
 
+def episode_first(data: TaskData) -> jax.Array:
+    """``[T, N]`` bool: the transition is its episode's first in the data."""
+    return jnp.concatenate([jnp.ones((data.num_tasks, 1), bool),
+                            data.episode[:, 1:] != data.episode[:, :-1]], axis=1)
+
+
 def returns_to_go(data: TaskData) -> jax.Array:
     """``[T, N]``: every transition's undiscounted return from it to its episode's end in the
     data (the decision transformer's return-to-go)."""
@@ -186,6 +192,32 @@ def returns_to_go(data: TaskData) -> jax.Array:
             return g, g
         return jax.lax.scan(body, jnp.zeros((), reward.dtype), (reward, last), reverse=True)[1]
     return jax.vmap(one_task)(data.transitions.reward, episode_last(data))
+
+
+def episode_returns(data: TaskData) -> jax.Array:
+    """``[T, N]``: every transition's whole-episode return (its episode's first transition's
+    return-to-go; an episode cut by the data's end counts what the data hold of it)."""
+    first = episode_first(data)
+    start = jax.lax.cummax(jnp.where(first, jnp.arange(data.size), 0), axis=1)
+    return jnp.take_along_axis(returns_to_go(data), start, axis=1)
+
+
+def top_episodes(data: TaskData, fraction: float) -> jax.Array:
+    """``[T, N]`` float 0/1: the transition's episode is among the best ``fraction`` of its task's
+    episodes by return (at least one episode per task; ties at the threshold kept). The episode
+    filter of percentile behaviour cloning ("%BC", Chen et al. 2021, Decision Transformer)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    ret = episode_returns(data)
+    first = episode_first(data)
+
+    def threshold(r, f):
+        n = jnp.sum(f)
+        keep = jnp.maximum(jnp.ceil(fraction * n), 1).astype(jnp.int32)
+        ranked = jnp.sort(jnp.where(f, r, -jnp.inf))[::-1]        # episodes' returns, best first
+        return ranked[keep - 1]
+    cut = jax.vmap(threshold)(ret, first)
+    return (ret >= cut[:, None]).astype(jnp.float32)
 
 
 def sample_episodes(data: TaskData, key: jax.Array, batch_size: int, length: int,

@@ -321,7 +321,8 @@ def _programs(config: CollectConfig) -> _Programs:
 
 
 class CollectConfigError(JaxomrlError, ValueError):
-    """The output directory holds a collection with another configuration."""
+    """The output directory holds a collection with another configuration (or, to evaluate,
+    none completed)."""
 
 
 def _check_finite(progs: _Programs, config: CollectConfig, tasks: Task, state: CollectState,
@@ -421,12 +422,7 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
         t0 = time.time()
         keys = jax.random.split(jax.random.PRNGKey(config.seed), num_tasks)
 
-        def fresh():
-            sac_state, bank = progs.init(keys, tasks)
-            return CollectState(sac=sac_state, bank=bank,
-                                curve=jnp.full((k_total + 1, num_tasks), jnp.nan),
-                                chunk=jnp.zeros((), jnp.int32))
-
+        fresh = functools.partial(_fresh_state, progs, config, tasks, keys)
         latest = ckpt.latest_step()
         if latest is not None:
             state = ckpt.restore(latest, jax.eval_shape(fresh))
@@ -465,9 +461,8 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
 
     # Every checkpoint on every task (the learning curves; target returns choose from them).
     t_eval = time.time()
-    keys = jax.vmap(lambda t: jax.random.split(jax.random.fold_in(
-        jax.random.PRNGKey(config.seed), 3 + t), k_total + 1))(jnp.arange(num_tasks))
-    evaluated = np.asarray(progs.evaluate(state.bank, tasks, keys), np.float64)
+    evaluated = np.asarray(progs.evaluate(state.bank, tasks, _evaluation_keys(config, num_tasks)),
+                           np.float64)
     best = evaluated.max(axis=1)
     log(f"evaluated every checkpoint on every task ({time.time() - t_eval:.0f}s): best "
         f"checkpoint's return {best.mean():.2f} +- {best.std():.2f} over tasks (min "
@@ -511,6 +506,46 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
                        datasets, time.time() - t0)
     atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1))
     return CollectResult(train_path=paths["train"], ood_path=paths.get("ood"), summary=summary)
+
+
+def _fresh_state(progs: _Programs, config: CollectConfig, tasks: Task, keys: jax.Array
+                 ) -> CollectState:
+    sac_state, bank = progs.init(keys, tasks)
+    return CollectState(sac=sac_state, bank=bank,
+                        curve=jnp.full((config.num_checkpoints + 1, tasks.num_tasks), jnp.nan),
+                        chunk=jnp.zeros((), jnp.int32))
+
+
+def _evaluation_keys(config: CollectConfig, num_tasks: int) -> jax.Array:
+    """``[T, K + 1]`` keys of the checkpoints' evaluation (one per task x checkpoint)."""
+    return jax.vmap(lambda t: jax.random.split(jax.random.fold_in(
+        jax.random.PRNGKey(config.seed), 3 + t), config.num_checkpoints + 1))(
+            jnp.arange(num_tasks))
+
+
+def evaluate_checkpoints(out_dir: str, deterministic: bool) -> Tuple[np.ndarray, Task, np.ndarray]:
+    """``(returns [T, K + 1], tasks, is_test)``: every policy checkpoint of the completed
+    collection in ``out_dir`` evaluated on every task as the collection evaluates them (the
+    first episode in each of ``rollout_envs`` environments, the same keys), with the policies'
+    mode actions if ``deterministic`` else sampled ones (``deterministic`` equal to the
+    collection's: ``summary.json``'s ``evaluated_returns``)."""
+    with open(os.path.join(out_dir, "collect_config.json")) as f:
+        config = CollectConfig.from_json(json.load(f))
+    config = dataclasses.replace(config, deterministic=deterministic)
+    tasks, is_test = select_tasks(config)
+    progs = _programs(config)
+    ckpt = Checkpointer(os.path.join(out_dir, "sac_checkpoints"))
+    try:
+        if ckpt.latest_step() != config.num_checkpoints:
+            raise CollectConfigError(f"{out_dir} holds no completed collection (its last checkpoint is "
+                             f"{ckpt.latest_step()} of {config.num_checkpoints})")
+        keys = jax.random.split(jax.random.PRNGKey(config.seed), tasks.num_tasks)
+        fresh = functools.partial(_fresh_state, progs, config, tasks, keys)
+        state = ckpt.restore(config.num_checkpoints, jax.eval_shape(fresh))
+    finally:
+        ckpt.close()
+    returns = progs.evaluate(state.bank, tasks, _evaluation_keys(config, tasks.num_tasks))
+    return np.asarray(returns, np.float64), tasks, is_test
 
 
 def _finished(config: CollectConfig, out_dir: str) -> Optional[CollectResult]:

@@ -153,6 +153,8 @@ def make_iql(config: IQLConfig, obs_dim: int, action_dim: int, latent_dim: int =
         del key
         z = next_z = None
         if isinstance(batch, TaskBatch):
+            if batch.actor_weight is not None:
+                raise ValueError("IQL weights its actor by advantages; actor_weight is SAC's")
             batch, z, next_z = batch.transition, batch.z, batch.next_z
         next_z = z if next_z is None else next_z
         if conditioned and (z is None or z.shape[:-1] != batch.reward.shape):

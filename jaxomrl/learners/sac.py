@@ -8,7 +8,9 @@
 
 ``batch`` is a ``Transition [B]`` for an unconditioned agent, or a ``TaskBatch`` (transitions with
 the task embeddings ``z [B, latent]`` to act on at ``obs`` and, optionally, ``next_z`` at
-``next_obs``: a belief that changes along the step). ``critic_loss`` and ``actor_loss`` are
+``next_obs``: a belief that changes along the step; and optionally ``actor_weight [B]``, the
+actor loss's per-transition weights: e.g. an actor trained at the states of each task's best
+episodes only, while the critics learn from every transition). ``critic_loss`` and ``actor_loss`` are
 exposed. All functions are jittable and ``vmap``-able (over tasks, over seeds). Actions are in the
 normalised box [-1, 1]^d (``jaxomrl.types.scale_action`` maps them to the family's). One update
 does, in order: critic step on the soft Bellman target from the target critics, actor step
@@ -178,27 +180,30 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int =
                                                       logp, action_dim)
         return loss + config.cql_weight * penalty, {**metrics, **cql_metrics}
 
-    def actor_loss(actor_params, critic_params, batch: Transition, z, alpha, key):
-        """The actor's loss (SAC, SAC+BC or BC by the config) and ``(metrics, log pi)``."""
+    def actor_loss(actor_params, critic_params, batch: Transition, z, alpha, key,
+                   weight=None):
+        """The actor's loss (SAC, SAC+BC or BC by the config; ``weight [B]``: its transitions'
+        weights) and ``(metrics, log pi)``."""
         mean, log_std = actor_apply(actor_params, batch.obs, z)
         action, logp = tanh_gaussian_sample(mean, log_std, key)
         if not train_critic:
-            loss, metrics = sac_losses.bc_loss(tanh_gaussian_mode(mean), batch.action)
+            loss, metrics = sac_losses.bc_loss(tanh_gaussian_mode(mean), batch.action, weight)
             return loss, (metrics, logp)
         q = critic_apply(critic_params, batch.obs, action, z)
         if offline_bc:
             loss, metrics = sac_losses.sac_bc_actor_loss(
                 q, logp, alpha, tanh_gaussian_mode(mean), batch.action, config.rl_weight,
-                config.bc_weight)
+                config.bc_weight, weight)
         else:
-            loss, metrics = sac_losses.sac_actor_loss(q, logp, alpha)
+            loss, metrics = sac_losses.sac_actor_loss(q, logp, alpha, weight)
         return loss, (metrics, logp)
 
     def update(state: SACState, batch: Union[Transition, TaskBatch], key: PRNGKey):
         """One step on ``batch`` [B] (see the module docstring)."""
-        z = next_z = None
+        z = next_z = actor_weight = None
         if isinstance(batch, TaskBatch):
-            batch, z, next_z = batch.transition, batch.z, batch.next_z
+            batch, z, next_z, actor_weight = (batch.transition, batch.z, batch.next_z,
+                                              batch.actor_weight)
         if config.cql_weight:
             key, k_cql = jax.random.split(key)
         k_next, k_pi = jax.random.split(key)
@@ -234,7 +239,7 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int =
         # Actor (through the updated critics).
         actor_params, actor_opt, _, (a_metrics, logp) = gradient_step(
             actor_loss, actor_tx, state.actor_params, state.actor_opt, critic_params, batch, z,
-            alpha, k_pi)
+            alpha, k_pi, actor_weight)
 
         # Temperature.
         if config.learn_alpha and train_critic:

@@ -7,7 +7,7 @@ caller decides what is differentiated (e.g. the TD target is computed from targe
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -64,15 +64,26 @@ def cql_penalty(q_data: jax.Array, q_random: jax.Array, q_policy: jax.Array,
     return gap, {"cql_gap": gap}
 
 
-def sac_actor_loss(q: jax.Array, log_prob: jax.Array, alpha: jax.Array
-                   ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+def weighted_mean(x: jax.Array, weight: Optional[jax.Array] = None) -> jax.Array:
+    """``mean_B x`` or, with ``weight [B]`` (>= 0, a constant), ``sum_B w x / sum_B w`` (0 if
+    every weight is 0): e.g. an actor trained only at the transitions of a task's best episodes
+    (``jaxomrl.data.sampler.top_episodes``)."""
+    if weight is None:
+        return jnp.mean(x)
+    weight = jax.lax.stop_gradient(weight)
+    return jnp.sum(weight * x) / jnp.maximum(jnp.sum(weight), 1e-8)
+
+
+def sac_actor_loss(q: jax.Array, log_prob: jax.Array, alpha: jax.Array,
+                   weight: Optional[jax.Array] = None) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     """``L_pi = mean_B (alpha log pi(a|s) - min_k Q_k(s, a))`` with ``a ~ pi(.|s)`` reparameterised.
 
     Args: q ``[n, B]`` critic values at the policy's actions; log_prob ``[B]``; alpha ``[]``
-    (treated as a constant here).
+    (treated as a constant here); weight ``[B]`` (optional): the states' weights
+    (``weighted_mean``).
     """
     alpha = jax.lax.stop_gradient(alpha)
-    loss = jnp.mean(alpha * log_prob - jnp.min(q, axis=0))
+    loss = weighted_mean(alpha * log_prob - jnp.min(q, axis=0), weight)
     return loss, {"actor_loss": loss, "entropy": -jnp.mean(log_prob)}
 
 
@@ -90,17 +101,18 @@ def temperature_loss(log_alpha: jax.Array, log_prob: jax.Array, target_entropy: 
     return loss, {"alpha_loss": loss, "alpha": jnp.exp(log_alpha)}
 
 
-def bc_loss(pred_action: jax.Array, data_action: jax.Array
-            ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+def bc_loss(pred_action: jax.Array, data_action: jax.Array,
+            weight: Optional[jax.Array] = None) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     """Behaviour cloning ``mean_B ||pi(s) - a_data||^2`` (``[B, d]`` each; squared error summed
-    over action dimensions)."""
-    loss = jnp.mean(jnp.sum((pred_action - data_action) ** 2, axis=-1))
+    over action dimensions); with ``weight [B]`` the weighted mean (``weighted_mean``)."""
+    loss = weighted_mean(jnp.sum((pred_action - data_action) ** 2, axis=-1), weight)
     return loss, {"bc_loss": loss}
 
 
 def sac_bc_actor_loss(q: jax.Array, log_prob: jax.Array, alpha: jax.Array,
                       pred_action: jax.Array, data_action: jax.Array, rl_weight: float = 2.5,
-                      bc_weight: float = 1.0) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+                      bc_weight: float = 1.0, weight: Optional[jax.Array] = None
+                      ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     """Offline SAC+BC actor loss, TD3+BC-style (Fujimoto & Gu 2021; ReDA appendix B.4):
 
         L = rl_weight * mean_B(alpha log pi(a|s) - min_k Q_k(s, a)) / sg(mean_B |min_k Q_k(s, a)|)
@@ -109,13 +121,14 @@ def sac_bc_actor_loss(q: jax.Array, log_prob: jax.Array, alpha: jax.Array,
     ``q [n, B]`` at reparameterised policy actions, ``log_prob [B]``, ``pred_action [B, d]`` the
     policy's action used for cloning (its mode, tanh(mean)), ``data_action [B, d]`` in the same
     normalised box. The normaliser ``sg(.)`` is a constant (stop-gradient), so the RL term's scale
-    does not depend on the reward scale of the task family.
+    does not depend on the reward scale of the task family. With ``weight [B]`` every mean over
+    ``B`` is the weighted one (``weighted_mean``): the actor learns at the weighted states only.
     """
     alpha = jax.lax.stop_gradient(alpha)
     q_min = jnp.min(q, axis=0)
-    scale = jax.lax.stop_gradient(jnp.mean(jnp.abs(q_min))) + 1e-6
-    rl = jnp.mean(alpha * log_prob - q_min) / scale
-    bc, _ = bc_loss(pred_action, data_action)
+    scale = jax.lax.stop_gradient(weighted_mean(jnp.abs(q_min), weight)) + 1e-6
+    rl = weighted_mean(alpha * log_prob - q_min, weight) / scale
+    bc, _ = bc_loss(pred_action, data_action, weight)
     loss = rl_weight * rl + bc_weight * bc
     return loss, {"actor_loss": loss, "actor_rl": rl, "bc_loss": bc,
                   "entropy": -jnp.mean(log_prob), "q_scale": scale}
