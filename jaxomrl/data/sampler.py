@@ -169,17 +169,17 @@ def window_positions(data: TaskData, key: jax.Array, batch_size: int, window: in
     return tasks, pos, mask
 
 
-def episode_last(data: TaskData) -> jax.Array:
-    """``[T, N]`` bool: the transition is its episode's last in the data (the next one belongs
-    to another episode, or the data end)."""
-    return jnp.concatenate([data.episode[:, 1:] != data.episode[:, :-1],
-                            jnp.ones((data.num_tasks, 1), bool)], axis=1)
-
-
 def episode_first(data: TaskData) -> jax.Array:
     """``[T, N]`` bool: the transition is its episode's first in the data."""
     return jnp.concatenate([jnp.ones((data.num_tasks, 1), bool),
                             data.episode[:, 1:] != data.episode[:, :-1]], axis=1)
+
+
+def episode_last(data: TaskData) -> jax.Array:
+    """``[T, N]`` bool: the transition is its episode's last in the data (the next one is
+    another episode's first, or the data end)."""
+    return jnp.concatenate([episode_first(data)[:, 1:], jnp.ones((data.num_tasks, 1), bool)],
+                           axis=1)
 
 
 def returns_to_go(data: TaskData) -> jax.Array:

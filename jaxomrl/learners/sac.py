@@ -10,8 +10,8 @@
 the task embeddings ``z [B, latent]`` to act on at ``obs`` and, optionally, ``next_z`` at
 ``next_obs``: a belief that changes along the step; and optionally ``actor_weight [B]``, the
 actor loss's per-transition weights: e.g. an actor trained at the states of each task's best
-episodes only, while the critics learn from every transition). ``critic_loss`` and ``actor_loss`` are
-exposed. All functions are jittable and ``vmap``-able (over tasks, over seeds). Actions are in the
+episodes only, while the critics learn from every transition). ``critic_loss`` and
+``actor_loss`` are exposed. All functions are jittable and ``vmap``-able (over tasks, over seeds). Actions are in the
 normalised box [-1, 1]^d (``jaxomrl.types.scale_action`` maps them to the family's). One update
 does, in order: critic step on the soft Bellman target from the target critics, actor step
 through the updated critics, temperature step, Polyak averaging of the targets.
