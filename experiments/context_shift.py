@@ -14,8 +14,16 @@ the task. With ``--own=<info key>`` (a quantity of the agent's own behaviour in 
 units; cheetah_vel: ``x_velocity``, the target being a velocity), ``online_own`` is the mean
 |read-out - that quantity| after the same ``t`` steps and ``own_gap`` the agent's own
 |quantity - attribute|: an ``online_own`` well below ``online`` means the online belief follows
-what the agent does rather than the task. Prints a markdown table per run (mean ± std over
-seeds) and writes ``--out`` (JSON).
+what the agent does rather than the task; ``online_signed`` / ``own_signed`` are the same
+errors with their sign (read-out - attribute, quantity - attribute): a drift that way round.
+
+With ``--relabelled=K`` (families with a ``relabel_reward``, e.g. cheetah_vel) the data episodes
+of every task are also embedded with their rewards relabelled for ``K`` other tasks of the split
+(the same states and actions, another task's rewards), and ``up`` / ``down`` are the slopes of
+the read-out's change against the attribute's change for relabels to a higher / lower
+attribute (least squares through 0): 1 means the belief follows the rewards, 0 that it ignores
+them (reads the behaviour), a negative slope that it moves the wrong way. Prints a markdown
+table per run (mean ± std over seeds) and writes ``--out`` (JSON).
 """
 from __future__ import annotations
 
@@ -36,6 +44,7 @@ from jaxomrl.experiment import cli
 from jaxomrl.experiment.runner import evaluation_keys
 from jaxomrl.experiment.runs import find_runs, load_data, restore
 from jaxomrl.io import atomic_write_text
+from jaxomrl.types import scale_action
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "experiments/train.py workdir (one subdirectory per spec).")
@@ -45,21 +54,48 @@ flags.DEFINE_list("steps", ["1", "5", "20", "50", "100", "199"], "History length
 flags.DEFINE_integer("episodes", 8, "Data episodes per task.")
 flags.DEFINE_string("own", None, "Info key of the agent's own behaviour in the attribute's "
                     "units (e.g. x_velocity for cheetah_vel): adds online_own and own_gap.")
+flags.DEFINE_integer("relabelled", 0, "Other tasks per task whose rewards the data episodes "
+                     "are relabelled with (adds the up / down reward responses; 0: none).")
 flags.DEFINE_string("out", None, "JSON output (default: <workdir>/context_shift.json).")
 flags.mark_flag_as_required("workdir")
 cli.require_ints(1, "episodes")
+cli.require_ints(0, "relabelled")
 cli.require_int_lists("steps", lower=0)
 
 
+def relabel_targets(num_tasks: int, k: int, seed: int = 0) -> np.ndarray:
+    """``[T, k]``: for every task, ``k`` distinct other tasks (drawn once, fixed seed)."""
+    if not 0 < k < num_tasks:
+        raise ValueError(f"--relabelled={k}: needs 0 < k < the split's {num_tasks} tasks")
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.choice(np.delete(np.arange(num_tasks), i), k, replace=False)
+                     for i in range(num_tasks)])
+
+
 def beliefs(spec: str, run_dir: str, identity, ds, data, eval_data, split: str, episodes: int,
-            own: Optional[str] = None):
-    """``(data_z [S, T, E, H, D], online_z [S, T, H, D], own [S, T, H] or None)``: embeddings
-    before each step of ``episodes`` data episodes per task and of the policy's first online
-    episode, and the info ``own`` after each step of that episode."""
+            own: Optional[str] = None, relabel_to: Optional[np.ndarray] = None):
+    """``(data_z [S, T, E, H, D], online_z [S, T, H, D], own [S, T, H] or None, relabelled_z
+    [S, T, K, E, H, D] or None)``: embeddings before each step of ``episodes`` data episodes
+    per task and of the policy's first online episode, the info ``own`` after each step of that
+    episode, and (with ``relabel_to [T, K]``, tasks of the split) the data episodes' embeddings
+    with their rewards relabelled for each of those tasks (``TaskFamily.relabel_reward``)."""
     family = ds.make_family()
     algorithm, outputs = restore(spec, run_dir, identity, family, ds, data)
     tasks, task_data = eval_data["tasks"][split], eval_data["data"][split]
     episodes_, _ = sample_episodes(task_data, jax.random.PRNGKey(0), episodes, family.horizon)
+    relabelled_eps = None
+    if relabel_to is not None:
+        family.check_relabel_reward()
+        low, high = family.action_low, family.action_high
+        step = lambda task, source, tr: family.relabel_reward(
+            task, source, tr.obs, scale_action(tr.action, low, high), tr.next_obs, tr.reward)
+        over_episode = jax.vmap(jax.vmap(step, (None, None, 0)), (None, None, 0))   # [E, H]
+        targets = jax.tree_util.tree_map(lambda x: x[relabel_to], tasks)             # [T, K]
+
+        def relabel(target, source, eps):                    # one task's episodes, K targets
+            reward = jax.vmap(over_episode, (0, None, None))(target, source, eps)  # [K, E, H]
+            return jax.vmap(lambda r: eps.replace(reward=r))(reward)
+        relabelled_eps = jax.jit(jax.vmap(relabel))(targets, tasks, episodes_)
 
     def one(outputs, key):
         policy, context = algorithm.policy(outputs)
@@ -70,22 +106,39 @@ def beliefs(spec: str, run_dir: str, identity, ds, data, eval_data, split: str, 
             def body(c, t):
                 return context.update(c, t), context.embed(c, t.obs)
             return jax.lax.scan(body, context.init(), tr)[1]
-        return jax.vmap(jax.vmap(stream))(episodes_), trace["z"], trace[own] if own else None
+        relabelled = (None if relabelled_eps is None
+                      else jax.vmap(jax.vmap(jax.vmap(stream)))(relabelled_eps))
+        return (jax.vmap(jax.vmap(stream))(episodes_), trace["z"],
+                trace[own] if own else None, relabelled)
 
     keys = jax.vmap(lambda k: jax.random.fold_in(k, 2))(evaluation_keys(identity["seeds"]))
-    data_z, online_z, own_values = jax.jit(jax.vmap(one))(outputs, keys)
-    return (np.asarray(data_z), np.asarray(online_z),
-            None if own_values is None else np.asarray(own_values))
+    data_z, online_z, own_values, relabelled_z = jax.jit(jax.vmap(one))(outputs, keys)
+    maybe = lambda x: None if x is None else np.asarray(x)
+    return np.asarray(data_z), np.asarray(online_z), maybe(own_values), maybe(relabelled_z)
 
 
-def shift_table(data_z, online_z, attribute, steps, own=None):
-    """``{t: {"data": [S], "online": [S], "online_r2": [S]}}`` and, with ``own [S, T, H]``,
-    ``"online_own"`` and ``"own_gap"`` (see the module docstring)."""
+def response_slopes(change: np.ndarray, delta: np.ndarray) -> tuple:
+    """``(up, down)``: least-squares slopes through 0 of ``change`` against ``delta`` (same
+    shapes) over the entries with ``delta > 0`` and ``delta < 0`` (NaN where there are none)."""
+    def slope(sel):
+        d = delta[sel]
+        return float(np.sum(change[sel] * d) / np.sum(d * d)) if d.size else float("nan")
+    return slope(delta > 0), slope(delta < 0)
+
+
+def shift_table(data_z, online_z, attribute, steps, own=None, relabelled_z=None,
+                relabel_to=None):
+    """``{t: {"data": [S], "online": [S], "online_r2": [S], "online_signed": [S]}}``; with
+    ``own [S, T, H]`` also ``"online_own"``, ``"own_gap"``, ``"own_signed"``; with
+    ``relabelled_z [S, T, K, E, H, D]`` and ``relabel_to [T, K]`` also ``"up"``, ``"down"``
+    (see the module docstring)."""
     out = {}
     for t in steps:
-        rows = {"data": [], "online": [], "online_r2": []}
+        rows = {"data": [], "online": [], "online_r2": [], "online_signed": []}
         if own is not None:
-            rows.update(online_own=[], own_gap=[])
+            rows.update(online_own=[], own_gap=[], own_signed=[])
+        if relabelled_z is not None:
+            rows.update(up=[], down=[])
         for s, (dz, oz) in enumerate(zip(data_z, online_z)):
             x = dz[:, :, t].reshape(-1, dz.shape[-1])
             y = np.repeat(attribute, dz.shape[1])
@@ -93,12 +146,23 @@ def shift_table(data_z, online_z, attribute, steps, own=None):
             online = reg.predict(oz[:, t])
             rows["data"].append(float(np.abs(reg.predict(x) - y).mean()))
             rows["online"].append(float(np.abs(online - attribute).mean()))
+            rows["online_signed"].append(float(np.mean(online - attribute)))
             rows["online_r2"].append(float(LinearRegression().fit(oz[:, t], attribute)
                                            .score(oz[:, t], attribute)))
             if own is not None:   # the quantity after the t steps the belief has seen
                 reached = own[s][:, t - 1]
                 rows["online_own"].append(float(np.abs(online - reached).mean()))
                 rows["own_gap"].append(float(np.abs(reached - attribute).mean()))
+                rows["own_signed"].append(float(np.mean(reached - attribute)))
+            if relabelled_z is not None:
+                rz = relabelled_z[s][:, :, :, t]                                # [T, K, E, D]
+                base = reg.predict(x).reshape(dz.shape[:2])                     # [T, E]
+                moved = reg.predict(rz.reshape(-1, rz.shape[-1])).reshape(rz.shape[:3])
+                delta = attribute[relabel_to] - attribute[:, None]              # [T, K]
+                up, down = response_slopes(moved - base[:, None],
+                                           np.broadcast_to(delta[..., None], moved.shape))
+                rows["up"].append(up)
+                rows["down"].append(down)
         out[t] = rows
     return out
 
@@ -123,26 +187,42 @@ def main(argv):
         cli.require_info_keys(family, [FLAGS.own], "own")
     rows = ~ds.is_test if FLAGS.split == "train" else ds.is_test
     attribute = ds.attributes[rows, 0]
+    relabel_to = None
+    if FLAGS.relabelled:
+        try:
+            family.check_relabel_reward()
+            relabel_to = relabel_targets(len(attribute), FLAGS.relabelled)
+        except ValueError as e:
+            raise cli.UsageError(f"--relabelled: {e}") from e
     results = {}
     for spec, run_dir in runs.items():
         if identities[spec]["config"].get("encoder") is None:
             continue
-        data_z, online_z, own = beliefs(spec, run_dir, identities[spec], ds, data, eval_data,
-                                        FLAGS.split, FLAGS.episodes, FLAGS.own)
-        table = shift_table(data_z, online_z, attribute, steps, own)
+        data_z, online_z, own, relabelled_z = beliefs(
+            spec, run_dir, identities[spec], ds, data, eval_data, FLAGS.split, FLAGS.episodes,
+            FLAGS.own, relabel_to)
+        table = shift_table(data_z, online_z, attribute, steps, own, relabelled_z, relabel_to)
         results[spec] = {str(t): v for t, v in table.items()}
         print(f"\n### {spec}: |error| of the task attribute decoded linearly from the belief "
               f"after t steps ({FLAGS.split} tasks, decoder fitted on data beliefs)\n")
         print(report.markdown_table(
             {f"t = {t}": v for t, v in table.items()},
-            ["data", "online", "online_r2"] + (["online_own", "own_gap"] if FLAGS.own else []),
+            ["data", "online", "online_r2", "online_signed"]
+            + (["online_own", "own_gap", "own_signed"] if FLAGS.own else [])
+            + (["up", "down"] if FLAGS.relabelled else []),
             {"data": "data episodes", "online": "own online episode",
-             "online_r2": "online R² (own fit)", "online_own": f"online vs own {FLAGS.own}",
-             "own_gap": f"own {FLAGS.own} vs attribute"}, lower_is_better=["data", "online"],
+             "online_r2": "online R² (own fit)", "online_signed": "online, signed",
+             "online_own": f"online vs own {FLAGS.own}",
+             "own_gap": f"own {FLAGS.own} vs attribute", "own_signed": "own, signed",
+             "up": "reward response, higher task", "down": "reward response, lower task"},
+            lower_is_better=["data", "online"],
             digits=3, row_header="history"))
     out = FLAGS.out or os.path.join(FLAGS.workdir, "context_shift.json")
     atomic_write_text(out, json.dumps({"split": FLAGS.split, "steps": steps,
-                                       "attribute": attribute.tolist(), "runs": results},
+                                       "attribute": attribute.tolist(),
+                                       "relabel_to": (None if relabel_to is None
+                                                      else relabel_to.tolist()),
+                                       "runs": results},
                                       indent=1))
     print(f"\nwrote {out}")
 

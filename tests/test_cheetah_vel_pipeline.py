@@ -114,14 +114,16 @@ def pipeline(tmp_path):
     # Online beliefs against the data's, and against the agent's own velocity.
     proc = subprocess.run([sys.executable, os.path.join(root, "experiments", "context_shift.py"),
                            f"--workdir={tmp_path / 'runs'}", "--algo=r2pgo", "--steps=1,5,19",
-                           "--episodes=2", "--own=x_velocity",
+                           "--episodes=2", "--own=x_velocity", "--relabelled=2",
                            f"--out={tmp_path / 'shift.json'}"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shift = json.loads((tmp_path / "shift.json").read_text())
     assert shift["steps"] == [1, 5, 19] and len(shift["attribute"]) == 3
+    assert np.asarray(shift["relabel_to"]).shape == (3, 2)
     for t in ("1", "5", "19"):
         row = shift["runs"]["r2pgo"][t]
-        assert set(row) == {"data", "online", "online_r2", "online_own", "own_gap"}
+        assert set(row) == {"data", "online", "online_r2", "online_signed", "online_own",
+                            "own_gap", "own_signed", "up", "down"}
         assert all(len(v) == 2 and np.all(np.isfinite(v)) for v in row.values())
     np.testing.assert_array_equal(   # settles from step 12 (within 0.25 for 10 steps); never
         evaluate.steps_to_target(np.array([[[0.0] * 12 + [1.1] * 13, [0.0] * 25]]),
@@ -142,7 +144,11 @@ own = target[None, :, None] + rng.choice([-1.0, 1.0], (2, 6, 1)) * 0.8 + np.zero
 embed = lambda v: np.stack([2.0 * v + 1.0, -v], -1)                  # a linear code of v
 data_z = np.broadcast_to(embed(target)[None, :, None, None], (2, 6, 3, 10, 2))
 online_z = embed(own)                                                # [S, T, H, D]
-table = m.shift_table(data_z, online_z, target, [1, 5], own)
+# relabelled for tasks i+1, i+2: the belief follows the rewards of a higher task only
+to = np.stack([(np.arange(6) + 1) % 6, (np.arange(6) + 2) % 6], -1)          # [T, K]
+moved = np.maximum(target[to], target[:, None])                               # [T, K]
+relabelled_z = np.broadcast_to(embed(moved)[None, :, :, None, None], (2, 6, 2, 3, 10, 2))
+table = m.shift_table(data_z, online_z, target, [1, 5], own, relabelled_z, to)
 print(json.dumps({{str(k): v for k, v in table.items()}}))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -154,3 +160,7 @@ print(json.dumps({{str(k): v for k, v in table.items()}}))
         np.testing.assert_allclose(row["online"], 0.8, atol=1e-5)     # online: off by 0.8
         np.testing.assert_allclose(row["online_own"], 0.0, atol=1e-5)  # ...exactly its own v
         np.testing.assert_allclose(row["own_gap"], 0.8, atol=1e-6)
+        np.testing.assert_allclose(row["online_signed"], row["own_signed"], atol=1e-5)
+        assert abs(row["own_signed"][0]) < 0.8      # signs of both kinds in seed 0's drift
+        np.testing.assert_allclose(row["up"], 1.0, atol=1e-5)         # follows higher tasks
+        np.testing.assert_allclose(row["down"], 0.0, atol=1e-5)       # ignores lower ones

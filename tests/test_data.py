@@ -229,6 +229,14 @@ def test_episode_returns_and_top_episodes_rank_each_tasks_episodes():
     # ties at the threshold are kept
     tied = np.asarray(top_episodes(_episodes([[-1.0, -1.0, -5.0, -1.0]], lengths), 0.25))
     np.testing.assert_array_equal(tied[0], per_row([1, 1, 0, 1]))
+    # ranked among some episodes only (a task's own among relabelled ones): the others get 0
+    # and do not count: task 0's best half of episodes 0, 2, 3 is 2 of them (-7 and -1)
+    among = jnp.asarray(np.stack([per_row([1, 0, 1, 1]), per_row([0, 0, 1, 1])]) > 0)
+    ranked = np.asarray(top_episodes(data, 0.5, among=among))
+    np.testing.assert_array_equal(ranked[0], per_row([0, 0, 1, 1]))
+    np.testing.assert_array_equal(ranked[1], per_row([0, 0, 1, 0]))
+    np.testing.assert_array_equal(np.asarray(top_episodes(data, 1.0, among=among)),
+                                  np.asarray(among, np.float32))
     for bad in (0.0, -0.5, 1.5):
         with pytest.raises(ValueError, match="fraction"):
             top_episodes(data, bad)

@@ -84,11 +84,12 @@ class MetaConfig:
     normalize_z: bool = False
     # BOReL's reward relabelling: this fraction of every training task's episodes replaced by
     # other tasks' episodes with rewards recomputed for it (jaxomrl.data.relabel), for the
-    # encoder and the policy alike; 0: off. Needs the family's transition_reward.
+    # encoder and the policy alike; 0: off. Needs the family's relabel_reward.
     reward_relabelling: float = 0.0
     # The policy's actor learns only at the transitions of each training task's best episodes
     # by return, this fraction of them (data.sampler.top_episodes; percentile behaviour cloning
-    # for BC, and SAC+BC's RL term at the same states); the critics learn from every
+    # for BC, and SAC+BC's RL term at the same states; with reward_relabelling, of the task's
+    # own episodes: lent ones show another task's behaviour); the critics learn from every
     # transition. 1: every transition (the papers'). On Half-Cheetah-Vel a unimodal policy
     # cloning every checkpoint's gait stands still at slow targets (experiments/README.md,
     # "The policy learner's ceiling", "Round 6").
@@ -105,6 +106,9 @@ class MetaConfig:
         if not 0.0 <= self.reward_relabelling <= 1.0:
             raise ValueError(f"reward_relabelling is a fraction in [0, 1], got "
                              f"{self.reward_relabelling}")
+        if self.reward_relabelling == 1.0 and self.policy_top_fraction < 1.0:
+            raise ValueError("policy_top_fraction ranks each task's own episodes, and "
+                             "reward_relabelling 1 leaves none")
         if self.reward_relabelling and self.encoder is None:
             raise ValueError("reward relabelling needs a task encoder")
         if self.nonprior_episodes < 0:
@@ -211,20 +215,24 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
                              f"real rows in a task's {per_task} rows")
 
     if config.reward_relabelling:
-        family.check_transition_reward()
+        family.check_relabel_reward()
 
-    def training_data(data) -> TaskData:
+    def training_data(data, with_lent: bool = False):
         """The training tasks' data the phases learn from: relabelled (the same for every seed
-        and both phases) with ``reward_relabelling``."""
+        and both phases) with ``reward_relabelling``. With ``with_lent``: ``(data, lent [T, N]
+        bool or None)``, the transitions of other tasks' episodes."""
         if not config.reward_relabelling:
-            return data["train"]
+            return (data["train"], None) if with_lent else data["train"]
         return relabel_episodes(data["train"], data["train_tasks"], family,
-                                jax.random.PRNGKey(RELABEL_SEED), config.reward_relabelling)
+                                jax.random.PRNGKey(RELABEL_SEED), config.reward_relabelling,
+                                with_lent=with_lent)
 
     def policy_prepare(inputs: Optional[TrainedEncoder], data) -> Embedded:
-        train = training_data(data)
+        train, lent = training_data(data, with_lent=True)
         moments = observation_moments(train) if config.normalize_obs else None
-        weight = (top_episodes(train, config.policy_top_fraction)
+        # the best of each task's own episodes: a lent episode shows another task's behaviour
+        weight = (top_episodes(train, config.policy_top_fraction,
+                               among=None if lent is None else ~lent)
                   if config.policy_top_fraction < 1.0 else None)
         if enc is None:
             return Embedded(obs_moments=moments, actor_weight=weight)

@@ -34,7 +34,9 @@ frozen after its phase and the policy conditions on [s, z]):
     borel/reward_relabelling            ... with BOReL's reward relabelling: 0.32 of every
                                         training task's episodes are other tasks' episodes with
                                         rewards recomputed for it (jaxomrl.data.relabel; families
-                                        with a transition_reward, e.g. the point robot)
+                                        with a relabel_reward: the point robot, Half-Cheetah-Vel);
+                                        --reward_relabelling gives any encoder spec another
+                                        fraction
 
     csro                                CSRO: FOCAL's transition encoder with tanh-bounded
                                         per-transition embeddings, mean-pooled, trained by the
@@ -249,6 +251,12 @@ class Settings:
         "behaviour cloning; SAC+BC's RL term at the same states); the critics learn from every "
         "transition (1: all, the papers').", lower=0.0, upper=1.0,
         to=("policy_top_fraction",))    # ReDA's meta: as normalize_z
+    reward_relabelling: Optional[float] = setting(
+        None, "Reward relabelling (BOReL's, jaxomrl.data.relabel) for every spec with a "
+        "context encoder but ReDA: this fraction of each training task's episodes replaced by "
+        "other tasks' episodes with rewards recomputed for it, for the encoder and the policy "
+        "(default: none, or BOReL's 0.32 for borel/reward_relabelling; needs the family's "
+        "relabel_reward).", lower=0.0, upper=1.0)
     nonprior_episodes: int = setting(
         MetaConfig.nonprior_episodes, "CSRO's non-prior context protocol: episodes the agent "
         "collects its own context in (uniformly random actions for the first half of their "
@@ -346,6 +354,8 @@ def make_config(spec: str, s: Settings) -> MetaConfig:
     else:  # corro
         encoder = EncoderConfig(encoder="mlp", pooling="mean", corro_weight=1.0,
                                 num_negatives=s.num_negatives, **shared)
+    if s.reward_relabelling is not None and name != "reda":
+        common["reward_relabelling"] = s.reward_relabelling
     if name == "om_bc":
         head = dict(head="concat", rl_weight=0.0, bc_weight=s.bc_weight)
     elif name == "borel":

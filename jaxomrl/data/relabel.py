@@ -3,7 +3,7 @@
 With goal-directed data every task's episodes go to its own goal, so a context's states alone
 tell the task and an agent never sees what the other tasks' rewards look like where it walks
 ("MDP ambiguity"). Relabelling gives each task episodes of other tasks, with their rewards
-recomputed under this task's reward function (``TaskFamily.transition_reward``): the same states
+recomputed under this task's reward function (``TaskFamily.relabel_reward``): the same states
 now come with different rewards in different tasks, so only the rewards identify the task.
 
 BOReL's code (``mix_task_rollouts``) replaces the first episode of two-episode rollouts drawn
@@ -41,12 +41,13 @@ def check_episode_layout(data: TaskData, horizon: int) -> None:
 
 
 def relabel_episodes(data: TaskData, tasks: Task, family: TaskFamily, key: jax.Array,
-                     fraction: float) -> TaskData:
+                     fraction: float, with_lent: bool = False):
     """``data`` of ``tasks`` (the same ``[T]`` tasks) with ``fraction`` of every task's episodes
     replaced by other tasks' episodes relabelled with its reward (jittable; the layout is that
     of :func:`check_episode_layout`). Episode ids and timesteps stay those of the slots; the
-    behaviour checkpoint is the lent episode's."""
-    family.check_transition_reward()
+    behaviour checkpoint is the lent episode's. With ``with_lent``: ``(data, lent [T, N] bool)``,
+    ``lent`` marking the transitions of lent episodes."""
+    family.check_relabel_reward()
     num_tasks, horizon = data.num_tasks, family.horizon
     if num_tasks < 2:
         raise ValueError("reward relabelling needs at least 2 tasks")
@@ -67,15 +68,22 @@ def relabel_episodes(data: TaskData, tasks: Task, family: TaskFamily, key: jax.A
     tr = jax.tree_util.tree_map(by_episode, data.transitions)
     src = jax.tree_util.tree_map(lambda x: x[lender, lent], tr)             # [T, M, H, ...]
     low, high = family.action_low, family.action_high
-    reward_of = lambda task, o, a, o2: family.transition_reward(
-        task, o, scale_action(a, low, high), o2)
-    over_steps = jax.vmap(jax.vmap(reward_of, (None, 0, 0, 0)), (None, 0, 0, 0))   # [M, H]
-    reward = jax.vmap(over_steps)(tasks, src.obs, src.action, src.next_obs)     # [T, M, H]
+    reward_of = lambda task, source, o, a, o2, r: family.relabel_reward(
+        task, source, o, scale_action(a, low, high), o2, r)
+    over_steps = jax.vmap(jax.vmap(reward_of, (None, None, 0, 0, 0, 0)),
+                          (None, 0, 0, 0, 0, 0))                                # [M, H]
+    sources = jax.tree_util.tree_map(lambda x: x[lender], tasks)               # [T, M]
+    reward = jax.vmap(over_steps)(tasks, sources, src.obs, src.action, src.next_obs,
+                                  src.reward)                                   # [T, M, H]
     src = src.replace(reward=reward.astype(src.reward.dtype))
     rows = jnp.arange(num_tasks)[:, None]
     merged = jax.tree_util.tree_map(lambda x, s: x.at[rows, slots].set(s), tr, src)
     flat = lambda x: x.reshape((num_tasks, data.size) + x.shape[3:])
     checkpoint = by_episode(data.checkpoint)
     checkpoint = checkpoint.at[rows, slots].set(checkpoint[lender, lent])
-    return data.replace(transitions=jax.tree_util.tree_map(flat, merged),
-                        checkpoint=flat(checkpoint))
+    out = data.replace(transitions=jax.tree_util.tree_map(flat, merged),
+                       checkpoint=flat(checkpoint))
+    if not with_lent:
+        return out
+    lent_mask = jnp.zeros((num_tasks, episodes, horizon), bool).at[rows, slots].set(True)
+    return out, flat(lent_mask)

@@ -202,14 +202,20 @@ def episode_returns(data: TaskData) -> jax.Array:
     return jnp.take_along_axis(returns_to_go(data), start, axis=1)
 
 
-def top_episodes(data: TaskData, fraction: float) -> jax.Array:
+def top_episodes(data: TaskData, fraction: float, among: Optional[jax.Array] = None
+                 ) -> jax.Array:
     """``[T, N]`` float 0/1: the transition's episode is among the best ``fraction`` of its task's
     episodes by return (at least one episode per task; ties at the threshold kept). The episode
-    filter of percentile behaviour cloning ("%BC", Chen et al. 2021, Decision Transformer)."""
+    filter of percentile behaviour cloning ("%BC", Chen et al. 2021, Decision Transformer).
+    ``among [T, N]`` bool (whole episodes): only these episodes are ranked and counted, every
+    other transition gets 0 (e.g. a task's own episodes among relabelled ones)."""
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     ret = episode_returns(data)
     first = episode_first(data)
+    if among is not None:
+        first = first & among
+        ret = jnp.where(among, ret, -jnp.inf)
 
     def threshold(r, f):
         n = jnp.sum(f)
@@ -217,7 +223,8 @@ def top_episodes(data: TaskData, fraction: float) -> jax.Array:
         ranked = jnp.sort(jnp.where(f, r, -jnp.inf))[::-1]        # episodes' returns, best first
         return ranked[keep - 1]
     cut = jax.vmap(threshold)(ret, first)
-    return (ret >= cut[:, None]).astype(jnp.float32)
+    keep = ret >= cut[:, None]
+    return (keep if among is None else keep & among).astype(jnp.float32)
 
 
 def sample_episodes(data: TaskData, key: jax.Array, batch_size: int, length: int,

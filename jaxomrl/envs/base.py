@@ -172,7 +172,8 @@ class TaskFamily(abc.ABC):
         ``action`` in the family's units), from the transition alone: what BOReL's reward
         relabelling recomputes (``jaxomrl.data.relabel``). Families whose reward needs more than
         the observations (e.g. Half-Cheetah-Vel's displacement, which its observation omits)
-        do not define it (:meth:`check_transition_reward` then refuses)."""
+        do not define it (:meth:`check_transition_reward` then refuses; they may define
+        :meth:`relabel_reward` instead)."""
         self.check_transition_reward()
         raise NotImplementedError
 
@@ -182,6 +183,21 @@ class TaskFamily(abc.ABC):
             raise ValueError(f"{self.name}: the reward cannot be recomputed from a transition's "
                              "observations, so reward relabelling is not available for this "
                              "family")
+
+    def relabel_reward(self, task: Task, source: Task, obs: jax.Array, action: jax.Array,
+                       next_obs: jax.Array, reward: jax.Array) -> jax.Array:
+        """Task ``task``'s reward for a transition recorded in task ``source`` with reward
+        ``reward`` (one transition, ``action`` in the family's units): what reward relabelling
+        (``jaxomrl.data.relabel``) writes. Default: :meth:`transition_reward`, which needs
+        neither the source nor its reward; a family whose reward depends on a quantity the
+        observation omits may recover it from the recorded reward instead."""
+        del source, reward
+        return self.transition_reward(task, obs, action, next_obs)
+
+    def check_relabel_reward(self) -> None:
+        """Raises ``ValueError`` naming the family unless :meth:`relabel_reward` is available."""
+        if type(self).relabel_reward is TaskFamily.relabel_reward:
+            self.check_transition_reward()
 
     def terminal_obs(self, obs: jax.Array) -> jax.Array:
         """Whether a step that lands in observation ``obs [..., obs_dim]`` ends the episode, from

@@ -356,6 +356,34 @@ class MJXFamily(TaskFamily):
             qvel = jnp.clip(qvel, -self.robot.qvel_clip, self.robot.qvel_clip)
         return jnp.concatenate([qpos[self.robot.qpos_skip:], qvel]).astype(jnp.float32)
 
+    def check_relabel_reward(self) -> None:
+        if self.reward_kind != "target_velocity":
+            raise ValueError(f"{self.name}: its {self.reward_kind!r} reward cannot be relabelled "
+                             "for another task (its tasks differ in their physics, not in their "
+                             "reward), so reward relabelling is not available for this family")
+
+    def relabel_reward(self, task, source, obs, action, next_obs, reward):
+        """Target-velocity rewards ``-|v - v_target| - c·|a|²`` for another target, with the
+        forward velocity ``v`` (the root's displacement over the step, which the observation
+        omits) recovered from the recorded reward: ``v = v_source ± d``, ``d = -(reward +
+        c·|a|²)``, the sign that of an estimate of ``v`` from the observations' root x velocity
+        at the two ends of the step relative to ``v_source``. The estimate weighs them as the
+        semi-implicit Euler substeps do under a constant acceleration (the displacement is
+        ``h·Σ qvel_k`` over the ``n`` substeps: weight ``(n + 1) / 2n`` on the end). Exact
+        whenever the estimate is nearer the right candidate, i.e. unless ``d`` is below its
+        error (tests/test_relabel.py measures both); the two candidates are then within ``2d``
+        of each other."""
+        self.check_relabel_reward()
+        ctrl = self.ctrl_cost_weight * jnp.sum(jnp.square(action))
+        d = jnp.maximum(-(reward + ctrl), 0.0)
+        v_source = source.params["target_velocity"]
+        root = self.qpos0.shape[0] - self.robot.qpos_skip    # root x velocity in the observation
+        n = self.robot.frame_skip
+        w = (n + 1) / (2 * n)
+        estimate = (1 - w) * obs[root] + w * next_obs[root]
+        v = jnp.where(estimate >= v_source, v_source + d, v_source - d)
+        return (-jnp.abs(v - task.params["target_velocity"]) - ctrl).astype(jnp.float32)
+
     def terminal_obs(self, obs):
         """The unhealthy condition of ``_step`` evaluated on observations (hidden root
         coordinates, which no condition reads, are zero; velocities are the observation's,
