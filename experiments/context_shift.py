@@ -36,13 +36,12 @@ import numpy as np
 from absl import flags, logging
 from sklearn.linear_model import LinearRegression
 
-from jaxomrl.data.sampler import run_data
 from jaxomrl.data.sampler import sample_episodes
 from jaxomrl.eval import report
 from jaxomrl.eval.adaptation import online_rollout
 from jaxomrl.experiment import cli
 from jaxomrl.experiment.runner import evaluation_keys
-from jaxomrl.experiment.runs import find_runs, load_data, restore
+from jaxomrl.experiment.runs import restore, split_inputs
 from jaxomrl.io import atomic_write_text
 from jaxomrl.types import scale_action
 
@@ -170,11 +169,7 @@ def shift_table(data_z, online_z, attribute, steps, own=None, relabelled_z=None,
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    runs = find_runs(FLAGS.workdir, FLAGS.algo)
-    ds, ood, identities = load_data(runs)
-    data, eval_data = run_data(ds, ood)
-    if FLAGS.split not in eval_data["tasks"]:
-        raise cli.UsageError(f"--split={FLAGS.split}: the dataset has no such tasks")
+    runs, ds, identities, data, eval_data = split_inputs(FLAGS.workdir, FLAGS.algo, FLAGS.split)
     steps = sorted({int(t) for t in FLAGS.steps})
     family = ds.make_family()
     if steps[-1] >= family.horizon:

@@ -164,3 +164,29 @@ print(json.dumps({{str(k): v for k, v in table.items()}}))
         assert abs(row["own_signed"][0]) < 0.8      # signs of both kinds in seed 0's drift
         np.testing.assert_allclose(row["up"], 1.0, atol=1e-5)         # follows higher tasks
         np.testing.assert_allclose(row["down"], 0.0, atol=1e-5)       # ignores lower ones
+
+
+def test_online_gap_splits_the_return_into_tracking_and_the_rest_per_window():
+    """experiments/online_gap.py's decomposition on hand-built traces: the agent 0.2 above its
+    target for 5 steps, then 0.1 below; the rest of the reward a per-task constant."""
+    script = f"""
+import importlib.util, json, os, numpy as np
+spec = importlib.util.spec_from_file_location(
+    "online_gap", os.path.join({os.path.dirname(TESTS)!r}, "experiments", "online_gap.py"))
+m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+attribute = np.array([2.5, 0.5, 1.5])
+own = attribute[None, :, None] + np.where(np.arange(10) < 5, 0.2, -0.1) + np.zeros((2, 3, 10))
+rest = -0.05 * np.array([1.0, 2.0, 3.0])[None, :, None] + np.zeros((2, 3, 10))
+reward = -np.abs(own - attribute[None, :, None]) + rest
+print(json.dumps(m.decompose(reward, own, attribute, [(0, 5), (5, 10)])))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=os.path.dirname(TESTS), env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    expect = {"tracking": -1.5, "tracking[0,5)": -1.0, "tracking[5,10)": -0.5, "rest": -1.0,
+              "rest[0,5)": -0.5, "return": -2.5, "signed[0,5)": 0.2, "signed[5,10)": -0.1,
+              # terciles by attribute: 0.5 (task 1), 1.5 (task 2), 2.5 (task 0)
+              "return_tercile0": -2.5, "return_tercile1": -3.0, "return_tercile2": -2.0}
+    for key, value in expect.items():
+        np.testing.assert_allclose(row[key], [value, value], atol=1e-9, err_msg=key)

@@ -273,5 +273,13 @@ def test_two_episode_beliefs_carry_into_the_second_episode_of_each_pair():
     single = make_encoder_learner(dataclasses.replace(cfg, context_episodes=1, window=5), 2, 2)
     z1 = jax.jit(single.embed_stream)(params, data)[0]
     assert all(np.allclose(z1[0, 5 * e], prior, atol=1e-6) for e in range(8))
+    # the horizon as an argument (the policy's history_episodes): a one-episode encoder's beliefs
+    # over pairs are the two-episode encoder's, and the other way round
+    two = jax.jit(single.embed_stream, static_argnums=2)(params, data, 2)[0]
+    np.testing.assert_array_equal(two, z)
+    one_ep = jax.jit(learner.embed_stream, static_argnums=2)(params, data, 1)[0]
+    np.testing.assert_array_equal(one_ep, z1)
+    with pytest.raises(ValueError, match="episodes must be >= 1"):
+        single.embed_stream(params, data, 0)
     with pytest.raises(ValueError, match="needs the recurrent encoder"):
         EncoderConfig(encoder="mlp", focal_weight=1.0, context_episodes=2)

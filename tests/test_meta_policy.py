@@ -311,3 +311,54 @@ def test_zero_actor_weights_train_the_critics_only_and_iql_refuses_them():
     with pytest.raises(ValueError, match="actor_weight"):
         iql.update(iql.init(jax.random.PRNGKey(0)), TaskBatch(batch, z, actor_weight=jnp.ones(64)),
                    jax.random.PRNGKey(1))
+
+
+@pytest.mark.parametrize("context,own_share", [("task", 0.0), ("history", 1.0), ("mixed", 0.5)])
+def test_policy_context_gives_each_row_its_own_history_or_another_episodes_belief(
+        monkeypatch, context, own_share):
+    """What the SAC update receives as z: ``history`` the belief of the row's own transition
+    (and after it for the TD target), ``task`` one of another transition held fixed for the TD
+    target, ``mixed`` either, half the rows each. Every transition's observation and belief carry
+    its index, so the update can tell whose belief it got."""
+    import dataclasses
+    import types
+
+    from jaxomrl import algos
+    from jaxomrl.algos import offline_meta
+    from jaxomrl.data.sampler import run_data
+    from scripted_data import scripted_point_robot_dataset
+
+    def fake_sac(config, obs_dim, action_dim, latent):
+        def update(state, batch, key):
+            code, z = batch.transition.obs[:, 0], batch.z[:, 0]
+            next_z = z if batch.next_z is None else batch.next_z[:, 0]   # None: z held
+            own = (z == code) & (next_z == code + 0.5)    # its own belief, and after it
+            return state, {"own": jnp.mean(own), "either": jnp.mean(own | (next_z == z))}
+        return types.SimpleNamespace(init=lambda key: jnp.zeros(()), update=update)
+
+    monkeypatch.setattr(offline_meta, "make_sac", fake_sac)
+    ds = scripted_point_robot_dataset()
+    data, _ = run_data(ds)
+    family = ds.make_family()
+    settings = algos.with_family(algos.Settings(batch_size=256, meta_batch=4, latent_dim=2,
+                                                policy_context=context, normalize_obs=False),
+                                 family)
+    config = algos.make_config("r2pgo", settings)
+    policy = offline_meta.make_algorithm("r2pgo", config, family,
+                                         int((~ds.is_test).sum())).phases[-1]
+    train = data["train"]
+    code = jnp.arange(train.num_tasks * train.size, dtype=jnp.float32).reshape(
+        train.num_tasks, train.size)
+    train = train.replace(transitions=train.transitions.replace(
+        obs=train.transitions.obs.at[..., 0].set(code)))
+    data = dict(data, train=train)
+    aux = offline_meta.Embedded(z=jnp.repeat(code[..., None], 2, -1),
+                                next_z=jnp.repeat(code[..., None] + 0.5, 2, -1))
+    metrics = jax.jit(jax.vmap(lambda k: policy.update(jnp.zeros(()), k, aux, data)[1]))(
+        jax.random.split(jax.random.PRNGKey(0), 20))
+    share = float(metrics["own"].mean())
+    assert abs(share - own_share) < 0.03, share
+    np.testing.assert_array_equal(metrics["either"], 1.0)   # the others' held for the TD target
+    if context == "mixed":   # a belief horizon in episodes needs a recurrent encoder
+        with pytest.raises(ValueError, match="needs encoder='gru'"):
+            algos.make_config("focal", dataclasses.replace(settings, history_episodes=2))

@@ -21,7 +21,16 @@ What the policy conditions on while training (``policy_context``):
 * ``"history"`` (VariBAD / BOReL): the embedding of the transition's own episode up to it (and
   after it, for the TD target). Matches online inference step by step, but the context then holds
   the behaviour policy's earlier actions in that episode, which with goal-directed data identify
-  the task by themselves; online, the policy's own first actions then decide "its" task.
+  the task by themselves; online, the policy's own first actions then decide "its" task
+  (reward relabelling, BOReL's answer, gives every task other behaviours with its rewards).
+* ``"mixed"``: each transition's z is drawn from the two above with probability 1/2 (per row of
+  the batch): the policy learns on the beliefs of its own history (the online protocol's) and on
+  another episode's (the fixed-context protocols').
+
+``history_episodes`` (default: the encoder's ``context_episodes``) is the horizon of those
+beliefs in episodes (``embed_stream``): with 2, a transition of a checkpoint's second episode
+is embedded after the first one too, as in an agent's second online episode (BOReL's belief
+over two episodes).
 
 The policy sees observations standardised by the training data's per-dimension mean and std
 (``normalize_obs``, TD3+BC's state normalisation; the moments are part of the policy's output and
@@ -54,6 +63,9 @@ from jaxomrl.learners.sac import SACConfig, make_sac
 from jaxomrl.types import TaskBatch
 
 
+POLICY_CONTEXTS = ("task", "history", "mixed")
+
+
 @dataclasses.dataclass(frozen=True)
 class MetaConfig:
     """One offline meta-RL run (per seed).
@@ -70,6 +82,9 @@ class MetaConfig:
     eval_episodes: int = 1
     carry_context: bool = True
     policy_context: str = "task"
+    # Episodes the data's beliefs span (encoder.embed_stream); None: the encoder's
+    # context_episodes (see the module docstring).
+    history_episodes: Optional[int] = None
     eval_contexts: int = 4
     # CSRO's non-prior context protocol (eval.protocols.nonprior_returns): episodes the agent
     # collects its context in (the first half of their steps random) before the evaluated
@@ -100,9 +115,15 @@ class MetaConfig:
         if not 0.0 < self.policy_top_fraction <= 1.0:
             raise ValueError(f"policy_top_fraction is a fraction in (0, 1], got "
                              f"{self.policy_top_fraction}")
-        if self.policy_context not in ("task", "history"):
-            raise ValueError(f"policy_context must be 'task' or 'history', got "
+        if self.policy_context not in POLICY_CONTEXTS:
+            raise ValueError(f"policy_context must be one of {POLICY_CONTEXTS}, got "
                              f"{self.policy_context!r}")
+        if self.history_episodes is not None:
+            if self.history_episodes < 1:
+                raise ValueError(f"history_episodes must be >= 1, got {self.history_episodes}")
+            if self.encoder is None or self.encoder.encoder != "gru":
+                raise ValueError("history_episodes is the horizon of a recurrent encoder's "
+                                 "beliefs: it needs encoder='gru'")
         if not 0.0 <= self.reward_relabelling <= 1.0:
             raise ValueError(f"reward_relabelling is a fraction in [0, 1], got "
                              f"{self.reward_relabelling}")
@@ -240,7 +261,7 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
         if (models is None) != (model_data is None):
             raise ValueError("model data needs the models in the encoder phase's output, and "
                              "only then")
-        z, next_z = enc.embed_stream(params, train)
+        z, next_z = enc.embed_stream(params, train, config.history_episodes)
         z_moments = None
         if config.normalize_z:
             flat_z = z.reshape((-1, z.shape[-1]))
@@ -271,14 +292,20 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
 
         if enc is None:
             return step(rows, k_sac)
+        own, own_next = (take(x, tasks, index) for x in (aux.z, aux.next_z))
         if config.policy_context == "history":
-            return step(rows, k_sac, *(flat(take(x, tasks, index)) for x in (aux.z, aux.next_z)))
+            return step(rows, k_sac, flat(own), flat(own_next))
         # "task": the embedding of a prefix of another episode of the same task, of uniform
         # length 0..H (before or after a uniformly drawn transition), fixed for obs and next_obs.
         k_ctx, k_side, k_sac = jax.random.split(k_sac, 3)
         _, ctx_index = sample_indices(train, k_ctx, per_task, tasks)
         after = jax.random.bernoulli(k_side, 0.5, ctx_index.shape)[..., None]
         z = jnp.where(after, take(aux.next_z, tasks, ctx_index), take(aux.z, tasks, ctx_index))
+        if config.policy_context == "mixed":     # half the rows: their own episode's beliefs
+            mine = jax.random.bernoulli(jax.random.fold_in(k_side, 1), 0.5,
+                                        ctx_index.shape)[..., None]
+            return step(rows, k_sac, flat(jnp.where(mine, own, z)),
+                        flat(jnp.where(mine, own_next, z)))
         if model_data is not None:   # the first num_model rows of every task: model steps
             mode = sac.make_policy(state.actor_params, deterministic=True)
             act = lambda o, zz, k: mode(standardise(aux.obs_moments, o),

@@ -93,7 +93,7 @@ import functools
 from typing import Dict, Optional, Tuple
 
 from jaxomrl.algos.base import Algorithm
-from jaxomrl.algos.offline_meta import MetaConfig, make_algorithm
+from jaxomrl.algos.offline_meta import POLICY_CONTEXTS, MetaConfig, make_algorithm
 from jaxomrl.algos.prompt_dt import PromptDTRunConfig, make_prompt_dt_algorithm
 from jaxomrl.algos.reda import ReDAConfig, make_reda
 from jaxomrl.config import route, setting
@@ -191,9 +191,13 @@ class Settings:
                                   "episode to the next.")
     policy_context: str = setting(
         "task", "What the policy's z is while it trains: the belief after a prefix of another "
-        "episode of the same task (task) or after its own episode up to the transition "
-        "(history, BOReL's hyper-state; what an online agent has).",
-        choices=("task", "history"))
+        "episode of the same task (task), after its own episode up to the transition "
+        "(history, BOReL's hyper-state; what an online agent has) or either, half the rows "
+        "each (mixed).", choices=POLICY_CONTEXTS)
+    history_episodes: Optional[int] = setting(
+        None, "Episodes of one behaviour checkpoint the data's beliefs span for the policy "
+        "(2: a second episode's after the first, as an agent's second online episode; "
+        "default: the encoder's own horizon). Recurrent encoders only.", lower=1)
     normalize_obs: bool = setting(True, "The policy sees observations standardised by the "
                                   "training data's per-dimension mean and std (TD3+BC).")
     # ReDA (defaults: those of ReDAConfig / DynamicsConfig, defined there once)
@@ -314,6 +318,7 @@ def make_config(spec: str, s: Settings) -> MetaConfig:
                   eval_contexts=s.eval_contexts, normalize_obs=s.normalize_obs)
     if name != "bc":
         common["policy_context"] = s.policy_context
+        common["history_episodes"] = s.history_episodes
     if name == "bc":
         return route(MetaConfig(policy=SACConfig(head="none", rl_weight=0.0,
                                                  bc_weight=s.bc_weight, **policy), **common), s)

@@ -1,6 +1,6 @@
 """Finished training runs of a workdir (``experiments/train.py``) and the dataset they trained on,
 for the programs that read them afterwards (``experiments/evaluate.py``,
-``experiments/context_shift.py``)."""
+``experiments/context_shift.py``, ``experiments/online_gap.py``)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,7 @@ from typing import Any, Dict, Tuple
 from jaxomrl.algos.base import Algorithm
 from jaxomrl.algos.registry import ALGORITHMS, from_run_config
 from jaxomrl.data import dataset as dataset_lib
+from jaxomrl.data.sampler import run_data
 from jaxomrl.experiment.cli import UsageError
 from jaxomrl.experiment.runner import final_outputs
 
@@ -65,6 +66,18 @@ def load_data(runs: Dict[str, str], data_flag=None):
     if dataset_lib.digest(ds) not in digests:
         raise RunLookupError(f"{path} is not the dataset the runs trained on")
     return ds, ood, identities
+
+
+def split_inputs(workdir: str, specs, split: str):
+    """What a diagnosis of one task split of finished runs reads: ``(runs, ds, identities, data,
+    eval_data)`` (``find_runs``, ``load_data``, ``data.sampler.run_data``); refuses a split the
+    dataset has no tasks of."""
+    runs = find_runs(workdir, specs)
+    ds, ood, identities = load_data(runs)
+    data, eval_data = run_data(ds, ood)
+    if split not in eval_data["tasks"]:
+        raise RunLookupError(f"--split={split}: the dataset has no such tasks")
+    return runs, ds, identities, data, eval_data
 
 
 def restore(spec: str, run_dir: str, identity: Dict[str, Any], family, ds, data,

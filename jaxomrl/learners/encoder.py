@@ -427,17 +427,22 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
             query = jax.tree_util.tree_map(lambda x: x[-1], window).replace(obs=obs)
         return model.apply(params, window, mask, query)[0]
 
-    def embed_stream(params, data: TaskData):
+    def embed_stream(params, data: TaskData, episodes: Optional[int] = None):
         """Embeddings of every dataset transition as an online agent would have them: the history
-        is the transition's episode up to it (with ``context_episodes = k``: since the start of
-        its group of k consecutive episodes of one behaviour checkpoint, groups counted from the
-        checkpoint's first episode). Returns ``(z, next_z)`` ``[T, N, latent]``: ``z`` before the
+        is the transition's episode up to it (with ``k = episodes``, default
+        ``context_episodes``: since the start of its group of k consecutive episodes of one
+        behaviour checkpoint, groups counted from the checkpoint's first episode; an agent's
+        belief over k episodes). Returns ``(z, next_z)`` ``[T, N, latent]``: ``z`` before the
         transition (to act on ``obs``), ``next_z`` after it (at ``next_obs``)."""
         first = jnp.ones((data.num_tasks, 1), bool)
         new_episode = jnp.concatenate([first, data.episode[:, 1:] != data.episode[:, :-1]], 1)
         new_behaviour = jnp.concatenate(
             [first, data.checkpoint[:, 1:] != data.checkpoint[:, :-1]], 1)
-        k = config.context_episodes
+        k = config.context_episodes if episodes is None else episodes
+        if k < 1:
+            raise ValueError(f"embed_stream: episodes must be >= 1, got {k}")
+        if k > 1 and config.encoder != "gru":
+            raise ValueError("embed_stream over several episodes needs the recurrent encoder")
 
         def one_task(transitions, starts, changes):
             def body(carry, inp):
