@@ -36,6 +36,7 @@ import numpy as np
 from absl import flags, logging
 from sklearn.linear_model import LinearRegression
 
+from jaxomrl.data.relabel import relabelled_rewards
 from jaxomrl.data.sampler import sample_episodes
 from jaxomrl.eval import report
 from jaxomrl.eval.adaptation import online_rollout
@@ -43,7 +44,6 @@ from jaxomrl.experiment import cli
 from jaxomrl.experiment.runner import evaluation_keys
 from jaxomrl.experiment.runs import restore, split_inputs
 from jaxomrl.io import atomic_write_text
-from jaxomrl.types import scale_action
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "experiments/train.py workdir (one subdirectory per spec).")
@@ -85,15 +85,11 @@ def beliefs(spec: str, run_dir: str, identity, ds, data, eval_data, split: str, 
     relabelled_eps = None
     if relabel_to is not None:
         family.check_relabel_reward()
-        low, high = family.action_low, family.action_high
-        step = lambda task, source, tr: family.relabel_reward(
-            task, source, tr.obs, scale_action(tr.action, low, high), tr.next_obs, tr.reward)
-        over_episode = jax.vmap(jax.vmap(step, (None, None, 0)), (None, None, 0))   # [E, H]
         targets = jax.tree_util.tree_map(lambda x: x[relabel_to], tasks)             # [T, K]
 
         def relabel(target, source, eps):                    # one task's episodes, K targets
-            reward = jax.vmap(over_episode, (0, None, None))(target, source, eps)  # [K, E, H]
-            return jax.vmap(lambda r: eps.replace(reward=r))(reward)
+            reward = jax.vmap(lambda t: relabelled_rewards(family, t, source, eps))(target)
+            return jax.vmap(lambda r: eps.replace(reward=r))(reward)               # [K, E, H]
         relabelled_eps = jax.jit(jax.vmap(relabel))(targets, tasks, episodes_)
 
     def one(outputs, key):

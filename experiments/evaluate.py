@@ -77,7 +77,7 @@ class EvaluationError(RunLookupError):
 
 def evaluate_run(spec: str, run_dir: str, identity: Dict[str, Any], ds, data, eval_data,
                  episodes: int, contexts: int, tsne_contexts: int):
-    """Per-seed evaluation arrays ``{metric: [S, T, K]}`` and seed 0's embeddings of every
+    """Per-seed evaluation arrays ``{metric: [S, T, K]}`` and the first seed's embeddings of every
     task's contexts (``{"data": [T, N, D], "ood": ...}``, None without an encoder)."""
     algorithm, outputs = restore(spec, run_dir, identity, ds.make_family(), ds, data,
                                  eval_episodes=episodes, eval_contexts=contexts)
@@ -188,7 +188,8 @@ def tables(per_seed: Dict[str, Dict[str, List[float]]], episodes: int) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def plots(out_dir: str, runs: Dict[str, str], evaluations, embeddings, ds, episodes: int):
+def plots(out_dir: str, runs: Dict[str, str], evaluations, embeddings, ds, episodes: int,
+          first_seed: int = 0):
     written = []
     colour = report.colours(list(runs))
     adapt = {s: ev["test_online" if "test_online" in ev else "train_online"].mean(axis=1)
@@ -229,7 +230,7 @@ def plots(out_dir: str, runs: Dict[str, str], evaluations, embeddings, ds, episo
                                       np.ones(p.shape[:2], bool) for i, p in enumerate(parts)], 1)
         written.append(report.plot_tsne(
             joined, param, os.path.join(out_dir, "tsne.png"),
-            f"{ds.family}: task embeddings (seed 0; dots: training-data contexts"
+            f"{ds.family}: task embeddings (seed {first_seed}; dots: training-data contexts"
             + (", crosses: held-out checkpoints)" if "ood" in next(iter(emb.values())) else ")"),
             param_name="task attribute 0", markers=markers))
     for metric, title in ((f"{split}_offline_ctx/ep1", "offline context"),
@@ -307,7 +308,8 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
                                                "steps_to_target": v["steps_to_target"].tolist()}
                                            for s, v in traced.items()}}
     atomic_write_text(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1))
-    results["figures"] = plots(out_dir, runs, evaluations, embeddings, ds, episodes)
+    results["figures"] = plots(out_dir, runs, evaluations, embeddings, ds, episodes,
+                               first_seed=seeds[0])
     if traced is not None:
         results["figures"].append(report.plot_traces(
             {s: v["trace"] for s, v in traced.items()}, targets,

@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxomrl.data.sampler import TaskData
 from jaxomrl.envs.base import Task, TaskFamily
-from jaxomrl.types import scale_action
+from jaxomrl.types import Transition, scale_action
 
 # BOReL's share of relabelled episodes (module docstring).
 BOREL_FRACTION = 0.32
@@ -38,6 +38,19 @@ def check_episode_layout(data: TaskData, horizon: int) -> None:
         raise ValueError(f"reward relabelling swaps whole episodes and needs every episode to "
                          f"hold {horizon} consecutive transitions (a family without termination, "
                          "as collected); these data do not")
+
+
+def relabelled_rewards(family: TaskFamily, task: Task, source: Task,
+                       transitions: Transition) -> jax.Array:
+    """Task ``task``'s rewards for ``transitions`` (any leading shape, actions in [-1, 1] as in
+    ``TaskData``) recorded in task ``source``: ``TaskFamily.relabel_reward`` of every one."""
+    low, high = family.action_low, family.action_high
+    reward_of = lambda o, a, o2, r: family.relabel_reward(
+        task, source, o, scale_action(a, low, high), o2, r)
+    for _ in range(transitions.reward.ndim):
+        reward_of = jax.vmap(reward_of)
+    return reward_of(transitions.obs, transitions.action, transitions.next_obs,
+                     transitions.reward)
 
 
 def relabel_episodes(data: TaskData, tasks: Task, family: TaskFamily, key: jax.Array,
@@ -67,14 +80,10 @@ def relabel_episodes(data: TaskData, tasks: Task, family: TaskFamily, key: jax.A
     by_episode = lambda x: x.reshape((num_tasks, episodes, horizon) + x.shape[2:])
     tr = jax.tree_util.tree_map(by_episode, data.transitions)
     src = jax.tree_util.tree_map(lambda x: x[lender, lent], tr)             # [T, M, H, ...]
-    low, high = family.action_low, family.action_high
-    reward_of = lambda task, source, o, a, o2, r: family.relabel_reward(
-        task, source, o, scale_action(a, low, high), o2, r)
-    over_steps = jax.vmap(jax.vmap(reward_of, (None, None, 0, 0, 0, 0)),
-                          (None, 0, 0, 0, 0, 0))                                # [M, H]
     sources = jax.tree_util.tree_map(lambda x: x[lender], tasks)               # [T, M]
-    reward = jax.vmap(over_steps)(tasks, sources, src.obs, src.action, src.next_obs,
-                                  src.reward)                                   # [T, M, H]
+    per_lent = jax.vmap(lambda task, source, eps: relabelled_rewards(family, task, source, eps),
+                        (None, 0, 0))                                            # [M, H]
+    reward = jax.vmap(per_lent)(tasks, sources, src)                            # [T, M, H]
     src = src.replace(reward=reward.astype(src.reward.dtype))
     rows = jnp.arange(num_tasks)[:, None]
     merged = jax.tree_util.tree_map(lambda x, s: x.at[rows, slots].set(s), tr, src)
