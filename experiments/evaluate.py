@@ -189,7 +189,7 @@ def tables(per_seed: Dict[str, Dict[str, List[float]]], episodes: int) -> str:
 
 
 def plots(out_dir: str, runs: Dict[str, str], evaluations, embeddings, ds, episodes: int,
-          first_seed: int = 0):
+          first_seed: int):
     written = []
     colour = report.colours(list(runs))
     adapt = {s: ev["test_online" if "test_online" in ev else "train_online"].mean(axis=1)
