@@ -28,7 +28,8 @@ cli.renamed_flag("tasks", "split")
 flags.DEFINE_integer("num_tasks", None, "First N tasks of the split (default: all).")
 flags.DEFINE_integer("task_seed", 0, "Seed of the family's train/test split.")
 flags.DEFINE_integer("seed", 0, "Seed of SAC and the data rollouts.")
-flags.DEFINE_integer("horizon", None, "Override the family's episode length.")
+flags.DEFINE_integer("horizon", None, "Override the family's episode length (default: the "
+                     "preset's, else the family's).")
 flags.DEFINE_integer("sac_steps", None, "SAC environment steps per task (after warm-up).")
 flags.DEFINE_integer("checkpoint_every_steps", None,
                      "Env steps per task between policy checkpoints.")
@@ -94,6 +95,8 @@ def main(argv):
         raise cli.UsageError(f"--preset: {e}") from e
     split = FLAGS.split if FLAGS["split"].present else settings.pop("split", FLAGS.split)
     settings.pop("split", None)
+    if FLAGS.horizon is not None:
+        settings["horizon"] = FLAGS.horizon
     for name in _OVERRIDABLE:
         if FLAGS[name].present:
             value = FLAGS[name].value
@@ -102,7 +105,6 @@ def main(argv):
             settings.get("ood_checkpoints"):
         settings["ood_checkpoints"] = [k for k in settings["ood_checkpoints"]
                                        if k not in settings["train_checkpoints"]]
-    family_config = (("horizon", FLAGS.horizon),) if FLAGS.horizon is not None else ()
     targets = {}
     for name in ("train_returns", "ood_returns"):
         if FLAGS[name].value is not None:
@@ -114,7 +116,7 @@ def main(argv):
         settings["train_checkpoints"], settings["ood_checkpoints"] = [], None
     try:
         config = collect_lib.config_from_settings(
-            FLAGS.family, settings, family_config=family_config, split=split,
+            FLAGS.family, settings, split=split,
             num_tasks=FLAGS.num_tasks, task_seed=FLAGS.task_seed, seed=FLAGS.seed,
             deterministic=FLAGS.deterministic, **targets)
         tasks, _ = collect_lib.select_tasks(config)  # unknown family, too many tasks
@@ -129,6 +131,18 @@ def main(argv):
                         else f"{k}: (no complete episode)"
                         for k, v in info["checkpoint_returns"].items())
         print(f"  {split:5s} {row}")
+    falls = {split: info["terminated_fraction"] for split, info in
+             result.summary["datasets"].items()
+             if any(v for col in info["terminated_fraction"].values() for v in col)}
+    if falls:
+        print("completed episodes that ended in termination (a fall), per checkpoint (mean over "
+              "tasks; max task):")
+        for split, table in falls.items():
+            row = ", ".join(f"{k}: {np.nanmean(np.asarray(v, float)):.2f} "
+                            f"({np.nanmax(np.asarray(v, float)):.2f})"
+                            for k, v in table.items()
+                            if not np.all(np.isnan(np.asarray(v, float))))
+            print(f"  {split:5s} {row}")
     s = result.summary
     if "evaluated_returns" in s:   # collections made before the checkpoints were evaluated: none
         returns = np.asarray(s["evaluated_returns"])

@@ -19,8 +19,10 @@ per-episode returns and summaries), ``tables.md`` (mean ± std over seeds, best 
 printed), ``adaptation.png`` (return per adaptation episode), ``protocols.png`` (bars per
 protocol), ``ablations.png`` (an algorithm beside its evaluated ablations), ``tsne.png`` (task
 embeddings coloured by the task parameter; crosses: held-out checkpoint contexts),
-``learning_curve_*.png`` (if the runs evaluated during training, ``train.py --eval_every``).
-With ``--trace=x_velocity`` (a key of the family's step ``info``), also ``trace_x_velocity.png``:
+``learning_curve_*.png`` (if the runs evaluated during training, ``train.py --eval_every``),
+``adversarial.png`` for ReDA runs (the adversarial phase's diagnostics against encoder steps:
+adversary return, r_adv, model uncertainty, states outside the data's range, InfoNCE on real vs
+adversarial contexts). With ``--trace=x_velocity`` (a key of the family's step ``info``), also ``trace_x_velocity.png``:
 that quantity against time in the first online episode of ``--trace_tasks`` unseen tasks spread
 over the task attribute, for ``--trace_algos``, the task attribute drawn as the target (for
 Half-Cheetah-Vel: forward velocity against the target velocity), and in the tables and
@@ -42,7 +44,7 @@ from jaxomrl.eval import report
 from jaxomrl.eval.adaptation import online_rollout
 from jaxomrl.experiment import cli
 from jaxomrl.experiment.runs import RunLookupError, find_runs, load_data, restore
-from jaxomrl.experiment.runner import evaluation_keys, scalar_metrics, seed_summary
+from jaxomrl.experiment.runner import RESULTS_JSON, evaluation_keys, scalar_metrics, seed_summary
 from jaxomrl.io import atomic_write_text
 
 FLAGS = flags.FLAGS
@@ -52,6 +54,11 @@ flags.DEFINE_string("data", None, "train.npz or its directory (default: the runs
 flags.DEFINE_integer("episodes", 5, "Consecutive online adaptation episodes per task.")
 flags.DEFINE_integer("contexts", 16, "Context episodes per task of the fixed-context protocols.")
 flags.DEFINE_integer("tsne_contexts", 8, "Contexts per task and source in the t-SNE plot.")
+flags.DEFINE_bool("from_training", False,
+                  "Tables and figures from the runs' own end-of-training evaluation "
+                  "(results.json: train.py's --eval_episodes / --eval_contexts and keys) instead "
+                  "of evaluating again; no MJX rollouts, the t-SNE embeddings still computed. "
+                  "--episodes / --contexts are then those of the runs.")
 flags.DEFINE_string("out", None, "Output directory (default: <workdir>/evaluation).")
 flags.DEFINE_string("trace", None, "A per-step info key of the family (e.g. x_velocity) to plot "
                     "against time in episode 1 with the task attribute as its target.")
@@ -75,15 +82,42 @@ class EvaluationError(RunLookupError):
     pass
 
 
+def _setting(config: Dict[str, Any], name: str):
+    """``name``'s value in a run's (nested) algorithm config, None if absent."""
+    if name in config:
+        return config[name]
+    for v in config.values():
+        if isinstance(v, dict) and _setting(v, name) is not None:
+            return _setting(v, name)
+    return None
+
+
+def training_evaluation(spec: str, run_dir: str) -> Dict[str, np.ndarray]:
+    """The run's own end-of-training evaluation (``results.json``'s ``per_task``), in
+    :func:`evaluate_run`'s layout ``{metric: [S, T, K]}``."""
+    path = os.path.join(run_dir, RESULTS_JSON)
+    try:
+        with open(path) as f:
+            per_task = json.load(f)["per_task"]
+    except (OSError, ValueError, KeyError) as e:
+        raise EvaluationError(f"--from_training: {spec}: no evaluation in {path} ({e}); run "
+                              "evaluate.py without --from_training") from e
+    return {k: np.asarray(v) for k, v in per_task.items()}
+
+
 def evaluate_run(spec: str, run_dir: str, identity: Dict[str, Any], ds, data, eval_data,
-                 episodes: int, contexts: int, tsne_contexts: int):
-    """Per-seed evaluation arrays ``{metric: [S, T, K]}`` and the first seed's embeddings of every
-    task's contexts (``{"data": [T, N, D], "ood": ...}``, None without an encoder)."""
+                 episodes: int, contexts: int, tsne_contexts: int, from_training: bool = False):
+    """Per-seed evaluation arrays ``{metric: [S, T, K]}`` (with ``from_training``: the run's own,
+    :func:`training_evaluation`) and the first seed's embeddings of every task's contexts
+    (``{"data": [T, N, D], "ood": ...}``, None without an encoder)."""
     algorithm, outputs = restore(spec, run_dir, identity, ds.make_family(), ds, data,
                                  eval_episodes=episodes, eval_contexts=contexts)
-    evaluation = jax.jit(jax.vmap(algorithm.evaluate, in_axes=(0, 0, None)))(
-        outputs, evaluation_keys(identity["seeds"]), eval_data)
-    evaluation = {k: np.asarray(v) for k, v in jax.device_get(evaluation).items()}
+    if from_training:
+        evaluation = training_evaluation(spec, run_dir)
+    else:
+        evaluation = jax.jit(jax.vmap(algorithm.evaluate, in_axes=(0, 0, None)))(
+            outputs, evaluation_keys(identity["seeds"]), eval_data)
+        evaluation = {k: np.asarray(v) for k, v in jax.device_get(evaluation).items()}
     embeddings = None
     if algorithm.embed is not None:
         first = jax.tree_util.tree_map(lambda x: x[0], outputs)
@@ -188,6 +222,18 @@ def tables(per_seed: Dict[str, Dict[str, List[float]]], episodes: int) -> str:
     return "\n\n".join(out) + "\n"
 
 
+# adversarial.png's panels: {title: {line label: metrics_adversarial.csv column}}
+ADVERSARIAL_PANELS = {
+    "adversary's return (eq. 6 over a rollout)": {"": "adv_return"},
+    "mean r_adv per step": {"": "adv_reward"},
+    "model uncertainty u": {"": "model_uncertainty"},
+    "fraction of states outside the data's range": {"": "adv_outside_data"},
+    "encoder InfoNCE: real vs adversarial contexts": {"real": "infonce", "adv": "adv_infonce"},
+    "InfoNCE accuracy: real vs adversarial": {"real": "infonce_accuracy",
+                                              "adv": "adv_infonce_accuracy"},
+}
+
+
 def plots(out_dir: str, runs: Dict[str, str], evaluations, embeddings, ds, episodes: int,
           first_seed: int):
     written = []
@@ -233,6 +279,19 @@ def plots(out_dir: str, runs: Dict[str, str], evaluations, embeddings, ds, episo
             f"{ds.family}: task embeddings (seed {first_seed}; dots: training-data contexts"
             + (", crosses: held-out checkpoints)" if "ood" in next(iter(emb.values())) else ")"),
             param_name="task attribute 0", markers=markers))
+    # ReDA's adversarial phase, per run that has one: is the adversary working?
+    panels = {}
+    for title, curves in ADVERSARIAL_PANELS.items():
+        for line, metric in curves.items():
+            for s, d in runs.items():
+                c = report.read_curve(os.path.join(d, "metrics_adversarial.csv"), metric)
+                if c is not None and len(c[0]) >= 2:
+                    panels.setdefault(title, {})[f"{s}: {line}" if line else s] = c
+    if panels:
+        written.append(report.plot_panels(
+            panels, os.path.join(out_dir, "adversarial.png"),
+            f"{ds.family}: ReDA's adversarial phase (mean ± std over seeds)",
+            xlabel="adversarial encoder steps"))
     for metric, title in ((f"{split}_offline_ctx/ep1", "offline context"),
                           (f"{split}_online/ep1", "online, episode 1")):
         curves = {}
@@ -250,8 +309,8 @@ def plots(out_dir: str, runs: Dict[str, str], evaluations, embeddings, ds, episo
 
 def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contexts: int = 16,
              tsne_contexts: int = 8, out_dir=None, verbose: bool = True, trace=None,
-             trace_algos=None, trace_tasks: int = 4, trace_tolerance: float = 0.25
-             ) -> Dict[str, Any]:
+             trace_algos=None, trace_tasks: int = 4, trace_tolerance: float = 0.25,
+             from_training: bool = False) -> Dict[str, Any]:
     """Everything ``main`` does; returns the ``results.json`` dictionary."""
     if episodes < 1 or contexts < 1 or tsne_contexts < 1 or trace_tasks < 1:
         raise EvaluationError("--episodes, --contexts, --tsne_contexts and --trace_tasks must "
@@ -270,8 +329,18 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
         if verbose:
             print(f"[{spec}] evaluating {len(identities[spec]['seeds'])} seeds", flush=True)
         evaluations[spec], embeddings[spec] = evaluate_run(
-            spec, d, identities[spec], ds, data, eval_data, episodes, contexts, tsne_contexts)
+            spec, d, identities[spec], ds, data, eval_data, episodes, contexts, tsne_contexts,
+            from_training)
         per_seed[spec] = {m: v.tolist() for m, v in scalar_metrics(evaluations[spec]).items()}
+    if from_training:   # the runs' own episodes and contexts, the same for every run
+        shapes = {s: (ev[k].shape[2] if k in ev else None,
+                      _setting(identities[s]["config"], "eval_contexts"))
+                  for s, ev in evaluations.items()
+                  for k in ["test_online" if "test_online" in ev else "train_online"]}
+        if len(set(shapes.values())) > 1:
+            raise EvaluationError(f"--from_training: the runs were evaluated with different "
+                                  f"episodes / contexts {shapes}; evaluate them again instead")
+        episodes, contexts = next(iter(shapes.values()))
     text = tables(per_seed, episodes)
     traced = None
     if trace:
@@ -292,6 +361,7 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
     atomic_write_text(os.path.join(out_dir, "tables.md"), header + text)
     results = {
         "setup": {"family": ds.family, "episodes": episodes, "contexts": contexts,
+                  "from_training": from_training,
                   "ood_data": ood is not None, "runs": runs,
                   "data_checkpoint_returns": {str(k): m for k, (m, _) in
                                               checkpoint_return_table(ds).items()}},
@@ -329,7 +399,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     evaluate(FLAGS.workdir, FLAGS.algo, FLAGS.data, FLAGS.episodes, FLAGS.contexts,
              FLAGS.tsne_contexts, FLAGS.out, trace=FLAGS.trace, trace_algos=FLAGS.trace_algos,
-             trace_tasks=FLAGS.trace_tasks, trace_tolerance=FLAGS.trace_tolerance)
+             trace_tasks=FLAGS.trace_tasks, trace_tolerance=FLAGS.trace_tolerance,
+             from_training=FLAGS.from_training)
 
 
 if __name__ == "__main__":

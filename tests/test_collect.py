@@ -162,11 +162,21 @@ def test_config_errors(change, match):
 
 @pytest.mark.parametrize("family,name", [("point_robot_sparse", "default"),
                                          ("cheetah_vel", "default"), ("hopper_gravity", "default"),
-                                         ("cheetah_vel", "cpu")])
+                                         ("cheetah_vel", "cpu"), ("halfcheetah_gravity", "cpu"),
+                                         ("walker2d_gravity", "cpu")])
 def test_presets_are_valid_configs(family, name):
     cfg = C.config_from_settings(family, C.preset(family, name))
     assert max(cfg.train_checkpoints) <= cfg.num_checkpoints
     assert cfg.online.conditioned == (name == "cpu")
+    if family.endswith("_gravity") and name == "cpu":   # Gravity-1: one checkpoint, the rest out
+        assert cfg.train_checkpoints == (10,) and len(cfg.ood_ids) == cfg.num_checkpoints
+        assert dict(cfg.family_config) == {"horizon": 200} and cfg.make_family().horizon == 200
+        # every held-out checkpoint rolls out whole episodes in every environment
+        per_env = cfg.ood_transitions_per_task // (len(cfg.ood_ids) * cfg.rollout_envs)
+        assert per_env == 200
+        # a horizon in the settings (collect.py: --horizon) replaces the preset's
+        short = C.config_from_settings(family, dict(C.preset(family, name), horizon=20))
+        assert dict(short.family_config) == {"horizon": 20}
     with pytest.raises(ValueError, match="unknown preset"):
         C.preset(family, "gpu")
     with pytest.raises(ValueError, match="no settings for 'hopper_gravity'"):

@@ -240,3 +240,20 @@ def test_episode_returns_and_top_episodes_rank_each_tasks_episodes():
     for bad in (0.0, -0.5, 1.5):
         with pytest.raises(ValueError, match="fraction"):
             top_episodes(data, bad)
+
+
+def test_termination_table_counts_falls_among_completed_episodes_per_checkpoint():
+    ds = make_dataset(n=42, episode_len=7)          # 6 episodes per task, all truncated
+    tr = ds.transitions
+    tr["checkpoint"] = np.where(np.arange(42) < 21, 3, 5).astype(np.int32)[None].repeat(T, 0)
+    ds.meta.update(checkpoints=[3, 5], checkpoint_returns=[[1.0, 1.0]] * T)
+    # task 0: checkpoint 3's second episode falls at its 4th step (the rest of it is a new
+    # episode, cut where checkpoint 3's stream ends and so not counted); task 2: every episode
+    # of checkpoint 5 falls
+    tr["terminated"][0, 10], tr["truncated"][0, 13] = True, False
+    tr["terminated"][2, 21:] = tr["truncated"][2, 21:]
+    tr["truncated"][2, 21:] = False
+    table = ds_lib.checkpoint_termination_table(ds)
+    np.testing.assert_allclose(table, [[1 / 3, 0.0], [0.0, 0.0], [0.0, 1.0]])
+    tr["truncated"][1, :21] = False                  # no completed episode of checkpoint 3
+    assert np.isnan(ds_lib.checkpoint_termination_table(ds)[1, 0])

@@ -278,6 +278,19 @@ def test_evaluate_writes_results_tables_and_figures_from_a_tiny_run(tmp_path):
     steps, values = report.read_curve(str(tmp_path / "runs" / "r2pgo" / "metrics_eval.csv"),
                                       "test_offline_ctx/ep1")
     assert list(steps) == [2, 4] and values.shape == (2, 2)
+    # --from_training: the tables of the runs' own end-of-training evaluation, no new rollouts
+    again = _load_evaluate_module().evaluate(str(tmp_path / "runs"), ["r2pgo", "focal"],
+                                             tsne_contexts=3, out_dir=str(tmp_path / "ft"),
+                                             verbose=False, from_training=True)
+    for spec in ("r2pgo", "focal"):
+        trained = json.loads((tmp_path / "runs" / spec / "results.json").read_text())
+        assert again["algorithms"][spec]["per_seed_task_episode"] == trained["per_task"]
+    assert (again["setup"]["episodes"], again["setup"]["contexts"]) == (2, 4)  # TINY's
+    assert "tsne.png" in {os.path.basename(f) for f in again["figures"]}
+    (tmp_path / "runs" / "focal" / "results.json").write_text("{}")   # no per_task in it
+    with pytest.raises(Exception, match="--from_training: focal: no evaluation"):
+        _load_evaluate_module().evaluate(str(tmp_path / "runs"), ["focal"], verbose=False,
+                                         out_dir=str(tmp_path / "ft2"), from_training=True)
 
 
 def test_markdown_table_bolds_the_best_mean_per_column():

@@ -371,6 +371,8 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
         valid = info["valid"]
         outside = jnp.any((rollouts.next_obs < low) | (rollouts.next_obs > high), axis=-1)
         metrics = {"adv_reward": jnp.mean(info["adv_reward"]),
+                   # the adversary's return: eq. 6 summed over a rollout (0 after its end)
+                   "adv_return": jnp.mean(jnp.sum(info["adv_reward"], axis=-1)),
                    "adv_outside_data": jnp.sum(outside & valid) / jnp.sum(valid),
                    "adv_ended": jnp.mean(rollouts.terminated[..., -1]),
                    "model_uncertainty": jnp.mean(info["uncertainty"]),

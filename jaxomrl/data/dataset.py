@@ -395,6 +395,23 @@ def from_rollouts(family: TaskFamily, tasks: Task, is_test, tr, ids, split: str,
         task_params=params, meta=meta)
 
 
+def checkpoint_termination_table(ds: MultiTaskDataset) -> np.ndarray:
+    """``[T, C]``: the fraction of each task's completed episodes of each checkpoint (in
+    ``ds.meta["checkpoints"]`` order) that ended by termination (a fall) rather than at the
+    horizon; NaN where a task has no completed episode of that checkpoint. Episodes cut by the
+    end of a rollout stream are not counted (as in ``checkpoint_returns``)."""
+    tr = ds.transitions
+    term, trunc = np.asarray(tr["terminated"], bool), np.asarray(tr["truncated"], bool)
+    ckpt = np.asarray(tr["checkpoint"])
+    out = np.full((ds.num_tasks, len(ds.meta["checkpoints"])), np.nan)
+    for t in range(ds.num_tasks):
+        for i, c in enumerate(ds.meta["checkpoints"]):
+            ended = (term[t] | trunc[t]) & (ckpt[t] == c)
+            if ended.any():
+                out[t, i] = term[t][ended].sum() / ended.sum()
+    return out
+
+
 def checkpoint_return_table(ds: MultiTaskDataset, tasks=slice(None)
                             ) -> Dict[int, Tuple[float, float]]:
     """{checkpoint: (mean, std over tasks) of its mean episode return} of a dataset, over the

@@ -116,6 +116,30 @@ def plot_curves(curves: Mapping[str, Tuple[np.ndarray, np.ndarray]], path: str, 
     return _save(plt, fig, path)
 
 
+def plot_panels(panels: Mapping[str, Mapping[str, Tuple[np.ndarray, np.ndarray]]], path: str,
+                title: str, xlabel: str = "steps", ncols: int = 3,
+                colour: Optional[Mapping[str, Any]] = None) -> str:
+    """One panel per quantity: ``panels[panel title][line name] = (steps [N], values [N,
+    seeds])``, each line its seeds' mean and mean ± std band (:func:`plot_curves` per panel)."""
+    names = list(dict.fromkeys(n for curves in panels.values() for n in curves))
+    colour = colour or colours(names)
+    ncols = min(ncols, len(panels))
+    plt, fig, axes = _figure(ncols, -(-len(panels) // ncols), size=(4.4, 3.2))
+    for ax, (panel, curves) in zip(axes.flat, panels.items()):
+        for name, (steps, values) in curves.items():
+            m, s = values.mean(axis=1), values.std(axis=1)
+            ax.plot(steps, m, label=name, color=colour[name])
+            ax.fill_between(steps, m - s, m + s, alpha=0.2, color=colour[name])
+        ax.set_title(panel, fontsize=9)
+        ax.set(xlabel=xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    return _save(plt, fig, path, rect=(0, 0, 1, 0.95))
+
+
 def plot_task_curves(env_steps: np.ndarray, returns: np.ndarray, attribute: np.ndarray,
                      is_test: np.ndarray, path: str, title: str,
                      attribute_name: str = "task attribute") -> str:

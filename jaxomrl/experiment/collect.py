@@ -593,9 +593,14 @@ def _summary(config, tasks, is_test, curve, evaluated, paths, datasets, seconds
            "best_return": evaluated[np.arange(len(best)), best].tolist(),
            "datasets": {}}
     for split, path in paths.items():
+        ends = dataset_lib.checkpoint_termination_table(datasets[split])           # [T, C]
         out["datasets"][split] = {"path": path, "checkpoint_returns": {
             str(k): {"mean": m, "std": s}
-            for k, (m, s) in dataset_lib.checkpoint_return_table(datasets[split]).items()}}
+            for k, (m, s) in dataset_lib.checkpoint_return_table(datasets[split]).items()},
+            # per checkpoint, per task: completed episodes that ended in termination (a fall)
+            "terminated_fraction": {str(k): [None if np.isnan(v) else float(v) for v in col]
+                                    for k, col in zip(datasets[split].meta["checkpoints"],
+                                                      ends.T)}}
     return out
 
 
@@ -634,6 +639,22 @@ PRESETS["cpu"] = {
         train_checkpoints=(1, 3, 6, 20), ood_checkpoints=(2, 4, 10, 15),
         transitions_per_task=8_000, ood_transitions_per_task=8_000, rollout_envs=10),
 }
+# ReDA's Gravity-1 task sets (gravity x{0.5, 1, 1.5} seen, x{0.8, 1.2} unseen), sized for about
+# half an hour of collection on a 2-core CPU: one agent conditioned on the gravity attribute
+# (five tasks share every update), 200-step episodes instead of 1,000, 50k env steps per task
+# (250k updates in all, one per env step), 20 checkpoints. ReDA (appendix B.2) takes a one-
+# checkpoint task set's training data from the middle checkpoint of its run (the 25th of 50) and
+# the held-out contexts from all the others; here the 10th of 20 and the other 20 (0: untrained),
+# 200 episodes of the training checkpoint per task and one whole episode of each held-out
+# checkpoint per environment (20 x 10 x 200 steps).
+_GRAVITY_1_CPU = dict(
+    split="all", collector="conditioned", horizon=200, hidden=(128, 128), batch_size=256,
+    num_envs=4, buffer_capacity=1_000_000, warmup_steps=1_000, updates_per_iteration=20,
+    train_reward="reward", sac_steps=50_000, checkpoint_every_steps=2_500,
+    train_checkpoints=(10,), ood_checkpoints=tuple(k for k in range(21) if k != 10),
+    transitions_per_task=40_000, ood_transitions_per_task=40_000, rollout_envs=10)
+PRESETS["cpu"]["halfcheetah_gravity"] = dict(_GRAVITY_1_CPU)
+PRESETS["cpu"]["walker2d_gravity"] = dict(_GRAVITY_1_CPU)
 
 
 def preset(family: str, name: str = "default") -> Dict[str, Any]:
@@ -655,7 +676,8 @@ def _conditioned(collector: str) -> bool:
 
 
 def config_from_settings(family: str, s: Dict[str, Any], **extra) -> CollectConfig:
-    """A :class:`CollectConfig` from flat settings (preset keys; env-step counts per task)."""
+    """A :class:`CollectConfig` from flat settings (preset keys; env-step counts per task; a
+    ``horizon`` key sets the family's episode length)."""
     num_envs = int(s["num_envs"])
     for name in ("sac_steps", "checkpoint_every_steps"):
         if s[name] % num_envs:
@@ -671,6 +693,9 @@ def config_from_settings(family: str, s: Dict[str, Any], **extra) -> CollectConf
                              train_reward=s["train_reward"],
                              conditioned=_conditioned(s.get("collector", "per_task")))
     ood = s.get("ood_checkpoints")
+    if s.get("horizon") is not None:     # the preset's episode length, unless the caller's
+        extra["family_config"] = tuple(sorted(
+            dict(extra.get("family_config", ()), **{"horizon": int(s["horizon"])}).items()))
     return CollectConfig(
         family=family, online=online, num_checkpoints=s["sac_steps"] // every,
         checkpoint_interval=every // num_envs,
