@@ -20,8 +20,8 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 # The suite runs on two workers (README: pytest -n 2 --dist loadfile --no-loadscope-reorder),
 # each taking the next file when it is free. Files are handed out in collection order, so the
 # longest go first: otherwise one worker may start a long file when the other is nearly done.
-LONGEST_FIRST = ("test_cheetah_vel_pipeline.py", "test_envs.py", "test_reda.py",
-                 "test_failures.py", "test_runner.py", "test_evaluation.py")
+LONGEST_FIRST = ("test_cheetah_vel_pipeline.py", "test_gravity_reda_pipeline.py", "test_envs.py",
+                 "test_reda.py", "test_failures.py", "test_runner.py", "test_evaluation.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -87,7 +87,7 @@ def _reda_settings():
     from test_runner import TINY
     return dataclasses.replace(TINY, window=5, encoder_steps=4, policy_steps=4, num_models=2,
                                model_hidden=(16, 16), model_rounds=2, model_eval_every=5,
-                               starts_per_task=4)
+                               starts_per_task=4, policy_model_fraction=0.5)  # model rows too
 
 
 def test_reda_ablation_switches():

@@ -19,9 +19,9 @@ adversary's SAC batch.
 next-state ensembles and the shared reward model, early-stopped), an ``adversarial`` phase
 (every step: generate a batch, one SAC step of the adversary on it, one encoder step on InfoNCE
 over real contexts plus InfoNCE with the adversarial contexts as anchors), then the frozen
-encoder's SAC+BC ``policy`` phase on real data mixed with one-step model transitions
-(``policy_model_fraction``; the models pass through the adversarial phase's output) and the
-evaluation of ``jaxomrl.algos.offline_meta``.
+encoder's SAC+BC ``policy`` phase on the real data (optionally mixed with one-step model
+transitions, ``policy_model_fraction``; the models pass through the adversarial phase's output)
+and the evaluation of ``jaxomrl.algos.offline_meta``.
 """
 from __future__ import annotations
 
@@ -186,8 +186,13 @@ class ReDAConfig:
     augment: bool = True
     # Policy phase: this fraction of every task's rows are one-step model transitions from real
     # states (the policy's action, the task's ensemble, the shared reward model minus
-    # policy_uncertainty * u, MOPO); 0: real data only (Algorithm 1, line 18).
-    policy_model_fraction: float = 0.5
+    # policy_uncertainty * u, MOPO); 0 (default): real data only, ReDA's Algorithm 1 (line 18:
+    # the meta-policy learns from the datasets D_i with the encoder fixed), the same SAC+BC
+    # learner as every baseline's (appendix B.4). 0.5 was the default until 2026-12-02: on
+    # HalfCheetah-Gravity-1 its penalised rows (u ~ 4.8 per step against rewards ~ 4.1) held the
+    # policy to the data (BC loss 0.14 vs 0.27) and below the same encoder's real-data policy
+    # (experiments/README.md, "ReDA's Gravity-1 task sets").
+    policy_model_fraction: float = 0.0
     policy_uncertainty: float = 1.0
 
     def __post_init__(self):

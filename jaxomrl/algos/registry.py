@@ -224,7 +224,7 @@ class Settings:
     policy_model_fraction: float = setting(
         ReDAConfig.policy_model_fraction, "ReDA: fraction of the meta-policy's rows that are "
         "one-step model transitions (reward penalised by lambda_uncertainty x u; 0: real data "
-        "only).", lower=0.0, upper=1.0)
+        "only, ReDA's Algorithm 1).", lower=0.0, upper=1.0)
     adversarial_weight: float = setting(
         ReDAConfig.adversarial_weight, "ReDA: weight of the adversarial-context InfoNCE term of "
         "the encoder (the real-context term has weight 1).", lower=0.0)
