@@ -138,10 +138,9 @@ def main(argv):
         print("completed episodes that ended in termination (a fall), per checkpoint (mean over "
               "tasks; max task):")
         for split, table in falls.items():
-            row = ", ".join(f"{k}: {np.nanmean(np.asarray(v, float)):.2f} "
-                            f"({np.nanmax(np.asarray(v, float)):.2f})"
-                            for k, v in table.items()
-                            if not np.all(np.isnan(np.asarray(v, float))))
+            cols = {k: np.asarray(v, float) for k, v in table.items()}   # None -> NaN
+            row = ", ".join(f"{k}: {np.nanmean(v):.2f} ({np.nanmax(v):.2f})"
+                            for k, v in cols.items() if not np.all(np.isnan(v)))
             print(f"  {split:5s} {row}")
     s = result.summary
     if "evaluated_returns" in s:   # collections made before the checkpoints were evaluated: none

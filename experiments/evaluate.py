@@ -22,10 +22,10 @@ embeddings coloured by the task parameter; crosses: held-out checkpoint contexts
 ``learning_curve_*.png`` (if the runs evaluated during training, ``train.py --eval_every``),
 ``adversarial.png`` for ReDA runs (the adversarial phase's diagnostics against encoder steps:
 adversary return, r_adv, model uncertainty, states outside the data's range, InfoNCE on real vs
-adversarial contexts). With ``--trace=x_velocity`` (a key of the family's step ``info``), also ``trace_x_velocity.png``:
-that quantity against time in the first online episode of ``--trace_tasks`` unseen tasks spread
-over the task attribute, for ``--trace_algos``, the task attribute drawn as the target (for
-Half-Cheetah-Vel: forward velocity against the target velocity), and in the tables and
+adversarial contexts). With ``--trace=x_velocity`` (a key of the family's step ``info``), also
+``trace_x_velocity.png``: that quantity against time in the first online episode of
+``--trace_tasks`` unseen tasks spread over the task attribute, for ``--trace_algos``, the task
+attribute drawn as the target (for Half-Cheetah-Vel: forward velocity against the target velocity), and in the tables and
 ``results.json`` the steps until it stays within ``--trace_tolerance`` of the target.
 """
 from __future__ import annotations
@@ -87,8 +87,9 @@ def _setting(config: Dict[str, Any], name: str):
     if name in config:
         return config[name]
     for v in config.values():
-        if isinstance(v, dict) and _setting(v, name) is not None:
-            return _setting(v, name)
+        found = _setting(v, name) if isinstance(v, dict) else None
+        if found is not None:
+            return found
     return None
 
 

@@ -1,9 +1,9 @@
-"""ReDA on a gravity family end to end at tiny sizes, through the three command lines a user
-runs: ``collect.py --preset=cpu`` (Walker2d-Gravity-1's layout: one training checkpoint, the
-others held out, the preset's episode length overridden) -> ``train.py`` (ReDA) ->
-``evaluate.py`` (both protocols on the unseen gravities, d(phi), t-SNE,
-the adversarial phase's diagnostics). Walker2d ends episodes when it falls, so the learned
-models' rollouts and the evaluation both meet terminations. evaluate.py builds its tables and figures from train.py's own evaluation
+"""ReDA on a gravity family end to end at tiny sizes, through the three command lines a user runs:
+``collect.py --preset=cpu`` (Walker2d-Gravity-1's layout: one training checkpoint, the others held
+out, the preset's episode length overridden) -> ``train.py`` (ReDA) -> ``evaluate.py`` (both
+protocols on the unseen gravities, d(phi), t-SNE, the adversarial phase's diagnostics). Walker2d
+ends episodes when it falls, so the learned models' rollouts and the evaluation both meet
+terminations. evaluate.py builds its tables and figures from train.py's own evaluation
 (``--from_training``): most of this test's time is compiling MJX programs, and evaluating again
 would compile them again."""
 import csv
