@@ -26,7 +26,8 @@ adversarial contexts). With ``--trace=x_velocity`` (a key of the family's step `
 ``trace_x_velocity.png``: that quantity against time in the first online episode of
 ``--trace_tasks`` unseen tasks spread over the task attribute, for ``--trace_algos``, the task
 attribute drawn as the target (for Half-Cheetah-Vel: forward velocity against the target
-velocity), and in the tables and ``results.json`` the steps until it stays within ``--trace_tolerance`` of the target.
+velocity), and in the tables and ``results.json`` the steps until it stays within
+``--trace_tolerance`` of the target.
 """
 from __future__ import annotations
 
