@@ -230,6 +230,7 @@ ADVERSARIAL_PANELS = {
     "mean r_adv per step": {"": "adv_reward"},
     "model uncertainty u": {"": "model_uncertainty"},
     "fraction of states outside the data's range": {"": "adv_outside_data"},
+    "the same at the rollouts' last model step": {"": "adv_outside_last"},
     "encoder InfoNCE: real vs adversarial contexts": {"real": "infonce", "adv": "adv_infonce"},
     "InfoNCE accuracy: real vs adversarial": {"real": "infonce_accuracy",
                                               "adv": "adv_infonce_accuracy"},

@@ -87,7 +87,8 @@ def _reda_settings():
     from test_runner import TINY
     return dataclasses.replace(TINY, window=5, encoder_steps=4, policy_steps=4, num_models=2,
                                model_hidden=(16, 16), model_rounds=2, model_eval_every=5,
-                               starts_per_task=4, policy_model_fraction=0.5)  # model rows too
+                               starts_per_task=4, policy_model_fraction=0.5,  # model rows too
+                               adversary_rollout=3)      # contexts shorter than the window
 
 
 def test_reda_ablation_switches():
@@ -110,6 +111,11 @@ def test_reda_ablation_switches():
         make_reda_config("reda", dataclasses.replace(s, model_holdout_metric="mae"))
     with pytest.raises(ValueError, match="adversarial_weight"):
         dataclasses.replace(full, adversarial_weight=-1.0)
+    assert full.adversary_rollout == 3
+    assert make_reda_config("reda", dataclasses.replace(s, adversary_rollout=0)
+                            ).adversary_rollout == 0          # 0: the window
+    with pytest.raises(ValueError, match="adversary_rollout"):
+        dataclasses.replace(full, adversary_rollout=-1)
 
 
 def test_reda_runs_in_the_runner_and_resume_equals_uninterrupted(tmp_path):
@@ -136,7 +142,8 @@ def test_reda_runs_in_the_runner_and_resume_equals_uninterrupted(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert "test_dphi" in full["metrics"] and "test_offpolicy_ctx/ep1" in full["metrics"]
     header = (tmp_path / "full" / "metrics_adversarial.csv").read_text().splitlines()[0]
-    for name in ("adv_reward", "model_uncertainty", "adv_infonce", "adversary_critic_loss"):
+    for name in ("adv_reward", "model_uncertainty", "adv_infonce", "adversary_critic_loss",
+                 "adv_outside_first", "adv_outside_last"):
         assert name in header.split(","), header
     header = (tmp_path / "full" / "metrics_models.csv").read_text().splitlines()[0].split(",")
     n_train = int((~ds.is_test).sum())

@@ -174,6 +174,10 @@ class ReDAConfig:
     adversary: SACConfig = SACConfig()
     adversarial_steps: int = 1000       # adversarial phase steps
     starts_per_task: int = 32
+    # Model steps per adversarial rollout (= the adversarial contexts' length); 0: the encoder's
+    # window. ReDA's code rolls out 5 steps (with a window of 3); long rollouts compound the
+    # models' error (measured on Walker2d-Gravity-1: experiments/README.md).
+    adversary_rollout: int = 0
     num_positives: int = 8
     lambda_uncertainty: float = 1.0
     lambda_task: float = 1.0
@@ -203,6 +207,8 @@ class ReDAConfig:
             raise ValueError(f"adversary_mode must be sac or random, got {self.adversary_mode!r}")
         if self.adversarial_weight < 0:
             raise ValueError(f"adversarial_weight must be >= 0, got {self.adversarial_weight}")
+        if self.adversary_rollout < 0:
+            raise ValueError(f"adversary_rollout must be >= 0, got {self.adversary_rollout}")
         if self.model_rounds < 1 or self.adversarial_steps < 1:
             raise ValueError("model_rounds and adversarial_steps must be >= 1")
         if not 0.0 <= self.policy_model_fraction < 1.0 or self.policy_uncertainty < 0:
@@ -298,7 +304,7 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
                   if config.policy_model_fraction > 0 else None)
     base = make_algorithm(name, config.meta, family, num_train_tasks, model_data)
     adv = make_sac(config.adversary, obs_dim, action_dim)
-    length = enc_cfg.window
+    length = config.adversary_rollout or enc_cfg.window
 
     # ---- models ------------------------------------------------------------------------------
     def models_init(key, aux, data):
@@ -379,6 +385,10 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
                    # the adversary's return: eq. 6 summed over a rollout (0 after its end)
                    "adv_return": jnp.mean(jnp.sum(info["adv_reward"], axis=-1)),
                    "adv_outside_data": jnp.sum(outside & valid) / jnp.sum(valid),
+                   # the same at the rollouts' first and last model step (compounding error)
+                   "adv_outside_first": jnp.mean(outside[..., 0]),
+                   "adv_outside_last": (jnp.sum(outside[..., -1] & valid[..., -1])
+                                        / jnp.maximum(jnp.sum(valid[..., -1]), 1)),
                    "adv_ended": jnp.mean(rollouts.terminated[..., -1]),
                    "model_uncertainty": jnp.mean(info["uncertainty"]),
                    "model_task_reward": jnp.mean(info["task_reward"]),

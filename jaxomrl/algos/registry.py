@@ -210,6 +210,9 @@ class Settings:
                                     "ReDA: SGD steps per model round.", lower=1)
     starts_per_task: int = setting(ReDAConfig.starts_per_task,
                                    "ReDA: adversarial rollouts per task and step.", lower=1)
+    adversary_rollout: int = setting(
+        ReDAConfig.adversary_rollout, "ReDA: model steps per adversarial rollout (the "
+        "adversarial contexts' length; 0: the encoder's --window; ReDA's code: 5).", lower=0)
     lambda_uncertainty: float = setting(ReDAConfig.lambda_uncertainty,
                                         "ReDA: lambda_1 (eq. 6).", lower=0.0)
     model_uncertainty: str = setting(
@@ -387,6 +390,7 @@ def make_reda_config(spec: str, s: Settings) -> ReDAConfig:
         adversary=SACConfig(hidden=tuple(s.hidden), batch_size=s.batch_size, actor_lr=s.lr,
                             critic_lr=s.lr),
         adversarial_steps=s.encoder_steps, starts_per_task=s.starts_per_task,
+        adversary_rollout=s.adversary_rollout,
         num_positives=s.contexts_per_task,
         lambda_uncertainty=0.0 if "no_uncertainty" in ablations else s.lambda_uncertainty,
         lambda_task=0.0 if "no_task_reward" in ablations else s.lambda_task,
