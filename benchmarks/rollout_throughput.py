@@ -8,7 +8,12 @@ For every family and batch size it measures, in one run on one machine:
 * ``bare`` (MJX families): a ``lax.scan`` of ``frame_skip`` ``mjx.step`` calls on the nominal model,
   vmapped over the same number of environments: the floor the env layer is compared with;
 * ``mujoco_c`` (MJX families): single-thread MuJoCo C (``mujoco.rollout``) on the same model and
-  solver settings, measured before any JAX work.
+  solver settings, measured before any JAX work;
+* ``c_backend`` (MJX families): the same framework rollout with ``physics="c"`` (MuJoCo C through
+  ``jax.pure_callback``, one call per control step, ``jaxomrl.envs.mujoco_c``), against
+  ``mujoco_c_threads``: MuJoCo C's own multi-threaded ``mujoco.rollout`` (a persistent pool on
+  every core) of the same environments with their tasks' models, whole trajectories in one call
+  -- the physics alone, without a policy in the loop. Both with first-call (compile) times.
 
 Prints a table and, on its last line, one JSON object with every figure.
 
@@ -75,6 +80,41 @@ def mujoco_c_physics_steps_per_s(family: MJXFamily, nstep: int, repeats: int,
     return nroll * segment / best
 
 
+def mujoco_c_threads_physics_steps_per_s(family: MJXFamily, tasks, num_envs: int, steps: int,
+                                         repeats: int) -> float:
+    """MuJoCo C's multi-threaded rollout (every core, persistent pool) of ``num_envs``
+    environments, each with its task's model (round-robin over ``tasks``, as the framework's),
+    ``steps`` control steps of random controls from the nominal initial state in one call."""
+    m, stepper = family.mj_model, family.c_stepper
+    index = np.arange(num_envs) % tasks.num_tasks
+    models = [stepper.model_for({k: np.asarray(v[i]) for k, v in tasks.params.items()})
+              for i in index]
+    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    d = mujoco.MjData(m)
+    state = np.zeros((1, mujoco.mj_stateSize(m, spec)))
+    mujoco.mj_getState(m, d, state[0], spec)
+    state = np.repeat(state, num_envs, axis=0)
+    nstep = steps * family.robot.frame_skip
+    ctrl = np.random.default_rng(0).uniform(family.action_low, family.action_high,
+                                            (num_envs, nstep, m.nu))
+    pool = mj_rollout.Rollout(nthread=stepper.threads)
+    datas = [mujoco.MjData(m) for _ in range(stepper.threads)]
+    best = np.inf
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        pool.rollout(models, datas, state, ctrl)
+        best = min(best, time.perf_counter() - t0)
+    pool.close()
+    return num_envs * nstep / best
+
+
+def first_call_s(fn, *args) -> float:
+    """Wall time of the first call (compilation included)."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - t0
+
+
 def framework_rollout(family, tasks, num_envs, steps):
     """jit(scan(vmap(step_autoreset))) over ``num_envs`` envs, one task per env."""
     index = jnp.arange(num_envs) % tasks.num_tasks
@@ -126,7 +166,7 @@ def main(_):
     machine = (f"{platform.processor() or platform.machine()}, {jax.local_device_count()} "
                f"{jax.default_backend()} device(s) ({jax.devices()[0].device_kind}), "
                f"jax {jax.__version__}, mujoco {mujoco.__version__}")
-    families = {n: envs.make(n) for n in names}
+    families = {n: envs.make(n, physics="mjx") for n in names}
     # MuJoCo C first, before any XLA thread pool exists.
     c_ref = {n: mujoco_c_physics_steps_per_s(f, _C_STEPS.value, _REPEATS.value)
              for n, f in families.items() if isinstance(f, MJXFamily)}
@@ -136,11 +176,25 @@ def main(_):
         frame_skip = family.robot.frame_skip if isinstance(family, MJXFamily) else 1
         for b in sizes:
             key = jax.random.PRNGKey(0)
-            t = best_time(framework_rollout(family, train, b, _STEPS.value), key,
-                          repeats=_REPEATS.value)
+            fn = framework_rollout(family, train, b, _STEPS.value)
+            compile_s = first_call_s(fn, key)
+            t = best_time(fn, key, repeats=_REPEATS.value)
             row = {"family": name, "num_envs": b, "steps": _STEPS.value,
-                   "framework_env_steps_per_s": b * _STEPS.value / t}
+                   "framework_env_steps_per_s": b * _STEPS.value / t,
+                   "framework_first_call_s": compile_s}
             if name in c_ref:
+                fc = envs.make(name, physics="c")
+                fn = framework_rollout(fc, train, b, _STEPS.value)
+                row["c_backend_first_call_s"] = first_call_s(fn, key)
+                tc = best_time(fn, key, repeats=_REPEATS.value)
+                row["c_backend_env_steps_per_s"] = b * _STEPS.value / tc
+                row["c_backend_physics_steps_per_s"] = row["c_backend_env_steps_per_s"] * frame_skip
+                row["mujoco_c_threads_physics_steps_per_s"] = mujoco_c_threads_physics_steps_per_s(
+                    fc, train, b, _STEPS.value, _REPEATS.value)
+                row["c_threads"] = fc.c_stepper.threads
+                row["c_backend_over_c_threads"] = (row["c_backend_physics_steps_per_s"]
+                                                   / row["mujoco_c_threads_physics_steps_per_s"])
+                row["c_backend_over_mjx"] = t / tc
                 tb = best_time(bare_rollout(family, b, _STEPS.value), key, repeats=_REPEATS.value)
                 row["bare_env_steps_per_s"] = b * _STEPS.value / tb
                 row["env_layer_overhead"] = t / tb - 1.0
@@ -151,6 +205,18 @@ def main(_):
             print(f"done {name} B={b}", flush=True)
 
     print(f"\nmachine: {machine}")
+    print("MuJoCo C backend (physics='c') against MuJoCo C's own multi-threaded rollout:")
+    print(f"{'family':28s} {'envs':>5s} {'threads':>7s} {'phys/s C-backend':>16s} "
+          f"{'phys/s C threads':>16s} {'ratio':>6s} {'vs MJX':>7s} {'1st call C':>10s} "
+          f"{'1st call MJX':>12s}")
+    for r in rows:
+        if "c_backend_env_steps_per_s" in r:
+            print(f"{r['family']:28s} {r['num_envs']:5d} {r['c_threads']:7d} "
+                  f"{r['c_backend_physics_steps_per_s']:16.0f} "
+                  f"{r['mujoco_c_threads_physics_steps_per_s']:16.0f} "
+                  f"{r['c_backend_over_c_threads']:6.2f} {r['c_backend_over_mjx']:6.1f}x "
+                  f"{r['c_backend_first_call_s']:9.1f}s {r['framework_first_call_s']:11.1f}s")
+    print("MJX backend:")
     print(f"{'family':28s} {'envs':>5s} {'env steps/s':>12s} {'bare':>12s} {'overhead':>9s} "
           f"{'phys/s MJX':>11s} {'phys/s C':>10s} {'MJX/C':>6s}")
     for r in rows:

@@ -60,6 +60,7 @@ flags.DEFINE_string("preset", "default", "Settings preset (jaxomrl.experiment.co
 flags.DEFINE_enum("collector", None, ["per_task", "conditioned"],
                   "per_task: one SAC agent per task (the papers' protocol); conditioned: one SAC "
                   "agent for all tasks, given each task's attributes (default: the preset's).")
+_PHYSICS = cli.define_physics_flag()
 flags.mark_flag_as_required("out_dir")
 cli.require_ints(1, "num_tasks", "horizon", "sac_steps", "checkpoint_every_steps",
                  "transitions_per_task", "rollout_envs", "batch_size", "num_envs",
@@ -118,7 +119,7 @@ def main(argv):
         config = collect_lib.config_from_settings(
             FLAGS.family, settings, split=split,
             num_tasks=FLAGS.num_tasks, task_seed=FLAGS.task_seed, seed=FLAGS.seed,
-            deterministic=FLAGS.deterministic, **targets)
+            deterministic=FLAGS.deterministic, physics=_PHYSICS.value, **targets)
         tasks, _ = collect_lib.select_tasks(config)  # unknown family, too many tasks
         config.target_returns(tasks.num_tasks)       # one target per task (or one for all)
     except ValueError as e:

@@ -49,6 +49,7 @@ from jaxomrl.experiment.runner import RESULTS_JSON, evaluation_keys, scalar_metr
 from jaxomrl.io import atomic_write_text
 
 FLAGS = flags.FLAGS
+_PHYSICS = cli.define_physics_flag()
 flags.DEFINE_string("workdir", None, "experiments/train.py workdir (one subdirectory per spec).")
 flags.DEFINE_list("algo", None, "Specs to evaluate (default: every finished run in --workdir).")
 flags.DEFINE_string("data", None, "train.npz or its directory (default: the runs' dataset).")
@@ -107,12 +108,12 @@ def training_evaluation(spec: str, run_dir: str) -> Dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in per_task.items()}
 
 
-def evaluate_run(spec: str, run_dir: str, identity: Dict[str, Any], ds, data, eval_data,
+def evaluate_run(spec: str, run_dir: str, identity: Dict[str, Any], family, ds, data, eval_data,
                  episodes: int, contexts: int, tsne_contexts: int, from_training: bool = False):
     """Per-seed evaluation arrays ``{metric: [S, T, K]}`` (with ``from_training``: the run's own,
     :func:`training_evaluation`) and the first seed's embeddings of every task's contexts
     (``{"data": [T, N, D], "ood": ...}``, None without an encoder)."""
-    algorithm, outputs = restore(spec, run_dir, identity, ds.make_family(), ds, data,
+    algorithm, outputs = restore(spec, run_dir, identity, family, ds, data,
                                  eval_episodes=episodes, eval_contexts=contexts)
     if from_training:
         evaluation = training_evaluation(spec, run_dir)
@@ -162,13 +163,12 @@ def steps_to_target(trace: np.ndarray, target: np.ndarray, tolerance: float) -> 
     return np.where(settled.any(-1), settled.argmax(-1), near.shape[-1])
 
 
-def trace_tasks_of(runs, identities, ds, data, eval_data, record: str, specs, num_tasks: int,
-                   tolerance: float):
+def trace_tasks_of(runs, identities, family, ds, data, eval_data, record: str, specs,
+                   num_tasks: int, tolerance: float):
     """``(split, targets [N], {spec: {"trace": [S, N, H], "steps_to_target": [S, N]}},
     markdown)``: :func:`trace_run` of ``specs`` in ``num_tasks`` tasks of the evaluation's split
     (unseen; seen if there are none) spread over the task attribute (the target), and the
     steps-to-target table."""
-    family = ds.make_family()
     cli.require_info_keys(family, [record], "trace", EvaluationError)
     split = "test" if ds.is_test.any() else "train"
     attribute = ds.attributes[ds.is_test if split == "test" else ~ds.is_test, 0]
@@ -313,8 +313,9 @@ def plots(out_dir: str, runs: Dict[str, str], evaluations, embeddings, ds, episo
 def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contexts: int = 16,
              tsne_contexts: int = 8, out_dir=None, verbose: bool = True, trace=None,
              trace_algos=None, trace_tasks: int = 4, trace_tolerance: float = 0.25,
-             from_training: bool = False) -> Dict[str, Any]:
-    """Everything ``main`` does; returns the ``results.json`` dictionary."""
+             from_training: bool = False, physics=None) -> Dict[str, Any]:
+    """Everything ``main`` does; returns the ``results.json`` dictionary. ``physics``: the
+    simulator of an MJX family's evaluation (``envs.make``'s; default: C on CPUs)."""
     if episodes < 1 or contexts < 1 or tsne_contexts < 1 or trace_tasks < 1:
         raise EvaluationError("--episodes, --contexts, --tsne_contexts and --trace_tasks must "
                               "be >= 1")
@@ -325,6 +326,7 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
                               f"{list(runs)}")
     ds, ood, identities = load_data(runs, data_path)
     data, eval_data = run_data(ds, ood)
+    family = ds.make_family(physics)
     out_dir = out_dir or os.path.join(workdir, "evaluation")
     os.makedirs(out_dir, exist_ok=True)
     evaluations, embeddings, per_seed = {}, {}, {}
@@ -332,8 +334,8 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
         if verbose:
             print(f"[{spec}] evaluating {len(identities[spec]['seeds'])} seeds", flush=True)
         evaluations[spec], embeddings[spec] = evaluate_run(
-            spec, d, identities[spec], ds, data, eval_data, episodes, contexts, tsne_contexts,
-            from_training)
+            spec, d, identities[spec], family, ds, data, eval_data, episodes, contexts,
+            tsne_contexts, from_training)
         per_seed[spec] = {m: v.tolist() for m, v in scalar_metrics(evaluations[spec]).items()}
     if from_training:   # the runs' own episodes and contexts, the same for every run
         shapes = {s: (ev[k].shape[2] if k in ev else None,
@@ -348,8 +350,8 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
     traced = None
     if trace:
         trace_split, targets, traced, trace_text = trace_tasks_of(
-            runs, identities, ds, data, eval_data, trace, trace_algos or list(runs), trace_tasks,
-            trace_tolerance)
+            runs, identities, family, ds, data, eval_data, trace, trace_algos or list(runs),
+            trace_tasks, trace_tolerance)
         text += trace_text
     tables_by = {name: checkpoint_return_table(ds, rows) for name, rows in
                  ((("unseen", ds.is_test), ("seen", ~ds.is_test)) if ds.is_test.any()
@@ -403,7 +405,7 @@ def main(argv):
     evaluate(FLAGS.workdir, FLAGS.algo, FLAGS.data, FLAGS.episodes, FLAGS.contexts,
              FLAGS.tsne_contexts, FLAGS.out, trace=FLAGS.trace, trace_algos=FLAGS.trace_algos,
              trace_tasks=FLAGS.trace_tasks, trace_tolerance=FLAGS.trace_tolerance,
-             from_training=FLAGS.from_training)
+             from_training=FLAGS.from_training, physics=_PHYSICS.value)
 
 
 if __name__ == "__main__":

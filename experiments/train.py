@@ -33,6 +33,7 @@ from jaxomrl.experiment.runner import (RunConfig, RunConfigError, archive_run, c
                                        run, run_identity)
 
 FLAGS = flags.FLAGS
+_PHYSICS = cli.define_physics_flag()
 flags.DEFINE_list("algo", ["r2pgo"], "Algorithm specs, e.g. r2pgo,r2pgo/no_hypernetwork,bc.")
 flags.DEFINE_string("family", None, "Task family the dataset must come from.")
 flags.DEFINE_string("data", None, "train.npz of a collection, or its directory.")
@@ -82,7 +83,7 @@ def main(argv):
     except (dataset_lib.DatasetError, ValueError) as e:
         raise cli.UsageError(str(e)) from e
     cli.writable_dir(FLAGS.workdir, "workdir")
-    family = ds.make_family()
+    family = ds.make_family(_PHYSICS.value)
     settings = cli.from_flags(algos.Settings)     # window etc. derived by algos.make
     data, eval_data = run_data(ds, ood)
     n_train = int((~ds.is_test).sum())

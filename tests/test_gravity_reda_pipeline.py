@@ -37,6 +37,10 @@ def test_walker2d_gravity_reda_collect_train_evaluate(tmp_path):
     config = json.loads((data / "collect_config.json").read_text())
     assert config["family_config"] == {"horizon": HORIZON}          # the flag over the preset
     assert config["online"]["conditioned"] and config["split"] == "all"
+    assert config["physics"] == "c"              # --physics=auto on a CPU: MuJoCo C
+    from jaxomrl.data import dataset as dataset_lib
+    for split in ("train", "ood"):
+        assert dataset_lib.load(str(data / f"{split}.npz")).meta["physics"] == "c"
     summary = json.loads((data / "summary.json").read_text())
     assert summary["is_test"] == [False, False, False, True, True]   # x0.5, 1, 1.5 | x0.8, 1.2
     assert np.asarray(summary["evaluated_returns"]).shape == (5, 3)  # every task x checkpoint

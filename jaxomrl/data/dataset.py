@@ -29,8 +29,10 @@ episode of a stream may be cut by the collection budget without a done flag). Me
 ``action_low``, ``action_high``, ``num_tasks``, ``transitions_per_task``, ``checkpoints`` (ids
 present), ``checkpoint_env_steps`` (environment steps per task of checkpoint k is ``k * value``),
 ``checkpoint_returns`` (``[T][C]`` mean completed-episode return per checkpoint), ``split``
-(``train`` or ``ood``), ``provenance`` (how it was made: collection config), ``sha256`` (of every
-array). No wall-clock time is stored, so the same collection gives byte-identical files.
+(``train`` or ``ood``), ``physics`` (the simulator that produced it: ``mjx``, ``c`` for MuJoCo C,
+``jax`` for a pure-JAX family; absent in datasets written before the choice, which are MJX's),
+``provenance`` (how it was made: collection config), ``sha256`` (of every array). No wall-clock
+time is stored, so the same collection gives byte-identical files.
 
 Writes go to a temporary file in the destination directory, are flushed and fsync-ed, and are
 renamed over the destination, so a crash never leaves a half-written dataset under its name.
@@ -104,10 +106,12 @@ class MultiTaskDataset:
     def family(self) -> str:
         return self.meta["family"]
 
-    def make_family(self):
-        """The task family (with its configuration) that produced the data."""
+    def make_family(self, physics: Optional[str] = None):
+        """The task family (with its configuration) that produced the data, simulated by
+        ``physics`` (``envs.make``'s; default: MuJoCo C on CPUs, MJX on accelerators) --
+        not necessarily the backend that collected the data, ``meta["physics"]``."""
         from jaxomrl import envs
-        return envs.make(self.meta["family"], **self.meta["family_config"])
+        return envs.make(self.meta["family"], physics=physics, **self.meta["family_config"])
 
     def tasks(self):
         """The data's tasks as a batched :class:`jaxomrl.envs.Task` (rebuilt from parameters)."""
@@ -375,6 +379,7 @@ def from_rollouts(family: TaskFamily, tasks: Task, is_test, tr, ids, split: str,
     returns = _checkpoint_returns(reward, done, episode, checkpoint, ids)
     meta = {
         "family": family.name, "family_config": dict(family_config or {}),
+        "physics": getattr(family, "backend", "jax"),
         "obs_dim": family.obs_dim, "action_dim": family.action_dim, "attr_dim": family.attr_dim,
         "action_low": float(family.action_low), "action_high": float(family.action_high),
         "num_tasks": int(num_tasks), "transitions_per_task": int(reward.shape[1]),

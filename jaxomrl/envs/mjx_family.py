@@ -31,6 +31,12 @@ Solver settings (the defaults here): Newton solver with ``iterations=4`` and ``l
 cheaper but not converged, and it is unstable in a way a learning agent finds (README, "Known
 issues", has the measurements); ``tests/test_envs.py`` checks MJX against MuJoCo C. Both are
 constructor arguments (``envs.make(name, iterations=..., ls_iterations=...)``).
+
+Backends (``backend``; ``envs.make(name, physics=...)``): ``"mjx"`` steps ``mjx.step`` inside
+the jitted program; ``"c"`` steps MuJoCo C through a host callback (``jaxomrl.envs.mujoco_c``:
+the task's ``build_mj_model``, the same solver settings, float64), with the same observations,
+rewards, termination and resets computed in JAX around it. The physics state is ``mjx.Data``
+or ``mujoco_c.CPhysics`` (``qpos``, ``qvel``).
 """
 from __future__ import annotations
 
@@ -47,6 +53,7 @@ from etils import epath
 from mujoco import mjx
 
 from jaxomrl.envs.base import Task, TaskFamily
+from jaxomrl.envs.mujoco_c import CPhysics, CStepper
 
 ASSET_DIR = epath.resource_path("brax") / "envs/assets"
 
@@ -248,6 +255,16 @@ class RandParams(Perturbation):
 
 
 # ----------------------------------------------------------------------------- family
+BACKENDS = ("mjx", "c", "auto")
+
+
+def resolve_backend(backend: str) -> str:
+    """``"auto"`` -> ``"c"`` where JAX runs on the CPU, else ``"mjx"``; others unchanged."""
+    if backend == "auto":
+        return "c" if jax.default_backend() == "cpu" else "mjx"
+    return backend
+
+
 class MJXFamily(TaskFamily):
     """A task family over one MJX robot. See the module docstring for dynamics and settings.
 
@@ -262,6 +279,10 @@ class MJXFamily(TaskFamily):
       terminate_when_unhealthy: end episodes on the robot's unhealthy condition.
       ctrl_cost_weight: overrides the robot's control cost weight.
       iterations, ls_iterations: Newton solver settings.
+      backend: ``"mjx"`` (the physics in XLA, any device) or ``"c"`` (MuJoCo C on the CPU's
+        cores through a host callback: ``jaxomrl.envs.mujoco_c``); ``"auto"``: C when JAX's
+        default backend is the CPU, MJX otherwise (benchmarks/README.md has the measurements).
+      c_threads: MuJoCo C threads (default: every core this process may use).
     """
 
     info_keys = ("x_velocity", "ctrl_cost", "healthy")
@@ -269,13 +290,16 @@ class MJXFamily(TaskFamily):
     def __init__(self, name: str, robot: str, perturbation: Perturbation, *, reward: str,
                  horizon: int, terminate_when_unhealthy: bool = True,
                  ctrl_cost_weight: Optional[float] = None, num_train: int = 40,
-                 num_test: int = 10, iterations: int = 4, ls_iterations: int = 4):
+                 num_test: int = 10, iterations: int = 4, ls_iterations: int = 4,
+                 backend: str = "mjx", c_threads: Optional[int] = None):
         if reward not in ("locomotion", "alive", "target_velocity"):
             raise ValueError(f"unknown reward {reward!r}")
         if reward == "target_velocity" and not isinstance(perturbation, TargetVelocity):
             raise ValueError("reward 'target_velocity' needs a TargetVelocity perturbation")
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         fixed = perturbation.fixed_split()
         if fixed is not None:
             num_train, num_test = len(next(iter(fixed[0].values()))), len(next(iter(fixed[1].values())))
@@ -309,6 +333,9 @@ class MJXFamily(TaskFamily):
         self.model_fields = self._find_model_fields()
         self.attr_dim = int(self.perturbation.attributes(
             {k: np.asarray(v)[None] for k, v in self.perturbation.probe(m).items()}, m).shape[1])
+        self.backend = resolve_backend(backend)
+        self.c_stepper = (CStepper(self.build_mj_model, m, self.robot.frame_skip, c_threads)
+                          if self.backend == "c" else None)
 
     # ---------------------------------------------------------------- tasks
     def _find_model_fields(self) -> Tuple[str, ...]:
@@ -409,6 +436,8 @@ class MJXFamily(TaskFamily):
             qvel = jax.random.uniform(kv, (nv,), minval=-noise, maxval=noise)
         else:
             qvel = noise * jax.random.normal(kv, (nv,))
+        if self.backend == "c":
+            return CPhysics(qpos=qpos, qvel=qvel), self._obs(qpos, qvel)
         data = self.data0.replace(qpos=qpos, qvel=qvel)
         return data, self._obs(qpos, qvel)
 
@@ -416,14 +445,20 @@ class MJXFamily(TaskFamily):
     _STATE_FIELDS = ("qpos", "qvel", "act", "qacc_warmstart", "time", "ctrl")
 
     def _merge_reset(self, done, fresh, physics):
+        if self.backend == "c":
+            return super()._merge_reset(done, fresh, physics)
         return physics.replace(**{f: jnp.where(done, getattr(fresh, f), getattr(physics, f))
                                   for f in self._STATE_FIELDS})
 
     def _step(self, task, data, action, t):
-        model = self.model(task)
         x_before = data.qpos[0]
-        data = data.replace(ctrl=action)
-        data = jax.lax.fori_loop(0, self.robot.frame_skip, lambda _, d: mjx.step(model, d), data)
+        if self.backend == "c":
+            data = self.c_stepper(task.params, data, action)
+        else:
+            model = self.model(task)
+            data = data.replace(ctrl=action)
+            data = jax.lax.fori_loop(0, self.robot.frame_skip, lambda _, d: mjx.step(model, d),
+                                     data)
         qpos, qvel = data.qpos, data.qvel
         x_velocity = (qpos[0] - x_before) / self.dt
         ctrl_cost = self.ctrl_cost_weight * jnp.sum(jnp.square(action))

@@ -52,6 +52,15 @@ def _check(names: Sequence[str], ok: Callable, what: str, flag_values=FLAGS) -> 
                                  message=f"--{name} must be {what}", flag_values=flag_values)
 
 
+def define_physics_flag(flag_values=FLAGS):
+    """``--physics``: the simulator of the MJX task families (``envs.make``'s ``physics``)."""
+    from jaxomrl.envs import PHYSICS
+    return flags.DEFINE_enum(
+        "physics", "auto", list(PHYSICS), "Simulator of the MuJoCo task families: mjx (MJX, in "
+        "XLA), c (MuJoCo C on the CPU's cores) or auto (C where JAX runs on the CPU, MJX on an "
+        "accelerator). Datasets record the one that produced them.", flag_values=flag_values)
+
+
 def require_ints(lower: int, *names: str, flag_values=FLAGS) -> None:
     """Integer flags ``names`` must be ``>= lower`` (unset ``None`` flags pass)."""
     _check(names, lambda v: v >= lower, f"an integer >= {lower}", flag_values)

@@ -63,6 +63,10 @@ class CollectConfig:
 
     family: str
     family_config: Tuple[Tuple[str, Any], ...] = ()
+    # The simulator (envs.make's physics: mjx | c | auto, MuJoCo C on CPUs; jax for a pure-JAX
+    # family), held resolved, so a collection resumes only on the backend that began it;
+    # collections written before the choice existed ran MJX.
+    physics: str = "auto"
     split: str = "train"                 # which of the family's splits: train | test | all
     num_tasks: Optional[int] = None      # first num_tasks of the split (None: all of it)
     task_seed: int = 0                   # seed of family.train_test_split
@@ -83,6 +87,7 @@ class CollectConfig:
 
     def __post_init__(self):
         check_finite_fields(self)
+        object.__setattr__(self, "physics", envs.resolved_physics(self.family, self.physics))
         if self.split not in ("train", "test", "all"):
             raise ValueError(f"split must be 'train', 'test' or 'all', got {self.split!r}")
         if self.num_tasks is not None and self.num_tasks < 1:
@@ -148,7 +153,7 @@ class CollectConfig:
         return self.checkpoint_interval * self.online.num_envs
 
     def make_family(self) -> TaskFamily:
-        return envs.make(self.family, **dict(self.family_config))
+        return envs.make(self.family, physics=self.physics, **dict(self.family_config))
 
     def to_json(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -160,6 +165,7 @@ class CollectConfig:
         d = dict(d)
         if "tasks" in d:                       # written before the field was renamed
             d["split"] = d.pop("tasks")
+        d.setdefault("physics", "mjx" if envs.has_physics(d["family"]) else "jax")
         online = dict(d.pop("online"))
         sac = SACConfig(**{k: tuple(v) if isinstance(v, list) else v
                            for k, v in online.pop("sac").items()})
