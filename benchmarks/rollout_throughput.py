@@ -87,8 +87,7 @@ def mujoco_c_threads_physics_steps_per_s(family: MJXFamily, tasks, num_envs: int
     ``steps`` control steps of random controls from the nominal initial state in one call."""
     m, stepper = family.mj_model, family.c_stepper
     index = np.arange(num_envs) % tasks.num_tasks
-    models = [stepper.model_for({k: np.asarray(v[i]) for k, v in tasks.params.items()})
-              for i in index]
+    models = stepper.models_for({k: np.asarray(v)[index] for k, v in tasks.params.items()})
     spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
     d = mujoco.MjData(m)
     state = np.zeros((1, mujoco.mj_stateSize(m, spec)))

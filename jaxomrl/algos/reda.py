@@ -381,14 +381,15 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
         rollouts = jax.lax.stop_gradient(rollouts)
         valid = info["valid"]
         outside = jnp.any((rollouts.next_obs < low) | (rollouts.next_obs > high), axis=-1)
+        # fraction of the valid steps (all, or one step of every rollout) outside the data
+        frac = lambda o, v: jnp.sum(o & v) / jnp.maximum(jnp.sum(v), 1)
         metrics = {"adv_reward": jnp.mean(info["adv_reward"]),
                    # the adversary's return: eq. 6 summed over a rollout (0 after its end)
                    "adv_return": jnp.mean(jnp.sum(info["adv_reward"], axis=-1)),
-                   "adv_outside_data": jnp.sum(outside & valid) / jnp.sum(valid),
+                   "adv_outside_data": frac(outside, valid),
                    # the same at the rollouts' first and last model step (compounding error)
-                   "adv_outside_first": jnp.mean(outside[..., 0]),
-                   "adv_outside_last": (jnp.sum(outside[..., -1] & valid[..., -1])
-                                        / jnp.maximum(jnp.sum(valid[..., -1]), 1)),
+                   "adv_outside_first": frac(outside[..., 0], valid[..., 0]),
+                   "adv_outside_last": frac(outside[..., -1], valid[..., -1]),
                    "adv_ended": jnp.mean(rollouts.terminated[..., -1]),
                    "model_uncertainty": jnp.mean(info["uncertainty"]),
                    "model_task_reward": jnp.mean(info["task_reward"]),

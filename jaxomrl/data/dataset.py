@@ -379,7 +379,7 @@ def from_rollouts(family: TaskFamily, tasks: Task, is_test, tr, ids, split: str,
     returns = _checkpoint_returns(reward, done, episode, checkpoint, ids)
     meta = {
         "family": family.name, "family_config": dict(family_config or {}),
-        "physics": getattr(family, "backend", "jax"),
+        "physics": family.backend,
         "obs_dim": family.obs_dim, "action_dim": family.action_dim, "attr_dim": family.attr_dim,
         "action_low": float(family.action_low), "action_high": float(family.action_high),
         "num_tasks": int(num_tasks), "transitions_per_task": int(reward.shape[1]),

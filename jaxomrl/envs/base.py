@@ -108,6 +108,7 @@ class TaskFamily(abc.ABC):
     action_low: float = -1.0
     action_high: float = 1.0
     info_keys: Tuple[str, ...] = ()  # the scalar float32 entries of EnvState.info
+    backend: str = "jax"             # the simulator (MJX families: "mjx" or "c")
 
     def __init__(self, name: str, num_train: int, num_test: int):
         self.name = name

@@ -55,11 +55,6 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def _row(params: Dict[str, np.ndarray]) -> np.ndarray:
-    """One task's parameters as one float32 vector (keys sorted)."""
-    return np.concatenate([np.ravel(params[k]) for k in sorted(params)]).astype(np.float32)
-
-
 def _rows(params: Dict[str, np.ndarray]) -> np.ndarray:
     """``[B, P]``: every environment's task parameters, one row each (keys sorted)."""
     b = next(iter(params.values())).shape[0]
@@ -103,7 +98,7 @@ class CStepper:
     def model_for(self, params: Dict[str, np.ndarray]) -> mujoco.MjModel:
         """The cached model of the task with parameters ``params`` (one task's rows)."""
         params = {k: np.asarray(v, np.float32) for k, v in params.items()}
-        key = _row(params).tobytes()
+        key = _rows({k: v[None] for k, v in params.items()}).tobytes()
         model = self._models.get(key)
         if model is None:
             model = self._models[key] = self.build_model(params)
@@ -115,11 +110,8 @@ class CStepper:
         rows = _rows(params)
         key = rows.tobytes()
         if key != self._last_key:
-            uniq, inverse = np.unique(rows, axis=0, return_inverse=True)
-            names, shapes = sorted(params), {k: params[k].shape[1:] for k in params}
-            ends = np.cumsum([int(np.prod(shapes[k])) for k in names])
-            per_task = [self.model_for({k: r[e - int(np.prod(shapes[k])):e].reshape(shapes[k])
-                                        for k, e in zip(names, ends)}) for r in uniq]
+            _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+            per_task = [self.model_for({k: v[i] for k, v in params.items()}) for i in first]
             self._last_key, self._last_models = key, [per_task[j] for j in inverse.ravel()]
         return self._last_models
 
