@@ -10,7 +10,8 @@ import pytest
 from jaxomrl import data as data_lib
 from jaxomrl.data import dataset as ds_lib
 from jaxomrl.data.dataset import episode_index
-from jaxomrl.data.sampler import sample_task_subset, sample_transitions, sample_windows
+from jaxomrl.data.sampler import (sample_episodes, sample_task_subset, sample_transitions,
+                                  sample_where, sample_windows, take)
 
 T, N = 3, 60
 
@@ -179,6 +180,49 @@ def test_window_sampler_consecutive_and_masked_at_episode_starts(device_data):
     assert (~m).any() and m[..., 0].any()
     with pytest.raises(ValueError, match="longer than the data"):
         sample_windows(device_data, jax.random.PRNGKey(0), 4, N + 1)
+
+
+def test_sample_where_draws_uniformly_among_each_rows_allowed_positions():
+    """The categorical over where(allowed, 0, -inf) it replaces: only allowed positions, each
+    as often as the others (within 5 binomial standard deviations over 40k draws)."""
+    rng = np.random.default_rng(0)
+    allowed = rng.random((3, 40)) < np.array([[0.3], [0.9], [0.0]])
+    allowed[0, [0, 39]] = True                                 # the ends are reachable
+    num = 40_000
+    pos = np.asarray(jax.jit(sample_where, static_argnums=2)(
+        jax.random.PRNGKey(0), jnp.asarray(allowed), num))
+    assert pos.shape == (3, num)
+    for row in range(2):
+        k = allowed[row].sum()
+        counts = np.bincount(pos[row], minlength=40)
+        assert counts[~allowed[row]].sum() == 0
+        p = 1.0 / k
+        assert np.all(np.abs(counts[allowed[row]] - num * p) < 5 * np.sqrt(num * p * (1 - p)))
+    assert (pos[2] == 0).all()                                 # no allowed position: 0
+
+
+def test_episode_sampler_starts_at_every_episode_start_uniformly(device_data):
+    """Prefixes begin at episode starts only (timestep 0), all of them, equally often."""
+    ctx, mask = jax.jit(sample_episodes, static_argnums=(2, 3))(
+        device_data, jax.random.PRNGKey(3), 6000, 4)
+    first = np.asarray(ctx.obs)[:, :, 0, 1].astype(int)        # position of each start
+    starts = np.flatnonzero(np.asarray(device_data.timestep[0]) == 0)
+    assert set(np.unique(first)) == set(starts.tolist())
+    counts = np.bincount(first.ravel(), minlength=N)[starts]
+    p = 1.0 / len(starts)
+    assert np.all(np.abs(counts - first.size * p) < 5 * np.sqrt(first.size * p * (1 - p)))
+    np.testing.assert_array_equal(np.asarray(ctx.obs)[..., 1],
+                                  np.minimum(first[..., None] + np.arange(4), N - 1))
+
+
+def test_take_gathers_each_tasks_positions():
+    x = jnp.arange(4 * 6 * 2).reshape(4, 6, 2)
+    tasks = jnp.asarray([2, 0])
+    index = jnp.asarray([[[5, 1], [0, 0]], [[3, 2], [4, 4]]])  # [M, 2, 2]
+    got = np.asarray(take(x, tasks, index))
+    want = np.asarray(x)[np.asarray(tasks)[:, None, None], np.asarray(index)]
+    assert got.shape == (2, 2, 2, 2)
+    np.testing.assert_array_equal(got, want)
 
 
 def test_replay_buffer_fifo_and_valid_sampling():

@@ -11,7 +11,11 @@ import pytest
 from jaxomrl.data.sampler import sample_episodes
 from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
 from jaxomrl.learners.gradients import scan_updates
-from jaxomrl.nets.encoders import GRUEncoder, TransformerContextEncoder, TransitionSetEncoder
+import flax.linen as nn
+
+from jaxomrl.nets.encoders import (GRUEncoder, RewardDecoder, StateDecoder,
+                                   TransformerContextEncoder, TransitionSetEncoder)
+from jaxomrl.nets.mlp import MLP
 from scripted_data import scripted_point_robot_dataset, transition_data
 
 
@@ -34,6 +38,46 @@ def test_gru_step_equals_sequence_and_posterior_shapes():
         np.testing.assert_allclose(m, mu[t + 1], atol=1e-5)
     with pytest.raises(ValueError, match="one sequence"):
         enc.apply(params, x[None])
+
+
+class _ConcatMLP(nn.Module):
+    """The MLP as it was: nn.Dense layers on the concatenated input."""
+    hidden: tuple
+    output_dim: int
+
+    @nn.compact
+    def __call__(self, x):
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+        init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+        return nn.Dense(self.output_dim, kernel_init=init)(x)
+
+
+def test_mlp_on_parts_equals_dense_layers_on_the_concatenation_with_the_same_parameters():
+    """Parts [P, 1, a] and [1, T, b] give the [P, T] grid of the concatenation's MLP, from the
+    very parameters (names, shapes, initial values) nn.Dense layers had, so older checkpoints
+    load."""
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.normal(size=(5, 1, 3)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=(1, 7, 4)), jnp.float32)
+    tiled = jnp.concatenate([jnp.broadcast_to(a, (5, 7, 3)), jnp.broadcast_to(b, (5, 7, 4))], -1)
+    new, old = MLP((8, 8), 2), _ConcatMLP((8, 8), 2)
+    p_new = new.init(jax.random.PRNGKey(1), (a, b))
+    p_old = old.init(jax.random.PRNGKey(1), tiled)
+    assert jax.tree_util.tree_structure(p_new) == jax.tree_util.tree_structure(p_old)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, p_new, p_old)
+    np.testing.assert_allclose(new.apply(p_new, (a, b)), old.apply(p_old, tiled),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new.apply(p_new, tiled), old.apply(p_old, tiled), rtol=1e-5,
+                               atol=1e-6)
+    # the decoders broadcast every posterior sample against every transition alike
+    z = jnp.asarray(rng.normal(size=(4, 1, 5)), jnp.float32)
+    s, act = (jnp.asarray(rng.normal(size=(1, 6, n)), jnp.float32) for n in (2, 2))
+    tile = lambda x: jnp.broadcast_to(x, (4, 6, x.shape[-1]))
+    for dec, args in ((RewardDecoder(), (s, act, s + 1.0)), (StateDecoder(obs_dim=2), (s, act))):
+        p = dec.init(jax.random.PRNGKey(2), z, *args)
+        np.testing.assert_allclose(dec.apply(p, z, *args),
+                                   dec.apply(p, tile(z), *map(tile, args)), rtol=1e-5, atol=1e-6)
 
 
 def test_context_encoders_ignore_masked_transitions_and_reject_empty_context():

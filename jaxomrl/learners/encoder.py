@@ -488,18 +488,17 @@ def _vae_terms(model: _Model, ctx: Transition, mask: jax.Array, posteriors, key:
     eps = jax.random.normal(key, mu.shape)
     m = mu + jnp.exp(0.5 * logvar) * eps                                  # [W+1, D]
     w = ctx.reward.shape[0]
-    if config.vae_posteriors is None:
+    if config.vae_posteriors is None:   # [W+1, 1] x [1, W]: the decoders broadcast the grid
         post_index = tr_index = None
-        tile = lambda x: jnp.broadcast_to(x[None], (w + 1,) + x.shape)
-        pairs = jax.tree_util.tree_map(tile, ctx)
-        samples = jnp.broadcast_to(m[:, None], (w + 1, w, m.shape[-1]))
+        pairs = jax.tree_util.tree_map(lambda x: x[None], ctx)
+        samples = m[:, None]
     else:
         e, k = config.vae_posteriors, config.vae_transitions
         k_post, k_tr = jax.random.split(jax.random.fold_in(key, 1))
         post_index = jax.random.randint(k_post, (e,), 0, w + 1)
         tr_index = jax.random.randint(k_tr, (e, k), 0, w)
         pairs = jax.tree_util.tree_map(lambda x: x[tr_index], ctx)
-        samples = jnp.broadcast_to(m[post_index][:, None], (e, k, m.shape[-1]))
+        samples = m[post_index][:, None]                                  # [E, 1, D]
     r_pred, s_pred = model.decode(samples, pairs)
     return vae.vae_loss(mu, logvar, r_pred, ctx.reward, mask,
                         s_pred, ctx.next_obs if s_pred is not None else None,

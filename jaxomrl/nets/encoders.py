@@ -84,13 +84,15 @@ class GRUEncoder(nn.Module):
 
 
 class RewardDecoder(nn.Module):
-    """``p(r | m, s, a, s')``: ``(z [..., D], features [..., F]) -> r [...]``."""
+    """``p(r | m, s, a, s')``: ``(z [..., D], s, a, s' [..., F]) -> r [...]``; the leading axes
+    broadcast (``z [P, 1, D]`` with transitions ``[1, T, F]``: every sample decodes every
+    transition, ``[P, T]``, without tiling the inputs)."""
 
     hidden: Sequence[int] = (32, 32)
 
     @nn.compact
     def __call__(self, z, s, a, s_next):
-        return MLP(self.hidden, 1)(jnp.concatenate([z, s, a, s_next], axis=-1))[..., 0]
+        return MLP(self.hidden, 1)((z, jnp.concatenate([s, a, s_next], axis=-1)))[..., 0]
 
 
 class StateDecoder(nn.Module):
@@ -101,7 +103,7 @@ class StateDecoder(nn.Module):
 
     @nn.compact
     def __call__(self, z, s, a):
-        return MLP(self.hidden, self.obs_dim)(jnp.concatenate([z, s, a], axis=-1))
+        return MLP(self.hidden, self.obs_dim)((z, jnp.concatenate([s, a], axis=-1)))
 
 
 class TransformerContextEncoder(nn.Module):
