@@ -30,7 +30,8 @@ episode of a stream may be cut by the collection budget without a done flag). Me
 present), ``checkpoint_env_steps`` (environment steps per task of checkpoint k is ``k * value``),
 ``checkpoint_returns`` (``[T][C]`` mean completed-episode return per checkpoint), ``split``
 (``train`` or ``ood``), ``physics`` (the simulator that produced it: ``mjx``, ``c`` for MuJoCo C,
-``jax`` for a pure-JAX family; absent in datasets written before the choice, which are MJX's),
+``jax`` for a pure-JAX family, ``imported`` for data of another codebase
+(``jaxomrl.data.imports``); absent in datasets written before the choice, which are MJX's),
 ``provenance`` (how it was made: collection config), ``sha256`` (of every array). No wall-clock
 time is stored, so the same collection gives byte-identical files.
 

@@ -206,6 +206,17 @@ class TaskFamily(abc.ABC):
         (MBPO / MOPO use the environment's). Default: a non-finite observation."""
         return jnp.logical_not(jnp.all(jnp.isfinite(obs), axis=-1))
 
+    def from_gym_obs(self, obs: np.ndarray) -> np.ndarray:
+        """Observations ``[..., d]`` of the peers' Gym version of this family's environment, in
+        this family's convention (``[..., obs_dim]``; data imported from other codebases,
+        ``jaxomrl.data.imports``). Default: the same convention, so only ``d == obs_dim``.
+        Raises ``ValueError`` naming both conventions where no mapping is known."""
+        obs = np.asarray(obs)
+        if obs.shape[-1] != self.obs_dim:
+            raise ValueError(f"{self.name}: observations have {obs.shape[-1]} entries, this "
+                             f"family's have {self.obs_dim}, and no mapping from Gym's is known")
+        return obs
+
     def _merge_reset(self, done: jax.Array, fresh: Any, physics: Any) -> Any:
         """Selects the fresh episode's physics where ``done``. Families may select fewer fields."""
         return optax.tree_utils.tree_where(done, fresh, physics)

@@ -383,6 +383,27 @@ class MJXFamily(TaskFamily):
             qvel = jnp.clip(qvel, -self.robot.qvel_clip, self.robot.qvel_clip)
         return jnp.concatenate([qpos[self.robot.qpos_skip:], qvel]).astype(jnp.float32)
 
+    def from_gym_obs(self, obs: np.ndarray) -> np.ndarray:
+        """Gym's MuJoCo observation (``*-v2`` / ``-v3``, which the peers' data use) in this
+        family's convention. Hopper and Walker2d: Gym's ``rootz`` joint has a reference of 1.25 m,
+        so its ``qpos[1]`` (observation entry 0) is the torso height, where Brax's assets give a
+        displacement from it: entry 0 minus the torso frame's height. Ant: Gym's 111 entries are
+        ``qpos[2:]`` (13), ``qvel`` (14) and 84 clipped contact forces, which this family does not
+        observe: the first 27 are kept. HalfCheetah and the inverted pendulum agree with Gym."""
+        obs = np.array(obs, np.float32)
+        d = obs.shape[-1]
+        if self.robot_name == "ant" and d == 111:
+            return obs[..., :self.obs_dim]
+        if d != self.obs_dim:
+            raise ValueError(
+                f"{self.name}: observations have {d} entries, this family's {self.obs_dim} "
+                f"({self.robot_name}: qpos[{self.robot.qpos_skip}:], qvel)"
+                + (" or Gym Ant's 111 (with contact forces)" if self.robot_name == "ant" else "")
+                + "; no mapping is known")
+        if self.robot_name in ("hopper", "walker2d"):
+            obs[..., 0] -= self.z_offset
+        return obs
+
     def check_relabel_reward(self) -> None:
         if self.reward_kind != "target_velocity":
             raise ValueError(f"{self.name}: its {self.reward_kind!r} reward cannot be relabelled "
