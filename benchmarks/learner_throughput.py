@@ -33,6 +33,8 @@ flags.DEFINE_integer("obs_dim", 17, "Observation size (HalfCheetah: 17).")
 flags.DEFINE_integer("action_dim", 6, "Action size (HalfCheetah: 6).")
 flags.DEFINE_integer("latent_dim", 5, "Task-embedding size.")
 flags.DEFINE_enum("head", "hyper", ["hyper", "concat"], "Conditioning head.")
+flags.DEFINE_enum("seed_axis", "vmap", ["vmap", "map"], "How the JAX program runs its seeds: "
+                  "vmap (batched) or lax.map (one after another, in one program).")
 flags.DEFINE_string("worker", None, "Internal: run one measurement (jax or torch).")
 flags.DEFINE_integer("num_seeds", 1, "Internal: seeds of a jax worker.")
 
@@ -70,7 +72,17 @@ def jax_worker(num_seeds: int) -> dict:
 
     keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
     states = jax.jit(jax.vmap(sac.init))(keys)
-    fn = jax.jit(jax.vmap(run))
+    if FLAGS.seed_axis == "vmap":
+        fn = jax.jit(jax.vmap(run))
+    else:   # seeds one after another inside the one program
+        fn = jax.jit(lambda s, k: jax.lax.map(lambda a: run(*a), (s, k)))
+    # XLA's own count of the floating-point operations of one update of one seed (a scan's
+    # body is counted once, so the count is of the unscanned update).
+    one = jax.jit(lambda s, k: sac.update(s, TaskBatch(batch, z), k)[1]["actor_loss"])
+    cost = one.lower(jax.tree_util.tree_map(lambda x: x[0], states), keys[0]).compile()
+    cost = cost.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops_per_update = float(cost.get("flops", float("nan")))
     for _ in range(2):  # compile + warm-up
         states, out = fn(states, keys)
         jax.block_until_ready(out)
@@ -80,8 +92,28 @@ def jax_worker(num_seeds: int) -> dict:
         states, out = fn(states, jax.random.split(jax.random.PRNGKey(r + 1), num_seeds))
         jax.block_until_ready(out)
         best = min(best, time.perf_counter() - t)
-    return {"framework": "jax", "seeds": num_seeds, "seed_updates_per_s": num_seeds * n / best,
+    rate = num_seeds * n / best
+    return {"framework": "jax", "seeds": num_seeds, "seed_updates_per_s": rate,
+            "xla_flops_per_update": flops_per_update,
+            "achieved_gflop_per_s": flops_per_update * rate / 1e9,
             "peak_rss_mib": _peak_rss_mib()}
+
+
+def peak_worker(size: int = 2048, repeats: int = 10) -> dict:
+    """The machine's f32 matrix-multiply rate through XLA: best of ``repeats`` [size, size] @
+    [size, size] products (2 size^3 FLOPs each), after a warm-up."""
+    import jax
+    import jax.numpy as jnp
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+    b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
+    mm = jax.jit(jnp.dot)
+    jax.block_until_ready(mm(a, b))
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(mm(a, b))
+        best = min(best, time.perf_counter() - t)
+    return {"matmul_size": size, "f32_matmul_gflop_per_s": 2 * size ** 3 / best / 1e9}
 
 
 def torch_worker() -> dict:
@@ -210,22 +242,34 @@ def main(argv):
     if FLAGS.worker == "torch":
         print(json.dumps(torch_worker()))
         return
+    if FLAGS.worker == "peak":
+        print(json.dumps(peak_worker()))
+        return
     import jax
     machine = (f"{platform.machine()}, {os.cpu_count()} cpus, jax {jax.__version__} "
                f"({jax.devices()[0].platform})")
+    peak = _run_child(["--worker=peak"])
     results = [_run_child(["--worker=torch"])]
     for s in FLAGS.seeds:
         results.append(_run_child(["--worker=jax", f"--num_seeds={s}"]))
     torch_rate = results[0]["seed_updates_per_s"]
+    peak_rate = peak["f32_matmul_gflop_per_s"]
     print(f"machine: {machine}; torch {results[0].get('torch')}; head={FLAGS.head}, hidden="
           f"{','.join(FLAGS.hidden)}, batch={FLAGS.batch}, {FLAGS.updates} updates per call")
+    print(f"f32 matmul peak (XLA, {peak['matmul_size']}^2): {peak_rate:,.1f} GFLOP/s")
     print(f"{'framework':10s} {'seeds':>5s} {'seed-updates/s':>15s} {'vs torch':>9s} "
-          f"{'peak RSS MiB':>13s}")
+          f"{'MFLOP/update':>13s} {'GFLOP/s':>8s} {'of peak':>8s} {'peak RSS MiB':>13s}")
     for r in results:
         r["speedup_vs_torch_loop"] = r["seed_updates_per_s"] / torch_rate
+        if r["framework"] == "jax":
+            r["fraction_of_matmul_peak"] = r["achieved_gflop_per_s"] / peak_rate
+            flop_cols = (f"{r['xla_flops_per_update'] / 1e6:13,.1f} "
+                         f"{r['achieved_gflop_per_s']:8.1f} {r['fraction_of_matmul_peak']:8.2f}")
+        else:
+            flop_cols = f"{'':13s} {'':8s} {'':8s}"
         print(f"{r['framework']:10s} {r['seeds']:5d} {r['seed_updates_per_s']:15,.0f} "
-              f"{r['speedup_vs_torch_loop']:9.2f} {r['peak_rss_mib']:13,.0f}")
-    print(json.dumps({"machine": machine, "results": results}))
+              f"{r['speedup_vs_torch_loop']:9.2f} {flop_cols} {r['peak_rss_mib']:13,.0f}")
+    print(json.dumps({"machine": machine, "peak": peak, "results": results}))
 
 
 if __name__ == "__main__":
