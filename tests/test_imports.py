@@ -256,6 +256,8 @@ def test_gym_observation_conventions():
     np.testing.assert_array_equal(mapped[:, 1:], obs[:, 1:])
     cheetah = envs.make("halfcheetah_gravity")
     np.testing.assert_array_equal(cheetah.from_gym_obs(np.ones((1, 17))), np.ones((1, 17)))
+    pearl = np.arange(20, dtype=np.float32)[None]   # + the torso's centre of mass
+    np.testing.assert_array_equal(cheetah.from_gym_obs(pearl), pearl[:, :17])
 
 
 def test_malformed_mixed_and_mismatched_input_is_refused_and_nothing_written(tmp_path, point_ds,

@@ -40,10 +40,10 @@ Task parameters come from the layout where it holds them (``borel`` / ``corro``:
 the directory name, for ``cheetah_vel`` and ``point_robot_sparse``; ``reda``: the factor in the
 directory name; ``prompt_dt``: ``config_<task>_task<idx>.pkl`` under ``task_config_dir`` for
 ``cheetah_vel``), else from the user (``task_params``: name -> one value per task, in the order
-:func:`read` lists the tasks). Observations: the peers' Gym environments differ from jaxomrl's
-MJX families in places (``TaskFamily.from_gym_obs``: Ant's 111 vs 27 entries, Hopper / Walker2d
-root height); ``obs_convention="gym"`` maps them, and data that look like Gym's without it are
-refused.
+:func:`read` lists the tasks). Observations: the peers' Gym / PEARL environments differ from
+jaxomrl's MJX families in places (``TaskFamily.from_gym_obs``: Ant's 111 vs 27 entries, PEARL
+Half-Cheetah's 20 vs 17, Hopper / Walker2d root height); ``obs_convention="gym"`` maps them, and
+data that look like Gym's without it are refused.
 
 Pickle files (``focal``, ``prompt_dt``) can run code when read: import only files you trust.
 """

@@ -384,21 +384,26 @@ class MJXFamily(TaskFamily):
         return jnp.concatenate([qpos[self.robot.qpos_skip:], qvel]).astype(jnp.float32)
 
     def from_gym_obs(self, obs: np.ndarray) -> np.ndarray:
-        """Gym's MuJoCo observation (``*-v2`` / ``-v3``, which the peers' data use) in this
+        """Gym's MuJoCo observation (``*-v2`` / ``-v3``) and that of PEARL's ``rlkit`` task
+        environments, which the peers' data use (CORRO, BOReL, FOCAL, CSRO, Prompt-DT), in this
         family's convention. Hopper and Walker2d: Gym's ``rootz`` joint has a reference of 1.25 m,
         so its ``qpos[1]`` (observation entry 0) is the torso height, where Brax's assets give a
         displacement from it: entry 0 minus the torso frame's height. Ant: Gym's 111 entries are
         ``qpos[2:]`` (13), ``qvel`` (14) and 84 clipped contact forces, which this family does not
-        observe: the first 27 are kept. HalfCheetah and the inverted pendulum agree with Gym."""
+        observe: the first 27 are kept. HalfCheetah: PEARL's ``HalfCheetahEnv`` (the peers'
+        Half-Cheetah-Vel) appends the torso's centre of mass (3) to Gym's 17: the first 17 are
+        kept. Gym's HalfCheetah and inverted pendulum agree with this family's."""
         obs = np.array(obs, np.float32)
         d = obs.shape[-1]
-        if self.robot_name == "ant" and d == 111:
+        if (self.robot_name, d) in (("ant", 111), ("halfcheetah", 20)):
             return obs[..., :self.obs_dim]
         if d != self.obs_dim:
             raise ValueError(
                 f"{self.name}: observations have {d} entries, this family's {self.obs_dim} "
                 f"({self.robot_name}: qpos[{self.robot.qpos_skip}:], qvel)"
-                + (" or Gym Ant's 111 (with contact forces)" if self.robot_name == "ant" else "")
+                + {"ant": " or Gym Ant's 111 (with contact forces)",
+                   "halfcheetah": " or PEARL HalfCheetah's 20 (with the torso's centre of mass)"
+                   }.get(self.robot_name, "")
                 + "; no mapping is known")
         if self.robot_name in ("hopper", "walker2d"):
             obs[..., 0] -= self.z_offset
