@@ -8,7 +8,9 @@
 runs ``experiments/collect.py`` (into ``<out>/data``), ``train.py`` (``<out>/runs``) and
 ``evaluate.py`` as subprocesses, timing each, and splits training into its phases from the runs'
 own logs (``metrics_<phase>.csv``: ``seconds`` since the start of the call, so a phase's time
-includes its compilation and ``eval`` is the end-of-training evaluation). ``--workdir`` alone
+includes its compilation; ``eval`` is the end-of-training evaluation, the rest of the call's
+``train_seconds_this_call``; evaluations during training, ``--eval_every``, count in the last
+phase). ``--workdir`` alone
 only reads the logs of runs already made. Prints a table and, on its last line, one JSON object.
 Runs resumed from a checkpoint restart their clocks (``resumed``); phases reused from another
 run (``--share_phases``) show that run's time (``reused``).
@@ -59,7 +61,8 @@ def training_phases(workdir: str) -> dict:
     out = {}
     for results in sorted(glob.glob(os.path.join(workdir, "**", "results.json"), recursive=True)):
         run_dir = os.path.dirname(results)
-        if "shared_phases" in run_dir.split(os.sep):
+        if "shared_phases" in run_dir.split(os.sep) or not os.path.exists(
+                os.path.join(run_dir, "run.json")):   # evaluate.py's output, published phases
             continue
         ends = []
         for path in glob.glob(os.path.join(run_dir, "metrics_*.csv")):
@@ -67,7 +70,14 @@ def training_phases(workdir: str) -> dict:
             if secs:
                 ends.append((secs[-1], os.path.basename(path)[8:-4], resumed))
         with open(results) as f:
-            shared = set(json.load(f).get("phases_shared_in_this_call") or [])
+            info = json.load(f)
+        shared = set(info.get("phases_shared_in_this_call") or [])
+        # The eval log's clock is read before the final evaluation runs: its time is the rest
+        # of the call's.
+        ends = [e for e in ends if e[1] != "eval"]
+        total = info.get("train_seconds_this_call")
+        if total is not None:
+            ends.append((float(total), "eval", False))
         spec = os.path.relpath(run_dir, workdir)
         rows = []
         # Phases another run trained (their logs copied here, with that run's clock) first.

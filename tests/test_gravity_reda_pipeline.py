@@ -79,3 +79,21 @@ def test_walker2d_gravity_reda_collect_train_evaluate(tmp_path):
     for figure in ("tsne.png", "adversarial.png", "protocols.png"):
         assert (out / figure).stat().st_size > 0, figure
     assert "off-policy" in (out / "tables.md").read_text()
+
+    # The diagnostics read the same run: its models' errors on every seen task's real data,
+    # and where its wall-clock went.
+    _run("model_discrimination.py", f"--workdir={runs}", "--spec=reda",
+         f"--out={tmp_path / 'md.json'}")
+    md = json.loads((tmp_path / "md.json").read_text())
+    for split in ("train", "ood"):
+        m = np.asarray(md["tasks"][split])
+        assert m.shape == (3, 3) and np.all(np.isfinite(m)) and np.all(m > 0)
+        frac = md["summary"][split]["mean_matrix"]["diagonal_is_row_minimum"]
+        assert frac == np.mean(np.argmin(m, axis=1) == np.arange(3))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "pipeline_phases.py"),
+                           f"--workdir={runs}"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    phases = json.loads(proc.stdout.strip().splitlines()[-1])["training"]["reda"]
+    assert [p[0] for p in phases] == ["models", "adversarial", "policy", "eval"]
+    assert all(p[1] > 0 for p in phases)

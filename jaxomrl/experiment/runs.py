@@ -88,3 +88,23 @@ def restore(spec: str, run_dir: str, identity: Dict[str, Any], family, ds, data,
     algorithm = from_run_config(spec, identity["config"], family, int((~ds.is_test).sum()),
                                 **meta_overrides)
     return algorithm, final_outputs(algorithm, data, run_dir, len(identity["seeds"]))
+
+
+def phase_outputs(algorithm: Algorithm, identity: Dict[str, Any], workdir: str, data,
+                  phase: str) -> Any:
+    """The published outputs of a finished run's phase ``phase`` (e.g. ReDA's ``models``), every
+    seed stacked, from the workdir's ``shared_phases`` (train.py publishes every phase but the
+    last there)."""
+    from jaxomrl.experiment.runner import _phase_digests, _restore_outputs, _templates
+    names = [ph.name for ph in algorithm.phases]
+    if phase not in names[:-1]:
+        raise RunLookupError(f"{algorithm.name}: phase {phase!r} is not one of its published "
+                             f"phases {names[:-1]}")
+    p = names.index(phase)
+    digest = _phase_digests(algorithm, identity)[p]
+    where = os.path.join(workdir, "shared_phases", digest or "")
+    if digest is None or not os.path.exists(os.path.join(where, "phase.json")):
+        raise RunLookupError(f"{algorithm.name}: no published {phase!r} outputs in {workdir}/"
+                             f"shared_phases (trained with --share_phases=false?)")
+    like = _templates(algorithm, data, len(identity["seeds"]), p + 1)[0]
+    return _restore_outputs(where, like)
