@@ -56,14 +56,12 @@ def summarise(m: np.ndarray) -> dict:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    found = runs.find_runs(FLAGS.workdir, [FLAGS.spec])
-    ds, ood, identities = runs.load_data(found)
-    if ood is None:
+    found, ds, identities, data, eval_data = runs.split_inputs(FLAGS.workdir, [FLAGS.spec],
+                                                               "train")
+    if "train" not in eval_data["ood"]:
         raise cli.UsageError("the dataset has no ood.npz (held-out checkpoints)")
     identity = identities[FLAGS.spec]
     family = ds.make_family()
-    from jaxomrl.data.sampler import run_data
-    data, eval_data = run_data(ds, ood)
     algorithm = from_run_config(FLAGS.spec, identity["config"], family,
                                 int((~ds.is_test).sum()))
     models = runs.phase_outputs(algorithm, identity, FLAGS.workdir, data, "models")

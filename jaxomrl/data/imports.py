@@ -50,7 +50,6 @@ Pickle files (``focal``, ``prompt_dt``) can run code when read: import only file
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import math
 import os
@@ -63,7 +62,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from jaxomrl import __version__
-from jaxomrl.data.dataset import DatasetError, MultiTaskDataset, _checkpoint_returns, save
+from jaxomrl.data.dataset import (TRANSITION_FIELDS, DatasetError, MultiTaskDataset,
+                                  _checkpoint_returns, save)
 
 FORMATS = ("borel", "corro", "focal", "reda", "prompt_dt")
 
@@ -551,26 +551,32 @@ def fixed_split_test_tasks(family, params: Dict[str, np.ndarray]) -> List[int]:
     return out
 
 
-def _assemble(family, tasks: List[SourceTask], episodes: List[List[Episode]], params, is_test,
-              split: str, provenance, family_config, n: Optional[int]) -> MultiTaskDataset:
+def stack_episodes(episodes: List[List[Episode]], n: Optional[int] = None
+                   ) -> Dict[str, np.ndarray]:
+    """The format's transition arrays ``[T, N, ...]`` (``dataset.TRANSITION_FIELDS``) of each
+    task's episodes in order: episode ids and timesteps from 0, an episode's end flags on its
+    last step. ``n``: every task's stream cut to its first ``n`` transitions."""
     per_task = []
-    for t, eps in zip(tasks, episodes):
-        cols = {k: [] for k in ("obs", "action", "reward", "next_obs", "terminated",
-                                "truncated", "episode", "timestep", "checkpoint")}
+    for eps in episodes:
+        cols = {k: [] for k in TRANSITION_FIELDS}
         for e, ep in enumerate(eps):
             length = len(ep)
-            cols["obs"].append(ep.obs); cols["action"].append(ep.action)
-            cols["reward"].append(ep.reward); cols["next_obs"].append(ep.next_obs)
-            end = np.zeros(length, bool); end[-1] = True
+            end = np.arange(length) == length - 1
+            for k in ("obs", "action", "reward", "next_obs"):
+                cols[k].append(getattr(ep, k))
             cols["terminated"].append(end & ep.terminated)
             cols["truncated"].append(end & ep.truncated)
-            cols["episode"].append(np.full(length, e)); cols["timestep"].append(np.arange(length))
+            cols["episode"].append(np.full(length, e))
+            cols["timestep"].append(np.arange(length))
             cols["checkpoint"].append(np.full(length, ep.checkpoint))
         per_task.append({k: np.concatenate(v)[:n] for k, v in cols.items()})
-    dtypes = {"obs": np.float32, "action": np.float32, "reward": np.float32,
-              "next_obs": np.float32, "terminated": np.bool_, "truncated": np.bool_,
-              "episode": np.int32, "timestep": np.int32, "checkpoint": np.int32}
-    tr = {k: np.stack([p[k] for p in per_task]).astype(dt) for k, dt in dtypes.items()}
+    return {k: np.stack([p[k] for p in per_task]).astype(dtype)
+            for k, (dtype, _) in TRANSITION_FIELDS.items()}
+
+
+def _assemble(family, episodes: List[List[Episode]], params, is_test, split: str, provenance,
+              family_config, n: Optional[int]) -> MultiTaskDataset:
+    tr = stack_episodes(episodes, n)
     ids = sorted({int(c) for c in np.unique(tr["checkpoint"])})
     done = tr["terminated"] | tr["truncated"]
     built = family.make_tasks(params)
@@ -578,7 +584,7 @@ def _assemble(family, tasks: List[SourceTask], episodes: List[List[Episode]], pa
         "family": family.name, "family_config": dict(family_config or {}), "physics": "imported",
         "obs_dim": family.obs_dim, "action_dim": family.action_dim, "attr_dim": family.attr_dim,
         "action_low": float(family.action_low), "action_high": float(family.action_high),
-        "num_tasks": len(tasks), "transitions_per_task": int(tr["reward"].shape[1]),
+        "num_tasks": len(episodes), "transitions_per_task": int(tr["reward"].shape[1]),
         "checkpoints": ids, "checkpoint_env_steps": 0, "warmup_env_steps": 0,
         "checkpoint_returns": _checkpoint_returns(tr["reward"], done, tr["episode"],
                                                   tr["checkpoint"], ids),
@@ -654,8 +660,7 @@ def build(family, tasks: List[SourceTask], *, task_params: Optional[Dict[str, Se
                       + "); jaxomrl's format holds the same number per task: pass --truncate to "
                         "cut every task to the smallest")
             n = min(sizes)
-        out.append(_assemble(family, tasks, eps, params, is_test, split, provenance,
-                             family_config, n))
+        out.append(_assemble(family, eps, params, is_test, split, provenance, family_config, n))
     return out[0], out[1]
 
 

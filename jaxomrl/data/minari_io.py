@@ -128,10 +128,33 @@ def export(ds: MultiTaskDataset, namespace: str, root: Optional[str] = None) -> 
     return ids
 
 
-def _read(did: str) -> Tuple[Dict[str, Any], List[dict], Any]:
+def _read(did: str) -> Tuple[Dict[str, Any], List[imports.Episode]]:
+    """A Minari dataset's metadata and its episodes as ``imports.Episode`` s, with the end flags
+    as recorded (an episode may end with neither) and the checkpoint of ``infos["checkpoint"]``
+    (0 without). Refuses observations that are not flat vectors, flags before an episode's last
+    step and an episode of several checkpoints."""
     import minari
     d = minari.load_dataset(did)
-    return d.storage.metadata, list(d.iterate_episodes()), d
+    episodes = []
+    for e, ep in enumerate(d.iterate_episodes()):
+        o = np.asarray(ep.observations)
+        if o.ndim != 2:
+            raise imports.ImportRefused(f"{did}: observations must be flat Box vectors, got "
+                                        f"shape {list(o.shape)}")
+        term, trunc = np.asarray(ep.terminations, bool), np.asarray(ep.truncations, bool)
+        if (term[:-1] | trunc[:-1]).any():
+            raise imports.ImportRefused(f"{did} episode {e}: ends before its last step")
+        ckpt = 0
+        if ep.infos and "checkpoint" in ep.infos:
+            c = np.unique(np.asarray(ep.infos["checkpoint"])[1:])
+            if c.size != 1:
+                raise imports.ImportRefused(f"{did} episode {e}: several checkpoints")
+            ckpt = int(c[0])
+        act = np.asarray(ep.actions)
+        episodes.append(imports.Episode(o[:-1], act.reshape(act.shape[0], -1),
+                                        np.asarray(ep.rewards), o[1:], bool(term[-1]),
+                                        bool(trunc[-1]), ckpt, f"{did} episode {e}"))
+    return d.storage.metadata, episodes
 
 
 def _find(namespace: str, family: Optional[str], split: str) -> List[str]:
@@ -152,7 +175,7 @@ def import_(namespace: str, family: str, split: str = "train",
         ids = _find(namespace, family, split)
         tasks = {}
         for did in ids:
-            meta, episodes, _ = _read(did)
+            meta, episodes = _read(did)
             info = meta.get("jaxomrl")
             if not isinstance(info, dict) or info.get("format") != FORMAT:
                 raise DatasetError(f"{did}: no jaxomrl multi-task metadata; import it with "
@@ -169,30 +192,12 @@ def import_(namespace: str, family: str, split: str = "train",
     if any(m != metas[0] for m in metas):
         raise DatasetError(f"{namespace}/{family}: the tasks' dataset metadata disagree (mixed "
                            f"exports)")
-    cols: Dict[str, List[np.ndarray]] = {k: [] for k in (
-        "obs", "action", "reward", "next_obs", "terminated", "truncated", "episode", "timestep",
-        "checkpoint")}
-    for t in sorted(tasks):
-        per = {k: [] for k in cols}
-        for e, ep in enumerate(tasks[t][1]):
-            o = np.asarray(ep.observations, np.float32)
-            length = len(ep.rewards)
-            per["obs"].append(o[:-1]); per["next_obs"].append(o[1:])
-            per["action"].append(np.asarray(ep.actions, np.float32))
-            per["reward"].append(np.asarray(ep.rewards, np.float32))
-            per["terminated"].append(np.asarray(ep.terminations, bool))
-            per["truncated"].append(np.asarray(ep.truncations, bool))
-            per["episode"].append(np.full(length, e, np.int32))
-            per["timestep"].append(np.arange(length, dtype=np.int32))
-            per["checkpoint"].append(np.asarray(ep.infos["checkpoint"][1:], np.int32))
-        for k in cols:
-            cols[k].append(np.concatenate(per[k]))
-    sizes = {c.shape[0] for c in cols["reward"]}
+    sizes = {sum(len(ep) for ep in tasks[t][1]) for t in tasks}
     if len(sizes) != 1:
         raise DatasetError(f"{namespace}/{family}: tasks hold {sorted(sizes)} transitions")
     infos = [tasks[t][0] for t in sorted(tasks)]
     ds = MultiTaskDataset(
-        transitions={k: np.stack(v) for k, v in cols.items()},
+        transitions=imports.stack_episodes([tasks[t][1] for t in sorted(tasks)]),
         attributes=np.asarray([i["attributes"] for i in infos], np.float32),
         is_test=np.asarray([i["is_test"] for i in infos], bool),
         task_params={k: np.asarray([i["task_params"][k] for i in infos], np.float32)
@@ -210,30 +215,12 @@ def import_foreign(dataset_ids: Sequence[str], family, *, root: Optional[str] = 
     tasks = []
     with _root(root):
         for did in dataset_ids:
-            _, episodes, _ = _read(did)
-            eps = []
-            for e, ep in enumerate(episodes):
-                o = np.asarray(ep.observations)
-                if o.ndim != 2:
-                    raise imports.ImportRefused(f"{did}: observations must be flat Box vectors, "
-                                                f"got shape {list(o.shape)}")
-                term, trunc = np.asarray(ep.terminations, bool), np.asarray(ep.truncations, bool)
-                if (term[:-1] | trunc[:-1]).any():
-                    raise imports.ImportRefused(f"{did} episode {e}: ends before its last step")
-                ckpt = 0
-                if ep.infos and "checkpoint" in ep.infos:
-                    c = np.unique(np.asarray(ep.infos["checkpoint"])[1:])
-                    if c.size != 1:
-                        raise imports.ImportRefused(f"{did} episode {e}: several checkpoints")
-                    ckpt = int(c[0])
-                act = np.asarray(ep.actions)
-                eps.append(imports.Episode(o[:-1], act.reshape(act.shape[0], -1),
-                                           np.asarray(ep.rewards), o[1:], bool(term[-1]),
-                                           bool(trunc[-1]) or not term[-1], ckpt,
-                                           f"{did} episode {e}"))
-                if len(eps[-1]) > family.horizon:
+            _, eps = _read(did)
+            for ep in eps:
+                ep.truncated = ep.truncated or not ep.terminated   # an unflagged end: cut
+                if len(ep) > family.horizon:
                     raise imports.ImportRefused(
-                        f"{did} episode {e}: {len(eps[-1])} steps, longer than the horizon "
+                        f"{ep.where}: {len(ep)} steps, longer than the horizon "
                         f"{family.horizon} (pass the data's episode length as family_config)")
             tasks.append(imports.SourceTask(did, eps, None))
     return imports.build(family, tasks, provenance={"imported_from": "minari",

@@ -265,6 +265,12 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
+# Robots whose Gym / PEARL observation appends entries to this family's (kept: the first
+# obs_dim): size and what they are (MJXFamily.from_gym_obs).
+_GYM_LONGER_OBS = {"ant": (111, "Gym Ant's 111 (with contact forces)"),
+                   "halfcheetah": (20, "PEARL HalfCheetah's 20 (with the torso's centre of mass)")}
+
+
 class MJXFamily(TaskFamily):
     """A task family over one MJX robot. See the module docstring for dynamics and settings.
 
@@ -395,16 +401,14 @@ class MJXFamily(TaskFamily):
         kept. Gym's HalfCheetah and inverted pendulum agree with this family's."""
         obs = np.array(obs, np.float32)
         d = obs.shape[-1]
-        if (self.robot_name, d) in (("ant", 111), ("halfcheetah", 20)):
+        longer = _GYM_LONGER_OBS.get(self.robot_name)
+        if longer is not None and d == longer[0]:
             return obs[..., :self.obs_dim]
         if d != self.obs_dim:
             raise ValueError(
                 f"{self.name}: observations have {d} entries, this family's {self.obs_dim} "
                 f"({self.robot_name}: qpos[{self.robot.qpos_skip}:], qvel)"
-                + {"ant": " or Gym Ant's 111 (with contact forces)",
-                   "halfcheetah": " or PEARL HalfCheetah's 20 (with the torso's centre of mass)"
-                   }.get(self.robot_name, "")
-                + "; no mapping is known")
+                + (f" or {longer[1]}" if longer else "") + "; no mapping is known")
         if self.robot_name in ("hopper", "walker2d"):
             obs[..., 0] -= self.z_offset
         return obs

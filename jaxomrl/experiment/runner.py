@@ -378,13 +378,22 @@ def _take_shared(algorithm: Algorithm, digests, share_dir: str, data: Any, num_s
     (``share_dir``), with their logs copied into ``workdir``: ``(inputs, number of phases
     taken, their names, where they were)``, or None."""
     for p in reversed(range(len(digests))):
-        where = os.path.join(share_dir, digests[p] or "")
-        if digests[p] and os.path.exists(os.path.join(where, "phase.json")):
-            like = _templates(algorithm, data, num_seeds, p + 1)[0]
-            inputs = put_seeds(_restore_outputs(where, like))
+        outputs, where = published_outputs(algorithm, digests, share_dir, data, num_seeds, p)
+        if outputs is not None:
             _copy_phase_logs(algorithm.phases[:p + 1], where, workdir)
-            return inputs, p + 1, [ph.name for ph in algorithm.phases[:p + 1]], where
+            return put_seeds(outputs), p + 1, [ph.name for ph in algorithm.phases[:p + 1]], where
     return None
+
+
+def published_outputs(algorithm: Algorithm, digests: List[Optional[str]], share_dir: str,
+                      data: Any, num_seeds: int, p: int) -> Tuple[Any, str]:
+    """``(outputs, where)``: phase ``p``'s outputs (every seed stacked) as a run published them
+    in ``share_dir`` (``digests``: :func:`_phase_digests`), or ``(None, where)`` if none did."""
+    where = os.path.join(share_dir, digests[p] or "")
+    if not digests[p] or not os.path.exists(os.path.join(where, "phase.json")):
+        return None, where
+    like = _templates(algorithm, data, num_seeds, p + 1)[0]
+    return _restore_outputs(where, like), where
 
 
 def _publish(algorithm: Algorithm, p: int, outputs: Any, digest: Optional[str],

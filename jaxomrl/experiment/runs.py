@@ -95,16 +95,15 @@ def phase_outputs(algorithm: Algorithm, identity: Dict[str, Any], workdir: str, 
     """The published outputs of a finished run's phase ``phase`` (e.g. ReDA's ``models``), every
     seed stacked, from the workdir's ``shared_phases`` (train.py publishes every phase but the
     last there)."""
-    from jaxomrl.experiment.runner import _phase_digests, _restore_outputs, _templates
+    from jaxomrl.experiment.runner import _phase_digests, published_outputs
     names = [ph.name for ph in algorithm.phases]
     if phase not in names[:-1]:
         raise RunLookupError(f"{algorithm.name}: phase {phase!r} is not one of its published "
                              f"phases {names[:-1]}")
-    p = names.index(phase)
-    digest = _phase_digests(algorithm, identity)[p]
-    where = os.path.join(workdir, "shared_phases", digest or "")
-    if digest is None or not os.path.exists(os.path.join(where, "phase.json")):
+    outputs, _ = published_outputs(algorithm, _phase_digests(algorithm, identity),
+                                   os.path.join(workdir, "shared_phases"), data,
+                                   len(identity["seeds"]), names.index(phase))
+    if outputs is None:
         raise RunLookupError(f"{algorithm.name}: no published {phase!r} outputs in {workdir}/"
                              f"shared_phases (trained with --share_phases=false?)")
-    like = _templates(algorithm, data, len(identity["seeds"]), p + 1)[0]
-    return _restore_outputs(where, like)
+    return outputs
