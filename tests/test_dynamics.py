@@ -227,3 +227,27 @@ def test_nll_early_stopping_keeps_sharpening_where_rare_jumps_stop_the_mse():
                                    np.asarray(metrics[f"holdout_{metric}"]).min(-1), rtol=1e-6)
     # (seeds 20-24: ratio 0.24, 0.10, 0.41, 0.08, 0.12)
     assert stds["nll"] < 0.5 * stds["mse"], stds
+
+
+def test_rollouts_end_at_the_first_step_whose_uncertainty_exceeds_the_halt():
+    """MOReL's halt (``max_uncertainty``): the same simulation, ``terminated`` from the first step
+    whose u exceeds the threshold on; ``uncertainty`` is the u that ``step`` reports."""
+    data = linear_tasks()
+    state = DYN.init(jax.random.PRNGKey(18), data)
+    params = jax.tree_util.tree_map(lambda x: x[0], state.best)
+    norm = jax.tree_util.tree_map(lambda x: x[0], state.norm)
+    starts = 3.0 * data.transitions.obs[0, :16]            # some starts far off the data
+    act = lambda obs, k: jax.random.uniform(k, (ACT,), minval=-1, maxval=1)
+    key = jax.random.PRNGKey(19)
+    tr, u = DYN.rollout(params, norm, act, starts, key, 6)
+    np.testing.assert_allclose(np.asarray(DYN.uncertainty(params, norm, tr.obs, tr.action)),
+                               np.asarray(u), rtol=1e-5)
+    threshold = float(np.median(np.asarray(u)))
+    halted, u_h = jax.jit(lambda s, k: DYN.rollout(params, norm, act, s, k, 6,
+                                                   max_uncertainty=threshold))(starts, key)
+    np.testing.assert_allclose(np.asarray(halted.obs), np.asarray(tr.obs), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(u_h), np.asarray(u), rtol=1e-5)
+    expected = np.cumsum(np.asarray(u_h) > threshold, axis=-1) > 0
+    assert 0 < expected.mean() < 1
+    np.testing.assert_array_equal(np.asarray(halted.terminated), expected)
+    assert not np.asarray(tr.terminated).any()

@@ -235,3 +235,42 @@ def test_uncertainty_penalty_keeps_adversarial_rollouts_within_the_data():
     free, penalised = (np.asarray(train_and_roll_out(lam)) for lam in (0.0, 1000.0))
     assert (free > bound).mean() > 0.15, (free > bound).mean()
     assert (penalised > bound).mean() < 0.01, (penalised > bound).mean()
+
+
+def test_support_quantile_ends_adversarial_rollouts_where_the_models_leave_their_data():
+    """``--adversary_support_quantile``: each task's threshold is that quantile of its own
+    models' u on its training transitions, and the adversarial contexts keep only the steps up
+    to the first one above it (without it, every context has all its model steps)."""
+    from jaxomrl import algos
+    from jaxomrl.data.sampler import run_data
+    ds = scripted_point_robot_dataset()
+    data, _ = run_data(ds, ds)
+    n_train = int((~ds.is_test).sum())
+    lengths = {}
+    for q in (0.0, 0.5):
+        algorithm = algos.make("reda", dataclasses.replace(_reda_settings(),
+                                                           adversary_support_quantile=q),
+                               ds.make_family(), n_train)
+        models_phase, adv_phase = algorithm.phases[:2]
+        key = jax.random.PRNGKey(0)
+        models = models_phase.output(models_phase.init(key, None, data), None)
+        aux = adv_phase.prepare(models, data)
+        if q > 0:
+            from jaxomrl.config import from_json
+            from jaxomrl.learners.dynamics import DynamicsConfig, make_dynamics
+            family = ds.make_family()
+            dyn = make_dynamics(from_json(DynamicsConfig, algorithm.config["dynamics"]),
+                                family.obs_dim, family.action_dim)
+            tr = data["train"].transitions
+            u = jax.vmap(dyn.uncertainty)(models.dyn_params, models.dyn_norm, tr.obs, tr.action)
+            np.testing.assert_allclose(np.asarray(aux.max_uncertainty),
+                                       np.quantile(np.asarray(u), q, axis=1), rtol=1e-5)
+        else:
+            assert np.isinf(np.asarray(aux.max_uncertainty)).all()
+        _, metrics = jax.jit(adv_phase.update)(adv_phase.init(key, aux, data), key, aux, data)
+        lengths[q] = float(metrics["adv_context_length"])
+    assert lengths[0.0] == 3.0 and 1.0 <= lengths[0.5] < 3.0, lengths
+    with pytest.raises(ValueError, match="support_quantile"):
+        from jaxomrl.algos.registry import make_reda_config
+        dataclasses.replace(make_reda_config("reda", _reda_settings()), support_quantile=1.5)
+

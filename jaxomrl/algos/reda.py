@@ -180,6 +180,14 @@ class ReDAConfig:
     adversary_rollout: int = 0
     num_positives: int = 8
     lambda_uncertainty: float = 1.0
+    # > 0: an adversarial rollout in task i's models ends (as at a terminal state) at the first
+    # step whose u exceeds this quantile of u of task i's models on task i's training
+    # transitions (MOReL's HALT): its context keeps only steps where the models are near their
+    # data. 0: never (the paper's; the eq. 6 penalty alone). Off the data's behaviour the
+    # per-task models no longer tell the gravities apart (Walker2d-Gravity-1:
+    # experiments/model_discrimination.py, experiments/README.md).
+    support_quantile: float = 0.0
+    support_transitions: int = 4096     # training transitions per task behind the quantile
     lambda_task: float = 1.0
     # Weight of the adversarial-context InfoNCE term against the real-context one. Algorithm 1
     # (line 15) updates the encoder with the adversarial data; 4 lets that term rule while the
@@ -209,6 +217,9 @@ class ReDAConfig:
             raise ValueError(f"adversarial_weight must be >= 0, got {self.adversarial_weight}")
         if self.adversary_rollout < 0:
             raise ValueError(f"adversary_rollout must be >= 0, got {self.adversary_rollout}")
+        if not 0.0 <= self.support_quantile <= 1.0 or self.support_transitions < 1:
+            raise ValueError(f"support_quantile must be in [0, 1] and support_transitions >= 1, "
+                             f"got {self.support_quantile}, {self.support_transitions}")
         if self.model_rounds < 1 or self.adversarial_steps < 1:
             raise ValueError("model_rounds and adversarial_steps must be >= 1")
         if not 0.0 <= self.policy_model_fraction < 1.0 or self.policy_uncertainty < 0:
@@ -239,12 +250,14 @@ class AdversarialState:
 @struct.dataclass
 class AdversarialAux:
     """What the adversarial phase derives once from the models phase's output: the learned
-    ``models`` and the joint training data's per-dimension state range ``[obs_dim]`` (for the
-    ``adv_outside_data`` diagnostic)."""
+    ``models``, the joint training data's per-dimension state range ``[obs_dim]`` (for the
+    ``adv_outside_data`` diagnostic) and each task's rollout-ending uncertainty ``[T]``
+    (``support_quantile``; +inf when 0)."""
 
     models: Models
     obs_low: jax.Array
     obs_high: jax.Array
+    max_uncertainty: jax.Array
 
 
 def _take(tree, i):
@@ -354,10 +367,21 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
         return total, {**metrics, "adv_infonce": l_adv,
                        "adv_infonce_accuracy": m_adv["infonce_accuracy"]}
 
+    def support_thresholds(models: Models, data: TaskData) -> jax.Array:
+        """``[T]``: the ``support_quantile`` of task i's models' u on task i's (first
+        ``support_transitions``) training transitions."""
+        tr = data.transitions
+        n = min(config.support_transitions, tr.obs.shape[1])
+        u = jax.vmap(dyn.uncertainty)(models.dyn_params, models.dyn_norm, tr.obs[:, :n],
+                                      tr.action[:, :n])                       # [T, n]
+        return jnp.quantile(u, config.support_quantile, axis=1)
+
     def adversarial_prepare(models: Models, data) -> AdversarialAux:
         obs = data["train"].transitions.obs
+        max_u = (support_thresholds(models, data["train"]) if config.support_quantile > 0
+                 else jnp.full((obs.shape[0],), jnp.inf))
         return AdversarialAux(models=models, obs_low=jnp.min(obs, axis=(0, 1)),
-                              obs_high=jnp.max(obs, axis=(0, 1)))
+                              obs_high=jnp.max(obs, axis=(0, 1)), max_uncertainty=max_u)
 
     def adversarial_update(state: AdversarialState, key, aux: AdversarialAux, data):
         models, low, high = aux.models, aux.obs_low, aux.obs_high
@@ -371,7 +395,9 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
 
         def rollout(i, starts, k, n):
             return dyn.rollout(_take(models.dyn_params, i), _take(models.dyn_norm, i), act,
-                               starts, k, n, terminal_fn=family.terminal_obs)
+                               starts, k, n, terminal_fn=family.terminal_obs,
+                               max_uncertainty=(aux.max_uncertainty[i]
+                                                if config.support_quantile > 0 else None))
 
         rollouts, info = adversarial_batch(
             enc.embed, enc.sample_contexts, state.encoder.params, rollout,
@@ -391,6 +417,8 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
                    "adv_outside_first": frac(outside[..., 0], valid[..., 0]),
                    "adv_outside_last": frac(outside[..., -1], valid[..., -1]),
                    "adv_ended": jnp.mean(rollouts.terminated[..., -1]),
+                   # model steps per adversarial context (ended rollouts keep their prefix)
+                   "adv_context_length": jnp.mean(jnp.sum(valid, axis=-1)),
                    "model_uncertainty": jnp.mean(info["uncertainty"]),
                    "model_task_reward": jnp.mean(info["task_reward"]),
                    "adv_context_score": jnp.mean(info["score"][:, :, -1])}

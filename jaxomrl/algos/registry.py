@@ -215,6 +215,10 @@ class Settings:
         "adversarial contexts' length; 0: the encoder's --window; ReDA's code: 5).", lower=0)
     lambda_uncertainty: float = setting(ReDAConfig.lambda_uncertainty,
                                         "ReDA: lambda_1 (eq. 6).", lower=0.0)
+    adversary_support_quantile: float = setting(
+        ReDAConfig.support_quantile, "ReDA: an adversarial rollout in a task's models ends at "
+        "the first step whose u exceeds this quantile of the task's u on its own training data "
+        "(MOReL's halt; 0: never, the paper's).", lower=0.0, upper=1.0)
     model_uncertainty: str = setting(
         DynamicsConfig.uncertainty, "ReDA: u of eq. 6 and of the meta-policy's model rows: the "
         "largest member std of s' (aleatoric, the paper's) or the members' disagreement on s'.",
@@ -391,6 +395,7 @@ def make_reda_config(spec: str, s: Settings) -> ReDAConfig:
                             critic_lr=s.lr),
         adversarial_steps=s.encoder_steps, starts_per_task=s.starts_per_task,
         adversary_rollout=s.adversary_rollout,
+        support_quantile=s.adversary_support_quantile,
         num_positives=s.contexts_per_task,
         lambda_uncertainty=0.0 if "no_uncertainty" in ablations else s.lambda_uncertainty,
         lambda_task=0.0 if "no_task_reward" in ablations else s.lambda_task,

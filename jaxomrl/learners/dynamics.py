@@ -7,6 +7,7 @@
     state, metrics = fit(state, data, key, num_rounds)   # early-stopped rounds; [T, E, R]
     mean, logvar = predict(params, norm, obs, action)         # one task: [E, ..., out]
     next_obs, reward, u = step(params, norm, obs, action, key)  # one task, one sampled step
+    u = uncertainty(params, norm, obs, action)                  # the u of step, unsampled
     transitions, u = rollout(params, norm, act, starts, key, length)   # branch rollouts
     errors = holdout_error(state, data)                        # [T, E], original units
 
@@ -149,6 +150,7 @@ class Dynamics(NamedTuple):
     predict: Callable
     step: Callable
     rollout: Callable
+    uncertainty: Callable
     holdout_error: Callable
     member_init: Callable
     member_fit: Callable
@@ -295,11 +297,24 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
         return (mean * norm.out_std + norm.out_mean,
                 logvar + 2.0 * jnp.log(norm.out_std))
 
+    def uncertainty(params, norm: Normalizer, obs, action, kind: Optional[str] = None):
+        """MOPO's uncertainty of one task's ensemble at ``(obs, action)`` (leading axes
+        broadcast): ``kind="aleatoric"``: ``max_members ||std of s'||`` (MOPO / ReDA);
+        ``"disagreement"``: the norm of the members' std of the mean s' (epistemic); default
+        ``config.uncertainty``."""
+        kind = kind or config.uncertainty
+        if kind not in ("aleatoric", "disagreement"):
+            raise ValueError(f"kind must be 'aleatoric' or 'disagreement', got {kind!r}")
+        mean, logvar = predict(params, norm, obs, action)              # [E, ..., out]
+        if kind == "aleatoric":
+            return jnp.max(jnp.linalg.norm(jnp.exp(0.5 * logvar[..., :obs_dim]), axis=-1),
+                           axis=0)
+        return jnp.linalg.norm(jnp.std(mean[..., :obs_dim], axis=0), axis=-1)
+
     def step(params, norm: Normalizer, obs, action, key):
         """One sampled model transition of one task (unbatched ``obs``, ``action``):
         ``(next_obs, reward, uncertainty)`` from a uniformly drawn member's Gaussian sample, and
-        ``u = max_members ||std of s'||`` (MOPO / ReDA; ``uncertainty="disagreement"``: the norm
-        of the members' std of the mean s'). ``reward`` is NaN for a
+        ``u`` of :func:`uncertainty` (``config.uncertainty``). ``reward`` is NaN for a
         ``next_state`` model (predict it with a ``reward`` model)."""
         if config.target == "reward":
             raise ValueError("step needs a transition or next_state model")
@@ -308,22 +323,22 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
         std = jnp.exp(0.5 * logvar)
         member = jax.random.randint(k_member, (), 0, mean.shape[0])
         sample = mean[member] + std[member] * jax.random.normal(k_noise, mean.shape[1:])
-        if config.uncertainty == "aleatoric":
-            u = jnp.max(jnp.linalg.norm(std[:, :obs_dim], axis=-1))
-        else:
-            u = jnp.linalg.norm(jnp.std(mean[:, :obs_dim], axis=0))
+        u = uncertainty(params, norm, obs, action)
         reward = sample[obs_dim] if config.target == "transition" else jnp.asarray(jnp.nan)
         return obs + sample[:obs_dim], reward, u
 
     def rollout(params, norm: Normalizer, act: Callable, starts, key, length: int,
-                reward_fn: Optional[Callable] = None, terminal_fn: Optional[Callable] = None):
+                reward_fn: Optional[Callable] = None, terminal_fn: Optional[Callable] = None,
+                max_uncertainty=None):
         """Branch rollouts of ``length`` model steps from each start state ``starts [S, obs]``
         of one task (``act(obs, key) -> action in [-1, 1]``; ``reward_fn(obs, action)`` replaces
         the model's reward, e.g. a shared reward model). Returns ``(Transition [S, length],
         uncertainty [S, length])``; ``vmap`` over tasks for every task's models at once.
         ``terminal_fn(next_obs) -> bool`` (e.g. ``TaskFamily.terminal_obs``) ends a rollout:
         ``terminated`` is set from the step that lands in a terminal state on, so the steps
-        after it (still simulated, for fixed shapes) are recognisable and never bootstrap."""
+        after it (still simulated, for fixed shapes) are recognisable and never bootstrap.
+        ``max_uncertainty`` (a scalar, may be traced) ends a rollout the same way at the first
+        step whose ``u`` exceeds it (MOReL's HALT: the models are not trusted beyond)."""
         def one(start, k):
             def body(carry, k):
                 obs, ended = carry
@@ -334,6 +349,8 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
                     reward = reward_fn(obs, action)
                 if terminal_fn is not None:
                     ended = ended | terminal_fn(nxt)
+                if max_uncertainty is not None:
+                    ended = ended | (u > max_uncertainty)
                 tr = Transition(obs=obs, action=action, reward=reward, next_obs=nxt,
                                 terminated=ended, truncated=jnp.zeros((), bool))
                 return (nxt, ended), (tr, u)
@@ -342,5 +359,6 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
         return jax.vmap(one)(starts, jax.random.split(key, starts.shape[0]))
 
     return Dynamics(init=init, update=update, fit=fit, predict=predict, step=step, rollout=rollout,
+                    uncertainty=uncertainty,
                     holdout_error=holdout_error, member_init=member_init,
                     member_fit=member_fit, config=config)
