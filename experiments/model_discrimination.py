@@ -25,7 +25,7 @@ from absl import flags, logging
 from jaxomrl.algos.registry import from_run_config
 from jaxomrl.config import from_json
 from jaxomrl.experiment import cli, runs
-from jaxomrl.learners.dynamics import DynamicsConfig, make_dynamics, model_io
+from jaxomrl.learners.dynamics import UNCERTAINTIES, DynamicsConfig, make_dynamics, model_io
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "train.py workdir holding the ReDA run.")
@@ -55,9 +55,6 @@ def transition_errors(dyn, params, norm, data, obs_dim: int, n: int):
         [dyn.uncertainty(p, nm, xi[:, :obs_dim], xi[:, obs_dim:], kind)
          for kind in UNCERTAINTIES], -1)))(params, norm, x)
     return np.asarray(errors), np.asarray(own_u)
-
-
-UNCERTAINTIES = ("aleatoric", "disagreement")
 
 
 def summarise(m: np.ndarray) -> dict:

@@ -396,8 +396,7 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
         def rollout(i, starts, k, n):
             return dyn.rollout(_take(models.dyn_params, i), _take(models.dyn_norm, i), act,
                                starts, k, n, terminal_fn=family.terminal_obs,
-                               max_uncertainty=(aux.max_uncertainty[i]
-                                                if config.support_quantile > 0 else None))
+                               max_uncertainty=aux.max_uncertainty[i])     # +inf: never
 
         rollouts, info = adversarial_batch(
             enc.embed, enc.sample_contexts, state.encoder.params, rollout,

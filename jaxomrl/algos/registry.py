@@ -100,7 +100,7 @@ from jaxomrl.config import route, setting
 from jaxomrl.data import relabel
 from jaxomrl.errors import check_finite_fields
 from jaxomrl.envs.base import TaskFamily
-from jaxomrl.learners.dynamics import DynamicsConfig
+from jaxomrl.learners.dynamics import UNCERTAINTIES, DynamicsConfig
 from jaxomrl.learners.encoder import EncoderConfig
 from jaxomrl.learners.prompt_dt import PromptDTConfig
 from jaxomrl.learners.sac import SACConfig
@@ -222,7 +222,7 @@ class Settings:
     model_uncertainty: str = setting(
         DynamicsConfig.uncertainty, "ReDA: u of eq. 6 and of the meta-policy's model rows: the "
         "largest member std of s' (aleatoric, the paper's) or the members' disagreement on s'.",
-        choices=("aleatoric", "disagreement"))
+        choices=UNCERTAINTIES)
     model_holdout_metric: str = setting(
         DynamicsConfig.holdout_metric, "ReDA: held-out score the models' early stopping "
         "follows: Gaussian NLL (mean and variance) or the mean's MSE (MBPO).",

@@ -79,7 +79,7 @@ class DynamicsConfig:
         check_finite_fields(self)
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {sorted(TARGETS)}, got {self.target!r}")
-        if self.uncertainty not in ("aleatoric", "disagreement"):
+        if self.uncertainty not in UNCERTAINTIES:
             raise ValueError(f"uncertainty must be 'aleatoric' or 'disagreement', got "
                              f"{self.uncertainty!r}")
         if self.holdout_metric not in ("nll", "mse"):
@@ -158,6 +158,7 @@ class Dynamics(NamedTuple):
 
 
 TARGETS = ("transition", "next_state", "reward")
+UNCERTAINTIES = ("aleatoric", "disagreement")
 
 
 def model_io(data: TaskData, target: str = "transition") -> Tuple[jax.Array, jax.Array]:
@@ -303,9 +304,12 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
         ``"disagreement"``: the norm of the members' std of the mean s' (epistemic); default
         ``config.uncertainty``."""
         kind = kind or config.uncertainty
-        if kind not in ("aleatoric", "disagreement"):
-            raise ValueError(f"kind must be 'aleatoric' or 'disagreement', got {kind!r}")
-        mean, logvar = predict(params, norm, obs, action)              # [E, ..., out]
+        if kind not in UNCERTAINTIES:
+            raise ValueError(f"kind must be one of {UNCERTAINTIES}, got {kind!r}")
+        return uncertainty_of(*predict(params, norm, obs, action), kind)
+
+    def uncertainty_of(mean, logvar, kind: str):
+        """u from the members' predictions ``[E, ..., out]`` (:func:`uncertainty`)."""
         if kind == "aleatoric":
             return jnp.max(jnp.linalg.norm(jnp.exp(0.5 * logvar[..., :obs_dim]), axis=-1),
                            axis=0)
@@ -323,7 +327,7 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
         std = jnp.exp(0.5 * logvar)
         member = jax.random.randint(k_member, (), 0, mean.shape[0])
         sample = mean[member] + std[member] * jax.random.normal(k_noise, mean.shape[1:])
-        u = uncertainty(params, norm, obs, action)
+        u = uncertainty_of(mean, logvar, config.uncertainty)
         reward = sample[obs_dim] if config.target == "transition" else jnp.asarray(jnp.nan)
         return obs + sample[:obs_dim], reward, u
 
