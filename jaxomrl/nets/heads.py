@@ -22,7 +22,19 @@ from jaxomrl.nets.mlp import MLP
 
 
 class HyperDense(nn.Module):
-    """A dense layer ``x [..., n_in] -> [..., features]`` whose weights come from ``z [..., D]``."""
+    """A dense layer ``x [..., n_in] -> [..., features]`` whose weights come from ``z [..., D]``.
+
+    The generator is a linear layer of the hypernetwork's features ``h``: ``theta = h K + c`` with
+    ``theta = [vec W(z), b(z)]``. The output ``x W(z) + b(z)`` is computed without forming the
+    per-sample ``W(z)`` (``[..., n_in, features]``, the largest array of the update): with
+    ``K = [K_w, K_b]`` and ``c = [c_w, c_b]``,
+
+        x W(z) + b(z) = sum_h h_h (x K_w[h]) + x c_w + h K_b + c_b,
+
+    where ``x K_w`` is one ordinary matrix product ``[..., n_in] x [n_in, H * features]``. Same
+    parameters (``generator/kernel``, ``generator/bias``) and the same function as generating
+    the weights first; only the order of the sums differs.
+    """
 
     features: int
     hyper_hidden: Sequence[int] = (64,)
@@ -31,18 +43,33 @@ class HyperDense(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, z: jax.Array) -> jax.Array:
         n_in, f = x.shape[-1], self.features
+        h = MLP(self.hyper_hidden)(z) if self.hyper_hidden else z
+        return _Generator(n_in, f, self.init_scale, name="generator")(x, h)
+
+
+class _Generator(nn.Module):
+    """The hypernetwork's output layer (kernel ``[H, n_in * f + f]``, bias ``[n_in * f + f]``,
+    the parameters of ``nn.Dense``) applied to ``x`` through the weights it generates."""
+
+    n_in: int
+    features: int
+    init_scale: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, h: jax.Array) -> jax.Array:
+        n_in, f, n_h = self.n_in, self.features, h.shape[-1]
 
         def bias_init(key, shape, dtype=jnp.float32):
             w = nn.initializers.variance_scaling(self.init_scale, "fan_in", "truncated_normal")(
                 key, (n_in, f), dtype)
             return jnp.concatenate([w.reshape(-1), jnp.zeros((f,), dtype)])
 
-        h = MLP(self.hyper_hidden)(z) if self.hyper_hidden else z
-        theta = nn.Dense(n_in * f + f, kernel_init=nn.initializers.zeros, bias_init=bias_init,
-                         name="generator")(h)
-        w = theta[..., : n_in * f].reshape(theta.shape[:-1] + (n_in, f))
-        b = theta[..., n_in * f:]
-        return jnp.einsum("...i,...io->...o", x, w) + b
+        kernel = self.param("kernel", nn.initializers.zeros, (n_h, n_in * f + f))
+        bias = self.param("bias", bias_init, (n_in * f + f,))
+        k_w = kernel[:, : n_in * f].reshape(n_h, n_in, f)
+        k_b, c_w, c_b = kernel[:, n_in * f:], bias[: n_in * f].reshape(n_in, f), bias[n_in * f:]
+        xk = jnp.einsum("...i,hio->...ho", x, k_w)
+        return jnp.einsum("...ho,...h->...o", xk, h) + x @ c_w + h @ k_b + c_b
 
 
 class ConditionedMLP(nn.Module):
