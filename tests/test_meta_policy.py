@@ -29,8 +29,9 @@ def test_hyper_dense_equals_explicit_formula_and_starts_independent_of_z():
     p = params["params"]
     h = np.maximum(np.asarray(z) @ np.asarray(p["MLP_0"]["Dense_0"]["kernel"])
                    + np.asarray(p["MLP_0"]["Dense_0"]["bias"]), 0.0)
-    theta = h @ np.asarray(p["generator"]["kernel"]) + np.asarray(p["generator"]["bias"])
-    w, b = theta[:, :12].reshape(5, 4, 3), theta[:, 12:]
+    k, c = np.asarray(p["generator"]["kernel"]), np.asarray(p["generator"]["bias"])  # [5, 8, 3]
+    w = np.einsum("bh,iho->bio", h, k[:4]) + c[:12].reshape(4, 3)   # W(z) = sum_h h_h K_w[h] + c_w
+    b = h @ k[4] + c[12:]                                           # b(z) = h K_b + c_b
     want = np.einsum("bi,bio->bo", np.asarray(x), w) + b
     np.testing.assert_allclose(layer.apply(params, x, z), want, rtol=1e-4, atol=1e-5)
 

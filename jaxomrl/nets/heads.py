@@ -32,8 +32,8 @@ class HyperDense(nn.Module):
         x W(z) + b(z) = sum_h h_h (x K_w[h]) + x c_w + h K_b + c_b,
 
     where ``x K_w`` is one ordinary matrix product ``[..., n_in] x [n_in, H * features]``. Same
-    parameters (``generator/kernel``, ``generator/bias``) and the same function as generating
-    the weights first; only the order of the sums differs.
+    function as generating the weights first (only the order of the sums differs) and the same
+    initial values (the generator's kernel starts at zero, its bias is nn.Dense's).
     """
 
     features: int
@@ -48,8 +48,11 @@ class HyperDense(nn.Module):
 
 
 class _Generator(nn.Module):
-    """The hypernetwork's output layer (kernel ``[H, n_in * f + f]``, bias ``[n_in * f + f]``,
-    the parameters of ``nn.Dense``) applied to ``x`` through the weights it generates."""
+    """The hypernetwork's output layer applied to ``x`` through the weights it generates: kernel
+    ``[n_in + 1, H, f]`` (``K_w`` in rows ``:n_in``, ``K_b`` in row ``n_in``; zeros at init, as
+    bias-HyperInit asks) and bias ``[n_in * f + f]`` (``[vec c_w, c_b]``). ``K_w`` is laid out
+    ``[n_in, H * f]`` so that ``x K_w`` is one matrix product of the stored array, with no
+    transposed copy of the kernel in the forward or the backward pass."""
 
     n_in: int
     features: int
@@ -64,11 +67,11 @@ class _Generator(nn.Module):
                 key, (n_in, f), dtype)
             return jnp.concatenate([w.reshape(-1), jnp.zeros((f,), dtype)])
 
-        kernel = self.param("kernel", nn.initializers.zeros, (n_h, n_in * f + f))
+        kernel = self.param("kernel", nn.initializers.zeros, (n_in + 1, n_h, f))
         bias = self.param("bias", bias_init, (n_in * f + f,))
-        k_w = kernel[:, : n_in * f].reshape(n_h, n_in, f)
-        k_b, c_w, c_b = kernel[:, n_in * f:], bias[: n_in * f].reshape(n_in, f), bias[n_in * f:]
-        xk = jnp.einsum("...i,hio->...ho", x, k_w)
+        k_w, k_b = kernel[:n_in].reshape(n_in, n_h * f), kernel[n_in]
+        c_w, c_b = bias[: n_in * f].reshape(n_in, f), bias[n_in * f:]
+        xk = (x @ k_w).reshape(x.shape[:-1] + (n_h, f))
         return jnp.einsum("...ho,...h->...o", xk, h) + x @ c_w + h @ k_b + c_b
 
 
