@@ -145,8 +145,7 @@ class CStepper:
             # Python (~3 calls a model); the models all come from build_model of one robot
             # and the arrays are built here with the shapes rollout.cc expects.
             pool.rollout(models, datas, state, control, skip_checks=True, nstep=self.frame_skip,
-                         initial_warmstart=warmstart, state=out, sensordata=sensordata,
-                         chunk_size=max(1, b // (10 * max(self.threads, 1))))
+                         initial_warmstart=warmstart, state=out, sensordata=sensordata)
             last = out[:, -1]                        # (the buffers are reused: read here)
             diverged = last[:, 0] < _START_TIME      # reset by MuJoCo on the way
             q = np.where(diverged[:, None], np.nan, last[:, 1:1 + self.nq]).astype(np.float32)

@@ -33,7 +33,8 @@ class HyperDense(nn.Module):
 
     where ``x K_w`` is one ordinary matrix product ``[..., n_in] x [n_in, H * features]``. Same
     function as generating the weights first (only the order of the sums differs) and the same
-    initial values (the generator's kernel starts at zero, its bias is nn.Dense's).
+    initial values (the generator's kernel starts at zero, its bias at the layer bias-HyperInit
+    draws).
     """
 
     features: int
