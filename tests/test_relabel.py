@@ -167,7 +167,10 @@ def test_cheetah_vel_rewards_are_relabelled_from_the_recorded_ones():
     assert len(errors) == 4 * h                        # one of each task's two episodes
     wrong = errors > 1e-4
     # random actions swing the velocity hard within a step (the estimate's worst case): the
-    # sign is still right at >= 97 % of the steps, and wrong only where the gap is small
-    assert wrong.mean() < 0.03, wrong.mean()
+    # sign is still right at >= 95 % of the steps, and wrong only where the gap is small. (The
+    # rate depends on the chaotic random-action trajectory, which moves with the float results:
+    # 18 of 800 steps with XLA's default CPU code generation, 24 with LLVM's optimisation off as
+    # in conftest; a sign that were not recovered would be wrong at about half of them.)
+    assert wrong.mean() < 0.05, wrong.mean()
     assert np.all(errors[wrong] <= 2 * ds[wrong] + 1e-4)
     assert np.all(ds[wrong] < 0.5)
