@@ -172,6 +172,28 @@ def test_task_representation_metric_is_eq8_for_two_tasks_and_pairwise_means_for_
         metrics.task_representation_metric(z_train[:1], z_test[:1])
 
 
+def test_representation_metric_parts_recompose_dphi_and_separate_spread_from_placement():
+    k = jax.random.split(jax.random.PRNGKey(4), 2)
+    centres = 3.0 * jnp.arange(3)[:, None] * jnp.ones((3, 2))
+    z_train = centres[:, None] + jax.random.normal(k[0], (3, 40, 2))
+    z_test = centres[:, None] + 0.5 + jax.random.normal(k[1], (3, 30, 2))
+    parts = {n: np.asarray(v) for n, v in metrics.representation_metric_parts(z_train, z_test).items()}
+    mu_tr, mu_te = np.asarray(z_train).mean(1), np.asarray(z_test).mean(1)
+    s_tr = np.mean(np.sum((np.asarray(z_train) - mu_tr[:, None]) ** 2, -1), 1)
+    s_te = np.mean(np.sum((np.asarray(z_test) - mu_te[:, None]) ** 2, -1), 1)
+    for i in range(3):       # m(j, i) = centroid distance + both spreads recomposes d(phi)
+        m = [np.sum((mu_te[i] - mu_tr[j]) ** 2) + s_te[i] + s_tr[j] for j in range(3)]
+        np.testing.assert_allclose(parts["dphi"][i], m[i] / np.mean(m[:i] + m[i + 1:]), rtol=1e-4)
+    # the same centroids with 10x the scatter: d(phi) rises towards 1, the centroid term does not
+    wide = metrics.representation_metric_parts(
+        centres[:, None] + 10.0 * (z_train - centres[:, None]),
+        centres[:, None] + 0.5 + 10.0 * (z_test - centres[:, None] - 0.5))
+    assert np.all(np.asarray(wide["dphi"]) > parts["dphi"])
+    assert np.all(np.asarray(wide["spread_train"]) > 10 * parts["spread_train"])
+    assert np.all(parts["accuracy"] > 0.8) and np.all(np.asarray(wide["accuracy"]) < 0.8)
+    assert np.all(parts["centroid_dphi"] < 0.1)
+
+
 def test_baselines_share_sizes_and_policy_learning_and_configs_round_trip():
     configs = {s: algos.make_config(s, TINY) for s in
                ("r2pgo", "r2pgo/no_hypernetwork", "bc", "om_bc", "om_sac", "focal", "corro",

@@ -90,6 +90,13 @@ def test_walker2d_gravity_reda_collect_train_evaluate(tmp_path):
         assert m.shape == (3, 3) and np.all(np.isfinite(m)) and np.all(m > 0)
         frac = md["summary"][split]["mean_matrix"]["diagonal_is_row_minimum"]
         assert frac == np.mean(np.argmin(m, axis=1) == np.arange(3))
+    _run("embedding_geometry.py", f"--workdir={runs}", "--split=test", "--contexts=3",
+         f"--out={tmp_path / 'geometry.json'}")
+    geometry = json.loads((tmp_path / "geometry.json").read_text())["algorithms"]["reda"]
+    for name in ("dphi", "centroid_dphi", "spread_train", "spread_test", "accuracy"):
+        values = np.asarray([p[name] for p in geometry["per_seed_task"]])
+        assert values.shape == (2, 2) and np.all(np.isfinite(values)), name  # [seeds, unseen]
+    assert np.all((0 <= values) & (values <= 1))                             # the accuracy
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "pipeline_phases.py"),
                            f"--workdir={runs}"], capture_output=True, text=True, cwd=ROOT,
                           timeout=300, env=dict(os.environ, PYTHONPATH=ROOT))

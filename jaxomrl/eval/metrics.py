@@ -44,3 +44,31 @@ def task_representation_metric(z_train: jax.Array, z_test: jax.Array) -> jax.Arr
     own = jnp.diagonal(m)
     others = (jnp.sum(m, axis=1) - own) / (t - 1)
     return own / others
+
+
+def representation_metric_parts(z_train: jax.Array, z_test: jax.Array) -> dict:
+    """What :func:`task_representation_metric`'s ``d_i`` is made of. With ``mu`` a task's mean
+    embedding and ``s`` its spread (mean squared distance of its embeddings to ``mu``), the mean
+    squared distance between task j's training and task i's test embeddings is
+    ``m(j, i) = ||mu_test_i - mu_train_j||^2 + s_test_i + s_train_j``: where the held-out contexts
+    sit (the centroid term) and how scattered both sources are (the spreads, which pull ``d``
+    towards 1 however well the centroids are placed). Returns ``[T]`` arrays: ``dphi`` (as
+    :func:`task_representation_metric`), ``centroid_dphi`` (the centroid terms alone:
+    ``||mu_test_i - mu_train_i||^2 / mean_{j != i} ||mu_test_i - mu_train_j||^2``),
+    ``spread_train`` / ``spread_test`` (``s``, relative to the mean squared distance between
+    different tasks' training centroids, so an encoder's scale cancels) and ``accuracy`` (the
+    fraction of task i's test embeddings nearest to task i's training centroid).
+    """
+    dphi = task_representation_metric(z_train, z_test)
+    t = z_train.shape[0]
+    mu_train, mu_test = jnp.mean(z_train, 1), jnp.mean(z_test, 1)                  # [T, D]
+    c = jnp.sum((mu_test[:, None] - mu_train[None]) ** 2, -1)                      # [T(test), T]
+    own = jnp.diagonal(c)
+    centroid = own / ((jnp.sum(c, 1) - own) / (t - 1))
+    between = jnp.sum((mu_train[:, None] - mu_train[None]) ** 2, -1)
+    scale = jnp.sum(between) / (t * (t - 1))
+    spread = lambda z, mu: jnp.mean(jnp.sum((z - mu[:, None]) ** 2, -1), 1) / scale
+    d2 = jnp.sum((z_test[:, :, None] - mu_train[None, None]) ** 2, -1)             # [T, S', T]
+    accuracy = jnp.mean(jnp.argmin(d2, -1) == jnp.arange(t)[:, None], 1)
+    return {"dphi": dphi, "centroid_dphi": centroid, "spread_train": spread(z_train, mu_train),
+            "spread_test": spread(z_test, mu_test), "accuracy": accuracy}
