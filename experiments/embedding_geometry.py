@@ -24,6 +24,7 @@ from absl import flags
 
 from jaxomrl.eval.metrics import representation_metric_parts
 from jaxomrl.experiment import cli, runs
+from jaxomrl.io import atomic_write_text
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "train.py workdir holding the runs.")
@@ -68,9 +69,8 @@ def main(argv):
         cell = lambda n: f"{summary[n]['mean']:.3f} ± {summary[n]['std']:.3f}"
         print(f"{spec:<24}{cell('dphi'):>14}{cell('centroid_dphi'):>16}"
               f"{cell('spread_train'):>15}{cell('spread_test'):>14}{cell('accuracy'):>14}")
-    path = FLAGS.out or f"{FLAGS.workdir}/embedding_geometry.json"
-    with open(path, "w") as f:
-        json.dump(out, f, indent=1)
+    path = atomic_write_text(FLAGS.out or f"{FLAGS.workdir}/embedding_geometry.json",
+                             json.dumps(out, indent=1))
     print(json.dumps({"out": path}))
 
 
