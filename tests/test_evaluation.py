@@ -184,7 +184,8 @@ def test_representation_metric_parts_recompose_dphi_and_separate_spread_from_pla
     for i in range(3):       # m(j, i) = centroid distance + both spreads recomposes d(phi)
         m = [np.sum((mu_te[i] - mu_tr[j]) ** 2) + s_te[i] + s_tr[j] for j in range(3)]
         np.testing.assert_allclose(parts["dphi"][i], m[i] / np.mean(m[:i] + m[i + 1:]), rtol=1e-4)
-    # the same centroids with 10x the scatter: d(phi) rises towards 1, the centroid term does not
+    # the same centres with 10x the scatter: d(phi) rises towards 1, the spreads grow, fewer
+    # single test embeddings are nearest their own centroid
     wide = metrics.representation_metric_parts(
         centres[:, None] + 10.0 * (z_train - centres[:, None]),
         centres[:, None] + 0.5 + 10.0 * (z_test - centres[:, None] - 0.5))

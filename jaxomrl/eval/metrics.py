@@ -6,6 +6,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxomrl.losses.contrastive import nearest_centroid_hits
+
 
 def relative_representation_metric(z_train_1: jax.Array, z_train_2: jax.Array,
                                    z_test_1: jax.Array) -> jax.Array:
@@ -40,10 +42,13 @@ def task_representation_metric(z_train: jax.Array, z_test: jax.Array) -> jax.Arr
     sq_train = jnp.mean(jnp.sum(z_train ** 2, -1), 1)                      # [T]
     sq_test = jnp.mean(jnp.sum(z_test ** 2, -1), 1)                        # [T]
     cross = jnp.mean(z_test, 1) @ jnp.mean(z_train, 1).T                   # [T(test), T(train)]
-    m = sq_test[:, None] + sq_train[None, :] - 2.0 * cross
+    return _own_over_others(sq_test[:, None] + sq_train[None, :] - 2.0 * cross)
+
+
+def _own_over_others(m: jax.Array) -> jax.Array:
+    """``[T]``: ``m[i, i] / mean_{j != i} m[i, j]`` of a ``[T, T]`` matrix."""
     own = jnp.diagonal(m)
-    others = (jnp.sum(m, axis=1) - own) / (t - 1)
-    return own / others
+    return own / ((jnp.sum(m, axis=1) - own) / (m.shape[0] - 1))
 
 
 def representation_metric_parts(z_train: jax.Array, z_test: jax.Array) -> dict:
@@ -62,13 +67,10 @@ def representation_metric_parts(z_train: jax.Array, z_test: jax.Array) -> dict:
     dphi = task_representation_metric(z_train, z_test)
     t = z_train.shape[0]
     mu_train, mu_test = jnp.mean(z_train, 1), jnp.mean(z_test, 1)                  # [T, D]
-    c = jnp.sum((mu_test[:, None] - mu_train[None]) ** 2, -1)                      # [T(test), T]
-    own = jnp.diagonal(c)
-    centroid = own / ((jnp.sum(c, 1) - own) / (t - 1))
+    centroid = _own_over_others(jnp.sum((mu_test[:, None] - mu_train[None]) ** 2, -1))
     between = jnp.sum((mu_train[:, None] - mu_train[None]) ** 2, -1)
     scale = jnp.sum(between) / (t * (t - 1))
     spread = lambda z, mu: jnp.mean(jnp.sum((z - mu[:, None]) ** 2, -1), 1) / scale
-    d2 = jnp.sum((z_test[:, :, None] - mu_train[None, None]) ** 2, -1)             # [T, S', T]
-    accuracy = jnp.mean(jnp.argmin(d2, -1) == jnp.arange(t)[:, None], 1)
+    accuracy = jnp.mean(nearest_centroid_hits(z_train, z_test), 1)
     return {"dphi": dphi, "centroid_dphi": centroid, "spread_train": spread(z_train, mu_train),
             "spread_test": spread(z_test, mu_test), "accuracy": accuracy}

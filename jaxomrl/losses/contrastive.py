@@ -31,12 +31,19 @@ def centroid_accuracy(z_reference: jax.Array, z_query: jax.Array) -> jax.Array:
     each query embedding in ``z_query [T, S', D]`` is assigned to the nearest centroid. Returns the
     fraction assigned to their own task (chance: 1 / T).
     """
+    return jnp.mean(nearest_centroid_hits(z_reference, z_query))
+
+
+def nearest_centroid_hits(z_reference: jax.Array, z_query: jax.Array) -> jax.Array:
+    """``[T, S']`` booleans: whether each query embedding of ``z_query [T, S', D]`` is nearest to
+    its own task's centroid of ``z_reference [T, S, D]`` (:func:`centroid_accuracy` is their
+    mean)."""
     if z_reference.ndim != 3 or z_query.ndim != 3 or z_reference.shape[0] != z_query.shape[0]:
         raise ValueError(f"expected [T, S, D] and [T, S', D], got {z_reference.shape}, "
                          f"{z_query.shape}")
     centroids = jnp.mean(z_reference, axis=1)                                   # [T, D]
     d2 = jnp.sum((z_query[:, :, None] - centroids[None, None]) ** 2, axis=-1)    # [T, S', T]
-    return jnp.mean(jnp.argmin(d2, axis=-1) == jnp.arange(z_query.shape[0])[:, None])
+    return jnp.argmin(d2, axis=-1) == jnp.arange(z_query.shape[0])[:, None]
 
 
 def similarity(a: jax.Array, b: jax.Array, kind: str = "dot") -> jax.Array:
