@@ -6,7 +6,8 @@
         --evaluate="--episodes=3"
 
 runs ``experiments/collect.py`` (into ``<out>/data``), ``train.py`` (``<out>/runs``) and
-``evaluate.py`` as subprocesses, timing each, and splits training into its phases from the runs'
+``evaluate.py`` as subprocesses, timing each and how much of it was JAX compiling
+(``compile_clock.py``: tracing, lowering, XLA's backend compilation), and splits training into its phases from the runs'
 own logs (``metrics_<phase>.csv``: ``seconds`` since the start of the call, so a phase's time
 includes its compilation; ``eval`` is the end-of-training evaluation, the rest of the call's
 ``train_seconds_this_call``; evaluations during training, ``--eval_every``, count in the last
@@ -40,11 +41,18 @@ flags.DEFINE_string("workdir", None, "Only read the logs of this train.py workdi
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _timed(script: str, args: str) -> float:
+def _timed(script: str, args: str, clock: str) -> float:
+    """Runs ``experiments/<script>`` (through ``compile_clock.py``, which writes its compile
+    times to ``clock``); returns its wall-clock."""
     t = time.perf_counter()
-    subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script),
-                    *shlex.split(args)], check=True)
+    subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "compile_clock.py"), clock,
+                    os.path.join(ROOT, "experiments", script), *shlex.split(args)], check=True)
     return time.perf_counter() - t
+
+
+def _compile_seconds(clock: str) -> dict:
+    with open(clock) as f:
+        return json.load(f)["seconds"]
 
 
 def _last_seconds(path: str):
@@ -94,7 +102,7 @@ def training_phases(workdir: str) -> dict:
 
 def main(argv):
     del argv
-    timings = {}
+    timings, compiling = {}, {}
     workdir = FLAGS.workdir
     if workdir is None:
         if FLAGS.out is None or FLAGS.train is None:
@@ -104,22 +112,33 @@ def main(argv):
         data = FLAGS.data
         if data is None:
             data = os.path.join(FLAGS.out, "data")
-            timings["collect"] = _timed("collect.py", f"{FLAGS.collect or ''} --out_dir={data}")
+            commands = [("collect", "collect.py", f"{FLAGS.collect or ''} --out_dir={data}")]
+        else:
+            commands = []
         workdir = os.path.join(FLAGS.out, "runs")
-        timings["train"] = _timed("train.py", f"{FLAGS.train} --data={data} --workdir={workdir}")
+        commands.append(("train", "train.py", f"{FLAGS.train} --data={data} --workdir={workdir}"))
         if FLAGS.evaluate is not None:
-            timings["evaluate"] = _timed("evaluate.py", f"{FLAGS.evaluate} --workdir={workdir}")
+            commands.append(("evaluate", "evaluate.py", f"{FLAGS.evaluate} --workdir={workdir}"))
+        for name, script, args in commands:
+            clock = os.path.join(FLAGS.out, f"compile_{name}.json")
+            os.makedirs(FLAGS.out, exist_ok=True)
+            timings[name] = _timed(script, args, clock)
+            compiling[name] = _compile_seconds(clock)
     phases = training_phases(workdir)
     import jax
     machine = f"{platform.machine()}, {os.cpu_count()} cpus, jax {jax.__version__}"
     print(f"machine: {machine}")
     for name, s in timings.items():
-        print(f"{name:10s} {s / 60:8.2f} min (whole command, start-up and compilation included)")
+        c = compiling[name]
+        print(f"{name:10s} {s / 60:8.2f} min (whole command, start-up and compilation included; "
+              f"compiling: XLA {c.get('backend_compile', 0) / 60:.2f} min, tracing and lowering "
+              f"{(c.get('trace', 0) + c.get('lower', 0)) / 60:.2f} min)")
     print(f"{'run':34s} {'phase':14s} {'min':>7s}")
     for spec, rows in phases.items():
         for phase, s, note in rows:
             print(f"{spec:34s} {phase:14s} {s / 60:7.2f}  {note}")
-    print(json.dumps({"machine": machine, "commands_seconds": timings, "training": phases}))
+    print(json.dumps({"machine": machine, "commands_seconds": timings,
+                      "compile_seconds": compiling, "training": phases}))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from jaxomrl.data.sampler import TaskData
 from jaxomrl.eval import metrics, report
 from jaxomrl.eval.adaptation import Context, online_rollout
 from jaxomrl.eval.protocols import evaluate_policy, nonprior_returns
-from jaxomrl.experiment.runner import RunConfig, run
+from jaxomrl.experiment.runner import RunConfig, run, scalar_metrics
 from scripted_data import scripted_point_robot_dataset
 from test_runner import ROOT, TINY
 
@@ -325,3 +325,18 @@ def test_markdown_table_bolds_the_best_mean_per_column():
     rows = t.splitlines()
     assert rows[2] == "| a | **2.00 ± 1.00** | 0.50 ± 0.00 |"
     assert rows[3] == "| b | 1.00 ± 0.00 | **0.20 ± 0.00** |"
+
+
+def test_scalar_metrics_are_the_same_from_the_device_and_from_results_json():
+    # The returns of a fresh evaluation are float32; --from_training reads them back from
+    # results.json as Python floats. Averaged in float32, 0.35 and 0.8 gave 0.575 rounded to
+    # float32 (printed 0.57), in float64 0.5750000030 (0.58): one evaluation, two tables.
+    returns = np.asarray([[[0.35], [0.8]], [[1.0], [3.0]]], np.float32)     # [seeds, tasks, ep]
+    dphi = np.asarray([[0.1, 0.2], [0.3, 0.7]], np.float32)
+    fresh = scalar_metrics({"test_online": returns, "test_dphi": dphi})
+    stored = scalar_metrics(json.loads(json.dumps(
+        {"test_online": returns.tolist(), "test_dphi": dphi.tolist()})))
+    assert fresh.keys() == stored.keys() == {"test_online/ep1", "test_dphi"}
+    for name in fresh:
+        np.testing.assert_array_equal(fresh[name], stored[name])
+    assert f"{fresh['test_online/ep1'][0]:.2f}" == "0.58"

@@ -133,10 +133,12 @@ def seed_summary(values: np.ndarray) -> Dict[str, Any]:
 
 def scalar_metrics(evaluation: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     """``[seeds]`` scalars from an evaluation: for ``name [seeds, tasks, episodes]``, the mean over
-    tasks of every episode (``name/ep1`` ...); other arrays are averaged over non-seed axes."""
+    tasks of every episode (``name/ep1`` ...); other arrays are averaged over non-seed axes.
+    Means in float64: the same returns give the same scalars whether they come from the device
+    (float32) or from a ``results.json`` (``evaluate.py --from_training``)."""
     out = {}
     for name, v in evaluation.items():
-        v = np.asarray(v)
+        v = np.asarray(v, np.float64)
         if v.ndim == 3:
             for e in range(v.shape[2]):
                 out[f"{name}/ep{e + 1}"] = v[:, :, e].mean(axis=1)
