@@ -92,10 +92,18 @@ def test_early_stopping_freezes_a_member_after_its_patience():
     stopped = state.replace(members=state.members.replace(
         since_best=jnp.full_like(state.members.since_best, CFG.patience)))
     again, m2 = TRAIN(stopped, data, jax.random.PRNGKey(7), 2)
-    for a, b in zip(jax.tree_util.tree_leaves(stopped.members.params),
-                    jax.tree_util.tree_leaves(again.members.params)):
+    # ... to the parameters, the optimiser and the kept best (what Dynamics.stopped promises;
+    # the runner then skips ReDA's remaining model rounds): only the count since the best moves
+    frozen = lambda st: (st.members.params, st.members.opt_state, st.members.best,
+                         st.members.best_error, st.members.step)
+    for a, b in zip(jax.tree_util.tree_leaves(frozen(stopped)),
+                    jax.tree_util.tree_leaves(frozen(again))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert bool(np.all(np.asarray(m2["stopped"])))
+    assert bool(DYN.stopped(stopped)) and bool(DYN.stopped(again))
+    one_left = stopped.replace(members=stopped.members.replace(
+        since_best=stopped.members.since_best.at[1, 0].set(CFG.patience - 1)))
+    assert not bool(DYN.stopped(one_left))
 
 
 def test_step_samples_a_member_and_reports_the_max_std_uncertainty():

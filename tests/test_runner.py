@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from jaxomrl import algos, envs
+from jaxomrl.algos.base import Algorithm, Phase, make_train
 from jaxomrl.data.sampler import run_data
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.eval.adaptation import Context, online_returns
@@ -78,6 +79,57 @@ def test_resume_equals_uninterrupted_and_seeds_vmapped_equal_separate(tmp_path):
     alone = final_outputs(algorithm, data, str(tmp_path / "alone"), 1)
     for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(alone)):
         np.testing.assert_allclose(np.asarray(a)[1], np.asarray(b)[0], rtol=1e-4, atol=1e-5)
+
+
+def _early_stopping_algorithm(with_done=True):
+    """A "fit" phase whose output stops changing after seed-dependent updates (x counts up to
+    a cap of 2 + seed; its step counter keeps counting), declared ``done`` then, and a "use"
+    phase that reads it."""
+    def fit_update(state, key, aux, data):
+        x = jnp.where(state["x"] < state["cap"], state["x"] + 1.0, state["x"])
+        return {**state, "x": x, "t": state["t"] + 1}, {"x": x}
+
+    fit = Phase(name="fit", num_steps=10,
+                init=lambda key, aux, data: {"x": jnp.zeros(()), "t": jnp.zeros((), jnp.int32),
+                                             "cap": 2.0 + jax.random.randint(key, (), 0, 2)},
+                update=fit_update, output=lambda state, aux: state["x"],
+                done=(lambda state: state["x"] >= state["cap"]) if with_done else None)
+    use = Phase(name="use", num_steps=2, init=lambda key, aux, data: jnp.zeros(()),
+                update=lambda y, key, aux, data: (y + aux, {"y": y + aux}),
+                output=lambda y, aux: y, prepare=lambda inputs, data: inputs)
+    return Algorithm(name="toy", phases=(fit, use), config={"toy": with_done},
+                     evaluate=lambda y, key, eval_data: {"test_y": y[None, None]})
+
+
+def test_a_phase_done_for_every_seed_skips_its_remaining_updates_with_the_same_outputs(tmp_path):
+    seeds = (3, 4, 5, 6)
+    caps = [2.0 + float(jax.random.randint(jax.random.fold_in(jax.random.fold_in(
+        jax.random.PRNGKey(s), 0), 0), (), 0, 2)) for s in seeds]
+    assert set(caps) == {2.0, 3.0}                            # seeds finish at steps 2 and 3
+    expected = 2 * np.asarray(caps)                           # "use": y = 2 x
+    full = jax.vmap(make_train(_early_stopping_algorithm(), 2), in_axes=(0, None))(
+        jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, jnp.uint32)), None)
+    np.testing.assert_array_equal(full, expected)            # every update run: the reference
+    outputs = {}
+    for case, stop in (("uninterrupted", None), ("resumed", 1)):
+        algorithm = _early_stopping_algorithm()
+        cfg = RunConfig(workdir=str(tmp_path / case), seeds=seeds, chunk_steps=2, verbose=False)
+        if stop:                           # killed after the first chunk, then run again
+            assert run(algorithm, None, None, cfg, stop_after_chunks=stop) is None
+        res = run(algorithm, None, None, cfg)
+        # done for every seed after step 3, checked before each chunk: the chunk of steps 3-4
+        # runs, the three of steps 5-10 are skipped
+        assert res["phases_ended_early_in_this_call"] == {"fit": 4}
+        assert _csv_steps(tmp_path / case / "metrics_fit.csv") == [2, 4]
+        np.testing.assert_array_equal(res["per_task"]["test_y"], expected[:, None, None])
+        outputs[case] = final_outputs(algorithm, None, str(tmp_path / case), len(seeds))
+        np.testing.assert_array_equal(outputs[case], expected)
+    # without ``done`` every update runs, to the same outputs
+    cfg = RunConfig(workdir=str(tmp_path / "no_done"), seeds=seeds, chunk_steps=2, verbose=False)
+    res = run(_early_stopping_algorithm(with_done=False), None, None, cfg)
+    assert res["phases_ended_early_in_this_call"] == {}
+    assert _csv_steps(tmp_path / "no_done" / "metrics_fit.csv") == [2, 4, 6, 8, 10]
+    np.testing.assert_array_equal(res["per_task"]["test_y"], expected[:, None, None])
 
 
 def test_identical_first_phases_are_shared_and_give_the_same_result(tmp_path):

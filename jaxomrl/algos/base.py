@@ -34,7 +34,10 @@ def _no_prepare(inputs: Any, data: Any) -> Any:
 class Phase(NamedTuple):
     """``config`` (JSON-serialisable, optional): everything besides its inputs, the data and the
     seeds that determines what the phase computes. Runs whose phases up to this one have equal
-    configs compute equal outputs, which the runner can then share (``RunConfig.share_dir``)."""
+    configs compute equal outputs, which the runner can then share (``RunConfig.share_dir``).
+    ``done(state) -> bool []`` (optional, one seed): True only when no further update can change
+    ``output(state, aux)`` (e.g. every model early-stopped); the runner then skips the phase's
+    remaining updates once every seed is done, with the same outputs as running them."""
 
     name: str
     num_steps: int
@@ -43,6 +46,7 @@ class Phase(NamedTuple):
     output: Callable[[Any, Any], Any]
     prepare: Callable[[Any, Any], Any] = _no_prepare
     config: Optional[Dict[str, Any]] = None
+    done: Optional[Callable[[Any], jax.Array]] = None
 
 
 class Algorithm(NamedTuple):

@@ -170,7 +170,9 @@ class ReDAConfig:
     meta: MetaConfig
     dynamics: DynamicsConfig = DynamicsConfig(target="next_state")
     reward_model: DynamicsConfig = DynamicsConfig(target="reward")
-    model_rounds: int = 20              # models phase steps (each: eval_every SGD steps + eval)
+    # models phase steps (each: eval_every SGD steps + eval), at most: the runner ends the phase
+    # once every member of every ensemble has early-stopped (Phase.done), with the same models
+    model_rounds: int = 20
     adversary: SACConfig = SACConfig()
     adversarial_steps: int = 1000       # adversarial phase steps
     starts_per_task: int = 32
@@ -440,7 +442,8 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
                          update=models_update, output=models_output,
                          config={"dynamics": dataclasses.asdict(config.dynamics),
                                  "reward_model": dataclasses.asdict(config.reward_model),
-                                 "rounds": config.model_rounds})
+                                 "rounds": config.model_rounds},
+                         done=lambda state: dyn.stopped(state[0]) & rew.stopped(state[1]))
     adversarial_phase = Phase(name="adversarial", num_steps=config.adversarial_steps,
                               init=adversarial_init, update=adversarial_update,
                               prepare=adversarial_prepare,

@@ -205,7 +205,8 @@ class Settings:
                               "ReDA: dynamics models per task (appendix B.5).", lower=1)
     model_hidden: Tuple[int, ...] = setting(DynamicsConfig.hidden, "ReDA: model hidden sizes.")
     model_rounds: int = setting(ReDAConfig.model_rounds, "ReDA: model-training rounds (each "
-                                "--model_eval_every steps + held-out eval).", lower=1)
+                                "--model_eval_every steps + held-out eval), at most: the phase "
+                                "ends once every model has early-stopped.", lower=1)
     model_eval_every: int = setting(DynamicsConfig.eval_every,
                                     "ReDA: SGD steps per model round.", lower=1)
     starts_per_task: int = setting(ReDAConfig.starts_per_task,

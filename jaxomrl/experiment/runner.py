@@ -24,7 +24,9 @@ finite checkpoint; ``settings_changes.json`` and ``results.json`` record the cha
 With ``share_dir``, a phase's outputs are published there when it ends, keyed by a digest of
 the configs of the phases up to it (``Phase.config``), the seeds, chunking and data; a fresh run whose first phases have the same digest starts after them from the
 published outputs (e.g. the ablations of a policy head share one trained encoder), with the same
-result as training them again. At the end ``results.json`` holds the final evaluation per seed
+result as training them again. A phase that declares ``done`` (``Phase.done``: its output can no
+longer change, e.g. ReDA's models once every member has early-stopped) ends as soon as it is
+done for every seed; ``results.json``'s ``phases_ended_early_in_this_call`` names the step. At the end ``results.json`` holds the final evaluation per seed
 and as mean +- std over seeds, and the per-task arrays.
 """
 from __future__ import annotations
@@ -283,6 +285,7 @@ class _Programs:
         self.init = [jax.jit(jax.vmap(ph.init, in_axes=(0, 0, None))) for ph in phases]
         self.output = [jax.jit(jax.vmap(ph.output)) for ph in phases]
         self.evaluate = jax.jit(jax.vmap(algorithm.evaluate, in_axes=(0, 0, None)))
+        self.done = [None if ph.done is None else jax.jit(jax.vmap(ph.done)) for ph in phases]
         self._chunks: Dict[Tuple[int, int], Callable] = {}
 
     def chunk(self, p: int, n: int) -> Callable:
@@ -547,9 +550,24 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
     t_start = time.time()
     global_step = purge
     chunks_this_call = 0
+    ended_early = {}
+    g = first_chunk
     try:
-        for g in range(first_chunk, len(schedule)):
+        while g < len(schedule):
             p, c, start, n = schedule[g]
+            if at.phase == p and programs.done[p] is not None and \
+                    np.all(jax.device_get(programs.done[p](at.state))):
+                # Every seed's phase is done: its remaining updates would change no output.
+                last = max(i for i, chunk in enumerate(schedule) if chunk[0] == p)
+                ckpt.save(last + 1, {"inputs": at.inputs, "state": at.state})
+                global_step += sum(chunk[3] for chunk in schedule[g:last + 1])
+                ended_early[algorithm.phases[p].name] = start
+                if verbose:
+                    print(f"[{name}] {algorithm.phases[p].name}: done for every seed after "
+                          f"{start} of {algorithm.phases[p].num_steps} steps; the rest are "
+                          "skipped (they would change no output)", flush=True)
+                g = last + 1
+                continue
             phase = algorithm.phases[p]
             if at.phase != p:
                 if at.phase is not None:
@@ -587,6 +605,7 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
                       flush=True)
             if stopping and g + 1 < len(schedule):
                 return None
+            g += 1
 
         final_step = algorithm.phases[last_phase].num_steps
         evaluation = log_eval(at, final_step, global_step, time.time() - t_start)
@@ -603,6 +622,7 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
         "train_seconds_this_call": time.time() - t_start,
         "devices": len(jax.tree_util.tree_leaves(at.state)[0].sharding.device_set),
         "phases_shared_in_this_call": shared,
+        "phases_ended_early_in_this_call": ended_early,
         "run": identity,
     }
     if changes:

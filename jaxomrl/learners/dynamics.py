@@ -10,6 +10,7 @@
     u = uncertainty(params, norm, obs, action)                  # the u of step, unsampled
     transitions, u = rollout(params, norm, act, starts, key, length)   # branch rollouts
     errors = holdout_error(state, data)                        # [T, E], original units
+    done = stopped(state)          # every member early-stopped: more rounds change no output
 
 (``params``, ``norm``: one task's slice of ``state.best``, ``state.norm``; ``vmap`` the last
 four over tasks.) Each member is a Gaussian MLP on the normalised input ``[s, a]`` (actions in
@@ -152,6 +153,7 @@ class Dynamics(NamedTuple):
     rollout: Callable
     uncertainty: Callable
     holdout_error: Callable
+    stopped: Callable
     member_init: Callable
     member_fit: Callable
     config: DynamicsConfig
@@ -281,6 +283,13 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
         state, metrics = fit(state, data, key, 1)
         return state, jax.tree_util.tree_map(lambda m: m[..., 0], metrics)
 
+    def stopped(state: DynamicsState) -> jax.Array:
+        """``[]`` bool: every member of every task is past its patience. Further rounds then
+        change no member's parameters, optimiser or ``best`` (a stopped member skips its SGD
+        steps, and its unchanged parameters score as before: never better than ``best``), only
+        the count of evaluations since the best."""
+        return jnp.all(state.members.since_best >= config.patience)
+
     def holdout_error(state: DynamicsState, data: TaskData) -> jax.Array:
         """``[T, E]`` held-out MSE of the best parameters, in the targets' original units."""
         _, _, x_hold, y_hold = split_data(state.split, data)
@@ -364,5 +373,5 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
 
     return Dynamics(init=init, update=update, fit=fit, predict=predict, step=step, rollout=rollout,
                     uncertainty=uncertainty,
-                    holdout_error=holdout_error, member_init=member_init,
+                    holdout_error=holdout_error, stopped=stopped, member_init=member_init,
                     member_fit=member_fit, config=config)
