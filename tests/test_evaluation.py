@@ -312,6 +312,15 @@ def test_evaluate_writes_results_tables_and_figures_from_a_tiny_run(tmp_path):
         trained = json.loads((tmp_path / "runs" / spec / "results.json").read_text())
         assert again["algorithms"][spec]["per_seed_task_episode"] == trained["per_task"]
     assert (again["setup"]["episodes"], again["setup"]["contexts"]) == (2, 4)  # TINY's
+    # ... which are the tables of evaluating again with those settings (the README main job
+    # evaluates in train.py at evaluate.py's settings and writes its tables --from_training)
+    fresh = _load_evaluate_module().evaluate(str(tmp_path / "runs"), ["r2pgo"], episodes=2,
+                                             contexts=4, tsne_contexts=3, verbose=False,
+                                             out_dir=str(tmp_path / "fresh"))
+    assert fresh["algorithms"]["r2pgo"] == again["algorithms"]["r2pgo"]
+    row = lambda out: [line.replace("**", "") for line in (  # bold: the best of the rows shown
+        tmp_path / out / "tables.md").read_text().splitlines() if line.startswith("| r2pgo |")]
+    assert row("fresh") == row("ft") and len(row("ft")) >= 2      # every table's r2pgo row
     assert "tsne.png" in {os.path.basename(f) for f in again["figures"]}
     (tmp_path / "runs" / "borel" / "results.json").write_text("{}")   # no per_task in it
     with pytest.raises(Exception, match="--from_training: borel: no evaluation"):
