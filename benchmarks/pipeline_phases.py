@@ -7,8 +7,8 @@
 
 runs ``experiments/collect.py`` (into ``<out>/data``), ``train.py`` (``<out>/runs``) and
 ``evaluate.py`` as subprocesses, timing each and how much of it was JAX compiling
-(``compile_clock.py``: tracing, lowering, XLA's backend compilation), and splits training into its phases from the runs'
-own logs (``metrics_<phase>.csv``: ``seconds`` since the start of the call, so a phase's time
+(``compile_clock.py``: tracing, lowering, XLA's backend compilation), and splits training into
+its phases from the runs' own logs (``metrics_<phase>.csv``: ``seconds`` since the start of the call, so a phase's time
 includes its compilation; ``eval`` is the end-of-training evaluation, the rest of the call's
 ``train_seconds_this_call``; evaluations during training, ``--eval_every``, count in the last
 phase). ``--workdir`` alone

@@ -110,20 +110,26 @@ def test_a_phase_done_for_every_seed_skips_its_remaining_updates_with_the_same_o
     full = jax.vmap(make_train(_early_stopping_algorithm(), 2), in_axes=(0, None))(
         jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, jnp.uint32)), None)
     np.testing.assert_array_equal(full, expected)            # every update run: the reference
-    outputs = {}
-    for case, stop in (("uninterrupted", None), ("resumed", 1)):
+    for case, chunk, stop, rows in (("uninterrupted", 2, None, [2, 4]), ("resumed", 2, 1, [2, 4]),
+                                    ("one_chunk", 10, None, [10])):
         algorithm = _early_stopping_algorithm()
-        cfg = RunConfig(workdir=str(tmp_path / case), seeds=seeds, chunk_steps=2, verbose=False)
+        cfg = RunConfig(workdir=str(tmp_path / case), seeds=seeds, chunk_steps=chunk,
+                        verbose=False)
         if stop:                           # killed after the first chunk, then run again
             assert run(algorithm, None, None, cfg, stop_after_chunks=stop) is None
         res = run(algorithm, None, None, cfg)
-        # done for every seed after step 3, checked before each chunk: the chunk of steps 3-4
-        # runs, the three of steps 5-10 are skipped
-        assert res["phases_ended_early_in_this_call"] == {"fit": 4}
-        assert _csv_steps(tmp_path / case / "metrics_fit.csv") == [2, 4]
+        # done for every seed after step 3: the chunk holding step 3 ends there, the chunks
+        # after it are skipped
+        assert res["phases_ended_early_in_this_call"] == {"fit": 3}
+        assert _csv_steps(tmp_path / case / "metrics_fit.csv") == rows
         np.testing.assert_array_equal(res["per_task"]["test_y"], expected[:, None, None])
-        outputs[case] = final_outputs(algorithm, None, str(tmp_path / case), len(seeds))
-        np.testing.assert_array_equal(outputs[case], expected)
+        np.testing.assert_array_equal(
+            final_outputs(algorithm, None, str(tmp_path / case), len(seeds)), expected)
+    # the chunk's metrics are the mean over the updates each seed ran (x after each)
+    with open(tmp_path / "one_chunk" / "metrics_fit.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    per_seed = [float(row[f"x/seed{s}"]) for s in seeds]
+    np.testing.assert_allclose(per_seed, [np.mean(np.arange(1, c + 1)) for c in caps])
     # without ``done`` every update runs, to the same outputs
     cfg = RunConfig(workdir=str(tmp_path / "no_done"), seeds=seeds, chunk_steps=2, verbose=False)
     res = run(_early_stopping_algorithm(with_done=False), None, None, cfg)

@@ -25,9 +25,11 @@ With ``share_dir``, a phase's outputs are published there when it ends, keyed by
 the configs of the phases up to it (``Phase.config``), the seeds, chunking and data; a fresh run whose first phases have the same digest starts after them from the
 published outputs (e.g. the ablations of a policy head share one trained encoder), with the same
 result as training them again. A phase that declares ``done`` (``Phase.done``: its output can no
-longer change, e.g. ReDA's models once every member has early-stopped) ends as soon as it is
-done for every seed; ``results.json``'s ``phases_ended_early_in_this_call`` names the step. At the end ``results.json`` holds the final evaluation per seed
-and as mean +- std over seeds, and the per-task arrays.
+longer change, e.g. ReDA's models once every member has early-stopped) stops a seed's updates
+when it is done and ends when every seed is, inside a chunk or between chunks, with the same
+outputs; ``results.json``'s ``phases_ended_early_in_this_call`` names the step. At the end
+``results.json`` holds the final evaluation per seed and as mean +- std over seeds, and the
+per-task arrays.
 """
 from __future__ import annotations
 
@@ -290,17 +292,42 @@ class _Programs:
 
     def chunk(self, p: int, n: int) -> Callable:
         """``(state, key, aux, data) -> (state, chunk-mean metrics, (per-step metric
-        finiteness, state finiteness))`` of ``n`` updates of phase ``p``, every seed."""
+        finiteness, state finiteness), updates run)`` of ``n`` updates of phase ``p``, every
+        seed. A phase with ``done`` stops a seed's updates once it is done (a ``while_loop``
+        with the same per-update keys; the metrics are the mean over the updates run), and
+        the chunk ends when every seed is done."""
         if (p, n) not in self._chunks:
             phase = self.phases[p]
 
             def one_seed(state, key, aux, data):
                 keys = jax.random.split(key, n)
-                state, metrics = jax.lax.scan(lambda s, k: phase.update(s, k, aux, data),
-                                              state, keys)
-                finite = (steps_finite(metrics, n), tree_all_finite(state))
-                return state, jax.tree_util.tree_map(lambda m: jnp.mean(m, axis=0),
-                                                     metrics), finite
+                if phase.done is None:
+                    state, metrics = jax.lax.scan(lambda s, k: phase.update(s, k, aux, data),
+                                                  state, keys)
+                    finite = (steps_finite(metrics, n), tree_all_finite(state))
+                    return state, jax.tree_util.tree_map(lambda m: jnp.mean(m, axis=0),
+                                                         metrics), finite, jnp.asarray(n)
+                like = jax.eval_shape(lambda s, k: phase.update(s, k, aux, data)[1], state,
+                                      keys[0])
+                rows = jax.tree_util.tree_map(lambda m: jnp.zeros((n,) + m.shape, m.dtype),
+                                              like)
+
+                def body(carry):
+                    i, s, rows = carry
+                    s, m = phase.update(s, keys[i], aux, data)
+                    return i + 1, s, jax.tree_util.tree_map(lambda r, v: r.at[i].set(v),
+                                                            rows, m)
+
+                ran, state, rows = jax.lax.while_loop(
+                    lambda carry: (carry[0] < n) & ~phase.done(carry[1]), body,
+                    (jnp.asarray(0), state, rows))
+                run_rows = jnp.arange(n) < ran          # rows not run stay zero: finite
+
+                def mean(r):
+                    mask = run_rows.reshape((n,) + (1,) * (r.ndim - 1))
+                    return jnp.sum(jnp.where(mask, r, 0), axis=0) / jnp.maximum(ran, 1)
+                finite = (steps_finite(rows, n), tree_all_finite(state))
+                return state, jax.tree_util.tree_map(mean, rows), finite, ran
 
             self._chunks[(p, n)] = jax.jit(jax.vmap(one_seed, in_axes=(0, 0, 0, None)))
         return self._chunks[(p, n)]
@@ -561,10 +588,10 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
                 last = max(i for i, chunk in enumerate(schedule) if chunk[0] == p)
                 ckpt.save(last + 1, {"inputs": at.inputs, "state": at.state})
                 global_step += sum(chunk[3] for chunk in schedule[g:last + 1])
-                ended_early[algorithm.phases[p].name] = start
+                done_at = ended_early.setdefault(algorithm.phases[p].name, start)
                 if verbose:
                     print(f"[{name}] {algorithm.phases[p].name}: done for every seed after "
-                          f"{start} of {algorithm.phases[p].num_steps} steps; the rest are "
+                          f"{done_at} of {algorithm.phases[p].num_steps} steps; the rest are "
                           "skipped (they would change no output)", flush=True)
                 g = last + 1
                 continue
@@ -581,8 +608,10 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
             elif chunks_this_call == 0:
                 t_phase, steps_phase = time.time(), 0
             key = jax.vmap(lambda k: jax.random.fold_in(k, 1 + c))(phase_keys[p])
-            at.state, metrics, finite = programs.chunk(p, n)(at.state, key, at.aux, data)
-            metrics, finite = jax.device_get((metrics, finite))
+            at.state, metrics, finite, ran = programs.chunk(p, n)(at.state, key, at.aux, data)
+            metrics, finite, ran = jax.device_get((metrics, finite, ran))
+            if int(np.max(ran)) < n:               # every seed done within the chunk
+                ended_early[phase.name] = start + int(np.max(ran))
             problem = _nonfinite_message(name, phase.name, start, n, finite[0], finite[1], seeds)
             if problem:
                 raise _diverged(algorithm, schedule, ckpt, workdir, problem)
