@@ -8,11 +8,11 @@
 runs ``experiments/collect.py`` (into ``<out>/data``), ``train.py`` (``<out>/runs``) and
 ``evaluate.py`` as subprocesses, timing each and how much of it was JAX compiling
 (``compile_clock.py``: tracing, lowering, XLA's backend compilation), and splits training into
-its phases from the runs' own logs (``metrics_<phase>.csv``: ``seconds`` since the start of the call, so a phase's time
-includes its compilation; ``eval`` is the end-of-training evaluation, the rest of the call's
-``train_seconds_this_call``; evaluations during training, ``--eval_every``, count in the last
-phase). ``--workdir`` alone
-only reads the logs of runs already made. Prints a table and, on its last line, one JSON object.
+its phases from the runs' own logs (``metrics_<phase>.csv``: ``seconds`` since the start of the
+call, so a phase's time includes its compilation; ``eval`` is the end-of-training evaluation,
+the rest of the call's ``train_seconds_this_call``; evaluations during training,
+``--eval_every``, count in the last phase). ``--workdir`` alone only reads the logs of runs
+already made. Prints a table and, on its last line, one JSON object.
 Runs resumed from a checkpoint restart their clocks (``resumed``); phases reused from another
 run (``--share_phases``) show that run's time (``reused``).
 """
@@ -119,9 +119,9 @@ def main(argv):
         commands.append(("train", "train.py", f"{FLAGS.train} --data={data} --workdir={workdir}"))
         if FLAGS.evaluate is not None:
             commands.append(("evaluate", "evaluate.py", f"{FLAGS.evaluate} --workdir={workdir}"))
+        os.makedirs(FLAGS.out)
         for name, script, args in commands:
             clock = os.path.join(FLAGS.out, f"compile_{name}.json")
-            os.makedirs(FLAGS.out, exist_ok=True)
             timings[name] = _timed(script, args, clock)
             compiling[name] = _compile_seconds(clock)
     phases = training_phases(workdir)

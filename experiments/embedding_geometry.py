@@ -24,6 +24,7 @@ from absl import flags
 
 from jaxomrl.eval.metrics import representation_metric_parts
 from jaxomrl.experiment import cli, runs
+from jaxomrl.experiment.runner import seed_summary
 from jaxomrl.io import atomic_write_text
 
 FLAGS = flags.FLAGS
@@ -60,11 +61,8 @@ def main(argv):
             z_ood = embed(params, k2, eval_data["ood"][FLAGS.split], FLAGS.contexts)
             parts = representation_metric_parts(z_data, z_ood)
             per_seed.append({k: np.asarray(v).tolist() for k, v in parts.items()})
-        summary = {}
-        for name in per_seed[0]:
-            means = [float(np.mean(p[name])) for p in per_seed]
-            summary[name] = {"mean": float(np.mean(means)), "std": float(np.std(means)),
-                             "per_seed": means}
+        summary = {name: seed_summary([np.mean(p[name]) for p in per_seed])
+                   for name in per_seed[0]}
         out["algorithms"][spec] = {"per_seed_task": per_seed, "summary": summary}
         cell = lambda n: f"{summary[n]['mean']:.3f} ± {summary[n]['std']:.3f}"
         print(f"{spec:<24}{cell('dphi'):>14}{cell('centroid_dphi'):>16}"

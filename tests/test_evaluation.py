@@ -177,7 +177,8 @@ def test_representation_metric_parts_recompose_dphi_and_separate_spread_from_pla
     centres = 3.0 * jnp.arange(3)[:, None] * jnp.ones((3, 2))
     z_train = centres[:, None] + jax.random.normal(k[0], (3, 40, 2))
     z_test = centres[:, None] + 0.5 + jax.random.normal(k[1], (3, 30, 2))
-    parts = {n: np.asarray(v) for n, v in metrics.representation_metric_parts(z_train, z_test).items()}
+    parts = {n: np.asarray(v)
+             for n, v in metrics.representation_metric_parts(z_train, z_test).items()}
     mu_tr, mu_te = np.asarray(z_train).mean(1), np.asarray(z_test).mean(1)
     s_tr = np.mean(np.sum((np.asarray(z_train) - mu_tr[:, None]) ** 2, -1), 1)
     s_te = np.mean(np.sum((np.asarray(z_test) - mu_te[:, None]) ** 2, -1), 1)
