@@ -259,3 +259,30 @@ def test_rollouts_end_at_the_first_step_whose_uncertainty_exceeds_the_halt():
     assert 0 < expected.mean() < 1
     np.testing.assert_array_equal(np.asarray(halted.terminated), expected)
     assert not np.asarray(tr.terminated).any()
+
+
+def test_a_task_conditioned_model_learns_each_tasks_dynamics_from_the_one_hot():
+    """``with_task_input`` pools the tasks with their one-hot beside the action; one ensemble
+    on it predicts each task's own dynamics given that task's one-hot (``task_input``), and the
+    other task's given the other's."""
+    from jaxomrl.learners.dynamics import task_input, with_task_input
+    data = linear_tasks()
+    pooled = with_task_input(data)
+    tr, pt = data.transitions, pooled.transitions
+    assert pt.action.shape == (1, 2 * N, ACT + 2)
+    np.testing.assert_array_equal(np.asarray(pt.action[0, N:, ACT:]), [[0.0, 1.0]] * N)
+    np.testing.assert_array_equal(np.asarray(pt.action[0, :N, :ACT]), np.asarray(tr.action[0]))
+    np.testing.assert_array_equal(np.asarray(task_input(tr.action[1], 1, 2)),
+                                  np.asarray(pt.action[0, N:]))
+    cfg = dataclasses.replace(CFG, target="next_state")
+    model = make_dynamics(cfg, OBS, ACT + 2)
+    state, _ = jax.jit(model.fit, static_argnums=3)(model.init(jax.random.PRNGKey(21), pooled),
+                                                    pooled, jax.random.PRNGKey(22), 20)
+    p, nm = (jax.tree_util.tree_map(lambda x: x[0], t) for t in (state.best, state.norm))
+    _, targets = model_io(data, "next_state")
+    err = lambda i, j: float(jnp.mean((jnp.mean(model.predict(
+        p, nm, tr.obs[i], task_input(tr.action[i], j, 2))[0], axis=0) - targets[i]) ** 2))
+    variance = float(jnp.mean(jnp.var(targets, axis=1)))
+    for i in range(2):
+        assert err(i, i) < 0.05 * variance and err(i, 1 - i) > 10 * err(i, i), (i, err(i, i),
+                                                                                 err(i, 1 - i))

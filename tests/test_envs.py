@@ -272,3 +272,29 @@ def test_point_robot_oracle_reaches_goal_and_autoreset():
     np.testing.assert_array_equal(np.asarray(tr.obs)[family.horizon, 0], [0, 0])
     assert np.linalg.norm(np.asarray(tr.next_obs)[family.horizon - 1, 0] - goal) < 0.2
     assert int(final.t[0]) == 5
+
+
+def test_next_obs_from_obs_is_the_tasks_physics():
+    """``next_obs_from_obs`` steps a task's MuJoCo C model from observed states: on the C
+    backend's own episode it gives the recorded next observations, and under heavier gravity the
+    torso's vertical velocity ends lower."""
+    name = "walker2d_gravity"
+    family = envs.make(name, physics="c")
+    train, _ = split(name, physics="c")
+    obs, act, _, nxt, done, _ = (np.asarray(x) for x in
+                                 episode_fns(name, physics="c")[0](train, jax.random.PRNGKey(4),
+                                                                   0.1))
+    del done                            # family.step does not reset: every step is physics
+    params = lambda i: {k: np.asarray(v)[i] for k, v in train.params.items()}
+    for i in range(len(obs)):
+        keep = np.all(np.abs(np.concatenate([obs[i, :, 8:], nxt[i, :, 8:]], -1)) < 10, -1)
+        assert keep.sum() >= 4                                  # velocities not clipped
+        np.testing.assert_allclose(family.next_obs_from_obs(params(i), obs[i, keep],
+                                                            act[i, keep]),
+                                   nxt[i, keep], rtol=1e-5, atol=1e-5)
+    o, a = obs.reshape(-1, obs.shape[-1]), act.reshape(-1, act.shape[-1])
+    scales = np.asarray(train.params["gravity_scale"])
+    light, heavy = (family.next_obs_from_obs(params(i), o, a)
+                    for i in (np.argmin(scales), np.argmax(scales)))
+    vz = 9                              # qvel[1] (root z) after qpos[1:] (8)
+    assert np.mean(heavy[:, vz] - light[:, vz]) < 0, heavy[:, vz] - light[:, vz]

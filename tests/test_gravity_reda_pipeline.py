@@ -83,13 +83,22 @@ def test_walker2d_gravity_reda_collect_train_evaluate(tmp_path):
     # The diagnostics read the same run: its models' errors on every seen task's real data,
     # and where its wall-clock went.
     _run("model_discrimination.py", f"--workdir={runs}", "--spec=reda",
-         f"--out={tmp_path / 'md.json'}")
+         "--shared_model_rounds=2", f"--out={tmp_path / 'md.json'}")
     md = json.loads((tmp_path / "md.json").read_text())
     for split in ("train", "ood"):
         m = np.asarray(md["tasks"][split])
         assert m.shape == (3, 3) and np.all(np.isfinite(m)) and np.all(m > 0)
         frac = md["summary"][split]["mean_matrix"]["diagonal_is_row_minimum"]
         assert frac == np.mean(np.argmin(m, axis=1) == np.arange(3))
+        # the physics scale: the own task's true physics gives the recorded next states (the
+        # data are MuJoCo C's), another gravity changes them; per-task and shared models
+        for kind in ("per_task", "task_conditioned"):
+            scale = md["physics"][f"{kind}/{split}"]
+            assert scale["transitions_per_task"] > 0
+            assert scale["reconstruction"]["median"] < 1e-8, scale
+            assert scale["true_task_effect"]["median"] > 0
+            assert -1 <= scale["direction_cosine"]["mean"] <= 1
+            assert np.isfinite(scale["model_own_error"]["mean"])
     _run("embedding_geometry.py", f"--workdir={runs}", "--split=test", "--contexts=3",
          f"--out={tmp_path / 'geometry.json'}")
     geometry = json.loads((tmp_path / "geometry.json").read_text())["algorithms"]["reda"]

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxomrl.algos.reda import adversarial_batch, full_contexts, prefix_contexts
+from jaxomrl.algos.reda import (adversarial_batch, adversarial_info_nce, full_contexts,
+                                prefix_contexts)
 from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
 from jaxomrl.losses.adversarial import infonce_score
 from jaxomrl.types import Transition
@@ -47,9 +48,9 @@ def test_adversarial_reward_in_situ_is_eq_6_on_the_encoders_prefix_embeddings():
         return jax.vmap(one)(starts, jax.random.split(key, starts.shape[0]))
 
     reward_fn = lambda obs, a: -jnp.linalg.norm(obs)
-    run = jax.jit(lambda l1, l2: adversarial_batch(
+    run = jax.jit(lambda l1, l2, contrast="real": adversarial_batch(
         enc.embed, enc.sample_contexts, params, rollout, reward_fn, data, jax.random.PRNGKey(1),
-        5, L, 6, l1, l2))
+        5, L, 6, l1, l2, contrast=contrast), static_argnums=2)
     tr, info = run(0.5, 2.0)
     assert tr.obs.shape == (3, 5, L, 2)
     np.testing.assert_allclose(np.asarray(info["uncertainty"][1]), 0.2, rtol=1e-6)
@@ -81,6 +82,50 @@ def test_adversarial_reward_in_situ_is_eq_6_on_the_encoders_prefix_embeddings():
     pos = info["positives"]
     r = infonce_score(z[None], pos[2][None], jnp.concatenate([pos[0], pos[1]])[None])[0]
     np.testing.assert_allclose(float(r), score[2, 3, 1], rtol=1e-5)
+
+    # eq. 3 / 5 as printed (contrast="adversarial"): the same rollouts and prefix embeddings,
+    # R against the batch's whole rollouts: positives task 2's other rollouts, negatives every
+    # rollout of tasks 0 and 1 (task 1's ended ones: their valid prefix, row 1).
+    tr_a, info_a = run(0.5, 2.0, "adversarial")
+    np.testing.assert_array_equal(np.asarray(tr_a.obs), np.asarray(tr.obs))
+    emb = np.asarray(info_a["embeddings"])
+    whole = np.stack([emb[0, :, L - 1], emb[1, :, 1], emb[2, :, L - 1]])   # [T, S, D]
+    np.testing.assert_allclose(np.asarray(info_a["positives"]), whole, atol=1e-6)
+    r = infonce_score(z[None], jnp.asarray(np.delete(whole[2], 3, axis=0))[None],
+                      jnp.asarray(np.concatenate([whole[0], whole[1]]))[None])[0]
+    score_a = np.asarray(info_a["score"])
+    np.testing.assert_allclose(float(r), score_a[2, 3, 1], rtol=1e-5)
+    assert not np.allclose(score_a, score)
+    with pytest.raises(ValueError, match="contrast"):
+        run(0.5, 2.0, "both")
+
+
+@pytest.mark.parametrize("contrast", ["real", "adversarial"])
+def test_adversarial_info_nce_is_its_equation(contrast):
+    """The encoder's adversarial term, by hand: -log softmax of the anchor's positive against
+    the other tasks' contexts; "adversarial" never pairs an anchor with itself."""
+    t, s, p, d = 3, 5, 4, 2
+    k = jax.random.split(jax.random.PRNGKey(0), 3)
+    z_adv, z_real = jax.random.normal(k[0], (t, s, d)), jax.random.normal(k[1], (t, p, d))
+    loss, metrics = adversarial_info_nce(z_adv, z_real, k[2], contrast, temperature=0.5)
+    ref = np.asarray(z_real if contrast == "real" else z_adv)
+    za = np.asarray(z_adv)
+    # the positives the function drew, recovered from its key
+    if contrast == "real":
+        pick = np.asarray(jax.random.randint(k[2], (t, s), 0, p))
+    else:
+        pick = (np.arange(s) + np.asarray(jax.random.randint(k[2], (t, s), 1, s))) % s
+        assert (pick != np.arange(s)).all()
+    want = []
+    for i in range(t):
+        neg = np.concatenate([ref[j] for j in range(t) if j != i])
+        for a in range(s):
+            logits = np.concatenate([[za[i, a] @ ref[i, pick[i, a]]], neg @ za[i, a]]) / 0.5
+            want.append(np.log(np.exp(logits).sum()) - logits[0])
+    np.testing.assert_allclose(float(loss), np.mean(want), rtol=1e-5)
+    assert 0.0 <= float(metrics["infonce_accuracy"]) <= 1.0
+    with pytest.raises(ValueError, match="contrast"):
+        adversarial_info_nce(z_adv, z_real, k[2], "both")
 
 
 def _reda_settings():
@@ -116,6 +161,11 @@ def test_reda_ablation_switches():
                             ).adversary_rollout == 0          # 0: the window
     with pytest.raises(ValueError, match="adversary_rollout"):
         dataclasses.replace(full, adversary_rollout=-1)
+    assert full.adversarial_contrast == "real"
+    assert make_reda_config("reda", dataclasses.replace(s, adversarial_contrast="adversarial")
+                            ).adversarial_contrast == "adversarial"
+    with pytest.raises(ValueError, match="adversarial_contrast"):
+        dataclasses.replace(full, adversarial_contrast="both")
 
 
 def test_reda_runs_in_the_runner_and_resume_equals_uninterrupted(tmp_path):
@@ -235,6 +285,79 @@ def test_uncertainty_penalty_keeps_adversarial_rollouts_within_the_data():
     free, penalised = (np.asarray(train_and_roll_out(lam)) for lam in (0.0, 1000.0))
     assert (free > bound).mean() > 0.15, (free > bound).mean()
     assert (penalised > bound).mean() < 0.01, (penalised > bound).mean()
+
+
+def test_adversarial_contrast_reaches_the_encoder_and_the_adversarys_reward():
+    """``--adversarial_contrast=adversarial`` changes the adversarial phase's encoder term and
+    the adversary's reward (R of eq. 5), not its rollouts."""
+    from jaxomrl import algos
+    from jaxomrl.data.sampler import run_data
+    ds = scripted_point_robot_dataset()
+    data, _ = run_data(ds, ds)
+    out = {}
+    for contrast in ("real", "adversarial"):
+        algorithm = algos.make("reda", dataclasses.replace(_reda_settings(),
+                                                           adversarial_contrast=contrast),
+                               ds.make_family(), int((~ds.is_test).sum()))
+        assert algorithm.config["adversarial_contrast"] == contrast
+        models_phase, adv_phase = algorithm.phases[:2]
+        key = jax.random.PRNGKey(0)
+        aux = adv_phase.prepare(models_phase.output(models_phase.init(key, None, data), None),
+                                data)
+        out[contrast] = jax.jit(adv_phase.update)(adv_phase.init(key, aux, data), key, aux,
+                                                  data)[1]
+    real, adv = out["real"], out["adversarial"]
+    for k in ("adv_outside_data", "model_uncertainty", "model_task_reward", "infonce"):
+        assert float(real[k]) == float(adv[k]), k        # same rollouts, same real-data term
+    for k in ("adv_infonce", "adv_reward", "adv_context_score"):
+        assert np.isfinite(float(adv[k])) and float(real[k]) != float(adv[k]), k
+
+
+def test_task_conditioned_models_run_every_model_use_of_reda():
+    """``--model_structure=task_conditioned``: one ensemble (task axis 1) whose input carries the
+    task's one-hot; the adversarial phase (with the support halt) runs on it, and the policy's
+    model rows keep the environment's action alone while following their task's one-hot."""
+    from jaxomrl import algos
+    from jaxomrl.algos.reda import policy_model_transitions, task_models
+    from jaxomrl.data.sampler import run_data
+    ds = scripted_point_robot_dataset()
+    data, _ = run_data(ds, ds)
+    n_train = int((~ds.is_test).sum())
+    settings = dataclasses.replace(_reda_settings(), model_structure="task_conditioned",
+                                   adversary_support_quantile=0.9)
+    algorithm = algos.make("reda", settings, ds.make_family(), n_train)
+    assert algorithm.config["model_structure"] == "task_conditioned"
+    models_phase, adv_phase = algorithm.phases[:2]
+    assert models_phase.config["structure"] == "task_conditioned"
+    key = jax.random.PRNGKey(0)
+    state = models_phase.init(key, None, data)
+    state, metrics = jax.jit(models_phase.update)(state, key, None, data)
+    assert "model_holdout_mse/task0" not in metrics and np.isfinite(float(metrics["model_nll"]))
+    models = models_phase.output(state, None)
+    assert jax.tree_util.tree_leaves(models.dyn_params)[0].shape[0] == 1   # one ensemble
+    aux = adv_phase.prepare(models, data)
+    assert aux.max_uncertainty.shape == (n_train,) and np.all(np.isfinite(aux.max_uncertainty))
+    _, m_adv = jax.jit(adv_phase.update)(adv_phase.init(key, aux, data), key, aux, data)
+    for k in ("adv_infonce", "adv_reward", "model_uncertainty", "adv_context_length"):
+        assert np.isfinite(float(m_adv[k])), k
+    # The policy's model rows: the policy's own action recorded, the one-hot only a model input.
+    from jaxomrl.learners.dynamics import DynamicsConfig, make_dynamics
+    from jaxomrl.config import from_json
+    family = ds.make_family()
+    dyn = make_dynamics(from_json(DynamicsConfig, algorithm.config["dynamics"]),
+                        family.obs_dim, family.action_dim + n_train)
+    rew = make_dynamics(from_json(DynamicsConfig, algorithm.config["reward_model"]),
+                        family.obs_dim, family.action_dim)
+    obs = data["train"].transitions.obs[:2, :4]                              # [M=2, K=4]
+    act = lambda o, z, k: jnp.full((family.action_dim,), 0.5)
+    rows = lambda tasks: policy_model_transitions(
+        dyn, rew, 1.0, models, act, obs, jnp.zeros((2, 4, 1)), tasks, jax.random.PRNGKey(3),
+        task_model=task_models("task_conditioned", n_train))
+    tr, other = rows(jnp.array([0, 1])), rows(jnp.array([1, 0]))
+    assert tr.action.shape == (2, 4, family.action_dim)
+    np.testing.assert_array_equal(np.asarray(tr.action), 0.5)
+    # the same states, actions and keys under the other task's one-hot: other next states
+    assert not np.allclose(np.asarray(tr.next_obs), np.asarray(other.next_obs))
 
 
 def test_support_quantile_ends_adversarial_rollouts_where_the_models_leave_their_data():

@@ -40,13 +40,18 @@ from jaxomrl.config import from_json
 from jaxomrl.data.sampler import TaskData, sample_transitions
 from jaxomrl.envs.base import TaskFamily
 from jaxomrl.errors import check_finite_fields
-from jaxomrl.learners.dynamics import DynamicsConfig, make_dynamics, pool_tasks
+from jaxomrl.learners.dynamics import (DynamicsConfig, make_dynamics, pool_tasks, task_input,
+                                       with_task_input)
 from jaxomrl.learners.encoder import make_encoder_learner
 from jaxomrl.learners.gradients import gradient_step
 from jaxomrl.learners.sac import SACConfig, make_sac
 from jaxomrl.losses import contrastive
 from jaxomrl.losses.adversarial import adversarial_reward_from_scores, infonce_score
 from jaxomrl.types import Transition
+
+
+CONTRASTS = ("real", "adversarial")
+MODEL_STRUCTURES = ("per_task", "task_conditioned")
 
 
 def _right_aligned(rollout: Transition, k: jax.Array) -> Tuple[Transition, jax.Array, Transition]:
@@ -97,8 +102,8 @@ def adversarial_batch(embed: Callable, sample_contexts: Callable, encoder_params
                       rollout: Callable, reward_fn: Callable, data: TaskData, key: jax.Array,
                       starts_per_task: int, length: int, num_positives: int,
                       lambda_uncertainty: float = 1.0,
-                      lambda_task: float = 1.0, temperature: float = 1.0
-                      ) -> Tuple[Transition, Dict[str, jax.Array]]:
+                      lambda_task: float = 1.0, temperature: float = 1.0,
+                      contrast: str = "real") -> Tuple[Transition, Dict[str, jax.Array]]:
     """Adversarial rollouts in every task's models, rewarded by eq. 6.
 
     Args:
@@ -116,13 +121,21 @@ def adversarial_batch(embed: Callable, sample_contexts: Callable, encoder_params
       data: the real data ``TaskData [T, N]`` (start states from the joint dataset; positives
         and negatives from the tasks' real contexts).
       starts_per_task, length: rollouts per task and model steps per rollout (= context length).
-      num_positives: real contexts per task behind ``R``.
+      num_positives: real contexts per task behind ``R`` (``contrast="real"``).
+      contrast: what ``R`` scores a prefix against. ``"real"``: the task's real contexts
+        (positives) and the other tasks' real contexts (negatives). ``"adversarial"``: eq. 3 /
+        eq. 5 as printed, the batch's own whole adversarial contexts: positives the task's
+        other rollouts, negatives every rollout in the other tasks' models (the same adversary,
+        so they differ by the models alone).
     Returns (rollouts ``Transition [T, S, L]`` with the model's task reward, info):
     ``adv_reward`` (eq. 6; 0 after a rollout's end), ``valid`` (:func:`valid_steps`),
     ``uncertainty``, ``task_reward``, ``score`` (``R(z_k)`` of each step's valid prefix)
     ``[T, S, L]``, ``embeddings`` ``[T, S, L, D]``, ``positives`` (the real contexts'
-    embeddings) ``[T, P, D]``.
+    embeddings ``[T, P, D]``; with ``contrast="adversarial"`` the whole rollouts' embeddings
+    ``[T, S, D]``).
     """
+    if contrast not in CONTRASTS:
+        raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
     t = data.num_tasks
     k_start, k_roll, k_real = jax.random.split(key, 3)
     # Start states from the joint dataset: every task draws from all tasks' states.
@@ -134,30 +147,67 @@ def adversarial_batch(embed: Callable, sample_contexts: Callable, encoder_params
     task_r = jax.vmap(jax.vmap(jax.vmap(reward_fn)))(tr.obs, tr.action)
     tr = tr.replace(reward=task_r)
 
-    # Real contexts: positives of their own task, negatives of the others.
-    z_real = embed(encoder_params, *sample_contexts(data, k_real, num_positives))  # [T, P, D]
-
     ctx, mask, query = jax.vmap(jax.vmap(prefix_contexts))(tr)               # [T, S, L, L]
     z = embed(encoder_params, ctx, mask, query)                               # [T, S, L, D]
+    valid = valid_steps(tr.terminated)
+    last = jnp.sum(valid, axis=-1, keepdims=True) - 1                         # [T, S, 1]
+    flat = lambda x: x.reshape((-1,) + x.shape[3:])
+    if contrast == "real":
+        # Real contexts: positives of their own task, negatives of the others.
+        z_ref = embed(encoder_params, *sample_contexts(data, k_real, num_positives))  # [T, P, D]
+        per_prefix = lambda x: jnp.broadcast_to(x[:, None, None], z.shape[:3] + x.shape[1:])
+        positives, negatives = per_prefix(z_ref), per_prefix(other_tasks(z_ref))
+    else:
+        # The whole rollouts (each one's valid prefix): positives the same task's other
+        # rollouts, negatives the other tasks'.
+        z_ref = jnp.take_along_axis(z, last[..., None], axis=2)[:, :, 0]      # [T, S, D]
+        s = z_ref.shape[1]
+        others = np.array([[j for j in range(s) if j != i] for i in range(s)]).reshape(s, s - 1)
+        per_step = lambda x: jnp.broadcast_to(x[:, :, None], z.shape[:3] + x.shape[2:])
+        positives = per_step(z_ref[:, others])                                # [T, S, L, S-1, D]
+        negatives = per_step(jnp.broadcast_to(other_tasks(z_ref)[:, None],
+                                              (z_ref.shape[0], s) + other_tasks(z_ref).shape[1:]))
     # R(z_k) of every prefix, once; eq. 6 from consecutive scores (r_adv_1 = 0: no z_0, the
     # first step's "previous" score is its own).
-    per_prefix = lambda x: jnp.broadcast_to(x[:, None, None], z.shape[:3] + x.shape[1:])
-    flat = lambda x: x.reshape((-1,) + x.shape[3:])
-    score = infonce_score(flat(z), flat(per_prefix(z_real)),
-                          flat(per_prefix(other_tasks(z_real))),
+    score = infonce_score(flat(z), flat(positives), flat(negatives),
                           temperature).reshape(z.shape[:3])                    # [T, S, L]
     # An ended rollout's later prefixes are its valid one (their r_adv is 0), and its steps
     # after the end earn nothing: the end is absorbing.
-    valid = valid_steps(tr.terminated)
-    last = jnp.sum(valid, axis=-1, keepdims=True) - 1
     score = jnp.take_along_axis(score, jnp.minimum(jnp.arange(length), last), axis=2)
     previous = jnp.concatenate([score[:, :, :1], score[:, :, :-1]], axis=2)
     total = adversarial_reward_from_scores(previous, score, u, task_r, lambda_uncertainty,
                                            lambda_task)
     total = jnp.where(valid, total, 0.0)
     info = {"adv_reward": total, "valid": valid, "uncertainty": u, "task_reward": task_r,
-            "score": score, "positives": z_real, "embeddings": z}
+            "score": score, "positives": z_ref, "embeddings": z}
     return tr, info
+
+
+def adversarial_info_nce(z_adv: jax.Array, z_real: jax.Array, key: jax.Array,
+                         contrast: str = "real", temperature: float = 1.0, kind: str = "dot"
+                         ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """The encoder's InfoNCE with the adversarial contexts ``z_adv [T, S, D]`` (whole rollouts,
+    one row per task's models) as anchors.
+
+    ``"real"``: each anchor's positive is one of its task's real contexts ``z_real [T, P, D]``
+    drawn at random, its negatives every real context of the other tasks. ``"adversarial"``
+    (eq. 7 as printed): the positive is another rollout in the same task's models drawn at
+    random (never the anchor itself), the negatives every rollout in the other tasks' models.
+    Returns ``contrastive.info_nce``'s ``(loss, metrics)``.
+    """
+    if contrast not in CONTRASTS:
+        raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
+    t, s, d = z_adv.shape
+    ref = z_real if contrast == "real" else z_adv
+    p = ref.shape[1]
+    if contrast == "real":
+        pick = jax.random.randint(key, (t, s), 0, p)
+    else:
+        pick = (jnp.arange(s) + jax.random.randint(key, (t, s), 1, s)) % s
+    pos = ref[jnp.arange(t)[:, None], pick]
+    neg = jnp.broadcast_to(other_tasks(ref)[:, None], (t, s, (t - 1) * p, d))
+    return contrastive.info_nce(z_adv.reshape(-1, d), pos.reshape(-1, d),
+                                neg.reshape(t * s, -1, d), temperature, kind)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +247,25 @@ class ReDAConfig:
     # experiments/README.md).
     adversarial_weight: float = 4.0
     adversary_mode: str = "sac"         # sac | random
+    # What the adversarial contexts are contrasted with, in the encoder's adversarial InfoNCE
+    # and in R of eq. 5. "real" (default): anchors the adversarial contexts, positives real
+    # contexts of their task, negatives real contexts of the other tasks. "adversarial": eq. 3
+    # / eq. 7 as printed: z, z* and z' all embed adversarial contexts -- the positive another
+    # rollout in the same task's models, the negatives the rollouts in the other tasks' models
+    # (the adversary acts without z, so they differ by the models alone). Measured
+    # (experiments/README.md): the adversary then wins outright -- the encoder's adversarial
+    # InfoNCE stays at chance -- and d(phi) is worse on the didactic example (3.16 vs 0.49)
+    # and no better on Walker2d-Gravity-1 (seen 0.43 vs 0.44).
+    adversarial_contrast: str = "real"
+    # The next-state models. "per_task" (the paper's, §3.2 eq. 4): one ensemble per task, each
+    # trained on its task's data alone. "task_conditioned": one ensemble trained on every
+    # task's data with the task's one-hot as an input, so the dynamics the tasks share are fit
+    # once from all of it and the one-hot carries what differs. Measured on the models' own
+    # (experiments/model_discrimination.py, --shared_model_rounds): on HalfCheetah-Gravity-1's
+    # held-out behaviour the per-task models' difference is unrelated to the gravity's (cosine
+    # -0.05), the conditioned model's points its way (0.79); on Walker2d neither (0.02-0.04:
+    # the gravity changes a step ~500x less than either model's error).
+    model_structure: str = "per_task"
     augment: bool = True
     # Policy phase: this fraction of every task's rows are one-step model transitions from real
     # states (the policy's action, the task's ensemble, the shared reward model minus
@@ -215,6 +284,12 @@ class ReDAConfig:
             raise ValueError("ReDA needs a window context encoder (transformer or mlp)")
         if self.adversary_mode not in ("sac", "random"):
             raise ValueError(f"adversary_mode must be sac or random, got {self.adversary_mode!r}")
+        if self.adversarial_contrast not in CONTRASTS:
+            raise ValueError(f"adversarial_contrast must be one of {CONTRASTS}, got "
+                             f"{self.adversarial_contrast!r}")
+        if self.model_structure not in MODEL_STRUCTURES:
+            raise ValueError(f"model_structure must be one of {MODEL_STRUCTURES}, got "
+                             f"{self.model_structure!r}")
         if self.adversarial_weight < 0:
             raise ValueError(f"adversarial_weight must be >= 0, got {self.adversarial_weight}")
         if self.adversary_rollout < 0:
@@ -266,6 +341,20 @@ def _take(tree, i):
     return jax.tree_util.tree_map(lambda x: x[i], tree)
 
 
+def task_models(structure: str, num_tasks: int) -> Callable:
+    """``task_model(models, i) -> (params, norm, extend)``: task ``i``'s next-state ensemble in
+    ``models`` (``Models``) and the map from an action to that ensemble's action input --
+    ``per_task``: ensemble ``i``, the action itself; ``task_conditioned``: the one ensemble,
+    the action with ``onehot(i)`` appended (``dynamics.task_input``). ``i`` may be traced."""
+    if structure not in MODEL_STRUCTURES:
+        raise ValueError(f"model structure must be one of {MODEL_STRUCTURES}, got {structure!r}")
+    if structure == "per_task":
+        return lambda models, i: (_take(models.dyn_params, i), _take(models.dyn_norm, i),
+                                  lambda a: a)
+    return lambda models, i: (_take(models.dyn_params, 0), _take(models.dyn_norm, 0),
+                              lambda a: task_input(a, i, num_tasks))
+
+
 def shared_reward_fn(reward_model, models: Models) -> Callable:
     """The shared reward model's mean prediction ``r(obs, action)`` (unbatched)."""
     params, norm = _take(models.reward_params, 0), _take(models.reward_norm, 0)
@@ -274,21 +363,23 @@ def shared_reward_fn(reward_model, models: Models) -> Callable:
 
 def policy_model_transitions(dynamics, reward_model, policy_uncertainty: float, models: Models,
                              act: Callable, obs: jax.Array, z: jax.Array, tasks: jax.Array,
-                             key: jax.Array, terminal_fn: Optional[Callable] = None
-                             ) -> Transition:
+                             key: jax.Array, terminal_fn: Optional[Callable] = None,
+                             task_model: Optional[Callable] = None) -> Transition:
     """The meta-policy's model data: one model step from every real state ``obs [M, K]`` of task
     ``tasks[m]`` in that task's ensemble, the action ``act(obs, z, key)`` of the policy being
     trained, reward = shared reward model - ``policy_uncertainty`` * u (MOPO), terminal where
-    ``terminal_fn(next_obs)`` (the family's termination function; None: never)."""
+    ``terminal_fn(next_obs)`` (the family's termination function; None: never). ``task_model``:
+    :func:`task_models`' (default: per-task ensembles)."""
     reward_fn = shared_reward_fn(reward_model, models)
+    task_model = task_model or task_models("per_task", 0)
 
     def one_task(i, o, zz, k):
-        params, norm = _take(models.dyn_params, i), _take(models.dyn_norm, i)
+        params, norm, extend = task_model(models, i)
 
         def one(o1, z1, k1):
             k_act, k_step = jax.random.split(k1)
             a = act(o1, z1, k_act)
-            nxt, _, u = dynamics.step(params, norm, o1, a, k_step)
+            nxt, _, u = dynamics.step(params, norm, o1, extend(a), k_step)
             end = jnp.zeros((), bool) if terminal_fn is None else terminal_fn(nxt)
             return Transition(obs=o1, action=a, reward=reward_fn(o1, a) - policy_uncertainty * u,
                               next_obs=nxt, terminated=end,
@@ -308,12 +399,16 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
     obs_dim, action_dim = family.obs_dim, family.action_dim
     enc_cfg = config.meta.encoder
     enc = make_encoder_learner(enc_cfg, obs_dim, action_dim)
-    dyn = make_dynamics(config.dynamics, obs_dim, action_dim)
+    conditioned = config.model_structure == "task_conditioned"
+    dyn = make_dynamics(config.dynamics, obs_dim,
+                        action_dim + (num_train_tasks if conditioned else 0))
+    task_model = task_models(config.model_structure, num_train_tasks)
+    model_input = with_task_input if conditioned else (lambda d: d)
     rew = make_dynamics(config.reward_model, obs_dim, action_dim)
     shared_reward = functools.partial(shared_reward_fn, rew)
     model_transitions = functools.partial(policy_model_transitions, dyn, rew,
                                           config.policy_uncertainty,
-                                          terminal_fn=family.terminal_obs)
+                                          terminal_fn=family.terminal_obs, task_model=task_model)
 
     model_data = (ModelData(config.policy_model_fraction, model_transitions)
                   if config.policy_model_fraction > 0 else None)
@@ -324,17 +419,20 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
     # ---- models ------------------------------------------------------------------------------
     def models_init(key, aux, data):
         k1, k2 = jax.random.split(key)
-        return (dyn.init(k1, data["train"]), rew.init(k2, pool_tasks(data["train"])))
+        return (dyn.init(k1, model_input(data["train"])),
+                rew.init(k2, pool_tasks(data["train"])))
 
     def models_update(state, key, aux, data):
         k1, k2 = jax.random.split(key)
-        d, m_d = dyn.update(state[0], data["train"], k1)
+        d, m_d = dyn.update(state[0], model_input(data["train"]), k1)
         r, m_r = rew.update(state[1], pool_tasks(data["train"]), k2)
-        # This round's held-out scores (normalised targets; mean over members) [T].
+        # This round's held-out scores (normalised targets; mean over members) [T] (per-task
+        # models; [1]: the task-conditioned one).
         mse, nll = (jnp.mean(m_d[k], axis=1) for k in ("holdout_mse", "holdout_nll"))
+        per_task = range(0 if conditioned else num_train_tasks)
         return (d, r), {"model_holdout_mse": jnp.mean(mse), "model_holdout_nll": jnp.mean(nll),
-                        **{f"model_holdout_mse/task{i}": mse[i] for i in range(num_train_tasks)},
-                        **{f"model_holdout_nll/task{i}": nll[i] for i in range(num_train_tasks)},
+                        **{f"model_holdout_mse/task{i}": mse[i] for i in per_task},
+                        **{f"model_holdout_nll/task{i}": nll[i] for i in per_task},
                         "model_best_score": jnp.mean(d.members.best_error),
                         "reward_holdout_mse": jnp.mean(m_r["holdout_mse"]),
                         "model_nll": jnp.mean(m_d["nll"])}
@@ -355,16 +453,9 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
         total, metrics = enc.loss(params, data, k_enc)
         z_real = enc.embed(params, *enc.sample_contexts(data, k_ctx,
                                                         enc_cfg.contexts_per_task))  # [T, P, D]
-        # Adversarial contexts (whole rollouts) as anchors; positives: real contexts of their
-        # task; negatives: every real context of the other tasks.
-        t, s = rollouts.reward.shape[:2]
         z_adv = enc.embed(params, *full_contexts(rollouts))                  # [T, S, D]
-        p, d = z_real.shape[1:]
-        pos = z_real[jnp.arange(t)[:, None], jax.random.randint(k_pos, (t, s), 0, p)]
-        neg = jnp.broadcast_to(other_tasks(z_real)[:, None], (t, s, (t - 1) * p, d))
-        l_adv, m_adv = contrastive.info_nce(z_adv.reshape(-1, d), pos.reshape(-1, d),
-                                            neg.reshape(t * s, -1, d), enc_cfg.temperature,
-                                            enc_cfg.similarity)
+        l_adv, m_adv = adversarial_info_nce(z_adv, z_real, k_pos, config.adversarial_contrast,
+                                            enc_cfg.temperature, enc_cfg.similarity)
         total = total + config.adversarial_weight * l_adv
         return total, {**metrics, "adv_infonce": l_adv,
                        "adv_infonce_accuracy": m_adv["infonce_accuracy"]}
@@ -374,8 +465,10 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
         ``support_transitions``) training transitions."""
         tr = data.transitions
         n = min(config.support_transitions, tr.obs.shape[1])
-        u = jax.vmap(dyn.uncertainty)(models.dyn_params, models.dyn_norm, tr.obs[:, :n],
-                                      tr.action[:, :n])                       # [T, n]
+        def own(i, obs, action):
+            params, norm, extend = task_model(models, i)
+            return dyn.uncertainty(params, norm, obs, extend(action))
+        u = jax.vmap(own)(jnp.arange(tr.obs.shape[0]), tr.obs[:, :n], tr.action[:, :n])  # [T, n]
         return jnp.quantile(u, config.support_quantile, axis=1)
 
     def adversarial_prepare(models: Models, data) -> AdversarialAux:
@@ -396,15 +489,17 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
             return adv.make_policy(state.adversary.actor_params)(obs, None, k)
 
         def rollout(i, starts, k, n):
-            return dyn.rollout(_take(models.dyn_params, i), _take(models.dyn_norm, i), act,
-                               starts, k, n, terminal_fn=family.terminal_obs,
-                               max_uncertainty=aux.max_uncertainty[i])     # +inf: never
+            params, norm, extend = task_model(models, i)
+            tr, u = dyn.rollout(params, norm, lambda obs, kk: extend(act(obs, kk)), starts, k, n,
+                                terminal_fn=family.terminal_obs,
+                                max_uncertainty=aux.max_uncertainty[i])    # +inf: never
+            return tr.replace(action=tr.action[..., :action_dim]), u        # the actions alone
 
         rollouts, info = adversarial_batch(
             enc.embed, enc.sample_contexts, state.encoder.params, rollout,
             shared_reward(models), train,
             k_gen, config.starts_per_task, length, config.num_positives, config.lambda_uncertainty,
-            config.lambda_task, enc_cfg.temperature)
+            config.lambda_task, enc_cfg.temperature, config.adversarial_contrast)
         rollouts = jax.lax.stop_gradient(rollouts)
         valid = info["valid"]
         outside = jnp.any((rollouts.next_obs < low) | (rollouts.next_obs > high), axis=-1)
@@ -441,6 +536,8 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
     models_phase = Phase(name="models", num_steps=config.model_rounds, init=models_init,
                          update=models_update, output=models_output,
                          config={"dynamics": dataclasses.asdict(config.dynamics),
+                                 **({"structure": config.model_structure} if conditioned
+                                    else {}),
                                  "reward_model": dataclasses.asdict(config.reward_model),
                                  "rounds": config.model_rounds},
                          done=lambda state: dyn.stopped(state[0]) & rew.stopped(state[1]))

@@ -95,7 +95,7 @@ from typing import Dict, Optional, Tuple
 from jaxomrl.algos.base import Algorithm
 from jaxomrl.algos.offline_meta import POLICY_CONTEXTS, MetaConfig, make_algorithm
 from jaxomrl.algos.prompt_dt import PromptDTRunConfig, make_prompt_dt_algorithm
-from jaxomrl.algos.reda import ReDAConfig, make_reda
+from jaxomrl.algos.reda import CONTRASTS, MODEL_STRUCTURES, ReDAConfig, make_reda
 from jaxomrl.config import route, setting
 from jaxomrl.data import relabel
 from jaxomrl.errors import check_finite_fields
@@ -236,6 +236,16 @@ class Settings:
     adversarial_weight: float = setting(
         ReDAConfig.adversarial_weight, "ReDA: weight of the adversarial-context InfoNCE term of "
         "the encoder (the real-context term has weight 1).", lower=0.0)
+    model_structure: str = setting(
+        ReDAConfig.model_structure, "ReDA: the next-state models: one ensemble per task (the "
+        "paper's) or one task-conditioned ensemble on every task's data, the task's one-hot an "
+        "input.", choices=MODEL_STRUCTURES)
+    adversarial_contrast: str = setting(
+        ReDAConfig.adversarial_contrast, "ReDA: what the adversarial contexts are contrasted "
+        "with in the encoder's adversarial InfoNCE and in R of eq. 5: real contexts (positives "
+        "of their task, negatives of the others) or other adversarial contexts (eq. 3 / 7 as "
+        "printed: positives from the same task's models, negatives from the other tasks').",
+        choices=CONTRASTS)
 
     # Routed to the learner configs (config.route), defaults those of the learner configs.
     tau: float = setting(SACConfig.tau, "Polyak rate of the target critics (policy and ReDA's "
@@ -402,7 +412,8 @@ def make_reda_config(spec: str, s: Settings) -> ReDAConfig:
         lambda_task=0.0 if "no_task_reward" in ablations else s.lambda_task,
         adversary_mode="random" if "no_adversary" in ablations else "sac",
         augment="no_model" not in ablations, policy_model_fraction=s.policy_model_fraction,
-        policy_uncertainty=s.lambda_uncertainty, adversarial_weight=s.adversarial_weight), s)
+        policy_uncertainty=s.lambda_uncertainty, adversarial_weight=s.adversarial_weight,
+        adversarial_contrast=s.adversarial_contrast, model_structure=s.model_structure), s)
 
 
 def make_prompt_dt_config(spec: str, s: Settings) -> PromptDTRunConfig:

@@ -441,6 +441,35 @@ class MJXFamily(TaskFamily):
         v = jnp.where(estimate >= v_source, v_source + d, v_source - d)
         return (-jnp.abs(v - task.params["target_velocity"]) - ctrl).astype(jnp.float32)
 
+    def state_from_obs(self, obs):
+        """``(qpos, qvel)`` of observations ``[..., obs_dim]``: the hidden root coordinates
+        (``qpos[:qpos_skip]``, which no force depends on) zero, the velocities the
+        observation's (so clipped where the robot clips them)."""
+        nq = self.qpos0.shape[0] - self.robot.qpos_skip
+        qpos = jnp.concatenate(
+            [jnp.zeros(obs.shape[:-1] + (self.robot.qpos_skip,), obs.dtype), obs[..., :nq]], -1)
+        return qpos, obs[..., nq:]
+
+    def next_obs_from_obs(self, params: Dict[str, np.ndarray], obs: np.ndarray,
+                          action: np.ndarray) -> np.ndarray:
+        """The true physics of one task (``params``: its rows of ``Task.params``) from
+        observed states: the next observation of each ``(obs [N, obs_dim], action [N,
+        action_dim])`` (the environment's actions, in ``[action_low, action_high]``; a
+        ``TaskData``'s are in [-1, 1]: ``types.scale_action``), one control step in MuJoCo C from :meth:`state_from_obs` (exact unless
+        an observed velocity was clipped). Host code, for diagnostics (e.g. how much a task's
+        physics changes a transition: ``experiments/model_discrimination.py``)."""
+        model = self.build_mj_model({k: np.asarray(v) for k, v in params.items()})
+        data = mujoco.MjData(model)
+        qpos, qvel = (np.asarray(x, np.float64) for x in self.state_from_obs(np.asarray(obs)))
+        action = np.clip(np.asarray(action, np.float64), self.action_low, self.action_high)
+        next_qpos, next_qvel = np.empty_like(qpos), np.empty_like(qvel)
+        for i in range(len(qpos)):
+            mujoco.mj_resetData(model, data)
+            data.qpos[:], data.qvel[:], data.ctrl[:] = qpos[i], qvel[i], action[i]
+            mujoco.mj_step(model, data, nstep=self.robot.frame_skip)
+            next_qpos[i], next_qvel[i] = data.qpos, data.qvel
+        return np.asarray(jax.vmap(self._obs)(jnp.asarray(next_qpos), jnp.asarray(next_qvel)))
+
     def terminal_obs(self, obs):
         """The unhealthy condition of ``_step`` evaluated on observations (hidden root
         coordinates, which no condition reads, are zero; velocities are the observation's,
@@ -448,10 +477,7 @@ class MJXFamily(TaskFamily):
         finite = jnp.all(jnp.isfinite(obs), axis=-1)
         if not self.terminate:
             return jnp.logical_not(finite)
-        nq = self.qpos0.shape[0] - self.robot.qpos_skip
-        qpos = jnp.concatenate(
-            [jnp.zeros(obs.shape[:-1] + (self.robot.qpos_skip,), obs.dtype), obs[..., :nq]], -1)
-        qvel = obs[..., nq:]
+        qpos, qvel = self.state_from_obs(obs)
         healthy = jnp.vectorize(
             lambda q, v: self.robot.healthy(q[self.z_index] + self.z_offset, q, v),
             signature="(p),(v)->()")(qpos, qvel)

@@ -180,6 +180,26 @@ def pool_tasks(data: TaskData) -> TaskData:
                                   else x[:1], data)
 
 
+def with_task_input(data: TaskData) -> TaskData:
+    """Every task's transitions in one pool ``[1, T * N]`` with the task's one-hot appended to
+    the action: the data of one task-conditioned model, whose input is ``[s, a, onehot(i)]``
+    (``make_dynamics(config, obs_dim, action_dim + T)``; :func:`task_input` builds its
+    action)."""
+    tr = data.transitions
+    t, n = tr.reward.shape
+    onehot = jnp.broadcast_to(jnp.eye(t, dtype=tr.action.dtype)[:, None], (t, n, t))
+    return pool_tasks(data.replace(transitions=tr.replace(
+        action=jnp.concatenate([tr.action, onehot], -1))))
+
+
+def task_input(action: jax.Array, task, num_tasks: int) -> jax.Array:
+    """A task-conditioned model's action input: ``action [..., A]`` with ``onehot(task)``
+    appended (:func:`with_task_input`)."""
+    onehot = jax.nn.one_hot(task, num_tasks, dtype=action.dtype)
+    return jnp.concatenate([action, jnp.broadcast_to(onehot, action.shape[:-1] + (num_tasks,))],
+                           -1)
+
+
 def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dynamics:
     in_dim = obs_dim + action_dim
     out_dim = {"transition": obs_dim + 1, "next_state": obs_dim, "reward": 1}[config.target]
