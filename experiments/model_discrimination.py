@@ -18,7 +18,7 @@ physics (``next_obs_from_obs``) applied to every seen task's transitions gives t
 effect ``|s'_j - s'_i|^2`` (the same state and action under task j's physics instead of task
 i's), beside the models' own error ``|s'_model_i - s'_i|^2`` and the difference between the
 tasks' models ``|s'_model_j - s'_model_i|^2`` at the same inputs (squared norms over the state
-dimensions; medians and means over transitions, mean over seeds and task pairs), and the
+dimensions; median and mean over every transition of every task pair and seed), and the
 cosine between the models' difference and the true one (1: the models' difference points the
 physics' way; ~0: unrelated). Where the models' own error is orders above the true effect,
 their differences cannot be the tasks'. ``--shared_model_rounds`` measures a task-conditioned
@@ -107,7 +107,8 @@ def physics_scale(family, task_params, predictors, data, n: int) -> dict:
         return {"transitions_per_task": 0, "fraction_unclipped": float(np.mean(inside))}
     rows = np.stack([np.flatnonzero(inside[i])[:m] for i in range(t)])     # [T, m]
     obs, act, nxt = (np.take_along_axis(x, rows[..., None], 1) for x in (obs, act, nxt))
-    env_act = np.asarray(scale_action(act, family.action_low, family.action_high))  # TaskData: [-1, 1]
+    # TaskData's actions are in [-1, 1]; the physics takes the environment's.
+    env_act = np.asarray(scale_action(act, family.action_low, family.action_high))
     per_task = lambda j: {k: np.asarray(v)[j] for k, v in task_params.items()}
     true = np.stack([np.stack([family.next_obs_from_obs(per_task(j), obs[i], env_act[i])
                                for j in range(t)]) for i in range(t)])     # [T_data, T_phys, m, D]
@@ -122,8 +123,8 @@ def physics_scale(family, task_params, predictors, data, n: int) -> dict:
                          for i in range(t)])                               # [T_data, T_model, m, D]
         own.append(np.stack([sq(pred[i, i] - nxt[i]) for i in range(t)]))
         between.append(np.stack([sq(pred[i, j] - pred[i, i]) for i, j in pairs]))
-        cosine.append(np.stack([np.sum(unit(pred[i, j] - pred[i, i]) * unit(true[i, j] - true[i, i]),
-                                       -1) for i, j in pairs]))
+        cosine.append(np.stack([np.sum(unit(pred[i, j] - pred[i, i])
+                                       * unit(true[i, j] - true[i, i]), -1) for i, j in pairs]))
     stats = lambda x: {"median": float(np.median(x)), "mean": float(np.mean(x))}
     return {"true_task_effect": stats(effect), "model_own_error": stats(np.stack(own)),
             "model_task_difference": stats(np.stack(between)),

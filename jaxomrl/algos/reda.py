@@ -466,6 +466,7 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
         ``support_transitions``) training transitions."""
         tr = data.transitions
         n = min(config.support_transitions, tr.obs.shape[1])
+
         def own(i, obs, action):
             params, norm, extend = task_model(models, i)
             return dyn.uncertainty(params, norm, obs, extend(action))

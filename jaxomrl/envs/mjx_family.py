@@ -455,9 +455,10 @@ class MJXFamily(TaskFamily):
         """The true physics of one task (``params``: its rows of ``Task.params``) from
         observed states: the next observation of each ``(obs [N, obs_dim], action [N,
         action_dim])`` (the environment's actions, in ``[action_low, action_high]``; a
-        ``TaskData``'s are in [-1, 1]: ``types.scale_action``), one control step in MuJoCo C from :meth:`state_from_obs` (exact unless
-        an observed velocity was clipped). Host code, for diagnostics (e.g. how much a task's
-        physics changes a transition: ``experiments/model_discrimination.py``)."""
+        ``TaskData``'s are in [-1, 1]: ``types.scale_action``), one control step in MuJoCo C
+        from :meth:`state_from_obs` (exact unless an observed velocity was clipped). Host code,
+        for diagnostics (e.g. how much a task's physics changes a transition:
+        ``experiments/model_discrimination.py``)."""
         model = self.build_mj_model({k: np.asarray(v) for k, v in params.items()})
         data = mujoco.MjData(model)
         qpos, qvel = (np.asarray(x, np.float64) for x in self.state_from_obs(np.asarray(obs)))
