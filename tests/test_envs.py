@@ -298,3 +298,13 @@ def test_next_obs_from_obs_is_the_tasks_physics():
                     for i in (np.argmin(scales), np.argmax(scales)))
     vz = 9                              # qvel[1] (root z) after qpos[1:] (8)
     assert np.mean(heavy[:, vz] - light[:, vz]) < 0, heavy[:, vz] - light[:, vz]
+    # The pendulum: no hidden root coordinate, actions in [-3, 3] (the environment's units).
+    name = "inverted_pendulum_gravity"
+    family = envs.make(name, physics="c")
+    train, _ = split(name, physics="c")
+    obs, act, _, nxt, _, _ = (np.asarray(x) for x in episode_fns(name, physics="c")[0](
+        train, jax.random.PRNGKey(4), 1.0))
+    assert np.abs(act).max() > 1.0
+    first = {k: np.asarray(v)[0] for k, v in train.params.items()}
+    np.testing.assert_allclose(family.next_obs_from_obs(first, obs[0], act[0]), nxt[0],
+                               rtol=1e-5, atol=1e-5)
