@@ -182,7 +182,7 @@ def main(argv):
                                 int((~ds.is_test).sum()))
     models = runs.phase_outputs(algorithm, identity, FLAGS.workdir, data, "models")
     phase = next(ph for ph in algorithm.phases if ph.name == "models")
-    structure = algorithm.config.get("model_structure", "per_task")
+    structure = algorithm.config["model_structure"]
     num_seen = int((~ds.is_test).sum())
     conditioned = structure == "task_conditioned"
     dyn = make_dynamics(from_json(DynamicsConfig, phase.config["dynamics"]), family.obs_dim,

@@ -165,8 +165,8 @@ def adversarial_batch(embed: Callable, sample_contexts: Callable, encoder_params
         others = np.array([[j for j in range(s) if j != i] for i in range(s)]).reshape(s, s - 1)
         per_step = lambda x: jnp.broadcast_to(x[:, :, None], z.shape[:3] + x.shape[2:])
         positives = per_step(z_ref[:, others])                                # [T, S, L, S-1, D]
-        negatives = per_step(jnp.broadcast_to(other_tasks(z_ref)[:, None],
-                                              (z_ref.shape[0], s) + other_tasks(z_ref).shape[1:]))
+        rest = other_tasks(z_ref)                                             # [T, (T-1) S, D]
+        negatives = per_step(jnp.broadcast_to(rest[:, None], (rest.shape[0], s) + rest.shape[1:]))
     # R(z_k) of every prefix, once; eq. 6 from consecutive scores (r_adv_1 = 0: no z_0, the
     # first step's "previous" score is its own).
     score = infonce_score(flat(z), flat(positives), flat(negatives),
@@ -537,6 +537,8 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
 
     models_phase = Phase(name="models", num_steps=config.model_rounds, init=models_init,
                          update=models_update, output=models_output,
+                         # "structure" only when not the default: per-task runs keep the
+                         # digests (and shared models phases) they had before the option
                          config={"dynamics": dataclasses.asdict(config.dynamics),
                                  **({"structure": config.model_structure} if conditioned
                                     else {}),
