@@ -20,11 +20,11 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 
 from absl import app, flags
+from worker import measure
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("family", "point_robot_sparse", "Task family whose sizes are used.")
@@ -103,13 +103,7 @@ def worker() -> dict:
 
 
 def _child(kind: str, src: str = None) -> dict:
-    env = dict(os.environ)
-    if src is not None:
-        env["PYTHONPATH"] = os.path.abspath(src) + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, __file__, f"--worker={kind}", *sys.argv[1:]],
-                         check=True, capture_output=True, text=True, env=env,
-                         cwd=os.path.abspath(src) if src else None)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return measure(__file__, [f"--worker={kind}", *sys.argv[1:]], src)
 
 
 def main(argv):

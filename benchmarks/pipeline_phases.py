@@ -12,7 +12,9 @@ its phases from the runs' own logs (``metrics_<phase>.csv``: ``seconds`` since t
 call, so a phase's time includes its compilation; ``eval`` is the end-of-training evaluation,
 the rest of the call's ``train_seconds_this_call``; evaluations during training,
 ``--eval_every``, count in the last phase). ``--workdir`` alone only reads the logs of runs
-already made. Prints a table and, on its last line, one JSON object.
+already made. The commands share a compilation cache of their own (``<out>/compilation_cache``,
+empty at the start, as on a fresh machine) unless their flags name one. Prints a table and, on
+its last line, one JSON object.
 Runs resumed from a checkpoint restart their clocks (``resumed``); phases reused from another
 run (``--share_phases``) show that run's time (``reused``).
 """
@@ -120,8 +122,11 @@ def main(argv):
         if FLAGS.evaluate is not None:
             commands.append(("evaluate", "evaluate.py", f"{FLAGS.evaluate} --workdir={workdir}"))
         os.makedirs(FLAGS.out)
+        cache = f" --compilation_cache={os.path.join(FLAGS.out, 'compilation_cache')}"
         for name, script, args in commands:
             clock = os.path.join(FLAGS.out, f"compile_{name}.json")
+            if "--compilation_cache" not in args:    # a fresh cache: as on a fresh machine
+                args += cache
             timings[name] = _timed(script, args, clock)
             compiling[name] = _compile_seconds(clock)
     phases = training_phases(workdir)

@@ -24,11 +24,13 @@ if not os.environ.get("JAXOMRL_TEST_DEFAULT_CODEGEN"):
 import jax  # noqa: E402
 
 # Many tests build the same programs again (every experiment-runner call jits its own closures):
-# a compilation cache private to this test session serves the repeats from disk. It lives and
+# a compilation cache private to this test session serves the repeats from disk (the command
+# lines the tests start, which would use the user's cache, included). It lives and
 # dies with the session, so executables never move between machines.
 _CACHE = tempfile.mkdtemp(prefix="jaxomrl-xla-cache-")
 atexit.register(shutil.rmtree, _CACHE, True)
 jax.config.update("jax_compilation_cache_dir", _CACHE)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE   # the command lines tests start use it too
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 

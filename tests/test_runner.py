@@ -17,7 +17,8 @@ from jaxomrl.algos.base import Algorithm, Phase, make_train
 from jaxomrl.data.sampler import run_data
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.eval.adaptation import Context, online_returns
-from jaxomrl.experiment.runner import RunConfig, RunConfigError, final_outputs, run
+from jaxomrl.experiment.runner import (Programs, RunConfig, RunConfigError, final_outputs, run,
+                                       sequential_seeds)
 from scripted_data import scripted_point_robot_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,6 +137,36 @@ def test_a_phase_done_for_every_seed_skips_its_remaining_updates_with_the_same_o
     assert res["phases_ended_early_in_this_call"] == {}
     assert _csv_steps(tmp_path / "no_done" / "metrics_fit.csv") == [2, 4, 6, 8, 10]
     np.testing.assert_array_equal(res["per_task"]["test_y"], expected[:, None, None])
+
+
+def test_phases_hinting_seeds_in_sequence_run_them_one_after_another_with_the_same_outputs(
+        tmp_path):
+    plain = _early_stopping_algorithm()
+    fit, use = plain.phases
+    hinted = plain._replace(phases=(fit._replace(seeds_in_sequence=True), use))
+    seeds = (3, 4, 5, 6)
+    assert sequential_seeds(RunConfig(workdir="w", seeds=seeds))          # tests run on a CPU
+    assert not sequential_seeds(RunConfig(workdir="w", seeds=seeds, shard_seeds=True))
+    outs = {}
+    for name, algorithm in (("vmapped", plain), ("in_sequence", hinted)):
+        cfg = RunConfig(workdir=str(tmp_path / name), seeds=seeds, chunk_steps=2, verbose=False)
+        res = run(algorithm, None, None, cfg)
+        assert res["phases_ended_early_in_this_call"] == {"fit": 3}        # done: still skipped
+        outs[name] = final_outputs(algorithm, None, str(tmp_path / name), len(seeds))
+    np.testing.assert_array_equal(outs["vmapped"], outs["in_sequence"])
+
+    def top_level_maps(algorithm, in_sequence):
+        programs = Programs(algorithm, sequential_seeds=in_sequence)
+        keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, jnp.uint32))
+        aux = programs.prepare[0](jnp.zeros((len(seeds),)), None)
+        state = programs.init[0](keys, aux, None)
+        jaxpr = jax.make_jaxpr(programs.chunk(0, 2))(state, keys, aux, None).jaxpr
+        inner = jaxpr.eqns[0].params["jaxpr"].jaxpr          # inside the jit
+        return [e.params["length"] for e in inner.eqns if e.primitive.name == "scan"]
+
+    assert top_level_maps(hinted, True) == [len(seeds)]        # one seed after another
+    assert top_level_maps(hinted, False) == []                 # vmapped: no loop over seeds
+    assert top_level_maps(plain, True) == []                   # only where the phase hints it
 
 
 def test_identical_first_phases_are_shared_and_give_the_same_result(tmp_path):

@@ -37,7 +37,14 @@ class Phase(NamedTuple):
     configs compute equal outputs, which the runner can then share (``RunConfig.share_dir``).
     ``done(state) -> bool []`` (optional, one seed): True only when no further update can change
     ``output(state, aux)`` (e.g. every model early-stopped); the runner then skips the phase's
-    remaining updates once every seed is done, with the same outputs as running them."""
+    remaining updates once every seed is done, with the same outputs as running them.
+    ``seeds_in_sequence``: a hint for CPUs, where the runner then runs the seeds one after
+    another inside the phase's chunk program (``lax.map``) instead of vmapped: faster there for
+    phases whose one-seed working set is already large (the GRU-VAE's posterior-by-transition
+    grid, the transformer's attention maps: 12-24 % at the main job's sizes), slower for small
+    MLP updates (benchmarks/README.md, "Seeds vmapped or in sequence"). On accelerators, and
+    with ``shard_seeds``, the seeds are always vmapped; the outputs are the same up to
+    floating-point summation order."""
 
     name: str
     num_steps: int
@@ -47,6 +54,7 @@ class Phase(NamedTuple):
     prepare: Callable[[Any, Any], Any] = _no_prepare
     config: Optional[Dict[str, Any]] = None
     done: Optional[Callable[[Any], jax.Array]] = None
+    seeds_in_sequence: bool = False
 
 
 class Algorithm(NamedTuple):

@@ -342,7 +342,8 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
             update=lambda state, key, aux, data: enc.update(
                 state, aux if config.reward_relabelling else data["train"], key),
             output=lambda state, aux: TrainedEncoder(params=state.params),
-            config=phase_config, **relabelled)
+            config=phase_config, seeds_in_sequence=config.encoder.encoder == "gru",
+            **relabelled)
         phases = (encoder_phase, policy_phase)
 
     def embed(outputs, key, data: TaskData, num: int) -> jax.Array:

@@ -74,7 +74,8 @@ def make_prompt_dt_algorithm(name: str, config: PromptDTRunConfig, family: TaskF
     phase = Phase(name="policy", num_steps=config.steps,
                   init=lambda key, aux, data: dt.init(key),
                   update=lambda state, key, aux, data: dt.update(state, aux, key),
-                  output=output, prepare=lambda inputs, data: dt.make_source(data["train"]))
+                  output=output, prepare=lambda inputs, data: dt.make_source(data["train"]),
+                  seeds_in_sequence=True)
 
     def policy(outputs: Inference):
         """(the DT's recurrent policy, its prompt context) (``Algorithm.policy``)."""

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import math
 import os
+import platform
 import sys
 import tempfile
 import typing
@@ -217,13 +219,72 @@ def fail(message: str, status: int = 1, hard: bool = False) -> None:
     sys.exit(status)
 
 
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "jaxomrl", "xla")
+
+
+flags.DEFINE_string(
+    "compilation_cache", _default_cache_dir(),
+    "Directory of the persistent XLA compilation cache: programs compiled once are read back "
+    "by later commands and by other runs of the same command (one subdirectory per host CPU "
+    "and jax version, at most 2 GiB, least recently used entries dropped). Empty: no cache. "
+    "Ignored where JAX_COMPILATION_CACHE_DIR is set.")
+
+CACHE_MAX_BYTES = 2 * 1024 ** 3
+
+
+def host_fingerprint() -> str:
+    """12 hex digits naming this host's CPU (architecture, model, instruction-set flags) and
+    jax version: compiled CPU executables use the host's instructions, so a cache shared by
+    machines (a home directory on a cluster) keeps one subdirectory per kind of CPU."""
+    import jax
+    parts = [platform.machine(), platform.processor(), jax.__version__]
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key = line.split(":")[0].strip()
+                if key in ("model name", "flags", "Features", "CPU part") and line not in parts:
+                    parts.append(line)
+    except OSError:
+        pass
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+def use_compilation_cache(path: str) -> Optional[str]:
+    """Turns on JAX's persistent compilation cache in ``<path>/<host_fingerprint()>`` (unless
+    a cache directory is already configured, e.g. by ``JAX_COMPILATION_CACHE_DIR``, or ``path``
+    is empty); returns the directory in use. A directory that cannot be created leaves the
+    cache off with a warning: the cache only saves time."""
+    import jax
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
+    if not path:
+        return None
+    where = os.path.join(os.path.expanduser(path), host_fingerprint())
+    try:
+        os.makedirs(where, exist_ok=True)
+    except OSError as e:
+        print(f"warning: no compilation cache ({where}: {e.strerror or e})", file=sys.stderr)
+        return None
+    try:
+        import filelock  # noqa: F401 -- JAX's size-bounded cache needs it
+        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+    except ImportError:
+        pass
+    jax.config.update("jax_compilation_cache_dir", where)
+    return where
+
+
 def run(main: Callable[[Sequence[str]], None],
         io_context: Callable[[], Optional[str]] = lambda: None) -> None:
     """``absl.app.run(main)`` with user-facing failures as one line (see the module doc).
-    ``io_context()`` names what was being written (e.g. the workdir) for I/O failures."""
+    ``io_context()`` names what was being written (e.g. the workdir) for I/O failures. Turns
+    on the persistent compilation cache (``--compilation_cache``) before ``main``."""
     def wrapped(argv):
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]} (flags are --name=value)", 2)
+        use_compilation_cache(FLAGS.compilation_cache)
         try:
             return main(argv)
         except UsageError as e:

@@ -275,14 +275,17 @@ def _nonfinite_message(name: str, phase: str, start: int, n: int, finite_metrics
                 "non-finite while its metrics stayed finite")
     return f"{what}; seeds affected: {bad_seeds}"
 
-class _Programs:
+class Programs:
     """The jitted, seed-``vmap``ped programs of one algorithm: every phase's ``prepare``,
     ``init``, ``output``, its chunk of ``n`` updates (built once per ``(phase, n)``), and the
-    evaluation."""
+    evaluation. ``sequential_seeds``: the chunks of phases with ``seeds_in_sequence`` run the
+    seeds one after another (``lax.map``) instead (the runner's choice on a CPU backend without
+    ``shard_seeds``; :func:`sequential_seeds`)."""
 
-    def __init__(self, algorithm: Algorithm):
+    def __init__(self, algorithm: Algorithm, sequential_seeds: bool = False):
         phases = algorithm.phases
         self.phases = phases
+        self.sequential_seeds = sequential_seeds
         self.prepare = [jax.jit(jax.vmap(ph.prepare, in_axes=(0, None))) for ph in phases]
         self.init = [jax.jit(jax.vmap(ph.init, in_axes=(0, 0, None))) for ph in phases]
         self.output = [jax.jit(jax.vmap(ph.output)) for ph in phases]
@@ -329,8 +332,19 @@ class _Programs:
                 finite = (steps_finite(rows, n), tree_all_finite(state))
                 return state, jax.tree_util.tree_map(mean, rows), finite, ran
 
-            self._chunks[(p, n)] = jax.jit(jax.vmap(one_seed, in_axes=(0, 0, 0, None)))
+            if self.sequential_seeds and phase.seeds_in_sequence:
+                def every_seed(state, key, aux, data):
+                    return jax.lax.map(lambda a: one_seed(*a, data), (state, key, aux))
+            else:
+                every_seed = jax.vmap(one_seed, in_axes=(0, 0, 0, None))
+            self._chunks[(p, n)] = jax.jit(every_seed)
         return self._chunks[(p, n)]
+
+
+def sequential_seeds(config: RunConfig) -> bool:
+    """Whether phases hinting ``seeds_in_sequence`` run their seeds one after another: on a CPU
+    backend, unless the seeds are sharded over devices."""
+    return jax.default_backend() == "cpu" and not config.shard_seeds
 
 
 def _placement(config: RunConfig, data: Any, eval_data: Any) -> Tuple[Callable, Any, Any]:
@@ -358,7 +372,7 @@ class _Position:
     state: Any = None
 
 
-def _restore(algorithm: Algorithm, programs: _Programs, ckpt: Checkpointer, schedule,
+def _restore(algorithm: Algorithm, programs: Programs, ckpt: Checkpointer, schedule,
              done_chunks: int, diverged: Optional[Dict[str, Any]], data: Any, num_seeds: int,
              put_seeds: Callable, workdir: str) -> _Position:
     """The position saved after chunk ``done_chunks``; after a divergence the new settings must
@@ -528,7 +542,7 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
     eval_keys = put_seeds(evaluation_keys(seeds))
     schedule = _schedule(algorithm, config.chunk_steps)
     last_phase = len(algorithm.phases) - 1
-    programs = _Programs(algorithm)
+    programs = Programs(algorithm, sequential_seeds(config))
 
     # Restore, or start (from the outputs of phases another run published, if any).
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))

@@ -1,0 +1,26 @@
+"""One measurement in its own process, of this checkout's ``jaxomrl`` or another one's.
+
+    from worker import measure   # benchmarks/ is the script's directory, on sys.path
+    result = measure(__file__, ["--worker", *flags], src="/path/to/an/older/checkout")
+
+runs ``script`` with ``args`` (``src``: with that checkout first on ``PYTHONPATH`` and as the
+working directory, so its ``jaxomrl`` is the one imported) and returns the JSON object on the
+last line of its output.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Optional, Sequence
+
+
+def measure(script: str, args: Sequence[str], src: Optional[str] = None) -> dict:
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.path.abspath(src) + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, os.path.abspath(script), *args], check=True,
+                         capture_output=True, text=True, env=env,
+                         cwd=os.path.abspath(src) if src else None)
+    return json.loads(out.stdout.strip().splitlines()[-1])
