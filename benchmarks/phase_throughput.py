@@ -96,13 +96,10 @@ def worker() -> dict:
 
 
 def _child(src: str = None) -> dict:
-    # the baseline runs in its own checkout: the data by its absolute path
-    args, skip = [], False
-    for a in sys.argv[1:]:
-        if not skip and not a.startswith("--data"):
-            args.append(a)
-        skip = a == "--data"
-    return measure(__file__, ["--worker", *args, f"--data={os.path.abspath(FLAGS.data)}"], src)
+    # the baseline runs in its own checkout: the data by its absolute path (absl takes a
+    # repeated flag's last value)
+    return measure(__file__, ["--worker", *sys.argv[1:], f"--data={os.path.abspath(FLAGS.data)}"],
+                   src)
 
 
 def main(argv):
