@@ -16,11 +16,23 @@ refused before any work, naming the fields that differ (``--overwrite`` moves su
 seeds; rerunning with other settings resumes from the last finite checkpoint. Specs whose first
 phases are identical train them once (``<workdir>/shared_phases``). The table at the end compares
 the specs with the SAC experts that made the data.
+
+On a CPU with more than one core the specs train side by side: each group of specs that share no
+phase still to be trained with the others (``runner.share_groups``; a phase another command
+already published in ``shared_phases`` ties nobody) is a ``train.py`` process of its own with this
+command's flags, at most ``--workers`` at a time (default: one per core), in the order of
+``--algo`` (list the longest first). Every spec trains as in one process (the same programs;
+the README main job's tables come out equal to the last digit); their progress lines
+interleave. If one fails, no further group starts, the others finish, and the command exits
+non-zero naming it; rerunning resumes.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
 
+import jax
 import numpy as np
 from absl import flags, logging
 
@@ -29,8 +41,9 @@ from jaxomrl.data.relabel import check_episode_layout
 from jaxomrl.data.sampler import describe_data, run_data
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.experiment import cli
+from jaxomrl.errors import JaxomrlError
 from jaxomrl.experiment.runner import (RunConfig, RunConfigError, archive_run, check_workdir,
-                                       run, run_identity)
+                                       run, run_identity, share_groups)
 
 FLAGS = flags.FLAGS
 _PHYSICS = cli.define_physics_flag()
@@ -49,12 +62,16 @@ cli.renamed_flag("checkpoint_every", "checkpoint_every_chunks")
 flags.DEFINE_integer("eval_every", 0, "Policy updates between evaluations (0: at the end).")
 cli.define_flags(algos.Settings)      # every setting: its field, default, help and bounds there
 cli.renamed_flag("alpha", "kernel_alpha")
+flags.DEFINE_integer("workers", 0, "Processes that train the specs side by side (specs that share "
+                     "phases in one, one after another), then the table. 0: on a CPU backend as "
+                     "many as the machine has cores (at most one per group of specs), else 1.")
+flags.DEFINE_bool("summary", True, "Print the table of every spec's results at the end.")
 flags.DEFINE_bool("overwrite", False, "Runs in --workdir with other settings than requested are "
                   "moved to <workdir>/replaced/<spec>-<time> and trained anew (without it they "
                   "are refused; a run with the same settings is always resumed or reused).")
 flags.mark_flags_as_required(["family", "data", "workdir"])
 cli.require_ints(1, "seeds", "chunk_steps", "checkpoint_every_chunks")
-cli.require_ints(0, "seed_offset", "eval_every")
+cli.require_ints(0, "seed_offset", "eval_every", "workers")
 cli.require_multiple("eval_every", "chunk_steps")
 
 
@@ -116,9 +133,44 @@ def main(argv):
         raise cli.UsageError("\n".join(message for _, _, message in conflicts))
     for spec, workdir, _ in replace:
         print(f"[{spec}] --overwrite: the old run moved to {archive_run(workdir)}")
+    if _train_in_processes(runs, description):
+        runs = {spec: (algorithm, dataclasses.replace(config, verbose=False))
+                for spec, (algorithm, config) in runs.items()}     # finished: results reused
     results = {spec: run(algorithm, data, eval_data, config, description)
                for spec, (algorithm, config) in runs.items()}
-    print_table(ds, results)
+    if FLAGS.summary:
+        print_table(ds, results)
+
+
+def _train_in_processes(runs, description) -> bool:
+    """With more than one worker (``--workers``), trains the groups of specs that share no phase
+    (``share_groups``) as separate ``train.py`` processes, at most that many at a time, each
+    with this command's flags and its group's specs; returns whether it did. Raises if any
+    failed (their messages are theirs, above)."""
+    def finished(spec):
+        algorithm, config = runs[spec]
+        return check_workdir(config.workdir, run_identity(algorithm, config, description),
+                             algorithm.read_config) == "finished"
+    todo = [group for group in share_groups(runs, description)
+            if not all(finished(spec) for spec in group)]
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)
+    workers = FLAGS.workers or (cores if jax.default_backend() == "cpu" else 1)
+    workers = min(workers, len(todo))
+    if workers < 2:
+        return False
+    print(f"training {len(todo)} groups of specs in {workers} processes side by side: "
+          + "; ".join(",".join(g) for g in todo), flush=True)
+    command = [sys.executable, os.path.abspath(sys.argv[0]), *sys.argv[1:], "--workers=1",
+               "--overwrite=false", "--summary=false"]
+    codes = cli.run_commands([command + ["--algo=" + ",".join(g)] for g in todo], workers)
+    failed = "; ".join(",".join(g) for g, c in zip(todo, codes) if c)
+    if failed:
+        not_started = "; ".join(",".join(g) for g, c in zip(todo, codes) if c is None)
+        raise JaxomrlError(f"training failed for {failed} (messages above); "
+                           + (f"not started: {not_started}; " if not_started else "")
+                           + "the other runs are kept: rerun the same command to resume")
+    return True
 
 
 def print_table(ds, results) -> None:

@@ -23,10 +23,13 @@ import hashlib
 import math
 import os
 import platform
+import signal
+import subprocess
 import sys
 import tempfile
+import time
 import typing
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 from absl import app, flags
 
@@ -257,23 +260,77 @@ def use_compilation_cache(path: str) -> Optional[str]:
     is empty); returns the directory in use. A directory that cannot be created leaves the
     cache off with a warning: the cache only saves time."""
     import jax
-    if jax.config.jax_compilation_cache_dir:
-        return jax.config.jax_compilation_cache_dir
-    if not path:
-        return None
-    where = os.path.join(os.path.expanduser(path), host_fingerprint())
-    try:
-        os.makedirs(where, exist_ok=True)
-    except OSError as e:
-        print(f"warning: no compilation cache ({where}: {e.strerror or e})", file=sys.stderr)
-        return None
-    try:
-        import filelock  # noqa: F401 -- JAX's size-bounded cache needs it
-        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
-    except ImportError:
-        pass
-    jax.config.update("jax_compilation_cache_dir", where)
+    where = jax.config.jax_compilation_cache_dir
+    if not where:
+        if not path:
+            return None
+        where = os.path.join(os.path.expanduser(path), host_fingerprint())
+        try:
+            os.makedirs(where, exist_ok=True)
+        except OSError as e:
+            print(f"warning: no compilation cache ({where}: {e.strerror or e})",
+                  file=sys.stderr)
+            return None
+        try:
+            import filelock  # noqa: F401 -- JAX's size-bounded cache needs it
+            jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+        except ImportError:
+            pass
+        jax.config.update("jax_compilation_cache_dir", where)
+    if jax.default_backend() == "cpu":
+        _quiet_cpu_loader_log()
     return where
+
+
+def _quiet_cpu_loader_log() -> None:
+    """jaxlib 0.9 logs two ~3 kB C++ ERROR lines for every program read back from the cache on
+    a CPU ("Target machine feature +prefer-no-gather is not supported on the host machine"):
+    its loader takes the LLVM tuning attributes ``+prefer-no-gather`` / ``+prefer-no-scatter``
+    recorded at compilation for CPU features the host lacks (jax-ml/jax#38445,
+    openxla/xla#44565), although the same host compiled the program and it loads and runs
+    (``tests/test_compilation_cache.py``), with a WARNING line each ("Assume version
+    compatibility"). In a process that uses the cache on a CPU, XLA's C++ logging below FATAL
+    is turned off; Python warnings and errors are unchanged."""
+    try:
+        from jax._src.lib import utils as jaxlib_utils
+        jaxlib_utils.absl_set_min_log_level(3)
+    except (ImportError, AttributeError):     # another jaxlib: the lines stay, nothing else
+        pass
+
+
+def run_commands(commands: Sequence[Sequence[str]], workers: int,
+                 poll_seconds: float = 0.2) -> List[Optional[int]]:
+    """Runs ``commands`` (argument lists) as subprocesses, at most ``workers`` at a time, in the
+    order given, their output going to this process's. Once one fails no further one starts;
+    those running finish. Returns every command's exit status (None: not started). If this
+    process is interrupted or terminated (SIGTERM), the running ones are terminated (each
+    command resumes from its last checkpoint when run again)."""
+    codes: List[Optional[int]] = [None] * len(commands)
+    running = {}
+    pending = list(range(len(commands)))
+
+    def terminated(signum, frame):
+        raise SystemExit(128 + signum)
+    previous = signal.signal(signal.SIGTERM, terminated)   # `kill` stops the children too
+    try:
+        while pending or running:
+            while pending and len(running) < workers and not any(codes):
+                i = pending.pop(0)
+                running[i] = subprocess.Popen(list(commands[i]))
+            if not running:
+                break
+            time.sleep(poll_seconds)
+            for i, proc in list(running.items()):
+                if proc.poll() is not None:
+                    codes[i] = proc.returncode
+                    del running[i]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for proc in running.values():
+            proc.terminate()
+        for proc in running.values():
+            proc.wait()
+    return codes
 
 
 def run(main: Callable[[Sequence[str]], None],

@@ -121,6 +121,39 @@ def _phase_digests(algorithm: Algorithm, identity: Dict[str, Any]) -> List[Optio
     return out
 
 
+def share_groups(runs: Dict[str, Tuple[Algorithm, RunConfig]],
+                 description: Optional[Dict[str, Any]] = None) -> List[List[str]]:
+    """The names of ``runs`` grouped so that runs that can share a phase's outputs (the same
+    ``share_dir`` and a phase with the same digest, :func:`_phase_digests`, not yet published
+    there) are in one group: the groups can train side by side (e.g. in separate processes),
+    each group's runs one after another in the order given, so a shared phase is trained once
+    and then taken. Runs that only share phases already published take them and are apart.
+    Groups are in the order of their first run."""
+    names = list(runs)
+    parent = list(range(len(names)))          # union-find over the runs
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    first: Dict[Any, int] = {}                # (share_dir, digest) -> first run with it
+    for i, (algorithm, config) in enumerate(runs.values()):
+        if not config.share_dir:
+            continue
+        identity = run_identity(algorithm, config, description)
+        for digest in filter(None, _phase_digests(algorithm, identity)):
+            if os.path.exists(os.path.join(config.share_dir, digest, "phase.json")):
+                continue                      # published: every run takes it as it is
+            j = first.setdefault((config.share_dir, digest), i)
+            if root(j) != root(i):
+                parent[root(i)] = root(j)
+    groups: Dict[int, List[str]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(root(i), []).append(name)
+    return list(groups.values())
+
+
 def evaluation_keys(seeds) -> jax.Array:
     """``[len(seeds)]`` keys of the evaluations of seeds ``seeds`` (the same at every evaluation
     of a run, and for ``experiments/evaluate.py``)."""
