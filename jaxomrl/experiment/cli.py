@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import typing
 from typing import Any, Callable, Iterator, List, Optional, Sequence
@@ -311,7 +312,9 @@ def run_commands(commands: Sequence[Sequence[str]], workers: int,
 
     def terminated(signum, frame):
         raise SystemExit(128 + signum)
-    previous = signal.signal(signal.SIGTERM, terminated)   # `kill` stops the children too
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:                  # `kill` stops the children too (signals: main thread only)
+        previous = signal.signal(signal.SIGTERM, terminated)
     try:
         while pending or running:
             while pending and len(running) < workers and not any(codes):
@@ -325,7 +328,8 @@ def run_commands(commands: Sequence[Sequence[str]], workers: int,
                     codes[i] = proc.returncode
                     del running[i]
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
         for proc in running.values():
             proc.terminate()
         for proc in running.values():
