@@ -17,14 +17,14 @@ seeds; rerunning with other settings resumes from the last finite checkpoint. Sp
 phases are identical train them once (``<workdir>/shared_phases``). The table at the end compares
 the specs with the SAC experts that made the data.
 
-On a CPU with more than one core the specs train side by side: each group of specs that share no
-phase still to be trained with the others (``runner.share_groups``; a phase another command
-already published in ``shared_phases`` ties nobody) is a ``train.py`` process of its own with this
-command's flags, at most ``--workers`` at a time (default: one per core), in the order of
-``--algo`` (list the longest first). Every spec trains as in one process (the same programs;
-the README main job's tables come out equal to the last digit); their progress lines
-interleave. If one fails, no further group starts, the others finish, and the command exits
-non-zero naming it; rerunning resumes.
+On a CPU with more than one core the specs train side by side, each in a ``train.py`` process
+of its own with this command's flags, at most ``--workers`` at a time (default: one per core),
+in the order of ``--algo`` (list the longest first). A spec that takes a phase another spec of
+the command trains (the same encoder, ReDA's models) starts when that one has finished
+(``runner.share_schedule``), so the phase still trains once. Every spec trains as in one
+process (the same programs; the README main job's tables come out equal to the last digit);
+their progress lines interleave. If one fails, no further spec starts, the others finish, and
+the command exits non-zero naming it; rerunning resumes.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.experiment import cli
 from jaxomrl.errors import JaxomrlError
 from jaxomrl.experiment.runner import (RunConfig, RunConfigError, archive_run, check_workdir,
-                                       run, run_identity, share_groups)
+                                       run, run_identity, share_schedule)
 
 FLAGS = flags.FLAGS
 _PHYSICS = cli.define_physics_flag()
@@ -62,9 +62,9 @@ cli.renamed_flag("checkpoint_every", "checkpoint_every_chunks")
 flags.DEFINE_integer("eval_every", 0, "Policy updates between evaluations (0: at the end).")
 cli.define_flags(algos.Settings)      # every setting: its field, default, help and bounds there
 cli.renamed_flag("alpha", "kernel_alpha")
-flags.DEFINE_integer("workers", 0, "Processes that train the specs side by side (specs that share "
-                     "phases in one, one after another), then the table. 0: on a CPU backend as "
-                     "many as the machine has cores (at most one per group of specs), else 1.")
+flags.DEFINE_integer("workers", 0, "Processes that train the specs side by side, one spec each (a "
+                     "spec taking a phase another trains after it), then the table. 0: on a CPU "
+                     "backend as many as the machine has cores, else 1.")
 flags.DEFINE_bool("summary", True, "Print the table of every spec's results at the end.")
 flags.DEFINE_bool("overwrite", False, "Runs in --workdir with other settings than requested are "
                   "moved to <workdir>/replaced/<spec>-<time> and trained anew (without it they "
@@ -143,30 +143,31 @@ def main(argv):
 
 
 def _train_in_processes(runs, description) -> bool:
-    """With more than one worker (``--workers``), trains the groups of specs that share no phase
-    (``share_groups``) as separate ``train.py`` processes, at most that many at a time, each
-    with this command's flags and its group's specs; returns whether it did. Raises if any
-    failed (their messages are theirs, above)."""
+    """With more than one worker (``--workers``), trains every unfinished spec as a
+    ``train.py`` process of its own with this command's flags, at most that many at a time, a
+    spec that takes a phase another trains after that one (``runner.share_schedule``); returns
+    whether it did. Raises if any failed (their messages are theirs, above)."""
     def finished(spec):
         algorithm, config = runs[spec]
         return check_workdir(config.workdir, run_identity(algorithm, config, description),
                              algorithm.read_config) == "finished"
-    todo = [group for group in share_groups(runs, description)
-            if not all(finished(spec) for spec in group)]
+    schedule = share_schedule({s: r for s, r in runs.items() if not finished(s)}, description)
     cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
              else os.cpu_count() or 1)
-    workers = FLAGS.workers or (cores if jax.default_backend() == "cpu" else 1)
-    workers = min(workers, len(todo))
+    workers = min(FLAGS.workers or (cores if jax.default_backend() == "cpu" else 1),
+                  len(schedule))
     if workers < 2:
         return False
-    print(f"training {len(todo)} groups of specs in {workers} processes side by side: "
-          + "; ".join(",".join(g) for g in todo), flush=True)
+    print(f"training {len(schedule)} specs in {workers} processes side by side: "
+          + ", ".join(spec + (f" (after {schedule[a][0]})" if a is not None else "")
+                      for spec, a in schedule), flush=True)
     command = [sys.executable, os.path.abspath(sys.argv[0]), *sys.argv[1:], "--workers=1",
                "--overwrite=false", "--summary=false"]
-    codes = cli.run_commands([command + ["--algo=" + ",".join(g)] for g in todo], workers)
-    failed = "; ".join(",".join(g) for g, c in zip(todo, codes) if c)
+    codes = cli.run_commands([command + [f"--algo={spec}"] for spec, _ in schedule], workers,
+                             after=[a for _, a in schedule])
+    failed = ", ".join(spec for (spec, _), c in zip(schedule, codes) if c)
     if failed:
-        not_started = "; ".join(",".join(g) for g, c in zip(todo, codes) if c is None)
+        not_started = ", ".join(spec for (spec, _), c in zip(schedule, codes) if c is None)
         raise JaxomrlError(f"training failed for {failed} (messages above); "
                            + (f"not started: {not_started}; " if not_started else "")
                            + "the other runs are kept: rerun the same command to resume")

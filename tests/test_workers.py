@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from jaxomrl.experiment import cli
-from jaxomrl.experiment.runner import RunConfig, _phase_digests, run_identity, share_groups
+from jaxomrl.experiment.runner import (RunConfig, _phase_digests, run_identity, share_groups,
+                                       share_schedule)
 from test_failures import TRAIN, _cli, _refused, data_dir  # noqa: F401 -- data_dir: fixture
 from test_runner import ROOT, _setup
 
@@ -32,6 +33,11 @@ def test_runs_that_can_share_a_phase_are_grouped_in_order(tmp_path):
     assert share_groups(runs, {"test": True}) == [
         ["r2pgo"], ["bc"], ["om_bc", "om_sac"], ["r2pgo/no_weighted_negatives"],
         ["r2pgo/no_hypernetwork"]]
+    os.remove(os.path.join(shared, digest, "phase.json"))
+    # The schedule: each group's first run, then the others after it.
+    assert share_schedule(runs, {"test": True}) == [
+        ("r2pgo", None), ("r2pgo/no_hypernetwork", 0), ("bc", None), ("om_bc", None),
+        ("om_sac", 3), ("r2pgo/no_weighted_negatives", None)]
     # Other seeds or no shared directory: nothing to share, every run alone.
     runs["r2pgo/no_hypernetwork"] = (runs["r2pgo/no_hypernetwork"][0],
                                      RunConfig(workdir="w/h", seeds=(1,), share_dir="w/shared"))
@@ -48,6 +54,13 @@ def test_run_commands_runs_side_by_side_and_starts_nothing_after_a_failure(tmp_p
     wait = [py, "-c", "import os, time\nwhile not os.path.exists("
             f"{str(tmp_path / 'ran')!r}): time.sleep(0.05)"]
     assert cli.run_commands([wait, touch], 2, poll_seconds=0.05) == [0, 0]
+    # A command after another waits for it (or never starts when it fails).
+    order = tmp_path / "order"
+    log = [[py, "-c", f"open({str(order)!r}, 'a').write('{c}')"] for c in "abc"]
+    assert cli.run_commands(log, 3, after=[1, None, None], poll_seconds=0.05) == [0, 0, 0]
+    assert order.read_text().index("b") < order.read_text().index("a")
+    fail = [py, "-c", "import sys; sys.exit(5)"]
+    assert cli.run_commands([fail, log[0]], 2, after=[None, 0]) == [5, None]
 
 
 def test_terminating_the_parent_terminates_the_commands_it_runs(tmp_path):
@@ -77,7 +90,8 @@ def test_specs_in_processes_equal_one_process_and_share_their_encoder_once(data_
             "--algo=r2pgo,bc,r2pgo/no_hypernetwork")
     proc, out = _cli("train.py", *args, f"--workdir={tmp_path / 'two'}", "--workers=2")
     assert proc.returncode == 0, out
-    assert "2 processes side by side: r2pgo,r2pgo/no_hypernetwork; bc" in out, out
+    assert ("3 specs in 2 processes side by side: r2pgo, r2pgo/no_hypernetwork (after r2pgo), "
+            "bc") in out, out
     assert out.count("shared from") == 1 and out.count("| r2pgo/no_hypernetwork |") == 1, out
     proc, out = _cli("train.py", *args, f"--workdir={tmp_path / 'one'}", "--workers=1")
     assert proc.returncode == 0 and "side by side" not in out, out

@@ -300,13 +300,16 @@ def _quiet_cpu_loader_log() -> None:
 
 
 def run_commands(commands: Sequence[Sequence[str]], workers: int,
+                 after: Optional[Sequence[Optional[int]]] = None,
                  poll_seconds: float = 0.2) -> List[Optional[int]]:
     """Runs ``commands`` (argument lists) as subprocesses, at most ``workers`` at a time, in the
-    order given, their output going to this process's. Once one fails no further one starts;
+    order given, their output going to this process's; command ``i`` starts once command
+    ``after[i]`` (an earlier one, or None) has succeeded. Once one fails no further one starts;
     those running finish. Returns every command's exit status (None: not started). If this
     process is interrupted or terminated (SIGTERM), the running ones are terminated (each
     command resumes from its last checkpoint when run again)."""
     codes: List[Optional[int]] = [None] * len(commands)
+    after = list(after) if after is not None else [None] * len(commands)
     running = {}
     pending = list(range(len(commands)))
 
@@ -317,8 +320,10 @@ def run_commands(commands: Sequence[Sequence[str]], workers: int,
         previous = signal.signal(signal.SIGTERM, terminated)
     try:
         while pending or running:
-            while pending and len(running) < workers and not any(codes):
-                i = pending.pop(0)
+            ready = [i for i in pending if after[i] is None or codes[after[i]] == 0]
+            while ready and len(running) < workers and not any(codes):
+                i = ready.pop(0)
+                pending.remove(i)
                 running[i] = subprocess.Popen(list(commands[i]))
             if not running:
                 break

@@ -39,7 +39,7 @@ import json
 import os
 import shutil
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -121,14 +121,25 @@ def _phase_digests(algorithm: Algorithm, identity: Dict[str, Any]) -> List[Optio
     return out
 
 
+def _pending_shares(algorithm: Algorithm, config: RunConfig,
+                    description: Optional[Dict[str, Any]]) -> List[Tuple[str, str]]:
+    """``(share_dir, digest)`` of every phase of the run that other runs could share and that
+    no run has published yet."""
+    if not config.share_dir:
+        return []
+    identity = run_identity(algorithm, config, description)
+    return [(config.share_dir, d) for d in _phase_digests(algorithm, identity)
+            if d and not os.path.exists(os.path.join(config.share_dir, d, "phase.json"))]
+
+
 def share_groups(runs: Dict[str, Tuple[Algorithm, RunConfig]],
-                 description: Optional[Dict[str, Any]] = None) -> List[List[str]]:
+                 description: Optional[Dict[str, Any]] = None,
+                 published: Collection[Tuple[str, str]] = ()) -> List[List[str]]:
     """The names of ``runs`` grouped so that runs that can share a phase's outputs (the same
     ``share_dir`` and a phase with the same digest, :func:`_phase_digests`, not yet published
-    there) are in one group: the groups can train side by side (e.g. in separate processes),
-    each group's runs one after another in the order given, so a shared phase is trained once
-    and then taken. Runs that only share phases already published take them and are apart.
-    Groups are in the order of their first run."""
+    there nor in ``published``) are in one group. Runs that only share phases already published
+    take them and are apart. Groups are in the order of their first run, each in the order
+    given."""
     names = list(runs)
     parent = list(range(len(names)))          # union-find over the runs
 
@@ -137,21 +148,40 @@ def share_groups(runs: Dict[str, Tuple[Algorithm, RunConfig]],
             i = parent[i]
         return i
 
-    first: Dict[Any, int] = {}                # (share_dir, digest) -> first run with it
+    first: Dict[Tuple[str, str], int] = {}    # (share_dir, digest) -> first run with it
     for i, (algorithm, config) in enumerate(runs.values()):
-        if not config.share_dir:
-            continue
-        identity = run_identity(algorithm, config, description)
-        for digest in filter(None, _phase_digests(algorithm, identity)):
-            if os.path.exists(os.path.join(config.share_dir, digest, "phase.json")):
-                continue                      # published: every run takes it as it is
-            j = first.setdefault((config.share_dir, digest), i)
+        for key in _pending_shares(algorithm, config, description):
+            if key in published:
+                continue
+            j = first.setdefault(key, i)
             if root(j) != root(i):
                 parent[root(i)] = root(j)
     groups: Dict[int, List[str]] = {}
     for i, name in enumerate(names):
         groups.setdefault(root(i), []).append(name)
     return list(groups.values())
+
+
+def share_schedule(runs: Dict[str, Tuple[Algorithm, RunConfig]],
+                   description: Optional[Dict[str, Any]] = None
+                   ) -> List[Tuple[str, Optional[int]]]:
+    """An order in which ``runs`` can train side by side, each shared phase trained once:
+    ``[(name, after)]``, ``after`` the index of the entry whose run must have finished first
+    (it publishes the phases this one takes), or None. Of each group of :func:`share_groups`
+    the first run goes first; the others follow it, side by side with each other unless they
+    share a further phase (then the same again among them)."""
+    out: List[Tuple[str, Optional[int]]] = []
+
+    def add(names: List[str], after: Optional[int], published: frozenset) -> None:
+        for group in share_groups({n: runs[n] for n in names}, description, published):
+            out.append((group[0], after))
+            if len(group) > 1:
+                head = runs[group[0]]
+                add(group[1:], len(out) - 1,
+                    published | set(_pending_shares(*head, description)))
+
+    add(list(runs), None, frozenset())
+    return out
 
 
 def evaluation_keys(seeds) -> jax.Array:
