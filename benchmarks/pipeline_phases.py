@@ -16,8 +16,7 @@ already made. The commands share a compilation cache of their own (``<out>/compi
 empty at the start, as on a fresh machine) unless their flags name one. The compile times are
 the command's own process's: where ``train.py`` trains its specs in processes of their own
 (``--workers``, the default on a CPU with more than one core), theirs are not counted (its
-``--workers=1`` counts them). Prints a table and, on
-its last line, one JSON object.
+``--workers=1`` counts them). Prints a table and, on its last line, one JSON object.
 Runs resumed from a checkpoint restart their clocks (``resumed``); phases reused from another
 run (``--share_phases``) show that run's time (``reused``).
 """

@@ -41,6 +41,7 @@ from jaxomrl.data.relabel import check_episode_layout
 from jaxomrl.data.sampler import describe_data, run_data
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.experiment import cli
+from jaxomrl.envs.mujoco_c import default_threads
 from jaxomrl.errors import JaxomrlError
 from jaxomrl.experiment.runner import (RunConfig, RunConfigError, archive_run, check_workdir,
                                        run, run_identity, share_schedule)
@@ -107,7 +108,7 @@ def main(argv):
     description = describe_data(path, ds, ood)
     seeds = tuple(range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds))
     # Every spec's algorithm and run directory, checked before any of them trains.
-    runs, conflicts, replace = {}, [], []
+    runs, conflicts, replace, finished = {}, [], [], set()
     for spec in specs:
         try:
             algorithm = algos.make(spec, settings, family, n_train)
@@ -123,8 +124,9 @@ def main(argv):
                            share_dir=(os.path.join(FLAGS.workdir, "shared_phases")
                                       if FLAGS.share_phases else None))
         try:
-            check_workdir(workdir, run_identity(algorithm, config, description),
-                          algorithm.read_config)
+            if check_workdir(workdir, run_identity(algorithm, config, description),
+                             algorithm.read_config) == "finished":
+                finished.add(spec)
         except RunConfigError as e:
             (replace if FLAGS.overwrite and os.path.isdir(workdir) else conflicts).append(
                 (spec, workdir, str(e)))
@@ -133,7 +135,7 @@ def main(argv):
         raise cli.UsageError("\n".join(message for _, _, message in conflicts))
     for spec, workdir, _ in replace:
         print(f"[{spec}] --overwrite: the old run moved to {archive_run(workdir)}")
-    if _train_in_processes(runs, description):
+    if _train_in_processes({s: r for s, r in runs.items() if s not in finished}, description):
         runs = {spec: (algorithm, dataclasses.replace(config, verbose=False))
                 for spec, (algorithm, config) in runs.items()}     # finished: results reused
     results = {spec: run(algorithm, data, eval_data, config, description)
@@ -143,18 +145,13 @@ def main(argv):
 
 
 def _train_in_processes(runs, description) -> bool:
-    """With more than one worker (``--workers``), trains every unfinished spec as a
-    ``train.py`` process of its own with this command's flags, at most that many at a time, a
-    spec that takes a phase another trains after that one (``runner.share_schedule``); returns
-    whether it did. Raises if any failed (their messages are theirs, above)."""
-    def finished(spec):
-        algorithm, config = runs[spec]
-        return check_workdir(config.workdir, run_identity(algorithm, config, description),
-                             algorithm.read_config) == "finished"
-    schedule = share_schedule({s: r for s, r in runs.items() if not finished(s)}, description)
-    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-             else os.cpu_count() or 1)
-    workers = min(FLAGS.workers or (cores if jax.default_backend() == "cpu" else 1),
+    """With more than one worker (``--workers``), trains every spec of ``runs`` (the unfinished
+    ones) as a ``train.py`` process of its own with this command's flags, at most that many at
+    a time, a spec that takes a phase another trains after that one
+    (``runner.share_schedule``); returns whether it did. Raises if any failed (their messages
+    are theirs, above)."""
+    schedule = share_schedule(runs, description)
+    workers = min(FLAGS.workers or (default_threads() if jax.default_backend() == "cpu" else 1),
                   len(schedule))
     if workers < 2:
         return False
