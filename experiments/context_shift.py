@@ -42,7 +42,7 @@ from jaxomrl.eval import report
 from jaxomrl.eval.adaptation import online_rollout
 from jaxomrl.experiment import cli
 from jaxomrl.experiment.runner import evaluation_keys
-from jaxomrl.experiment.runs import restore, split_inputs
+from jaxomrl.experiment.runs import has_encoder, restore, split_inputs
 from jaxomrl.io import atomic_write_text
 
 FLAGS = flags.FLAGS
@@ -187,7 +187,7 @@ def main(argv):
             raise cli.UsageError(f"--relabelled: {e}") from e
     results = {}
     for spec, run_dir in runs.items():
-        if identities[spec]["config"].get("encoder") is None:
+        if not has_encoder(identities[spec]):
             continue
         data_z, online_z, own, relabelled_z = beliefs(
             spec, run_dir, identities[spec], ds, data, eval_data, FLAGS.split, FLAGS.episodes,

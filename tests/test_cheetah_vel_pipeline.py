@@ -190,3 +190,34 @@ print(json.dumps(m.decompose(reward, own, attribute, [(0, 5), (5, 10)])))
               "return_tercile0": -2.5, "return_tercile1": -3.0, "return_tercile2": -2.0}
     for key, value in expect.items():
         np.testing.assert_allclose(row[key], [value, value], atol=1e-9, err_msg=key)
+
+
+def test_online_gap_without_own_and_the_identification_of_the_belief():
+    """Without ``own`` the return is split by window; ``identification`` on hand-built
+    embeddings: seed 0's beliefs sit on their own task's reference from step 2 on, seed 1's all
+    drift to task 0's (the collapse the diagnostic is there to show)."""
+    script = f"""
+import importlib.util, json, os, numpy as np
+spec = importlib.util.spec_from_file_location(
+    "online_gap", os.path.join({os.path.dirname(TESTS)!r}, "experiments", "online_gap.py"))
+m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+reward = np.arange(10.0)[None, None, :] + np.zeros((2, 3, 10))
+row = m.decompose(reward, None, np.array([2.5, 0.5, 1.5]), [(0, 5), (5, 10)])
+ref = np.stack([np.eye(3) * 2.0] * 2)                              # [S, T, L]: task t at 2 e_t
+z = np.zeros((2, 3, 10, 3))
+z[0, :, 2:] = ref[0][:, None, :] + 0.1                             # seed 0: its own from step 2
+z[1] = ref[1][0] + 0.3                                             # seed 1: every task on task 0
+print(json.dumps({{**row, **m.identification(z, ref, [(0, 2), (2, 10)])}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=os.path.dirname(TESTS), env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "tracking" not in row
+    np.testing.assert_allclose(row["return"], [45.0, 45.0])
+    np.testing.assert_allclose(row["return[0,5)"], [10.0, 10.0])
+    np.testing.assert_allclose(row["return[5,10)"], [35.0, 35.0])
+    # at z = 0 (steps 0-1 of seed 0) every reference is equally far: argmin names task 0
+    np.testing.assert_allclose(row["identified[0,2)"], [1 / 3, 1 / 3])
+    np.testing.assert_allclose(row["identified[2,10)"], [1.0, 1 / 3])
+    np.testing.assert_allclose(row["collapse"], [1 / 3, 1.0])

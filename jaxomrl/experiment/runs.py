@@ -80,6 +80,13 @@ def split_inputs(workdir: str, specs, split: str):
     return runs, ds, identities, data, eval_data
 
 
+def has_encoder(identity: Dict[str, Any]) -> bool:
+    """Whether a run (its ``run.json`` ``identity``) infers its task with an encoder: an
+    offline meta-RL config's ``encoder``, or ReDA's meta-policy's (``meta.encoder``)."""
+    config = identity["config"]
+    return (config.get("encoder") or (config.get("meta") or {}).get("encoder")) is not None
+
+
 def restore(spec: str, run_dir: str, identity: Dict[str, Any], family, ds, data,
             **meta_overrides) -> Tuple[Algorithm, Any]:
     """The algorithm of a finished run in ``family`` (from its ``run.json`` ``identity``,
