@@ -308,3 +308,20 @@ def test_next_obs_from_obs_is_the_tasks_physics():
     first = {k: np.asarray(v)[0] for k, v in train.params.items()}
     np.testing.assert_allclose(family.next_obs_from_obs(first, obs[0], act[0]), nxt[0],
                                rtol=1e-5, atol=1e-5)
+
+
+def test_assets_load_as_mujoco_compiles_them_without_the_deprecated_totalmass_attribute():
+    """``load_model`` applies an asset's ``<compiler settotalmass>`` after compiling (MuJoCo's
+    advice): every array of every robot's model equals MuJoCo's own compilation of the file."""
+    from jaxomrl.envs.mjx_family import ASSET_DIR, ROBOTS, load_model
+    for robot in ROBOTS.values():
+        ours = load_model(robot.xml, 4, 4)
+        theirs = mujoco.MjModel.from_xml_path(str(ASSET_DIR / robot.xml))
+        fields = [f for f in dir(theirs) if not f.startswith("_")
+                  and isinstance(getattr(theirs, f), np.ndarray)]
+        assert "body_mass" in fields and "dof_M0" in fields
+        for f in fields:
+            np.testing.assert_array_equal(getattr(ours, f), getattr(theirs, f),
+                                          err_msg=f"{robot.xml} {f}")
+    spec = mujoco.MjSpec.from_file(str(ASSET_DIR / ROBOTS["halfcheetah"].xml))
+    assert spec.compiler.settotalmass == 14.0      # the case this is for

@@ -112,8 +112,17 @@ ROBOTS: Dict[str, Robot] = {
 
 @functools.lru_cache(maxsize=None)
 def load_model(xml: str, iterations: int, ls_iterations: int) -> mujoco.MjModel:
-    """Loads a Brax asset as an ``MjModel`` with the Newton solver settings applied."""
-    m = mujoco.MjModel.from_xml_path(str(ASSET_DIR / xml))
+    """Loads a Brax asset as an ``MjModel`` with the Newton solver settings applied. An asset's
+    ``<compiler settotalmass>`` (deprecated in MuJoCo; brax's half_cheetah.xml has it) is
+    applied as MuJoCo advises, ``mj_setTotalmass`` and ``mj_setConst`` on the compiled model:
+    the same model, without MuJoCo's deprecation warning in every process."""
+    spec = mujoco.MjSpec.from_file(str(ASSET_DIR / xml))
+    total = spec.compiler.settotalmass
+    spec.compiler.settotalmass = -1
+    m = spec.compile()
+    if total > 0:
+        mujoco.mj_setTotalmass(m, total)
+        mujoco.mj_setConst(m, mujoco.MjData(m))
     m.opt.solver = mujoco.mjtSolver.mjSOL_NEWTON
     m.opt.iterations = iterations
     m.opt.ls_iterations = ls_iterations
