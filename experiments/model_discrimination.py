@@ -21,7 +21,10 @@ tasks' models ``|s'_model_j - s'_model_i|^2`` at the same inputs (squared norms 
 dimensions; median and mean over every transition of every task pair and seed), and the
 cosine between the models' difference and the true one (1: the models' difference points the
 physics' way; ~0: unrelated). Where the models' own error is orders above the true effect,
-their differences cannot be the tasks'. ``--shared_model_rounds`` measures a task-conditioned
+their differences cannot be the tasks'. The same statistics again on only the transitions
+where both tasks' ensembles are inside their support (u at most ``--support_quantile`` of their
+own training data's: ``joint_support``): whether the models' differences are the physics'
+where every task's models are confident. ``--shared_model_rounds`` measures a task-conditioned
 model the same way (one ensemble on every task's data, the task's one-hot an input), the
 structure that fits the dynamics the tasks share once.
 """
@@ -87,13 +90,16 @@ def transition_errors(dyn, task_model, models, data, obs_dim: int, n: int):
     return np.asarray(errors), np.asarray(own_u)
 
 
-def physics_scale(family, task_params, predictors, data, n: int) -> dict:
+def physics_scale(family, task_params, predictors, data, n: int, supports=None) -> dict:
     """The true task effect, the models' own error and the models' differences on each task's
     first ``n`` transitions with unclipped velocities (see the module docstring):
     ``{name: {median, mean}}`` of squared next-state norms and of the direction cosine, and
     ``reconstruction``: the own task's physics against the recorded next state (~0: a check of
     the measurement). ``predictors``: one per seed, ``predict(j, obs [n, D], action [n, A]) ->
-    s' [n, D]``, task j's model (its ensemble's mean)."""
+    s' [n, D]``, task j's model (its ensemble's mean). ``supports`` (one per seed,
+    ``in_support(j, obs, action) -> bool [n]``: task j's models' u at most their threshold):
+    the same statistics again under ``joint_support``, on only the (pair, transition)s where
+    both tasks' models are inside their support, with the ``fraction`` kept."""
     tr = data.transitions
     t = tr.obs.shape[0]
     obs, act, nxt = (np.asarray(x) for x in (tr.obs, tr.action, tr.next_obs))
@@ -117,19 +123,33 @@ def physics_scale(family, task_params, predictors, data, n: int) -> dict:
     pairs = [(i, j) for i in range(t) for j in range(t) if i != j]
     effect = np.stack([sq(true[i, j] - true[i, i]) for i, j in pairs])
     recon = np.stack([sq(true[i, i] - nxt[i]) for i in range(t)])
-    own, between, cosine = [], [], []
-    for predict in predictors:
+    own, between, cosine, joint = [], [], [], []
+    for s, predict in enumerate(predictors):
         pred = np.stack([np.stack([np.asarray(predict(j, obs[i], act[i])) for j in range(t)])
                          for i in range(t)])                               # [T_data, T_model, m, D]
         own.append(np.stack([sq(pred[i, i] - nxt[i]) for i in range(t)]))
         between.append(np.stack([sq(pred[i, j] - pred[i, i]) for i, j in pairs]))
         cosine.append(np.stack([np.sum(unit(pred[i, j] - pred[i, i])
                                        * unit(true[i, j] - true[i, i]), -1) for i, j in pairs]))
+        if supports is not None:
+            ok = np.stack([np.stack([np.asarray(supports[s](j, obs[i], act[i]))
+                                     for j in range(t)]) for i in range(t)])   # [T_data, T_model, m]
+            joint.append(np.stack([ok[i, i] & ok[i, j] for i, j in pairs]))
     stats = lambda x: {"median": float(np.median(x)), "mean": float(np.mean(x))}
-    return {"true_task_effect": stats(effect), "model_own_error": stats(np.stack(own)),
-            "model_task_difference": stats(np.stack(between)),
-            "direction_cosine": stats(np.stack(cosine)), "reconstruction": stats(recon),
-            "transitions_per_task": int(m), "fraction_unclipped": float(np.mean(inside))}
+    out = {"true_task_effect": stats(effect), "model_own_error": stats(np.stack(own)),
+           "model_task_difference": stats(np.stack(between)),
+           "direction_cosine": stats(np.stack(cosine)), "reconstruction": stats(recon),
+           "transitions_per_task": int(m), "fraction_unclipped": float(np.mean(inside))}
+    if supports is not None:
+        keep = np.stack(joint)                                             # [seeds, pairs, m]
+        kept = lambda x: stats(x[keep]) if keep.any() else None
+        own_pairs = np.stack([np.stack([o[i] for i, _ in pairs]) for o in own])
+        out["joint_support"] = {
+            "fraction": float(keep.mean()),
+            "true_task_effect": kept(np.broadcast_to(effect, keep.shape)),
+            "model_own_error": kept(own_pairs), "model_task_difference": kept(np.stack(between)),
+            "direction_cosine": kept(np.stack(cosine))}
+    return out
 
 
 def run_predictors(dyn, task_model, models, num_seeds: int, obs_dim: int) -> list:
@@ -141,6 +161,18 @@ def run_predictors(dyn, task_model, models, num_seeds: int, obs_dim: int) -> lis
     predict = jax.jit(predict)
     take = lambda s: jax.tree_util.tree_map(lambda x: x[s], models)
     return [functools.partial(predict, take(s)) for s in range(num_seeds)]
+
+
+def run_supports(dyn, task_model, models, thresholds, kind: str) -> list:
+    """``physics_scale``'s support tests of a run's models, one per seed: whether task j's
+    ensemble's ``kind`` of u at ``(obs, action)`` is at most ``thresholds[seed][j]``."""
+    def in_support(models_s, threshold, j, o, a):
+        params, norm, extend = task_model(models_s, j)
+        return dyn.uncertainty(params, norm, o, extend(a), kind) <= threshold[j]
+    in_support = jax.jit(in_support)
+    take = lambda s: jax.tree_util.tree_map(lambda x: x[s], models)
+    return [functools.partial(in_support, take(s), jnp.asarray(th))
+            for s, th in enumerate(thresholds)]
 
 
 def conditioned_models(config: DynamicsConfig, data: TaskData, obs_dim: int, action_dim: int,
@@ -230,6 +262,11 @@ def main(argv):
         seen = {k: np.asarray(v)[~ds.is_test] for k, v in ds.task_params.items()}
         predictors = {structure: run_predictors(dyn, task_model, models, len(seeds),
                                                 family.obs_dim)}
+        # Where ReDA's rollouts end (--adversary_support_quantile): the models' own u kind.
+        u_kind = dyn.config.uncertainty
+        supports = {structure: run_supports(dyn, task_model, models,
+                                            [th[:, UNCERTAINTIES.index(u_kind)]
+                                             for th in thresholds], u_kind)}
         if FLAGS.shared_model_rounds > 0 and not conditioned:
             shared, shared_models = conditioned_models(
                 dyn.config, data["train"], family.obs_dim, family.action_dim,
@@ -240,7 +277,8 @@ def main(argv):
         out["physics"] = {}
         for (kind, preds), (name, td) in itertools.product(
                 predictors.items(), (("train", data["train"]), ("ood", eval_data["ood"]["train"]))):
-            scale = physics_scale(family, seen, preds, td, FLAGS.physics_transitions)
+            scale = physics_scale(family, seen, preds, td, FLAGS.physics_transitions,
+                                  supports.get(kind))
             out["physics"][f"{kind}/{name}"] = scale
             print(f"{kind} models, {name} data, {scale['transitions_per_task']} transitions per "
                   f"task (of the {scale['fraction_unclipped']:.0%} with unclipped velocities): "
@@ -250,6 +288,13 @@ def main(argv):
             for k in ("true_task_effect", "model_own_error", "model_task_difference",
                       "direction_cosine", "reconstruction"):
                 print(f"  {k:22s} {scale[k]['median']:12.5f} {scale[k]['mean']:12.5f}")
+            joint = scale.get("joint_support")
+            if joint and joint["direction_cosine"] is not None:
+                print(f"  inside both tasks' models' support ({joint['fraction']:.0%} of the "
+                      "pairs' transitions):")
+                for k in ("true_task_effect", "model_own_error", "model_task_difference",
+                          "direction_cosine"):
+                    print(f"    {k:20s} {joint[k]['median']:12.5f} {joint[k]['mean']:12.5f}")
     path = FLAGS.out or f"{found[FLAGS.spec]}/model_discrimination.json"
     with open(path, "w") as f:
         json.dump(out, f, indent=1)

@@ -99,6 +99,13 @@ def test_walker2d_gravity_reda_collect_train_evaluate(tmp_path):
             assert scale["true_task_effect"]["median"] > 0
             assert -1 <= scale["direction_cosine"]["mean"] <= 1
             assert np.isfinite(scale["model_own_error"]["mean"])
+        # the same on the transitions inside both tasks' models' support (the run's models)
+        joint = md["physics"][f"per_task/{split}"]["joint_support"]
+        assert 0 <= joint["fraction"] <= 1
+        if joint["fraction"] > 0:
+            assert -1 <= joint["direction_cosine"]["mean"] <= 1
+            assert joint["true_task_effect"]["median"] > 0
+        assert "joint_support" not in md["physics"][f"task_conditioned/{split}"]
     _run("embedding_geometry.py", f"--workdir={runs}", "--split=test", "--contexts=3",
          f"--out={tmp_path / 'geometry.json'}")
     geometry = json.loads((tmp_path / "geometry.json").read_text())["algorithms"]["reda"]
