@@ -14,9 +14,10 @@ the rest of the call's ``train_seconds_this_call``; evaluations during training,
 ``--eval_every``, count in the last phase). ``--workdir`` alone only reads the logs of runs
 already made. The commands share a compilation cache of their own (``<out>/compilation_cache``,
 empty at the start, as on a fresh machine) unless their flags name one. The compile times are
-the command's own process's: where ``train.py`` trains its specs in processes of their own
-(``--workers``, the default on a CPU with more than one core), theirs are not counted (its
-``--workers=1`` counts them). Prints a table and, on its last line, one JSON object.
+summed over the command's processes, those in which ``train.py`` trains its specs side by side
+(``--workers``, the default on a CPU with more than one core) included; they compile at the
+same time, so the sum can exceed the wall-clock. Prints a table and, on its last line, one
+JSON object.
 Runs resumed from a checkpoint restart their clocks (``resumed``); phases reused from another
 run (``--share_phases``) show that run's time (``reused``).
 """
