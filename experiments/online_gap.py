@@ -56,8 +56,6 @@ flags.DEFINE_string("out", None, "JSON output (default: <workdir>/online_gap.jso
 flags.mark_flags_as_required(["workdir"])
 cli.require_int_lists("windows", lower=0)
 
-CONTEXTS = ("online", "offline", "data_then_own")
-
 
 def decompose(reward: np.ndarray, own: Optional[np.ndarray], attribute: np.ndarray,
               windows: Sequence[Tuple[int, int]]) -> Dict[str, List[float]]:
