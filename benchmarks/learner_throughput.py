@@ -35,6 +35,8 @@ flags.DEFINE_integer("latent_dim", 5, "Task-embedding size.")
 flags.DEFINE_enum("head", "hyper", ["hyper", "concat"], "Conditioning head.")
 flags.DEFINE_enum("seed_axis", "vmap", ["vmap", "map"], "How the JAX program runs its seeds: "
                   "vmap (batched) or lax.map (one after another, in one program).")
+flags.DEFINE_enum("torch_device", "auto", ["auto", "cpu", "cuda"], "Where the PyTorch loop runs "
+                  "(auto: cuda when PyTorch sees a GPU; compare on the device JAX uses).")
 flags.DEFINE_string("worker", None, "Internal: run one measurement (jax or torch).")
 flags.DEFINE_integer("num_seeds", 1, "Internal: seeds of a jax worker.")
 
@@ -176,13 +178,17 @@ def torch_worker() -> dict:
             x = torch.cat([s, act], -1)
             return torch.stack([q(x, z).squeeze(-1) for q in self.q])
 
-    data = {k: torch.as_tensor(v) for k, v in _batch_np().items()}
+    device = FLAGS.torch_device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    data = {k: torch.as_tensor(v, device=device) for k, v in _batch_np().items()}
     n = FLAGS.updates
     best = float("inf")
-    actor, critic = Actor(), Critics()
-    target = Critics()
+    actor, critic = Actor().to(device), Critics().to(device)
+    target = Critics().to(device)
     target.load_state_dict(critic.state_dict())
-    log_alpha = torch.zeros((), requires_grad=True)
+    log_alpha = torch.zeros((), requires_grad=True, device=device)
     opt_a = torch.optim.Adam(actor.parameters(), 3e-4)
     opt_c = torch.optim.Adam(critic.parameters(), 3e-4)
     opt_t = torch.optim.Adam([log_alpha], 3e-4)
@@ -216,12 +222,14 @@ def torch_worker() -> dict:
     for _ in range(10):
         update()
     for _ in range(FLAGS.repeats):
+        sync()
         t = time.perf_counter()
         for _ in range(n):
             update()
+        sync()
         best = min(best, time.perf_counter() - t)
     return {"framework": "torch", "seeds": 1, "seed_updates_per_s": n / best,
-            "torch": torch.__version__, "peak_rss_mib": _peak_rss_mib()}
+            "torch": torch.__version__, "torch_device": device, "peak_rss_mib": _peak_rss_mib()}
 
 
 def _peak_rss_mib() -> float:
@@ -254,7 +262,8 @@ def main(argv):
         results.append(_run_child(["--worker=jax", f"--num_seeds={s}"]))
     torch_rate = results[0]["seed_updates_per_s"]
     peak_rate = peak["f32_matmul_gflop_per_s"]
-    print(f"machine: {machine}; torch {results[0].get('torch')}; head={FLAGS.head}, hidden="
+    print(f"machine: {machine}; torch {results[0].get('torch')} "
+          f"({results[0].get('torch_device')}); head={FLAGS.head}, hidden="
           f"{','.join(FLAGS.hidden)}, batch={FLAGS.batch}, {FLAGS.updates} updates per call")
     print(f"f32 matmul peak (XLA, {peak['matmul_size']}^2): {peak_rate:,.1f} GFLOP/s")
     print(f"{'framework':10s} {'seeds':>5s} {'seed-updates/s':>15s} {'vs torch':>9s} "

@@ -1,0 +1,46 @@
+#!/bin/bash
+# Issue 21's accelerator checks as one prepared run, sized for a lent machine's 15 minutes of
+# device time (about 6-8 min of commands, leaving time to start the machine and to rerun once):
+#   1. rollout: MJX env steps/s of cheetah_vel at 4,096 and 32,768 environments (target: >= 1 M),
+#      beside MuJoCo C on the machine's CPU cores;
+#   2. learner: the meta-policy update with 1, 5 and 20 seeds against the PyTorch loop on the same
+#      GPU (target: >= 20x with 20 seeds), both heads;
+#   3. model rollouts: ReDA's ensembles stepping start states in parallel.
+# Every benchmark runs on its own (a failure does not stop the others); each one's output goes to
+# $OUT/<name>.log, whose last line is its JSON. Usage:
+#   here, once:   bash benchmarks/device_wheels.sh
+#   device tool:  run(command="bash benchmarks/device_checks.sh", carry=[".whl"], timeout_s=600)
+# SMALL=1 runs the same commands at CPU sizes (a dry run before spending device time). The device
+# image's JAX (0.11.x in 2026-11) is newer than requirements.txt's; a failure here may be an API
+# change to fix first on a CPU with that version.
+set -uo pipefail
+OUT=${OUT:-/tmp/device_checks}
+mkdir -p "$OUT"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+if [ "${SMALL:-0}" = 1 ]; then
+  ENVS=64,256; STEPS=10; C_STEPS=2000; SEEDS=1,2; UPDATES=5; HIDDEN=32,32; STARTS=64
+else
+  ENVS=4096,32768; STEPS=100; C_STEPS=200000; SEEDS=1,5,20; UPDATES=200; HIDDEN=256,256
+  STARTS=2048,16384
+fi
+(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true; \
+ python3 -c "import jax; print('jax', jax.__version__, jax.devices())") > "$OUT/machine.log" 2>&1
+run() {  # name, seconds, command...
+  local name=$1 limit=$2; shift 2
+  local t=$SECONDS
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  echo "$name: exit $? in $((SECONDS - t)) s" | tee -a "$OUT/summary.log"
+}
+run rollout 200 python3 benchmarks/rollout_throughput.py --families=cheetah_vel \
+  --num_envs=$ENVS --steps=$STEPS --repeats=2 --c_steps=$C_STEPS
+run learner_hyper 120 python3 benchmarks/learner_throughput.py --seeds=$SEEDS \
+  --updates=$UPDATES --repeats=2 --hidden=$HIDDEN --head=hyper
+run learner_concat 100 python3 benchmarks/learner_throughput.py --seeds=$SEEDS \
+  --updates=$UPDATES --repeats=2 --hidden=$HIDDEN --head=concat
+run model_rollout 60 python3 benchmarks/model_rollout_throughput.py --starts=${STARTS:-64}
+cat "$OUT/machine.log" "$OUT/summary.log"
