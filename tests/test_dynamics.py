@@ -81,7 +81,10 @@ def test_ensemble_trained_together_equals_members_trained_one_by_one():
             for a, b in zip(jax.tree_util.tree_leaves(alone),
                             jax.tree_util.tree_leaves(jax.tree_util.tree_map(
                                 lambda x: x[t, e], together.members))):
-                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+                # Batched and single products may round differently, and Adam turns a rounding
+                # difference in a near-zero gradient into up to a step's size (jax 0.10 on a
+                # CPU: 4e-5 after these two rounds); another key or data differs by ~1e-2.
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-4)
 
 
 def test_early_stopping_freezes_a_member_after_its_patience():
