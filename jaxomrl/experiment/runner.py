@@ -121,6 +121,12 @@ def _phase_digests(algorithm: Algorithm, identity: Dict[str, Any]) -> List[Optio
     return out
 
 
+def _published(where: str) -> bool:
+    """Whether a shared phase's directory ``<share_dir>/<digest>`` holds published outputs: its
+    ``phase.json`` is written last (:func:`_publish`), so its presence means they are complete."""
+    return os.path.exists(os.path.join(where, "phase.json"))
+
+
 def _pending_shares(algorithm: Algorithm, config: RunConfig,
                     description: Optional[Dict[str, Any]]) -> List[Tuple[str, str]]:
     """``(share_dir, digest)`` of every phase of the run that other runs could share and that
@@ -129,7 +135,7 @@ def _pending_shares(algorithm: Algorithm, config: RunConfig,
         return []
     identity = run_identity(algorithm, config, description)
     return [(config.share_dir, d) for d in _phase_digests(algorithm, identity)
-            if d and not os.path.exists(os.path.join(config.share_dir, d, "phase.json"))]
+            if d and not _published(os.path.join(config.share_dir, d))]
 
 
 def share_groups(runs: Dict[str, Tuple[Algorithm, RunConfig]],
@@ -499,7 +505,7 @@ def published_outputs(algorithm: Algorithm, digests: List[Optional[str]], share_
     """``(outputs, where)``: phase ``p``'s outputs (every seed stacked) as a run published them
     in ``share_dir`` (``digests``: :func:`_phase_digests`), or ``(None, where)`` if none did."""
     where = os.path.join(share_dir, digests[p] or "")
-    if not digests[p] or not os.path.exists(os.path.join(where, "phase.json")):
+    if not digests[p] or not _published(where):
         return None, where
     like = _templates(algorithm, data, num_seeds, p + 1)[0]
     return _restore_outputs(where, like), where
@@ -511,7 +517,7 @@ def _publish(algorithm: Algorithm, p: int, outputs: Any, digest: Optional[str],
     if not config.share_dir or digest is None:
         return
     where = os.path.join(config.share_dir, digest)
-    if os.path.exists(os.path.join(where, "phase.json")):
+    if _published(where):
         return
     os.makedirs(where, exist_ok=True)
     _copy_phase_logs(algorithm.phases[:p + 1], config.workdir, where)
