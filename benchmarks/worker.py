@@ -5,7 +5,7 @@
 
 runs ``script`` with ``args`` (``src``: with that checkout first on ``PYTHONPATH`` and as the
 working directory, so its ``jaxomrl`` is the one imported) and returns the JSON object on the
-last line of its output.
+last line of its output. ``env``: variables set for that process (``XLA_FLAGS``, say).
 """
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ import json
 import os
 import subprocess
 import sys
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 
-def measure(script: str, args: Sequence[str], src: Optional[str] = None) -> dict:
-    env = dict(os.environ)
+def measure(script: str, args: Sequence[str], src: Optional[str] = None,
+            env: Optional[Dict[str, str]] = None) -> dict:
+    env = {**os.environ, **(env or {})}
     if src is not None:
         env["PYTHONPATH"] = os.path.abspath(src) + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, os.path.abspath(script), *args], check=True,
