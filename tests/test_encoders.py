@@ -288,6 +288,43 @@ def test_two_episode_contexts_run_into_the_next_episode_of_the_same_behaviour():
         sample_episodes(data, jax.random.PRNGKey(0), 4, 12, episodes=0)
 
 
+@pytest.mark.parametrize("pooling,output", [("mean", "linear"), ("attention", "linear"),
+                                            ("mean", "tanh")])
+def test_set_encoder_embed_stream_is_the_online_agents_window_embedding(pooling, output):
+    """A set encoder's embed_stream pools each transition's embedding computed once; it must
+    equal what an online agent has: context_embed of the window context_update builds, before
+    (z) and after (next_z) every transition, the window (4) shorter than an episode (10, so it
+    slides) and restarting at every episode and behaviour checkpoint."""
+    data, _ = scripted_point_robot(steps=20)
+    cfg = EncoderConfig(encoder="mlp", focal_weight=1.0, hidden=16, latent_dim=3, window=4,
+                        pooling=pooling, transition_output=output)
+    learner = make_encoder_learner(cfg, 2, 2)
+    params = learner.init(jax.random.PRNGKey(0)).params
+    params = jax.tree_util.tree_map(lambda x: x + 0.3 * jax.random.normal(   # non-trivial scores
+        jax.random.PRNGKey(1), x.shape), params)
+    z, next_z = jax.jit(learner.embed_stream)(params, data)
+
+    def online(transitions, episode, checkpoint):
+        def body(carry, inp):
+            ctx, prev_ep, prev_ck = carry
+            tr, ep, ck = inp
+            ctx = jax.tree_util.tree_map(lambda a, b: jnp.where((ep != prev_ep) | (ck != prev_ck),
+                                                                a, b), learner.context_init(), ctx)
+            before = learner.context_embed(params, ctx, tr.obs)
+            ctx = learner.context_update(params, ctx, tr)
+            return (ctx, ep, ck), (before, learner.context_embed(params, ctx, tr.next_obs))
+        init = (learner.context_init(), jnp.asarray(-1, episode.dtype),
+                jnp.asarray(-1, checkpoint.dtype))
+        return jax.lax.scan(body, init, (transitions, episode, checkpoint))[1]
+
+    want_z, want_next = jax.jit(jax.vmap(online))(data.transitions, data.episode, data.checkpoint)
+    assert np.abs(np.asarray(want_z)).max() > 1e-2          # not all zeros
+    np.testing.assert_allclose(z, want_z, atol=1e-5)
+    np.testing.assert_allclose(next_z, want_next, atol=1e-5)
+    starts = np.asarray(data.timestep) == 0
+    np.testing.assert_array_equal(np.asarray(z)[starts], 0.0)   # the empty window
+
+
 def test_two_episode_beliefs_carry_into_the_second_episode_of_each_pair():
     """embed_stream with context_episodes=2: the history restarts at episodes 0, 2 (checkpoint
     0: pairs (0, 1), (2)) and 3, 5, 7 (checkpoint 1: (3, 4), (5, 6), (7)); in the second episode

@@ -55,7 +55,7 @@ from jaxomrl.learners.gradients import gradient_step
 from jaxomrl.losses import contrastive, vae
 from jaxomrl.nets.encoders import (GaussianPredictor, GRUEncoder, RewardDecoder, StateDecoder,
                                    TransformerContextEncoder, TransitionSetEncoder,
-                                   transition_features)
+                                   set_pool, transition_features)
 from jaxomrl.types import Transition
 
 
@@ -239,6 +239,9 @@ class _Model(nn.Module):
 
     def per_transition(self, feats):
         return self.encoder.per_transition(feats)
+
+    def scored(self, feats):
+        return self.encoder.scored(feats)
 
     def club_terms(self, tr: Transition):
         """Per-transition embeddings ``z`` and ``q(z | s, a)``'s (mean, var), ``[..., latent]``."""
@@ -444,20 +447,42 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
         if k > 1 and config.encoder != "gru":
             raise ValueError("embed_stream over several episodes needs the recurrent encoder")
 
-        def one_task(transitions, starts, changes):
+        if config.encoder not in ("gru", "transformer"):
+            # A set encoder's window embedding pools what it reads of each transition
+            # (``TransitionSetEncoder.scored``) and nothing else: compute that once per
+            # transition and slide a window of it, instead of re-embedding the whole window of
+            # W transitions twice at every step (the same embeddings as ``context_embed`` of
+            # ``context_update``'s windows, up to the MLP's floating-point rounding).
+            scored = model.apply(params, transition_features(data.transitions),
+                                 method=_Model.scored)
+            empty = (jax.tree_util.tree_map(lambda x: jnp.zeros((w,) + x.shape[2:], x.dtype),
+                                            scored), jnp.zeros((w,), bool))   # (window, mask)
+            shift = lambda buf, x: jnp.concatenate([buf[1:], x[None]])
+            pool = lambda ctx: set_pool(ctx[0][0], ctx[0][1], ctx[1])
+            add = lambda ctx, x: (jax.tree_util.tree_map(shift, ctx[0], x),
+                                  shift(ctx[1], jnp.ones((), bool)))
+            inputs = scored
+        else:
+            empty, pool, inputs = context_init(), None, data.transitions
+
+        def one_task(items, starts, changes):
             def body(carry, inp):
                 ctx, count = carry     # episodes of the current group begun so far
-                tr, start, change = inp
+                item, start, change = inp
                 reset = change | (start & (count == k))
                 count = jnp.where(reset, 1, count + start)
-                ctx = optax.tree_utils.tree_where(reset, context_init(), ctx)
-                z = context_embed(params, ctx, tr.obs)
-                ctx = context_update(params, ctx, tr)
-                return (ctx, count), (z, context_embed(params, ctx, tr.next_obs))
-            init = (context_init(), jnp.zeros((), jnp.int32))
-            return jax.lax.scan(body, init, (transitions, starts, changes))[1]
+                ctx = optax.tree_utils.tree_where(reset, empty, ctx)
+                if pool is not None:
+                    z = pool(ctx)
+                    ctx = add(ctx, item)
+                    return (ctx, count), (z, pool(ctx))
+                z = context_embed(params, ctx, item.obs)
+                ctx = context_update(params, ctx, item)
+                return (ctx, count), (z, context_embed(params, ctx, item.next_obs))
+            init = (empty, jnp.zeros((), jnp.int32))
+            return jax.lax.scan(body, init, (items, starts, changes))[1]
 
-        return jax.vmap(one_task)(data.transitions, new_episode, new_behaviour)
+        return jax.vmap(one_task)(inputs, new_episode, new_behaviour)
 
     return EncoderLearner(init=init, update=update, loss=loss_fn, embed=embed,
                           sample_contexts=sample_contexts, evaluate=evaluate,

@@ -165,18 +165,29 @@ class TransitionSetEncoder(nn.Module):
             z = z / (jnp.linalg.norm(z, axis=-1, keepdims=True) + 1e-8)
         return z
 
+    def scored(self, features: jax.Array) -> Tuple[jax.Array, Optional[jax.Array]]:
+        """What pooling reads of each transition: ``(per_transition [..., latent], attention
+        score [...] or None)``; ``set_pool`` of a window of them is ``__call__``."""
+        z = self.per_transition(features)
+        return z, (self.score(features)[..., 0] if self.pooling == "attention" else None)
+
     def __call__(self, features: jax.Array, mask: Optional[jax.Array] = None) -> jax.Array:
         if features.ndim != 2 or features.shape[0] == 0:
             raise ValueError(f"context must be a non-empty [W, F] array, got {features.shape}")
         if mask is None:
             mask = jnp.ones(features.shape[:1], bool)
-        z = self.per_transition(features)
-        if self.pooling == "mean":
-            w = mask.astype(z.dtype) / jnp.maximum(jnp.sum(mask), 1)
-        else:
-            logits = jnp.where(mask, self.score(features)[:, 0], -1e9)
-            w = jax.nn.softmax(logits) * jnp.any(mask)
-        return jnp.sum(w[:, None] * z, axis=0)
+        return set_pool(*self.scored(features), mask)
+
+
+def set_pool(z: jax.Array, score: Optional[jax.Array], mask: jax.Array) -> jax.Array:
+    """:class:`TransitionSetEncoder`'s pooling of one window's ``scored`` transitions (``z [W,
+    latent]``, ``score [W]`` or None for mean pooling, ``mask [W]``) into ``[latent]``; an
+    all-masked window gives zeros."""
+    if score is None:
+        w = mask.astype(z.dtype) / jnp.maximum(jnp.sum(mask), 1)
+    else:
+        w = jax.nn.softmax(jnp.where(mask, score, -1e9)) * jnp.any(mask)
+    return jnp.sum(w[:, None] * z, axis=0)
 
 
 class GaussianPredictor(nn.Module):
