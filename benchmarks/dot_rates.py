@@ -21,10 +21,9 @@ from __future__ import annotations
 import json
 import os
 import platform
-import time
 
 from absl import app, flags
-from worker import measure
+from worker import best_seconds, measure
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("shapes", ["5x256x256x256", "10x256x256x256", "10x256x256x256:nt",
@@ -66,15 +65,6 @@ def product(x, w, layout: str):
     return jnp.einsum(_EINSUM[layout], x, w)
 
 
-def _best(call, repeats):
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def xla_worker() -> dict:
     import jax
     import jax.numpy as jnp
@@ -93,7 +83,7 @@ def xla_worker() -> dict:
         loop = jax.jit(lambda x: jax.lax.fori_loop(0, FLAGS.loops, body, (x, 0.0))[1])
         for _ in range(2):
             jax.block_until_ready(loop(x))
-        t = _best(lambda: jax.block_until_ready(loop(x)), FLAGS.repeats)
+        t = best_seconds(lambda: jax.block_until_ready(loop(x)), FLAGS.repeats)
         rates.append(2 * b * m * k * n * FLAGS.loops / t / 1e9)
     return {"gflop_per_s": rates, "jax": jax.__version__}
 
@@ -112,7 +102,7 @@ def torch_worker() -> dict:
             for _ in range(FLAGS.loops):
                 torch.bmm(x, w)
         loop()
-        rates.append(2 * b * m * k * n * FLAGS.loops / _best(loop, FLAGS.repeats) / 1e9)
+        rates.append(2 * b * m * k * n * FLAGS.loops / best_seconds(loop, FLAGS.repeats) / 1e9)
     return {"gflop_per_s": rates, "torch": torch.__version__}
 
 

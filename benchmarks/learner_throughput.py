@@ -22,6 +22,7 @@ import sys
 import time
 
 from absl import app, flags
+from worker import best_seconds
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("seeds", ["1", "5", "20"], "Seed counts for the vmapped JAX program.")
@@ -110,11 +111,7 @@ def peak_worker(size: int = 2048, repeats: int = 10) -> dict:
     b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
     mm = jax.jit(jnp.dot)
     jax.block_until_ready(mm(a, b))
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(mm(a, b))
-        best = min(best, time.perf_counter() - t)
+    best = best_seconds(lambda: jax.block_until_ready(mm(a, b)), repeats)
     return {"matmul_size": size, "f32_matmul_gflop_per_s": 2 * size ** 3 / best / 1e9}
 
 

@@ -6,6 +6,7 @@
 runs ``script`` with ``args`` (``src``: with that checkout first on ``PYTHONPATH`` and as the
 working directory, so its ``jaxomrl`` is the one imported) and returns the JSON object on the
 last line of its output. ``env``: variables set for that process (``XLA_FLAGS``, say).
+``best_seconds(call, repeats)``: the shortest wall-clock of ``repeats`` calls of ``call()``.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import json
 import os
 import subprocess
 import sys
-from typing import Dict, Optional, Sequence
+import time
+from typing import Callable, Dict, Optional, Sequence
 
 
 def measure(script: str, args: Sequence[str], src: Optional[str] = None,
@@ -25,3 +27,14 @@ def measure(script: str, args: Sequence[str], src: Optional[str] = None,
                          capture_output=True, text=True, env=env,
                          cwd=os.path.abspath(src) if src else None)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def best_seconds(call: Callable[[], object], repeats: int) -> float:
+    """The shortest wall-clock of ``repeats`` calls of ``call()`` (which must wait for its
+    result, e.g. with ``jax.block_until_ready``)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - t)
+    return best
