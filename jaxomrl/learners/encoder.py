@@ -415,8 +415,7 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
         if recurrent:
             return model.apply(params, ctx, transition_features(tr), method=_Model.gru_step)
         window, mask = ctx
-        shift = lambda buf, x: jnp.concatenate([buf[1:], jnp.asarray(x, buf.dtype)[None]])
-        return jax.tree_util.tree_map(shift, window, tr), shift(mask, True)
+        return jax.tree_util.tree_map(_shift_in, window, tr), _shift_in(mask, True)
 
     def context_embed(params, ctx, obs):
         """Embedding ``[latent]`` to act on at observation ``obs`` given the history ``ctx``
@@ -457,10 +456,9 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
                                  method=_Model.scored)
             empty = (jax.tree_util.tree_map(lambda x: jnp.zeros((w,) + x.shape[2:], x.dtype),
                                             scored), jnp.zeros((w,), bool))   # (window, mask)
-            shift = lambda buf, x: jnp.concatenate([buf[1:], x[None]])
             pool = lambda ctx: set_pool(ctx[0][0], ctx[0][1], ctx[1])
-            add = lambda ctx, x: (jax.tree_util.tree_map(shift, ctx[0], x),
-                                  shift(ctx[1], jnp.ones((), bool)))
+            add = lambda ctx, x: (jax.tree_util.tree_map(_shift_in, ctx[0], x),
+                                  _shift_in(ctx[1], True))
             inputs = scored
         else:
             empty, pool, inputs = context_init(), None, data.transitions
@@ -489,6 +487,12 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
                           context_init=context_init, context_update=context_update,
                           context_embed=context_embed, embed_stream=embed_stream, optimizer=tx,
                           config=config)
+
+
+def _shift_in(buf: jax.Array, x) -> jax.Array:
+    """A window buffer ``[W, ...]`` with ``x`` appended as its newest (last) entry and its oldest
+    dropped."""
+    return jnp.concatenate([buf[1:], jnp.asarray(x, buf.dtype)[None]])
 
 
 def _init_all(model: _Model, ctx: Transition, mask, query):
