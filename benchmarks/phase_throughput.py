@@ -66,7 +66,7 @@ def worker() -> dict:
     family = ds.make_family(_PHYSICS.value)
     data, _ = run_data(ds, ood)
     algorithm = algos.make(FLAGS.algo, cli.from_flags(algos.Settings), family,
-                           int((~ds.is_test).sum()))
+                           int(ds.is_train.sum()))
     names = [ph.name for ph in algorithm.phases]
     target = names.index(FLAGS.phase) if FLAGS.phase else len(names) - 1
     try:

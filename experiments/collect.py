@@ -23,7 +23,8 @@ from jaxomrl.experiment import cli
 FLAGS = flags.FLAGS
 flags.DEFINE_string("family", "point_robot_sparse", "Task family (jaxomrl.envs.list_families()).")
 flags.DEFINE_string("out_dir", None, "Output directory (resumed if it holds this collection).")
-flags.DEFINE_enum("split", "train", ["train", "test", "all"], "Which of the family's task splits to collect.")
+flags.DEFINE_enum("split", "train", list(collect_lib.SPLITS), "Which of the family's task "
+                  "splits to collect (all: training, validation and test tasks).")
 cli.renamed_flag("tasks", "split")
 flags.DEFINE_integer("num_tasks", None, "First N tasks of the split (default: all).")
 flags.DEFINE_integer("task_seed", 0, "Seed of the family's train/test split.")
@@ -80,6 +81,9 @@ _OVERRIDABLE = ("collector", "sac_steps", "checkpoint_every_steps", "train_check
                 "warmup_steps", "updates_per_iteration", "train_reward")
 
 
+_ROLE = {"train": "seen", "val": "val", "test": "unseen"}
+
+
 def _is_finite_number(text: str) -> bool:
     try:
         return math.isfinite(float(text))
@@ -91,7 +95,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     try:
-        settings = collect_lib.preset(FLAGS.family, FLAGS.preset)
+        settings = collect_lib.flat_settings(collect_lib.preset(FLAGS.family, FLAGS.preset))
     except ValueError as e:
         raise cli.UsageError(f"--preset: {e}") from e
     split = FLAGS.split if FLAGS["split"].present else settings.pop("split", FLAGS.split)
@@ -148,13 +152,14 @@ def main(argv):
         returns = np.asarray(s["evaluated_returns"])
         attribute = np.asarray(s["task_attributes"])[:, 0]
         is_test = np.asarray(s["is_test"])
+        role = np.asarray(s.get("split", np.where(is_test, "test", "train")))
         best = returns.max(axis=1)
         print(f"best checkpoint per task ({s['collector']} SAC): return (checkpoint) by task "
               "attribute, sorted")
         for t in np.argsort(attribute):
-            print(f"  {'unseen' if is_test[t] else 'seen':6s} {attribute[t]:8.3f}  "
+            print(f"  {_ROLE[role[t]]:6s} {attribute[t]:8.3f}  "
                   f"{best[t]:9.2f} ({s['best_checkpoint'][t]})")
-        for name, mask in (("seen", ~is_test), ("unseen", is_test)):
+        for name, mask in ((_ROLE[r], role == r) for r in _ROLE):
             if mask.any():
                 print(f"  {name}: mean {best[mask].mean():.2f} +- {best[mask].std():.2f}")
         path = report.plot_task_curves(

@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import jax
 import numpy as np
 from absl import flags, logging
 
-from jaxomrl.data.sampler import run_data
+from jaxomrl.data.sampler import EVAL_SPLITS, run_data
 from jaxomrl.data.dataset import checkpoint_return_table
 from jaxomrl.eval import report
 from jaxomrl.eval.adaptation import online_rollout
@@ -53,14 +53,20 @@ _PHYSICS = cli.define_physics_flag()
 flags.DEFINE_string("workdir", None, "experiments/train.py workdir (one subdirectory per spec).")
 flags.DEFINE_list("algo", None, "Specs to evaluate (default: every finished run in --workdir).")
 flags.DEFINE_string("data", None, "train.npz or its directory (default: the runs' dataset).")
-flags.DEFINE_integer("episodes", 5, "Consecutive online adaptation episodes per task.")
-flags.DEFINE_integer("contexts", 16, "Context episodes per task of the fixed-context protocols.")
+flags.DEFINE_integer("eval_episodes", None, "Consecutive online adaptation episodes per task "
+                     "(default: the runs' own, train.py's --eval_episodes).")
+flags.DEFINE_integer("eval_contexts", None, "Context episodes per task of the fixed-context "
+                     "protocols (default: the runs' own, train.py's --eval_contexts).")
+cli.renamed_flag("episodes", "eval_episodes")
+cli.renamed_flag("contexts", "eval_contexts")
+flags.DEFINE_list("splits", list(EVAL_SPLITS), "Task splits to evaluate in (train, val, test: "
+                  "the test tasks are read here once, at the end; choices are made on val).")
 flags.DEFINE_integer("tsne_contexts", 8, "Contexts per task and source in the t-SNE plot.")
 flags.DEFINE_bool("from_training", False,
                   "Tables and figures from the runs' own end-of-training evaluation "
                   "(results.json: train.py's --eval_episodes / --eval_contexts and keys) instead "
                   "of evaluating again; no MJX rollouts, the t-SNE embeddings still computed. "
-                  "--episodes / --contexts are then those of the runs.")
+                  "--eval_episodes / --eval_contexts are then those of the runs.")
 flags.DEFINE_string("out", None, "Output directory (default: <workdir>/evaluation).")
 flags.DEFINE_string("trace", None, "A per-step info key of the family (e.g. x_velocity) to plot "
                     "against time in episode 1 with the task attribute as its target.")
@@ -70,14 +76,14 @@ flags.DEFINE_integer("trace_tasks", 4, "Unseen tasks in the trace figure (spread
 flags.DEFINE_float("trace_tolerance", 0.25, "Steps to target: the first step from which the "
                    "traced quantity stays within this distance of the target for 10 steps.")
 flags.mark_flag_as_required("workdir")
-cli.require_ints(1, "episodes", "contexts", "tsne_contexts", "trace_tasks")
+cli.require_ints(1, "eval_episodes", "eval_contexts", "tsne_contexts", "trace_tasks")
 cli.require_finite("trace_tolerance", lower=0.0, strict=True)
 
 SETTLE_STEPS = 10   # steps the traced quantity must stay near the target to count as reached
 
 PROTOCOLS = {"online": "on-policy (online)", "offline_ctx": "offline context",
              "offpolicy_ctx": "off-policy context", "nonprior_ctx": "non-prior context"}
-SPLITS = {"test": "unseen", "train": "seen"}
+SPLITS = {"test": "unseen (test)", "val": "validation", "train": "seen"}
 
 
 class EvaluationError(RunLookupError):
@@ -93,6 +99,15 @@ def _setting(config: Dict[str, Any], name: str):
         if found is not None:
             return found
     return None
+
+
+def _runs_setting(identities: Dict[str, Any], name: str) -> int:
+    """The runs' own value of an evaluation setting (train.py's), which must agree."""
+    values = {_setting(i["config"], name) for i in identities.values()}
+    if len(values) != 1 or None in values:
+        raise EvaluationError(f"the runs were trained with different --{name} {sorted(values)}: "
+                              f"give --{name}")
+    return int(values.pop())
 
 
 def training_evaluation(spec: str, run_dir: str) -> Dict[str, np.ndarray]:
@@ -128,7 +143,7 @@ def evaluate_run(spec: str, run_dir: str, identity: Dict[str, Any], family, ds, 
         key = jax.random.PRNGKey(0)
         embeddings = {}
         for source in ("data", "ood"):
-            parts = [eval_data[source][s] for s in ("train", "test") if s in eval_data[source]]
+            parts = [eval_data[source][s] for s in EVAL_SPLITS if s in eval_data[source]]
             if parts:
                 embeddings[source] = np.concatenate(
                     [np.asarray(embed(first, jax.random.fold_in(key, i), p, tsne_contexts))
@@ -170,8 +185,9 @@ def trace_tasks_of(runs, identities, family, ds, data, eval_data, record: str, s
     (unseen; seen if there are none) spread over the task attribute (the target), and the
     steps-to-target table."""
     cli.require_info_keys(family, [record], "trace", EvaluationError)
-    split = "test" if ds.is_test.any() else "train"
-    attribute = ds.attributes[ds.is_test if split == "test" else ~ds.is_test, 0]
+    split = next(s for s in ("test", "val", "train") if s in eval_data["tasks"])
+    attribute = ds.attributes[{"test": ds.is_test, "val": ds.is_val,
+                               "train": ds.is_train}[split], 0]
     order = np.argsort(attribute)
     pick = order[np.unique(np.round(np.linspace(0, len(order) - 1,
                                                 min(num_tasks, len(order)))).astype(int))]
@@ -209,17 +225,21 @@ def tables(per_seed: Dict[str, Dict[str, List[float]]], episodes: int) -> str:
                    for c in cols}
         out.append(f"### Return by protocol, {split_name} tasks (mean ± std over seeds)\n\n" +
                    report.markdown_table(per_seed, cols, headers))
-    ep_cols = [f"test_online/ep{e}" for e in range(1, episodes + 1)]
+    primary = next((s for s in ("test", "val") if any(f"{s}_online/ep1" in r
+                                                       for r in per_seed.values())), "test")
+    ep_cols = [f"{primary}_online/ep{e}" for e in range(1, episodes + 1)]
     if any(ep_cols[0] in r for r in per_seed.values()):
-        out.append("### Online adaptation, unseen tasks: return per episode (1 = zero-shot)\n\n" +
+        out.append(f"### Online adaptation, {SPLITS[primary]} tasks: return per episode "
+                   "(1 = zero-shot)\n\n" +
                    report.markdown_table(per_seed, ep_cols,
                                          {c: f"ep {i + 1}" for i, c in enumerate(ep_cols)}))
-    dphi = [c for c in ("test_dphi", "train_dphi") if any(c in r for r in per_seed.values())]
+    dphi = [c for c in ("test_dphi", "val_dphi", "train_dphi")
+            if any(c in r for r in per_seed.values())]
     if dphi:
         rows = {s: r for s, r in per_seed.items() if any(c in r for c in dphi)}
         out.append("### d(φ) (ReDA eq. 8; lower: held-out-checkpoint contexts closer to their "
                    "own task)\n\n" + report.markdown_table(
-                       rows, dphi, {"test_dphi": "unseen tasks", "train_dphi": "seen tasks"},
+                       rows, dphi, {f"{s}_dphi": f"{n} tasks" for s, n in SPLITS.items()},
                        lower_is_better=dphi, digits=3))
     return "\n\n".join(out) + "\n"
 
@@ -238,16 +258,15 @@ ADVERSARIAL_PANELS = {
 
 
 def plots(out_dir: str, runs: Dict[str, str], evaluations, embeddings, ds, episodes: int,
-          first_seed: int):
+          first_seed: int, splits=EVAL_SPLITS):
     written = []
     colour = report.colours(list(runs))
-    adapt = {s: ev["test_online" if "test_online" in ev else "train_online"].mean(axis=1)
-             for s, ev in evaluations.items()}
+    split = next(s for s in ("test", "val", "train")
+                 if any(f"{s}_online" in ev for ev in evaluations.values()))
+    adapt = {s: ev[f"{split}_online"].mean(axis=1) for s, ev in evaluations.items()}
     written.append(report.plot_adaptation(
         adapt, os.path.join(out_dir, "adaptation.png"),
-        f"{ds.family}: online adaptation ({'unseen' if ds.is_test.any() else 'seen'} tasks)",
-        colour))
-    split = "test" if ds.is_test.any() else "train"
+        f"{ds.family}: online adaptation ({SPLITS[split]} tasks)", colour))
     groups = {}
     for protocol, label in PROTOCOLS.items():
         name = f"{split}_{protocol}"
@@ -269,7 +288,9 @@ def plots(out_dir: str, runs: Dict[str, str], evaluations, embeddings, ds, episo
             colour=colour))
     emb = {s: e for s, e in embeddings.items() if e is not None}
     if emb:
-        order = np.concatenate([np.flatnonzero(~ds.is_test), np.flatnonzero(ds.is_test)])
+        order = np.concatenate([np.flatnonzero(m) for s, m in
+                                (("train", ds.is_train), ("val", ds.is_val), ("test", ds.is_test))
+                                if s in splits])
         param = ds.attributes[order, 0]
         joined, markers = {}, None
         for s, e in emb.items():
@@ -310,22 +331,29 @@ def plots(out_dir: str, runs: Dict[str, str], evaluations, embeddings, ds, episo
     return written
 
 
-def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contexts: int = 16,
-             tsne_contexts: int = 8, out_dir=None, verbose: bool = True, trace=None,
-             trace_algos=None, trace_tasks: int = 4, trace_tolerance: float = 0.25,
-             from_training: bool = False, physics=None) -> Dict[str, Any]:
+def evaluate(workdir: str, specs=None, data_path=None, episodes: Optional[int] = None,
+             contexts: Optional[int] = None, tsne_contexts: int = 8, out_dir=None,
+             verbose: bool = True, trace=None, trace_algos=None, trace_tasks: int = 4,
+             trace_tolerance: float = 0.25, from_training: bool = False, physics=None,
+             splits=EVAL_SPLITS) -> Dict[str, Any]:
     """Everything ``main`` does; returns the ``results.json`` dictionary. ``physics``: the
-    simulator of an MJX family's evaluation (``envs.make``'s; default: C on CPUs)."""
-    if episodes < 1 or contexts < 1 or tsne_contexts < 1 or trace_tasks < 1:
-        raise EvaluationError("--episodes, --contexts, --tsne_contexts and --trace_tasks must "
-                              "be >= 1")
+    simulator of an MJX family's evaluation (``envs.make``'s; default: C on CPUs).
+    ``episodes`` / ``contexts`` None: the runs' own ``eval_episodes`` / ``eval_contexts``."""
+    if min(episodes or 1, contexts or 1, tsne_contexts, trace_tasks) < 1:
+        raise EvaluationError("--eval_episodes, --eval_contexts, --tsne_contexts and "
+                              "--trace_tasks must be >= 1")
+    unknown = sorted(set(splits) - set(EVAL_SPLITS))
+    if unknown or not splits:
+        raise EvaluationError(f"--splits {list(splits)}: choose among {list(EVAL_SPLITS)}")
     runs = find_runs(workdir, specs)
     unknown = sorted(set(trace_algos or ()) - set(runs))
     if trace and unknown:
         raise EvaluationError(f"--trace_algos {unknown}: not among the evaluated runs "
                               f"{list(runs)}")
     ds, ood, identities = load_data(runs, data_path)
-    data, eval_data = run_data(ds, ood)
+    data, eval_data = run_data(ds, ood, tuple(splits))
+    episodes = episodes or _runs_setting(identities, "eval_episodes")
+    contexts = contexts or _runs_setting(identities, "eval_contexts")
     family = ds.make_family(physics)
     out_dir = out_dir or os.path.join(workdir, "evaluation")
     os.makedirs(out_dir, exist_ok=True)
@@ -341,7 +369,8 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
         shapes = {s: (ev[k].shape[2] if k in ev else None,
                       _setting(identities[s]["config"], "eval_contexts"))
                   for s, ev in evaluations.items()
-                  for k in ["test_online" if "test_online" in ev else "train_online"]}
+                  for k in [next(f"{s}_online" for s in ("test", "val", "train")
+                                 if f"{s}_online" in ev)]}
         if len(set(shapes.values())) > 1:
             raise EvaluationError(f"--from_training: the runs were evaluated with different "
                                   f"episodes / contexts {shapes}; evaluate them again instead")
@@ -353,9 +382,9 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
             runs, identities, family, ds, data, eval_data, trace, trace_algos or list(runs),
             trace_tasks, trace_tolerance)
         text += trace_text
-    tables_by = {name: checkpoint_return_table(ds, rows) for name, rows in
-                 ((("unseen", ds.is_test), ("seen", ~ds.is_test)) if ds.is_test.any()
-                  else (("", slice(None)),))}
+    tables_by = {SPLITS[s]: checkpoint_return_table(ds, rows) for s, rows in
+                 (("test", ds.is_test), ("val", ds.is_val), ("train", ds.is_train))
+                 if s in splits and rows.any()}
     fmt = lambda m: "-" if m is None else f"{m:.2f}"   # "-": no task of the split has it
     experts = ", ".join(f"checkpoint {k}: " + " / ".join(
         f"{fmt(t[k][0])} {name}".rstrip() for name, t in tables_by.items())
@@ -384,7 +413,7 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
                                            for s, v in traced.items()}}
     atomic_write_text(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1))
     results["figures"] = plots(out_dir, runs, evaluations, embeddings, ds, episodes,
-                               first_seed=seeds[0])
+                               first_seed=seeds[0], splits=splits)
     if traced is not None:
         results["figures"].append(report.plot_traces(
             {s: v["trace"] for s, v in traced.items()}, targets,
@@ -402,10 +431,11 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: int = 5, contex
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    evaluate(FLAGS.workdir, FLAGS.algo, FLAGS.data, FLAGS.episodes, FLAGS.contexts,
+    evaluate(FLAGS.workdir, FLAGS.algo, FLAGS.data, FLAGS.eval_episodes, FLAGS.eval_contexts,
              FLAGS.tsne_contexts, FLAGS.out, trace=FLAGS.trace, trace_algos=FLAGS.trace_algos,
              trace_tasks=FLAGS.trace_tasks, trace_tolerance=FLAGS.trace_tolerance,
-             from_training=FLAGS.from_training, physics=_PHYSICS.value)
+             from_training=FLAGS.from_training, physics=_PHYSICS.value,
+             splits=tuple(FLAGS.splits))
 
 
 if __name__ == "__main__":

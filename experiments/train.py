@@ -1,6 +1,6 @@
 """Trains offline meta-RL algorithms on a collected dataset, every seed in one vmapped program,
-and evaluates them under every protocol (``jaxomrl.eval.protocols``) on the dataset's seen and
-unseen tasks (more episodes, tables and figures: ``experiments/evaluate.py``).
+and evaluates them under every protocol (``jaxomrl.eval.protocols``) on the dataset's training
+and validation tasks (the test tasks, tables and figures: ``experiments/evaluate.py``).
 
     python experiments/train.py --data=runs/point_robot_data --family=point_robot_sparse \
         --algo=r2pgo,r2pgo/no_hypernetwork,bc,om_bc,om_sac,focal,corro --seeds=3 \
@@ -39,6 +39,10 @@ from absl import flags, logging
 from jaxomrl import algos
 from jaxomrl.data.relabel import check_episode_layout
 from jaxomrl.data.sampler import describe_data, run_data
+
+# What training-time evaluation reads: every choice is made on these; the test tasks are
+# evaluated once, by evaluate.py (reproduce.py) at the end.
+TRAINING_SPLITS = ("train", "val")
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.experiment import cli
 from jaxomrl.envs.mujoco_c import default_threads
@@ -57,6 +61,9 @@ flags.DEFINE_integer("seed_offset", 0, "First seed.")
 flags.DEFINE_bool("shard_seeds", False, "Split the seeds over all devices (jax.sharding).")
 flags.DEFINE_bool("share_phases", True, "Specs whose first phases are identical (e.g. the same "
                   "encoder) train them once: outputs shared via <workdir>/shared_phases.")
+flags.DEFINE_string("share_dir", None, "Where shared phases are published (default: "
+                    "<workdir>/shared_phases); runs of other workdirs with the same first phases "
+                    "(e.g. option sets of one encoder) share them through one directory.")
 flags.DEFINE_integer("chunk_steps", 500, "Updates per jitted chunk / log row.")
 flags.DEFINE_integer("checkpoint_every_chunks", 1, "Chunks between orbax checkpoints.")
 cli.renamed_flag("checkpoint_every", "checkpoint_every_chunks")
@@ -103,8 +110,8 @@ def main(argv):
     cli.writable_dir(FLAGS.workdir, "workdir")
     family = ds.make_family(_PHYSICS.value)
     settings = cli.from_flags(algos.Settings)     # window etc. derived by algos.make
-    data, eval_data = run_data(ds, ood)
-    n_train = int((~ds.is_test).sum())
+    data, eval_data = run_data(ds, ood, TRAINING_SPLITS)
+    n_train = int(ds.is_train.sum())
     description = describe_data(path, ds, ood)
     seeds = tuple(range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds))
     # Every spec's algorithm and run directory, checked before any of them trains.
@@ -121,7 +128,8 @@ def main(argv):
                            checkpoint_every_chunks=FLAGS.checkpoint_every_chunks,
                            eval_every=FLAGS.eval_every,
                            shard_seeds=FLAGS.shard_seeds,
-                           share_dir=(os.path.join(FLAGS.workdir, "shared_phases")
+                           share_dir=((FLAGS.share_dir or
+                                       os.path.join(FLAGS.workdir, "shared_phases"))
                                       if FLAGS.share_phases else None))
         try:
             if check_workdir(workdir, run_identity(algorithm, config, description),
@@ -181,12 +189,12 @@ def print_table(ds, results) -> None:
     returns = returns[np.arange(len(latest)), latest]
     which = (f"checkpoint {ckpts[latest[0]]}" if np.all(latest == latest[0]) else
              "each task's latest checkpoint")
-    expert = {"train": returns[~ds.is_test].mean()}
-    if ds.is_test.any():
-        expert["test"] = returns[ds.is_test].mean()
+    expert = {split: returns[mask].mean() for split, mask in
+              (("train", ds.is_train), ("val", ds.is_val)) if mask.any()}
     columns = sorted({c for r in results.values() for c in r["metrics"]},
-                     key=lambda c: (not c.startswith("test"), c))
-    print(f"\n{ds.family}: return per episode, mean ± std over seeds (fraction of the SAC experts "
+                     key=lambda c: (not c.startswith("val"), c))
+    print(f"\n{ds.family}: validation (val) and training tasks; the test tasks are evaluated "
+          "once, by evaluate.py / reproduce.py. Return per episode, mean ± std over seeds (fraction of the SAC experts "
           f"of {which} that made the data). online: the policy infers the task "
           "from its own history (ep1 = zero-shot); offline_ctx / offpolicy_ctx: from one episode "
           "of the task's training data / held-out checkpoints' data, held fixed; dphi: ReDA's "

@@ -165,7 +165,8 @@ def test_config_errors(change, match):
                                          ("cheetah_vel", "cpu"), ("halfcheetah_gravity", "cpu"),
                                          ("walker2d_gravity", "cpu")])
 def test_presets_are_valid_configs(family, name):
-    cfg = C.config_from_settings(family, C.preset(family, name))
+    cfg = C.preset(family, name)
+    assert C.config_from_settings(family, C.flat_settings(cfg), split=cfg.split) == cfg
     assert max(cfg.train_checkpoints) <= cfg.num_checkpoints
     assert cfg.online.conditioned == (name == "cpu")
     if family.endswith("_gravity") and name == "cpu":   # Gravity-1: one checkpoint, the rest out
@@ -175,7 +176,7 @@ def test_presets_are_valid_configs(family, name):
         per_env = cfg.ood_transitions_per_task // (len(cfg.ood_ids) * cfg.rollout_envs)
         assert per_env == 200
         # a horizon in the settings (collect.py: --horizon) replaces the preset's
-        short = C.config_from_settings(family, dict(C.preset(family, name), horizon=20))
+        short = C.config_from_settings(family, dict(C.flat_settings(cfg), horizon=20))
         assert dict(short.family_config) == {"horizon": 20}
     with pytest.raises(ValueError, match="unknown preset"):
         C.preset(family, "gpu")
@@ -184,7 +185,7 @@ def test_presets_are_valid_configs(family, name):
 
 
 def test_settings_errors():
-    s = C.preset("point_robot_sparse")
+    s = C.flat_settings(C.preset("point_robot_sparse"))
     with pytest.raises(ValueError, match="multiple of num_envs"):
         C.config_from_settings("point_robot_sparse", dict(s, sac_steps=1001))
     cfg = C.config_from_settings("point_robot_sparse", s, num_tasks=5)

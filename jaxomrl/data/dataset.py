@@ -29,7 +29,8 @@ episode of a stream may be cut by the collection budget without a done flag). Me
 ``action_low``, ``action_high``, ``num_tasks``, ``transitions_per_task``, ``checkpoints`` (ids
 present), ``checkpoint_env_steps`` (environment steps per task of checkpoint k is ``k * value``),
 ``checkpoint_returns`` (``[T][C]`` mean completed-episode return per checkpoint), ``split``
-(``train`` or ``ood``), ``physics`` (the simulator that produced it: ``mjx``, ``c`` for MuJoCo C,
+(``train`` or ``ood``), ``val_tasks`` (indices of the tasks of the family's validation split,
+unseen in training like the test tasks, what settings are chosen on; absent: none), ``physics`` (the simulator that produced it: ``mjx``, ``c`` for MuJoCo C,
 ``jax`` for a pure-JAX family, ``imported`` for data of another codebase
 (``jaxomrl.data.imports``); absent in datasets written before the choice, which are MJX's),
 ``provenance`` (how it was made: collection config), ``sha256`` (of every array). No wall-clock
@@ -107,6 +108,18 @@ class MultiTaskDataset:
     def family(self) -> str:
         return self.meta["family"]
 
+    @property
+    def is_val(self) -> np.ndarray:
+        """``[T]`` bool: the task belongs to the family's validation split."""
+        mask = np.zeros(self.num_tasks, bool)
+        mask[np.asarray(self.meta.get("val_tasks", []), np.int64)] = True
+        return mask
+
+    @property
+    def is_train(self) -> np.ndarray:
+        """``[T]`` bool: a training task (neither test nor validation)."""
+        return ~self.is_test & ~self.is_val
+
     def make_family(self, physics: Optional[str] = None):
         """The task family (with its configuration) that produced the data, simulated by
         ``physics`` (``envs.make``'s; default: MuJoCo C on CPUs, MJX on accelerators) --
@@ -126,6 +139,8 @@ class MultiTaskDataset:
         meta = dict(self.meta, num_tasks=int(index.size),
                     checkpoint_returns=[self.meta["checkpoint_returns"][i] for i in index])
         meta.pop("sha256", None)
+        if "val_tasks" in meta:
+            meta["val_tasks"] = np.flatnonzero(self.is_val[index]).tolist()
         return MultiTaskDataset(
             transitions={k: v[index] for k, v in self.transitions.items()},
             attributes=self.attributes[index], is_test=self.is_test[index],
@@ -175,6 +190,11 @@ def validate(ds: MultiTaskDataset, where: str = "dataset", check_sha: bool = Tru
         _check_array(where, name, ds.transitions[name], dtype, shape)
     _check_array(where, "attributes", ds.attributes, np.float32, (t, dims["attr_dim"]))
     _check_array(where, "is_test", ds.is_test, np.bool_, (t,))
+    val = meta.get("val_tasks", [])
+    if (not isinstance(val, list) or not all(isinstance(i, int) and 0 <= i < t for i in val)
+            or len(set(val)) != len(val) or np.any(ds.is_test[val])):
+        raise DatasetError(f"{where}: metadata val_tasks must be distinct indices of non-test "
+                           f"tasks in 0..{t - 1}, got {val!r}")
     if not ds.task_params:
         raise DatasetError(f"{where}: no task parameters (param/<name> arrays)")
     for k, v in ds.task_params.items():
@@ -315,6 +335,7 @@ def check_same_tasks(ds: MultiTaskDataset, other: MultiTaskDataset, where: str) 
     the same order and split (e.g. a collection's ``train.npz`` and ``ood.npz``)."""
     if (other.family != ds.family or other.num_tasks != ds.num_tasks
             or not np.array_equal(other.is_test, ds.is_test)
+            or not np.array_equal(other.is_val, ds.is_val)
             or not np.allclose(other.attributes, ds.attributes)):
         raise DatasetError(f"{where} do not hold the same tasks")
 
@@ -353,7 +374,7 @@ def _checkpoint_returns(reward, done, episode, ckpt_of, ids) -> list:
 
 def from_rollouts(family: TaskFamily, tasks: Task, is_test, tr, ids, split: str,
                   provenance: Dict[str, Any], family_config: Optional[Dict[str, Any]] = None,
-                  checkpoint_env_steps: int = 0, warmup_env_steps: int = 0
+                  checkpoint_env_steps: int = 0, warmup_env_steps: int = 0, is_val=None
                   ) -> MultiTaskDataset:
     """A dataset from rollouts ``Transition [T, C, steps, envs]`` of behaviour policies ``ids``.
 
@@ -390,6 +411,8 @@ def from_rollouts(family: TaskFamily, tasks: Task, is_test, tr, ids, split: str,
         "checkpoint_returns": returns, "split": split,
         "provenance": dict(provenance, jaxomrl_version=__version__),
     }
+    if is_val is not None and np.any(is_val):
+        meta["val_tasks"] = np.flatnonzero(np.asarray(is_val, bool)).tolist()
     params = {k: np.asarray(v, np.float32) for k, v in jax.device_get(tasks.params).items()}
     return MultiTaskDataset(
         transitions={"obs": flat(tr.obs).astype(np.float32),

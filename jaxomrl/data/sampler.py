@@ -267,24 +267,33 @@ def sample_episodes(data: TaskData, key: jax.Array, batch_size: int, length: int
     return data.gather(tasks, pos), jnp.cumprod(valid, axis=-1).astype(bool)
 
 
-def run_data(ds, ood=None) -> Tuple[Dict[str, TaskData], Dict[str, Any]]:
+EVAL_SPLITS = ("train", "val", "test")
+
+
+def run_data(ds, ood=None, splits=EVAL_SPLITS) -> Tuple[Dict[str, TaskData], Dict[str, Any]]:
     """``(data, eval_data)`` of a ``MultiTaskDataset``: phases train on its training tasks
     (``data["train"]``, with the tasks themselves in ``data["train_tasks"]``: what data
-    transforms that need the tasks' reward functions read); the evaluation rolls out in its
-    training tasks and, if it has any, its test tasks. ``ood``: the collection's
-    held-out-checkpoint dataset of the same tasks (the off-policy protocol's context source), or
-    None."""
-    train = np.flatnonzero(~ds.is_test)
-    test = np.flatnonzero(ds.is_test)
+    transforms that need the tasks' reward functions read); the evaluation rolls out in those of
+    ``splits`` (``train``, ``val``, ``test``) the dataset has. Training-time evaluation reads
+    ``("train", "val")``: the test tasks are evaluated once, at the end. ``ood``: the
+    collection's held-out-checkpoint dataset of the same tasks (the off-policy protocol's
+    context source), or None."""
+    unknown = set(splits) - set(EVAL_SPLITS)
+    if unknown:
+        raise ValueError(f"unknown evaluation splits {sorted(unknown)}; known: {EVAL_SPLITS}")
+    masks = {"train": ds.is_train, "val": ds.is_val, "test": ds.is_test}
+    train = np.flatnonzero(masks["train"])
     if train.size == 0:
         raise ValueError("the dataset has no training tasks")
     if ood is not None:
         check_same_tasks(ds, ood, "the training and ood datasets")
     tasks = ds.tasks()
-    splits = {"train": train, "test": test} if test.size else {"train": train}
     data = {"train": ds.select_tasks(train).to_device(), "train_tasks": tasks[train]}
     eval_data = {"tasks": {}, "data": {}, "ood": {}}
-    for split, index in splits.items():
+    for split in splits:
+        index = np.flatnonzero(masks[split])
+        if not index.size:
+            continue
         eval_data["tasks"][split] = tasks[index]
         eval_data["data"][split] = data["train"] if split == "train" else \
             ds.select_tasks(index).to_device()
@@ -297,6 +306,7 @@ def describe_data(path: str, ds, ood=None) -> Dict[str, Any]:
     """The facts about a run's data that identify it (``run.json``'s ``description``): where the
     dataset is, its checksum (and its ood companion's), its task counts."""
     return {"family": ds.family, "dataset": os.path.abspath(path),
-            "dataset_sha256": digest(ds), "num_train_tasks": int((~ds.is_test).sum()),
+            "dataset_sha256": digest(ds), "num_train_tasks": int(ds.is_train.sum()),
             "num_test_tasks": int(ds.is_test.sum()),
-            "ood_dataset_sha256": digest(ood) if ood is not None else None}
+            "ood_dataset_sha256": digest(ood) if ood is not None else None,
+            **({"num_val_tasks": int(ds.is_val.sum())} if ds.is_val.any() else {})}

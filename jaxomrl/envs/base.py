@@ -110,10 +110,11 @@ class TaskFamily(abc.ABC):
     info_keys: Tuple[str, ...] = ()  # the scalar float32 entries of EnvState.info
     backend: str = "jax"             # the simulator (MJX families: "mjx" or "c")
 
-    def __init__(self, name: str, num_train: int, num_test: int):
+    def __init__(self, name: str, num_train: int, num_test: int, num_val: int = 0):
         self.name = name
         self.num_train = int(num_train)
         self.num_test = int(num_test)
+        self.num_val = int(num_val)
 
     # ---------------------------------------------------------------- tasks
     @abc.abstractmethod
@@ -156,6 +157,24 @@ class TaskFamily(abc.ABC):
         """Fixed, seedable split into ``num_train`` training and ``num_test`` unseen test tasks."""
         tasks = self.sample_tasks(jax.random.PRNGKey(seed), self.num_train + self.num_test)
         return tasks[: self.num_train], tasks[self.num_train:]
+
+    def validation_tasks(self, seed: int = 0) -> Task:
+        """``num_val`` validation tasks of split ``seed``: drawn like the test tasks, from a key
+        of their own (so adding them leaves the training and test tasks of every seed as they
+        were), and disjoint from both. What every choice of a setting is made on; the test
+        tasks are evaluated once, at the end."""
+        if self.num_val < 1:
+            raise ValueError(f"{self.name}: the family has no validation tasks (num_val=0)")
+        return self.sample_tasks(jax.random.fold_in(jax.random.PRNGKey(seed), 1), self.num_val)
+
+    def split(self, seed: int = 0) -> Dict[str, Task]:
+        """``{"train": ..., "val": ..., "test": ...}`` of split ``seed`` (no ``val`` where the
+        family has no validation tasks)."""
+        train, test = self.train_test_split(seed)
+        out = {"train": train, "test": test}
+        if self.num_val:
+            out["val"] = self.validation_tasks(seed)
+        return out
 
     # ---------------------------------------------------------------- dynamics
     @abc.abstractmethod

@@ -162,6 +162,10 @@ class Perturbation:
         """Fixed (train, test) params, or None to split random draws."""
         return None
 
+    def fixed_validation(self) -> Optional[Dict[str, np.ndarray]]:
+        """Fixed validation params (with :meth:`fixed_split`), or None."""
+        return None
+
 
 class TargetVelocity(Perturbation):
     """Reward-varying tasks: target forward velocity ~ U(low, high); physics unchanged."""
@@ -184,11 +188,13 @@ class ScaleSet(Perturbation):
     range. Attribute: ``[log multiplier]``.
     """
 
-    def __init__(self, field: str, train: Sequence[float], test: Sequence[float]):
+    def __init__(self, field: str, train: Sequence[float], test: Sequence[float],
+                 val: Sequence[float]):
         if field not in ("gravity", "dof_damping"):
             raise ValueError(f"unsupported scaled field {field!r}")
         self.field, self.train, self.test = field, tuple(train), tuple(test)
-        values = self.train + self.test
+        self.val = tuple(val)
+        values = self.train + self.test + self.val
         self.low, self.high = min(values), max(values)
         self.key = f"{field}_scale"
 
@@ -212,6 +218,9 @@ class ScaleSet(Perturbation):
     def fixed_split(self):
         return ({self.key: np.asarray(self.train, np.float32)},
                 {self.key: np.asarray(self.test, np.float32)})
+
+    def fixed_validation(self):
+        return {self.key: np.asarray(self.val, np.float32)}
 
 
 class RandParams(Perturbation):
@@ -305,7 +314,7 @@ class MJXFamily(TaskFamily):
     def __init__(self, name: str, robot: str, perturbation: Perturbation, *, reward: str,
                  horizon: int, terminate_when_unhealthy: bool = True,
                  ctrl_cost_weight: Optional[float] = None, num_train: int = 40,
-                 num_test: int = 10, iterations: int = 4, ls_iterations: int = 4,
+                 num_test: int = 10, num_val: int = 10, iterations: int = 4, ls_iterations: int = 4,
                  backend: str = "mjx", c_threads: Optional[int] = None):
         if reward not in ("locomotion", "alive", "target_velocity"):
             raise ValueError(f"unknown reward {reward!r}")
@@ -318,7 +327,8 @@ class MJXFamily(TaskFamily):
         fixed = perturbation.fixed_split()
         if fixed is not None:
             num_train, num_test = len(next(iter(fixed[0].values()))), len(next(iter(fixed[1].values())))
-        super().__init__(name, num_train, num_test)
+            num_val = len(next(iter(perturbation.fixed_validation().values())))
+        super().__init__(name, num_train, num_test, num_val)
         self.robot = ROBOTS[robot]
         self.robot_name = robot
         self.perturbation = perturbation
@@ -387,6 +397,12 @@ class MJXFamily(TaskFamily):
         if fixed is None:
             return super().train_test_split(seed)
         return self.make_tasks(fixed[0]), self.make_tasks(fixed[1])
+
+    def validation_tasks(self, seed: int = 0):
+        fixed = self.perturbation.fixed_validation()
+        if fixed is None:
+            return super().validation_tasks(seed)
+        return self.make_tasks(fixed)
 
     def model(self, task: Task):
         """The ``mjx.Model`` of one task (nominal model with the task's fields written in)."""
@@ -467,7 +483,7 @@ class MJXFamily(TaskFamily):
         ``TaskData``'s are in [-1, 1]: ``types.scale_action``), one control step in MuJoCo C
         from :meth:`state_from_obs` (exact unless an observed velocity was clipped). Host code,
         for diagnostics (e.g. how much a task's physics changes a transition:
-        ``experiments/model_discrimination.py``)."""
+        ``research/model_discrimination.py``)."""
         model = self.build_mj_model({k: np.asarray(v) for k, v in params.items()})
         data = mujoco.MjData(model)
         qpos, qvel = (np.asarray(x, np.float64) for x in self.state_from_obs(np.asarray(obs)))

@@ -24,8 +24,8 @@ class PointRobotSparse(TaskFamily):
 
     def __init__(self, name: str = "point_robot_sparse", *, horizon: int = 20,
                  goal_radius: float = 0.2, goal_distance: float = 1.0, max_action: float = 0.1,
-                 num_train: int = 40, num_test: int = 10):
-        super().__init__(name, num_train, num_test)
+                 num_train: int = 40, num_test: int = 10, num_val: int = 10):
+        super().__init__(name, num_train, num_test, num_val)
         if horizon < 1 or goal_radius <= 0 or max_action <= 0:
             raise ValueError("horizon, goal_radius and max_action must be positive")
         self.horizon = int(horizon)

@@ -16,8 +16,11 @@ PHYSICS = BACKENDS          # the choices of make(physics=...)
 # ReDA (unstable_wrapper): multipliers seen in training, and unseen test multipliers.
 REDA_TRAIN = (0.5, 1.0, 1.5)
 REDA_TEST = (0.8, 1.2)
+# Validation multipliers: unseen like the test ones and between the training ones, disjoint from
+# both (not in ReDA, which has no validation tasks).
+REDA_VAL = (0.7, 1.3)
 # ReDA's didactic example: InvertedPendulum with gravity x1 and x2 (the same two tasks at test
-# time, where the context comes from a different behaviour checkpoint).
+# time, where the context comes from a different behaviour checkpoint; validation the same two).
 PENDULUM_SCALES = (1.0, 2.0)
 GYM_HORIZON = 1000
 
@@ -92,13 +95,13 @@ for _robot, _name in (("hopper", "hopper_rand_params"), ("walker2d", "walker_ran
                                       reward="locomotion", horizon=200), physics=True)
 for _robot in ("halfcheetah", "hopper", "walker2d", "ant"):
     register(f"{_robot}_gravity", functools.partial(
-        MJXFamily, robot=_robot, perturbation=ScaleSet("gravity", REDA_TRAIN, REDA_TEST),
+        MJXFamily, robot=_robot, perturbation=ScaleSet("gravity", REDA_TRAIN, REDA_TEST, REDA_VAL),
         reward="locomotion", horizon=GYM_HORIZON), physics=True)
 for _robot in ("hopper", "walker2d", "ant"):
     register(f"{_robot}_dof_damping", functools.partial(
-        MJXFamily, robot=_robot, perturbation=ScaleSet("dof_damping", REDA_TRAIN, REDA_TEST),
+        MJXFamily, robot=_robot, perturbation=ScaleSet("dof_damping", REDA_TRAIN, REDA_TEST, REDA_VAL),
         reward="locomotion", horizon=GYM_HORIZON), physics=True)
 register("inverted_pendulum_gravity", functools.partial(
     MJXFamily, robot="inverted_pendulum",
-    perturbation=ScaleSet("gravity", PENDULUM_SCALES, PENDULUM_SCALES),
+    perturbation=ScaleSet("gravity", PENDULUM_SCALES, PENDULUM_SCALES, PENDULUM_SCALES),
     reward="alive", horizon=GYM_HORIZON), physics=True)

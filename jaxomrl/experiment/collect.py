@@ -57,6 +57,10 @@ from jaxomrl.learners.sac import SACConfig
 from jaxomrl.types import scale_action
 
 
+# The family's task splits a collection can hold ("all": training, validation and test tasks).
+SPLITS = ("train", "val", "test", "all")
+
+
 @dataclasses.dataclass(frozen=True)
 class CollectConfig:
     """Everything that determines a collection (and so its datasets)."""
@@ -67,7 +71,7 @@ class CollectConfig:
     # family), held resolved, so a collection resumes only on the backend that began it;
     # collections written before the choice existed ran MJX.
     physics: str = "auto"
-    split: str = "train"                 # which of the family's splits: train | test | all
+    split: str = "train"                 # which of the family's splits (SPLITS)
     num_tasks: Optional[int] = None      # first num_tasks of the split (None: all of it)
     task_seed: int = 0                   # seed of family.train_test_split
     seed: int = 0                        # seed of SAC and of the data rollouts
@@ -88,8 +92,8 @@ class CollectConfig:
     def __post_init__(self):
         check_finite_fields(self)
         object.__setattr__(self, "physics", envs.resolved_physics(self.family, self.physics))
-        if self.split not in ("train", "test", "all"):
-            raise ValueError(f"split must be 'train', 'test' or 'all', got {self.split!r}")
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
         if self.num_tasks is not None and self.num_tasks < 1:
             raise ValueError(f"num_tasks must be >= 1, got {self.num_tasks}")
         if self.num_checkpoints < 1 or self.checkpoint_interval < 1:
@@ -226,19 +230,21 @@ class CollectState:
 
 
 def select_tasks(config: CollectConfig) -> Tuple[Task, np.ndarray]:
-    """The tasks of a collection and whether each is from the family's test split."""
+    """The tasks of a collection and the split of each (``"train"``, ``"val"`` or ``"test"``):
+    ``all`` is the family's training, validation and test tasks, in that order."""
     family = config.make_family()
-    train, test = family.train_test_split(config.task_seed)
-    parts = {"train": [(train, False)], "test": [(test, True)],
-             "all": [(train, False), (test, True)]}[config.split]
-    tasks = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x), *[p for p, _ in parts])
-    is_test = np.concatenate([np.full(p.num_tasks, t) for p, t in parts])
+    split = family.split(config.task_seed)
+    names = [n for n in ("train", "val", "test") if n in split and config.split in (n, "all")]
+    if not names:
+        raise ValueError(f"{family.name} has no {config.split!r} split")
+    tasks = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x), *[split[n] for n in names])
+    roles = np.concatenate([np.full(split[n].num_tasks, n) for n in names])
     if config.num_tasks is not None:
         if config.num_tasks > tasks.num_tasks:
             raise ValueError(f"num_tasks={config.num_tasks} but the {config.split!r} split of "
                              f"{family.name} has {tasks.num_tasks} tasks")
-        tasks, is_test = tasks[: config.num_tasks], is_test[: config.num_tasks]
-    return tasks, is_test
+        tasks, roles = tasks[: config.num_tasks], roles[: config.num_tasks]
+    return tasks, roles
 
 
 class _Programs:
@@ -420,7 +426,8 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
         log(f"{out_dir}: collection already complete; reusing its datasets")
         return finished
     family = config.make_family()
-    tasks, is_test = select_tasks(config)
+    tasks, roles = select_tasks(config)
+    is_test, is_val = roles == "test", roles == "val"
     progs = _programs(config)
     num_tasks, k_total = tasks.num_tasks, config.num_checkpoints
     ckpt = Checkpointer(os.path.join(out_dir, "sac_checkpoints"))
@@ -498,7 +505,7 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
                 "targets": list(config.train_returns if split == "train"
                                 else config.ood_returns)}
         ds = dataset_lib.from_rollouts(
-            family, tasks, is_test, tr, idx, split, provenance=provenance,
+            family, tasks, is_test, tr, idx, split, provenance=provenance, is_val=is_val,
             family_config=dict(config.family_config),
             checkpoint_env_steps=config.env_steps_per_checkpoint,
             warmup_env_steps=config.online.warmup_iterations * config.online.num_envs)
@@ -508,7 +515,7 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
                  "per task " + ", ".join(str(row.tolist()) for row in idx))
         log(f"wrote {paths[split]}: {num_tasks} tasks x {ds.transitions_per_task} transitions "
             f"from checkpoints {which}")
-    summary = _summary(config, tasks, is_test, np.asarray(state.curve), evaluated, paths,
+    summary = _summary(config, tasks, roles, np.asarray(state.curve), evaluated, paths,
                        datasets, time.time() - t0)
     atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1))
     return CollectResult(train_path=paths["train"], ood_path=paths.get("ood"), summary=summary)
@@ -538,7 +545,7 @@ def evaluate_checkpoints(out_dir: str, deterministic: bool) -> Tuple[np.ndarray,
     with open(os.path.join(out_dir, "collect_config.json")) as f:
         config = CollectConfig.from_json(json.load(f))
     config = dataclasses.replace(config, deterministic=deterministic)
-    tasks, is_test = select_tasks(config)
+    tasks, roles = select_tasks(config)
     progs = _programs(config)
     ckpt = Checkpointer(os.path.join(out_dir, "sac_checkpoints"))
     try:
@@ -551,7 +558,7 @@ def evaluate_checkpoints(out_dir: str, deterministic: bool) -> Tuple[np.ndarray,
     finally:
         ckpt.close()
     returns = progs.evaluate(state.bank, tasks, _evaluation_keys(config, tasks.num_tasks))
-    return np.asarray(returns, np.float64), tasks, is_test
+    return np.asarray(returns, np.float64), tasks, roles == "test"
 
 
 def _finished(config: CollectConfig, out_dir: str) -> Optional[CollectResult]:
@@ -582,7 +589,7 @@ def _write_progress(out_dir, config, curve, k):
 
 
 
-def _summary(config, tasks, is_test, curve, evaluated, paths, datasets, seconds
+def _summary(config, tasks, roles, curve, evaluated, paths, datasets, seconds
              ) -> Dict[str, Any]:
     rows = [row[~np.isnan(row)] for row in curve[1:]]
     best = evaluated.argmax(axis=1)
@@ -592,7 +599,7 @@ def _summary(config, tasks, is_test, curve, evaluated, paths, datasets, seconds
            "checkpoint_env_steps": [k * config.env_steps_per_checkpoint
                                     for k in range(config.num_checkpoints + 1)],
            "task_attributes": np.asarray(tasks.attributes, np.float64).tolist(),
-           "is_test": np.asarray(is_test, bool).tolist(),
+           "is_test": (roles == "test").tolist(), "split": roles.tolist(),
            "task_params": sorted(tasks.params),
            "evaluated_returns": evaluated.tolist(),         # [task, checkpoint 0..K]
            "best_checkpoint": best.tolist(),
@@ -610,80 +617,19 @@ def _summary(config, tasks, is_test, curve, evaluated, paths, datasets, seconds
     return out
 
 
-# Per-family defaults for the CLI (any flag given explicitly overrides them). The point robot's
-# reward is sparse (1 within 0.2 of a goal 1 away, from a fixed start): SAC from scratch rarely
-# finds it, so its collection agents learn from the dense reward -distance (an info key) while
-# the datasets store the task's sparse reward. Locomotion follows the peer settings (256x256,
-# lr 3e-4, batch 256); sizes of a full run are in benchmarks/README.md.
-PRESETS: Dict[str, Dict[str, Dict[str, Any]]] = {"default": {}, "cpu": {}}
-PRESETS["default"] = {
-    "point_robot_sparse": dict(
-        hidden=(64, 64), batch_size=128, num_envs=8, buffer_capacity=20_000, warmup_steps=400,
-        updates_per_iteration=4, train_reward="dense_reward", sac_steps=24_000,
-        checkpoint_every_steps=2_000, train_checkpoints=(2, 6, 12),
-        transitions_per_task=6_000, ood_transitions_per_task=2_000, rollout_envs=10),
-    "default": dict(
-        hidden=(256, 256), batch_size=256, num_envs=16, buffer_capacity=1_000_000,
-        warmup_steps=5_000, updates_per_iteration=8, train_reward="reward", sac_steps=1_000_000,
-        checkpoint_every_steps=20_000, train_checkpoints=(5, 25, 45),
-        transitions_per_task=150_000, ood_checkpoints=(10, 20, 30, 40, 50),
-        ood_transitions_per_task=50_000, rollout_envs=10),
-}
-
-
-# Sized for an hour on a 2-core CPU, where SAC updates, not environment steps, are the budget
-# (benchmarks/collection_cost.py), so per-task SAC on 50 tasks gets too few updates per task; one
-# agent conditioned on the target velocity serves all of them with each update. 50 tasks (40
-# seen / 10 unseen) x 2 envs, 50 updates per iteration (0.5 per env step), 20k env steps per task
-# (1M in all, 500k updates), a checkpoint every 1k steps per task (experiments/README.md has the
-# measured cost and the checkpoints' returns).
-PRESETS["cpu"] = {
-    "cheetah_vel": dict(
-        split="all", collector="conditioned", hidden=(128, 128), batch_size=256, num_envs=2,
-        buffer_capacity=1_000_000, warmup_steps=1_000, updates_per_iteration=50,
-        train_reward="reward", sac_steps=20_000, checkpoint_every_steps=1_000,
-        train_checkpoints=(1, 3, 6, 20), ood_checkpoints=(2, 4, 10, 15),
-        transitions_per_task=8_000, ood_transitions_per_task=8_000, rollout_envs=10),
-}
-# ReDA's Gravity-1 task sets (gravity x{0.5, 1, 1.5} seen, x{0.8, 1.2} unseen), sized for about
-# half an hour of collection on a 2-core CPU: one agent conditioned on the gravity attribute
-# (five tasks share every update), 200-step episodes instead of 1,000, 50k env steps per task
-# (250k updates in all, one per env step), 20 checkpoints. ReDA (appendix B.2) takes a one-
-# checkpoint task set's training data from the middle checkpoint of its run (the 25th of 50) and
-# the held-out contexts from all the others; here the 10th of 20 and the other 20 (0: untrained),
-# 200 episodes of the training checkpoint per task and one whole episode of each held-out
-# checkpoint per environment (20 x 10 x 200 steps).
-_GRAVITY_1_CPU = dict(
-    split="all", collector="conditioned", horizon=200, hidden=(128, 128), batch_size=256,
-    num_envs=4, buffer_capacity=1_000_000, warmup_steps=1_000, updates_per_iteration=20,
-    train_reward="reward", sac_steps=50_000, checkpoint_every_steps=2_500,
-    train_checkpoints=(10,), ood_checkpoints=tuple(k for k in range(21) if k != 10),
-    transitions_per_task=40_000, ood_transitions_per_task=40_000, rollout_envs=10)
-PRESETS["cpu"]["halfcheetah_gravity"] = dict(_GRAVITY_1_CPU)
-PRESETS["cpu"]["walker2d_gravity"] = dict(_GRAVITY_1_CPU)
-
-
-def preset(family: str, name: str = "default") -> Dict[str, Any]:
-    """The settings of preset ``name`` for ``family`` (its own, else the preset's locomotion
-    default); ``ValueError`` if there is none."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
-    chosen = PRESETS[name].get(family, PRESETS[name].get("default"))
-    if chosen is None:
-        have = sorted(f for n in PRESETS for f in PRESETS[n] if n == name)
-        raise ValueError(f"preset {name!r} has no settings for {family!r} (it has {have})")
-    return dict({"collector": "per_task"}, **chosen)
-
-
 def _conditioned(collector: str) -> bool:
     if collector not in ("per_task", "conditioned"):
         raise ValueError(f"collector must be 'per_task' or 'conditioned', got {collector!r}")
     return collector == "conditioned"
 
 
+# Flat settings that configure the family (its episode length, its split's task counts).
+FAMILY_SETTINGS = ("horizon", "num_train", "num_val", "num_test")
+
+
 def config_from_settings(family: str, s: Dict[str, Any], **extra) -> CollectConfig:
-    """A :class:`CollectConfig` from flat settings (preset keys; env-step counts per task; a
-    ``horizon`` key sets the family's episode length)."""
+    """A :class:`CollectConfig` from flat settings (preset keys; env-step counts per task;
+    ``FAMILY_SETTINGS`` keys configure the family)."""
     num_envs = int(s["num_envs"])
     for name in ("sac_steps", "checkpoint_every_steps"):
         if s[name] % num_envs:
@@ -699,9 +645,11 @@ def config_from_settings(family: str, s: Dict[str, Any], **extra) -> CollectConf
                              train_reward=s["train_reward"],
                              conditioned=_conditioned(s.get("collector", "per_task")))
     ood = s.get("ood_checkpoints")
-    if s.get("horizon") is not None:     # the preset's episode length, unless the caller's
+    # the family's episode length and task counts (family_config), unless the caller's
+    configured = {k: int(s[k]) for k in FAMILY_SETTINGS if s.get(k) is not None}
+    if configured:
         extra["family_config"] = tuple(sorted(
-            dict(extra.get("family_config", ()), **{"horizon": int(s["horizon"])}).items()))
+            dict(extra.get("family_config", ()), **configured).items()))
     return CollectConfig(
         family=family, online=online, num_checkpoints=s["sac_steps"] // every,
         checkpoint_interval=every // num_envs,
@@ -710,3 +658,105 @@ def config_from_settings(family: str, s: Dict[str, Any], **extra) -> CollectConf
         transitions_per_task=int(s["transitions_per_task"]),
         ood_transitions_per_task=int(s["ood_transitions_per_task"]),
         rollout_envs=int(s["rollout_envs"]), **extra)
+
+
+# Per-family collection presets, as CollectConfig values (the collect.py flags and the recipes
+# override their fields through ``flat_settings`` / ``config_from_settings``, in env steps per
+# task). The point robot's reward is sparse (1 within 0.2 of a goal 1 away, from a fixed start):
+# SAC from scratch rarely finds it, so its collection agents learn from the dense reward
+# -distance (an info key) while the datasets store the task's sparse reward. Locomotion follows
+# the peer settings (256x256, lr 3e-4, batch 256). ``"*"``: every family without its own
+# (its ``family`` replaced by the family asked for).
+def _preset(family: str, *, hidden, batch_size, num_envs, buffer_capacity, warmup_steps,
+            updates_per_iteration, train_reward, sac_steps, checkpoint_every_steps,
+            train_checkpoints, transitions_per_task, ood_transitions_per_task, rollout_envs,
+            ood_checkpoints=None, collector="per_task", split="train", horizon=None
+            ) -> CollectConfig:
+    return config_from_settings(family, dict(
+        hidden=hidden, batch_size=batch_size, num_envs=num_envs,
+        buffer_capacity=buffer_capacity, warmup_steps=warmup_steps,
+        updates_per_iteration=updates_per_iteration, train_reward=train_reward,
+        sac_steps=sac_steps, checkpoint_every_steps=checkpoint_every_steps,
+        train_checkpoints=train_checkpoints, ood_checkpoints=ood_checkpoints,
+        transitions_per_task=transitions_per_task,
+        ood_transitions_per_task=ood_transitions_per_task, rollout_envs=rollout_envs,
+        collector=collector, horizon=horizon), split=split,
+        # a concrete simulator, so that building the presets asks no backend; preset() gives
+        # them physics="auto"
+        physics="c" if envs.has_physics(family) else "jax")
+
+
+PRESETS: Dict[str, Dict[str, CollectConfig]] = {"default": {}, "cpu": {}}
+PRESETS["default"]["point_robot_sparse"] = _preset(
+    "point_robot_sparse", hidden=(64, 64), batch_size=128, num_envs=8, buffer_capacity=20_000,
+    warmup_steps=400, updates_per_iteration=4, train_reward="dense_reward", sac_steps=24_000,
+    checkpoint_every_steps=2_000, train_checkpoints=(2, 6, 12), transitions_per_task=6_000,
+    ood_transitions_per_task=2_000, rollout_envs=10)
+PRESETS["default"]["*"] = _preset(
+    "halfcheetah_gravity", hidden=(256, 256), batch_size=256, num_envs=16,
+    buffer_capacity=1_000_000, warmup_steps=5_000, updates_per_iteration=8,
+    train_reward="reward", sac_steps=1_000_000, checkpoint_every_steps=20_000,
+    train_checkpoints=(5, 25, 45), transitions_per_task=150_000,
+    ood_checkpoints=(10, 20, 30, 40, 50), ood_transitions_per_task=50_000, rollout_envs=10)
+
+
+# Sized for an hour on a 2-core CPU, where SAC updates, not environment steps, are the budget
+# (benchmarks/collection_cost.py), so per-task SAC on 50 tasks gets too few updates per task; one
+# agent conditioned on the target velocity serves all of them with each update: 2 envs per
+# task, 50 updates per iteration (0.5 per env step), 20k env steps per task, a checkpoint every
+# 1k steps per task (research/NOTES.md has the cost and the checkpoints' returns).
+PRESETS["cpu"]["cheetah_vel"] = _preset(
+    "cheetah_vel", split="all", collector="conditioned", hidden=(128, 128), batch_size=256,
+    num_envs=2, buffer_capacity=1_000_000, warmup_steps=1_000, updates_per_iteration=50,
+    train_reward="reward", sac_steps=20_000, checkpoint_every_steps=1_000,
+    train_checkpoints=(1, 3, 6, 20), ood_checkpoints=(2, 4, 10, 15), transitions_per_task=8_000,
+    ood_transitions_per_task=8_000, rollout_envs=10)
+# ReDA's Gravity-1 task sets (gravity x{0.5, 1, 1.5} seen, x{0.8, 1.2} unseen), sized for about
+# half an hour of collection on a 2-core CPU: one agent conditioned on the gravity attribute
+# (five tasks share every update), 200-step episodes instead of 1,000, 50k env steps per task
+# (one update per env step), 20 checkpoints. ReDA (appendix B.2) takes a one-checkpoint task
+# set's training data from the middle checkpoint of its run (the 25th of 50) and the held-out
+# contexts from all the others; here the 10th of 20 and the other 20 (0: untrained), 200
+# episodes of the training checkpoint per task and one whole episode of each held-out
+# checkpoint per environment (20 x 10 x 200 steps).
+for _family in ("halfcheetah_gravity", "walker2d_gravity"):
+    PRESETS["cpu"][_family] = _preset(
+        _family, split="all", collector="conditioned", horizon=200, hidden=(128, 128),
+        batch_size=256, num_envs=4, buffer_capacity=1_000_000, warmup_steps=1_000,
+        updates_per_iteration=20, train_reward="reward", sac_steps=50_000,
+        checkpoint_every_steps=2_500, train_checkpoints=(10,),
+        ood_checkpoints=tuple(k for k in range(21) if k != 10), transitions_per_task=40_000,
+        ood_transitions_per_task=40_000, rollout_envs=10)
+
+
+def preset(family: str, name: str = "default") -> CollectConfig:
+    """Preset ``name``'s ``CollectConfig`` for ``family`` (its own, else the preset's
+    locomotion one, ``"*"``); ``ValueError`` if there is none."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    chosen = PRESETS[name].get(family)
+    if chosen is None and "*" in PRESETS[name] and envs.has_physics(family):
+        chosen = dataclasses.replace(PRESETS[name]["*"], family=family)
+    if chosen is None:
+        have = sorted(f for f in PRESETS[name] if f != "*")
+        raise ValueError(f"preset {name!r} has no settings for {family!r} (it has {have})")
+    return dataclasses.replace(chosen, physics="auto")
+
+
+def flat_settings(config: CollectConfig) -> Dict[str, Any]:
+    """The fields of ``config`` that ``config_from_settings`` takes, in its units (env steps
+    per task): ``config_from_settings(family, flat_settings(c), ...)`` rebuilds ``c``."""
+    o = config.online
+    out = dict(hidden=tuple(o.sac.hidden), batch_size=o.sac.batch_size, num_envs=o.num_envs,
+               buffer_capacity=o.buffer_capacity, warmup_steps=o.warmup_steps,
+               updates_per_iteration=o.updates_per_iteration, train_reward=o.train_reward,
+               collector="conditioned" if o.conditioned else "per_task",
+               sac_steps=config.num_checkpoints * config.env_steps_per_checkpoint,
+               checkpoint_every_steps=config.env_steps_per_checkpoint,
+               train_checkpoints=tuple(config.train_checkpoints),
+               ood_checkpoints=config.ood_checkpoints,
+               transitions_per_task=config.transitions_per_task,
+               ood_transitions_per_task=config.ood_transitions_per_task,
+               rollout_envs=config.rollout_envs, split=config.split)
+    out.update({k: v for k, v in config.family_config if k in FAMILY_SETTINGS})
+    return out

@@ -1,6 +1,6 @@
 """Finished training runs of a workdir (``experiments/train.py``) and the dataset they trained on,
 for the programs that read them afterwards (``experiments/evaluate.py``,
-``experiments/context_shift.py``, ``experiments/online_gap.py``)."""
+``research/context_shift.py``, ``research/online_gap.py``)."""
 from __future__ import annotations
 
 import json
@@ -92,7 +92,7 @@ def restore(spec: str, run_dir: str, identity: Dict[str, Any], family, ds, data,
     """The algorithm of a finished run in ``family`` (from its ``run.json`` ``identity``,
     ``MetaConfig`` fields replaced by ``meta_overrides``; ``ds`` its dataset) and its trained
     outputs, every seed stacked."""
-    algorithm = from_run_config(spec, identity["config"], family, int((~ds.is_test).sum()),
+    algorithm = from_run_config(spec, identity["config"], family, int(ds.is_train.sum()),
                                 **meta_overrides)
     return algorithm, final_outputs(algorithm, data, run_dir, len(identity["seeds"]))
 
