@@ -64,6 +64,25 @@ def _set_paths(obj: Any, updates: Dict[tuple, Any]) -> Any:
     return dataclasses.replace(obj, **here) if here else obj
 
 
+def check_bounds(config: Any) -> None:
+    """Raises ``ValueError`` naming the field unless every field of ``config`` declared with
+    :func:`setting` is within its bounds (each entry of a tuple) and choices -- what the
+    command-line flags generated from the fields check, for configs built from data."""
+    for f in dataclasses.fields(config):
+        m, value = f.metadata, getattr(config, f.name)
+        if "help" not in m or value is None:
+            continue
+        if m["choices"] and value not in m["choices"]:
+            raise ValueError(f"{f.name} must be one of {list(m['choices'])}, got {value!r}")
+        for v in (value if isinstance(value, tuple) else (value,)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if (m["lower"] is not None and v < m["lower"]) or \
+                    (m["upper"] is not None and v > m["upper"]):
+                raise ValueError(f"{f.name} must be within [{m['lower']}, {m['upper']}], "
+                                 f"got {value!r}")
+
+
 def from_json(cls: Type[T], values: Dict[str, Any]) -> T:
     """The ``cls`` instance whose ``dataclasses.asdict`` is ``values``: nested config dataclasses
     (also ``Optional`` ones) are rebuilt, lists become the tuples they were, and fields missing
@@ -94,5 +113,8 @@ def _value(tp: Any, v: Any) -> Any:
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_json(tp, v)
     if isinstance(v, list):
+        args = typing.get_args(tp) if typing.get_origin(tp) is tuple else ()
+        if len(args) == 2 and args[1] is Ellipsis:      # Tuple[X, ...]: each entry an X
+            return tuple(_value(args[0], x) for x in v)
         return tuple(v)
     return v

@@ -90,12 +90,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from jaxomrl.algos.base import Algorithm
 from jaxomrl.algos.offline_meta import POLICY_CONTEXTS, MetaConfig, make_algorithm
 from jaxomrl.algos.prompt_dt import PromptDTRunConfig, make_prompt_dt_algorithm
 from jaxomrl.algos.reda import CONTRASTS, MODEL_STRUCTURES, ReDAConfig, make_reda
+from jaxomrl import config as config_lib
 from jaxomrl.config import route, setting
 from jaxomrl.data import relabel
 from jaxomrl.errors import check_finite_fields
@@ -114,24 +115,95 @@ BOREL_EPISODES = 2
 # CSRO's weight of the FOCAL distance-metric term (its configs' z_loss_weight).
 CSRO_FOCAL_WEIGHT = 10.0
 
-ALGORITHMS: Dict[str, Tuple[str, ...]] = {
-    "r2pgo": ("no_weighted_negatives", "no_hypernetwork"),
-    "bc": (),
-    "om_bc": (),
-    "om_sac": (),
-    "focal": (),
-    "corro": (),
-    "borel": ("reward_relabelling",),
-    "csro": ("no_club",),
-    "prompt_dt": (),
-    "reda": ("no_model", "no_adversary", "no_uncertainty", "no_task_reward"),
+
+@dataclasses.dataclass(frozen=True)
+class Declared:
+    """One algorithm, declared as data: its run config's kind (``meta``: ``MetaConfig``,
+    ``reda``: ``ReDAConfig``, ``prompt_dt``: Prompt-DT's), its encoder (an ``EncoderConfig``
+    whose values are the algorithm's defaults) with the ``Settings`` fields that set which of
+    its fields (``encoder_settings``: ``{encoder field: settings field}``), its policy head
+    (``SACConfig`` fields) with ``head_settings`` likewise, ``MetaConfig`` fields it fixes
+    (``meta``), and its ablations: ``{name: {dotted path of the run config: value}}``.
+    ``belief_options``: the policy-context settings (``policy_context``,
+    ``history_episodes``, ``reward_relabelling``) apply."""
+
+    kind: str = "meta"
+    encoder: Optional[EncoderConfig] = None
+    encoder_settings: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    head: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    head_settings: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    ablations: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    belief_options: bool = True
+    window_episodes: int = 1            # the encoder's window is this many x Settings.window
+
+
+# Settings fields every encoder takes; those of the recurrent VAE.
+_SHARED = {"latent_dim": "latent_dim", "hidden": "encoder_hidden", "window": "window",
+           "contexts_per_task": "contexts_per_task", "meta_batch": "encoder_meta_batch",
+           "learning_rate": "encoder_lr", "temperature": "temperature"}
+_VAE = {"kl_weight": "kl_weight", "vae_posteriors": "vae_posteriors",
+        "vae_transitions": "vae_transitions"}
+_SAC_BC = {"rl_weight": "rl_weight", "bc_weight": "bc_weight"}
+_GRU_VAE = EncoderConfig(encoder="gru", vae_weight=1.0)
+# The comparison's defaults that are a method's own (each declared once, here):
+# R2PGO's contrastive term (eq. 4-5), CSRO's CLUB weight (its configs: 25 for the point robot,
+# Hopper and Walker), TD3+BC's SAC+BC lambda.
+R2PGO_ENCODER = dataclasses.replace(_GRU_VAE, infonce_weight=1.0, alpha=5.0,
+                                    infonce_prefix="random")
+CSRO_ENCODER = EncoderConfig(encoder="mlp", pooling="mean", transition_output="tanh",
+                             focal_weight=CSRO_FOCAL_WEIGHT, club_weight=25.0)
+SAC_BC = SACConfig(rl_weight=2.5, bc_weight=1.0)
+
+DECLARED: Dict[str, Declared] = {
+    "r2pgo": Declared(
+        encoder=R2PGO_ENCODER,
+        encoder_settings={**_SHARED, **_VAE, "infonce_weight": "infonce_weight",
+                          "num_negatives": "num_negatives", "alpha": "kernel_alpha",
+                          "infonce_prefix": "infonce_prefix"},
+        head={"head": "hyper"}, head_settings=_SAC_BC,
+        ablations={"no_weighted_negatives": {"encoder.alpha": 0.0},
+                   "no_hypernetwork": {"policy.head": "concat"}}),
+    "bc": Declared(head={"head": "none", "rl_weight": 0.0}, head_settings={"bc_weight": "bc_weight"},
+                   belief_options=False),
+    "om_bc": Declared(encoder=_GRU_VAE, encoder_settings={**_SHARED, **_VAE},
+                      head={"head": "concat", "rl_weight": 0.0},
+                      head_settings={"bc_weight": "bc_weight"}),
+    "om_sac": Declared(encoder=_GRU_VAE, encoder_settings={**_SHARED, **_VAE},
+                       head={"head": "concat"}, head_settings=_SAC_BC),
+    "focal": Declared(encoder=EncoderConfig(encoder="mlp", pooling="mean", focal_weight=1.0),
+                      encoder_settings=_SHARED, head={"head": "concat"}, head_settings=_SAC_BC),
+    "corro": Declared(encoder=EncoderConfig(encoder="mlp", pooling="mean", corro_weight=1.0),
+                      encoder_settings={**_SHARED, "num_negatives": "num_negatives"},
+                      head={"head": "concat"}, head_settings=_SAC_BC),
+    "borel": Declared(
+        encoder=dataclasses.replace(_GRU_VAE, input_embeddings=BOREL_INPUT_EMBEDDINGS,
+                                    belief="mean_logvar", context_episodes=BOREL_EPISODES),
+        encoder_settings={**_SHARED, **_VAE}, window_episodes=BOREL_EPISODES,
+        head={"head": "concat", "rl_weight": 1.0, "bc_weight": 0.0},      # plain SAC
+        meta={"policy_context": "history"},
+        ablations={"reward_relabelling": {"reward_relabelling": relabel.BOREL_FRACTION}}),
+    "csro": Declared(encoder=CSRO_ENCODER, encoder_settings={**_SHARED, "club_weight": "club_weight"},
+                     head={"head": "concat"}, head_settings=_SAC_BC,
+                     ablations={"no_club": {"encoder.club_weight": 0.0}}),
+    "prompt_dt": Declared(kind="prompt_dt", belief_options=False),
+    "reda": Declared(
+        kind="reda",
+        encoder=EncoderConfig(encoder="transformer", infonce_weight=1.0),
+        encoder_settings={**_SHARED, "num_negatives": "num_negatives"},
+        head={"head": "concat"}, head_settings=_SAC_BC,
+        ablations={"no_model": {"augment": False}, "no_adversary": {"adversary_mode": "random"},
+                   "no_uncertainty": {"lambda_uncertainty": 0.0},
+                   "no_task_reward": {"lambda_task": 0.0}}),
 }
+ALGORITHMS: Dict[str, Tuple[str, ...]] = {name: tuple(d.ablations)
+                                          for name, d in DECLARED.items()}
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Sizes and schedules shared by every algorithm of a comparison (defaults: the papers' /
-    peer codebases' values where they agree; sources in README / experiments/README.md).
+    peer codebases' values where they agree; sources in README / research/NOTES.md).
 
     Every field is declared once, with its help text and bounds (``jaxomrl.config.setting``);
     ``experiments/train.py`` generates its flags from them (``cli.define_flags``). Fields whose
@@ -144,15 +216,16 @@ class Settings:
     the path). The fields above the routed ones are set by ``make_config``'s own rules, which
     differ per algorithm."""
 
-    hidden: Tuple[int, ...] = setting((256, 256), "Actor / critic hidden sizes.")
-    hyper_hidden: Tuple[int, ...] = setting((64,), "Hypernetwork hidden sizes.")
-    latent_dim: int = setting(5, "Task-embedding size.", lower=1)
-    encoder_hidden: int = setting(64, "Encoder width (GRU state size).", lower=1)
+    hidden: Tuple[int, ...] = setting(SACConfig.hidden, "Actor / critic hidden sizes.")
+    hyper_hidden: Tuple[int, ...] = setting(SACConfig.hyper_hidden, "Hypernetwork hidden sizes.")
+    latent_dim: int = setting(EncoderConfig.latent_dim, "Task-embedding size.", lower=1)
+    encoder_hidden: int = setting(EncoderConfig.hidden, "Encoder width (GRU state size).",
+                                  lower=1)
     window: Optional[int] = setting(
         None, "Episode-prefix length the encoder trains on (default: the family's horizon, at "
         "most 64; BOReL's two-episode contexts are twice as long).", lower=1)
     infonce_prefix: str = setting(
-        "random", "R2PGO: the contrastive embedding of a context is the GRU's belief after a "
+        R2PGO_ENCODER.infonce_prefix, "R2PGO: the contrastive embedding of a context is the GRU's belief after a "
         "uniformly drawn prefix (random; the paper's z_t) or after the whole context (last).",
         choices=("last", "random"))
     vae_posteriors: Optional[int] = setting(
@@ -161,36 +234,43 @@ class Settings:
     vae_transitions: Optional[int] = setting(
         None, "VAE: transitions each subsampled posterior decodes (with --vae_posteriors).",
         lower=1)
-    contexts_per_task: int = setting(8, "Encoder: context episodes per task and step.", lower=1)
+    contexts_per_task: int = setting(EncoderConfig.contexts_per_task,
+                                     "Encoder: context episodes per task and step.", lower=1)
     encoder_meta_batch: Optional[int] = setting(
         None, "Tasks per encoder step (default: --meta_batch).", lower=1)
-    encoder_steps: int = setting(2000, "Encoder gradient steps (ReDA: adversarial encoder "
+    encoder_steps: int = setting(MetaConfig.encoder_steps, "Encoder gradient steps (ReDA: adversarial encoder "
                                  "steps).", lower=1)
-    encoder_lr: float = setting(3e-4, "Encoder learning rate.", lower=0.0)
-    kl_weight: float = setting(0.1, "Weight of the VAE's KL terms.", lower=0.0)
-    infonce_weight: float = setting(1.0, "R2PGO: weight of the InfoNCE term.", lower=0.0)
+    encoder_lr: float = setting(EncoderConfig.learning_rate, "Encoder learning rate.",
+                                lower=0.0)
+    kl_weight: float = setting(EncoderConfig.kl_weight, "Weight of the VAE's KL terms.",
+                               lower=0.0)
+    infonce_weight: float = setting(R2PGO_ENCODER.infonce_weight,
+                                    "R2PGO: weight of the InfoNCE term.", lower=0.0)
     kernel_alpha: float = setting(
-        5.0, "R2PGO eq. 4: alpha of the similarity kernel exp(-alpha |c_i - c_j|^2) on task "
+        R2PGO_ENCODER.alpha, "R2PGO eq. 4: alpha of the similarity kernel exp(-alpha |c_i - c_j|^2) on task "
         "attributes that draws the negatives (0: uniform).", lower=0.0)
-    num_negatives: int = setting(16, "Contrastive negatives per anchor.", lower=1)
+    num_negatives: int = setting(EncoderConfig.num_negatives,
+                                 "Contrastive negatives per anchor.", lower=1)
     club_weight: float = setting(
-        25.0, "CSRO: weight of the CLUB bound on I(z; s, a) (CSRO's configs: 25 for the point "
+        CSRO_ENCODER.club_weight, "CSRO: weight of the CLUB bound on I(z; s, a) (CSRO's configs: 25 for the point "
         "robot, Hopper and Walker, 10 for Half-Cheetah-Vel, 50 for Ant / Humanoid).", lower=0.0)
-    temperature: float = setting(1.0, "InfoNCE temperature.", lower=0.0)
-    policy_steps: int = setting(5000, "Policy gradient steps.", lower=1)
-    batch_size: int = setting(256, "Policy transitions per step (all tasks).", lower=1)
-    meta_batch: int = setting(16, "Tasks per policy step (and encoder step, by default).",
+    temperature: float = setting(EncoderConfig.temperature, "InfoNCE temperature.", lower=0.0)
+    policy_steps: int = setting(MetaConfig.policy_steps, "Policy gradient steps.", lower=1)
+    batch_size: int = setting(SACConfig.batch_size, "Policy transitions per step (all tasks).",
                               lower=1)
-    lr: float = setting(3e-4, "Actor and critic learning rate.", lower=0.0)
-    rl_weight: float = setting(2.5, "SAC+BC lambda (TD3+BC's alpha).", lower=0.0)
-    bc_weight: float = setting(1.0, "Behaviour-cloning weight.", lower=0.0)
-    eval_episodes: int = setting(1, "Consecutive online episodes per task.", lower=1)
-    eval_contexts: int = setting(4, "Context episodes per task of the offline / off-policy "
-                                 "protocols.", lower=1)
-    carry_context: bool = setting(True, "Online protocol: the context carries over from one "
+    meta_batch: int = setting(MetaConfig.meta_batch, "Tasks per policy step (and encoder step, "
+                              "by default).", lower=1)
+    lr: float = setting(SACConfig.actor_lr, "Actor and critic learning rate.", lower=0.0)
+    rl_weight: float = setting(SAC_BC.rl_weight, "SAC+BC lambda (TD3+BC's alpha).", lower=0.0)
+    bc_weight: float = setting(SAC_BC.bc_weight, "Behaviour-cloning weight.", lower=0.0)
+    eval_episodes: int = setting(MetaConfig.eval_episodes, "Consecutive online episodes per "
+                                 "task.", lower=1)
+    eval_contexts: int = setting(MetaConfig.eval_contexts, "Context episodes per task of the "
+                                 "offline / off-policy protocols.", lower=1)
+    carry_context: bool = setting(MetaConfig.carry_context, "Online protocol: the context carries over from one "
                                   "episode to the next.")
     policy_context: str = setting(
-        "task", "What the policy's z is while it trains: the belief after a prefix of another "
+        MetaConfig.policy_context, "What the policy's z is while it trains: the belief after a prefix of another "
         "episode of the same task (task), after its own episode up to the transition "
         "(history, BOReL's hyper-state; what an online agent has) or either, half the rows "
         "each (mixed).", choices=POLICY_CONTEXTS)
@@ -198,7 +278,7 @@ class Settings:
         None, "Episodes of one behaviour checkpoint the data's beliefs span for the policy "
         "(2: a second episode's after the first, as an agent's second online episode; "
         "default: the encoder's own horizon). Recurrent encoders only.", lower=1)
-    normalize_obs: bool = setting(True, "The policy sees observations standardised by the "
+    normalize_obs: bool = setting(MetaConfig.normalize_obs, "The policy sees observations standardised by the "
                                   "training data's per-dimension mean and std (TD3+BC).")
     # ReDA (defaults: those of ReDAConfig / DynamicsConfig, defined there once)
     num_models: int = setting(DynamicsConfig.ensemble_size,
@@ -327,77 +407,60 @@ def parse_spec(spec: str) -> Tuple[str, Tuple[str, ...]]:
     return name, tuple(ablations)
 
 
+def _set(config: Any, values: Mapping[str, Any]) -> Any:
+    """``config`` with ``{dotted path: value}`` set (``config.route``'s path rules)."""
+    return config_lib._set_paths(config, {tuple(k.split(".")): v for k, v in values.items()})
+
+
+def _from_settings(mapping: Mapping[str, str], values: Dict[str, Any]) -> Dict[str, Any]:
+    return {field: values[name] for field, name in mapping.items()}
+
+
 def make_config(spec: str, s: Settings) -> MetaConfig:
+    """The ``MetaConfig`` of a spec (ReDA: its meta-policy's), built from its declaration:
+    the declared encoder and head with the ``Settings`` fields they take, then the spec's
+    ablations, then the routed settings (``config.route``)."""
     name, ablations = parse_spec(spec)
-    policy = dict(hidden=tuple(s.hidden), hyper_hidden=tuple(s.hyper_hidden), actor_lr=s.lr,
-                  critic_lr=s.lr, batch_size=s.batch_size)
-    common = dict(policy_steps=s.policy_steps, meta_batch=s.meta_batch,
+    d = DECLARED[name]
+    values = dataclasses.asdict(s)
+    values["encoder_meta_batch"] = (s.meta_batch if s.encoder_meta_batch is None
+                                    else s.encoder_meta_batch)
+    policy = dataclasses.replace(
+        SACConfig(hidden=tuple(s.hidden), hyper_hidden=tuple(s.hyper_hidden), actor_lr=s.lr,
+                  critic_lr=s.lr, batch_size=s.batch_size),
+        **d.head, **_from_settings(d.head_settings, values))
+    fields = dict(policy_steps=s.policy_steps, meta_batch=s.meta_batch,
                   eval_episodes=s.eval_episodes, carry_context=s.carry_context,
                   eval_contexts=s.eval_contexts, normalize_obs=s.normalize_obs)
-    if name != "bc":
-        common["policy_context"] = s.policy_context
-        common["history_episodes"] = s.history_episodes
-    if name == "bc":
-        return route(MetaConfig(policy=SACConfig(head="none", rl_weight=0.0,
-                                                 bc_weight=s.bc_weight, **policy), **common), s)
-    if s.window is None:
-        raise ValueError("Settings.window None is derived from the family's horizon by "
-                         "registry.make (or with_family); set it to build a config directly")
-    shared = dict(latent_dim=s.latent_dim, hidden=s.encoder_hidden, window=s.window,
-                  contexts_per_task=s.contexts_per_task,
-                  meta_batch=(s.meta_batch if s.encoder_meta_batch is None
-                              else s.encoder_meta_batch),
-                  learning_rate=s.encoder_lr, temperature=s.temperature)
-    vae = dict(encoder="gru", vae_weight=1.0, kl_weight=s.kl_weight,
-               vae_posteriors=s.vae_posteriors, vae_transitions=s.vae_transitions)
-    if name == "reda":
-        encoder = EncoderConfig(encoder="transformer", infonce_weight=1.0, alpha=0.0,
-                                num_negatives=s.num_negatives, **shared)
-    elif name == "r2pgo":
-        encoder = EncoderConfig(
-            **vae, **shared, infonce_weight=s.infonce_weight, num_negatives=s.num_negatives,
-            alpha=0.0 if "no_weighted_negatives" in ablations else s.kernel_alpha,
-            infonce_prefix=s.infonce_prefix)
-    elif name in ("om_bc", "om_sac"):
-        encoder = EncoderConfig(**vae, **shared)
-    elif name == "borel":
-        encoder = EncoderConfig(**vae, **dict(shared, window=BOREL_EPISODES * s.window),
-                                input_embeddings=BOREL_INPUT_EMBEDDINGS, belief="mean_logvar",
-                                context_episodes=BOREL_EPISODES)
-        common["policy_context"] = "history"
-        if "reward_relabelling" in ablations:
-            common["reward_relabelling"] = relabel.BOREL_FRACTION
-    elif name == "focal":
-        encoder = EncoderConfig(encoder="mlp", pooling="mean", focal_weight=1.0, **shared)
-    elif name == "csro":
-        encoder = EncoderConfig(encoder="mlp", pooling="mean", transition_output="tanh",
-                                focal_weight=CSRO_FOCAL_WEIGHT,
-                                club_weight=0.0 if "no_club" in ablations else s.club_weight,
-                                **shared)
-    else:  # corro
-        encoder = EncoderConfig(encoder="mlp", pooling="mean", corro_weight=1.0,
-                                num_negatives=s.num_negatives, **shared)
-    if s.reward_relabelling is not None and name != "reda":
-        common["reward_relabelling"] = s.reward_relabelling
-    if name == "om_bc":
-        head = dict(head="concat", rl_weight=0.0, bc_weight=s.bc_weight)
-    elif name == "borel":
-        head = dict(head="concat", rl_weight=1.0, bc_weight=0.0)        # plain SAC
-    else:
-        hyper = name == "r2pgo" and "no_hypernetwork" not in ablations
-        head = dict(head="hyper" if hyper else "concat", rl_weight=s.rl_weight,
-                    bc_weight=s.bc_weight)
-    return route(MetaConfig(policy=SACConfig(**head, **policy), encoder=encoder,
-                            encoder_steps=s.encoder_steps, **common), s)
+    if d.belief_options:
+        fields.update(policy_context=s.policy_context, history_episodes=s.history_episodes)
+    if d.encoder is not None:
+        if s.window is None:
+            raise ValueError("Settings.window None is derived from the family's horizon by "
+                             "registry.make (or with_family); set it to build a config "
+                             "directly")
+        values["window"] = d.window_episodes * s.window
+        fields.update(encoder=dataclasses.replace(
+            d.encoder, **_from_settings(d.encoder_settings, values)),
+            encoder_steps=s.encoder_steps)
+    fields.update(d.meta)
+    config = MetaConfig(policy=policy, **fields)
+    if d.kind == "meta":
+        for a in ablations:
+            config = _set(config, d.ablations[a])
+    if s.reward_relabelling is not None and d.belief_options and d.kind == "meta":
+        config = dataclasses.replace(config, reward_relabelling=s.reward_relabelling)
+    return route(config, s)
 
 
 def make_reda_config(spec: str, s: Settings) -> ReDAConfig:
     name, ablations = parse_spec(spec)
-    if name != "reda":
+    d = DECLARED[name]
+    if d.kind != "reda":
         raise ValueError(f"{spec!r} is not a ReDA spec")
     models = dict(hidden=tuple(s.model_hidden), ensemble_size=s.num_models,
                   eval_every=s.model_eval_every, holdout_metric=s.model_holdout_metric)
-    return route(ReDAConfig(
+    config = ReDAConfig(
         meta=make_config(spec, s),
         dynamics=DynamicsConfig(target="next_state", uncertainty=s.model_uncertainty, **models),
         reward_model=DynamicsConfig(target="reward", **models),
@@ -407,17 +470,17 @@ def make_reda_config(spec: str, s: Settings) -> ReDAConfig:
         adversarial_steps=s.encoder_steps, starts_per_task=s.starts_per_task,
         adversary_rollout=s.adversary_rollout,
         support_quantile=s.adversary_support_quantile,
-        num_positives=s.contexts_per_task,
-        lambda_uncertainty=0.0 if "no_uncertainty" in ablations else s.lambda_uncertainty,
-        lambda_task=0.0 if "no_task_reward" in ablations else s.lambda_task,
-        adversary_mode="random" if "no_adversary" in ablations else "sac",
-        augment="no_model" not in ablations, policy_model_fraction=s.policy_model_fraction,
+        num_positives=s.contexts_per_task, lambda_uncertainty=s.lambda_uncertainty,
+        lambda_task=s.lambda_task, policy_model_fraction=s.policy_model_fraction,
         policy_uncertainty=s.lambda_uncertainty, adversarial_weight=s.adversarial_weight,
-        adversarial_contrast=s.adversarial_contrast, model_structure=s.model_structure), s)
+        adversarial_contrast=s.adversarial_contrast, model_structure=s.model_structure)
+    for a in ablations:
+        config = _set(config, d.ablations[a])
+    return route(config, s)
 
 
 def make_prompt_dt_config(spec: str, s: Settings) -> PromptDTRunConfig:
-    if parse_spec(spec)[0] != "prompt_dt":
+    if DECLARED[parse_spec(spec)[0]].kind != "prompt_dt":
         raise ValueError(f"{spec!r} is not a Prompt-DT spec")
     if s.rtg_scale is None:
         raise ValueError("Settings.rtg_scale None is derived from the family's horizon by "
@@ -452,7 +515,7 @@ def read_config(spec: str, config: Dict) -> Dict:
 
 def _kind(spec: str):
     """``(config class, config from settings, builder)`` of a spec's algorithm."""
-    return _OWN_CONFIGS.get(parse_spec(spec)[0], (MetaConfig, make_config, make_algorithm))
+    return _KINDS[DECLARED[parse_spec(spec)[0]].kind]
 
 
 def config_of(spec: str, settings: Settings):
@@ -476,8 +539,9 @@ def _reda(spec: str, cfg: ReDAConfig, family: TaskFamily, num_train_tasks: int) 
     return base._replace(config=dataclasses.asdict(cfg))
 
 
-# The algorithms whose config is not a MetaConfig: (config class, config from settings, builder).
-_OWN_CONFIGS = {
+# Each kind of run config: (config class, config from settings, builder).
+_KINDS = {
+    "meta": (MetaConfig, make_config, make_algorithm),
     "reda": (ReDAConfig, make_reda_config, _reda),
     "prompt_dt": (PromptDTRunConfig, make_prompt_dt_config, make_prompt_dt_algorithm),
 }
