@@ -1,0 +1,518 @@
+"""One command per paper table: a recipe (``jaxomrl.experiment.recipes``) collected, trained,
+chosen on the validation tasks and evaluated once on the test tasks, beside the paper's numbers.
+
+    python experiments/reproduce.py --list
+    python experiments/reproduce.py --recipe=r2pgo_cheetah_vel --scale=cpu
+
+Stages, into ``<workdir>/<recipe>/<scale>/``:
+
+1. ``data/``: the recipe's collection (``collect.py``'s pipeline; resumed, or reused when
+   complete);
+2. ``runs/<candidate>/<spec>``: every method under each of its option sets (``train.py``
+   processes, one per core; option sets of one encoder share it through ``shared_phases/``),
+   evaluated during training on the training and validation tasks only;
+3. ``selection.json``: each method's option set with the best validation score
+   (``Recipe.selection``), the runs it names linked under ``chosen/``;
+4. ``evaluation/``: ``evaluate.py`` on the chosen runs in the validation and test tasks -- the
+   only time the test tasks are read -- with its tables and figures;
+5. ``table.md`` / ``results.json``: this run beside the paper's numbers (mean ± sample std over
+   seeds, n, a 95 % t-interval) and a verdict on every ordering the paper claims.
+
+``recipe.json`` holds the recipe, scale, seeds and overrides; the same command resumes a killed
+run from where it stopped (every stage resumes or reuses its outputs), another one is refused
+naming what differs. ``timing.json`` adds up every call's wall-clock per stage.
+``--set=name=value,...`` overrides ``algos.Settings`` fields of every method (checked against
+their bounds); ``--collect_set`` the collection's settings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+from absl import flags, logging
+from scipy import stats
+
+from jaxomrl.experiment import cli
+from jaxomrl.experiment import collect as collect_lib
+from jaxomrl.experiment import recipes as recipes_lib
+from jaxomrl.experiment.runner import identity_diff
+from jaxomrl.errors import JaxomrlError
+from jaxomrl.io import atomic_write_text
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("list", False, "List every recipe with its scales, expected wall-clock on 2 "
+                  "cores and last committed result, then exit.")
+flags.DEFINE_string("recipe", None, "Recipe name (--list).")
+flags.DEFINE_enum("scale", "cpu", list(recipes_lib.SCALES), "paper: the papers' sizes (an "
+                  "accelerator); cpu: about an hour on 2 cores; tiny: seconds (tests).")
+flags.DEFINE_string("workdir", "runs/reproduce", "Root directory: <workdir>/<recipe>/<scale>.")
+flags.DEFINE_integer("seeds", None, "Seeds (default: the scale's).")
+flags.DEFINE_list("set", [], "name=value overrides of algos.Settings fields for every method.")
+flags.DEFINE_list("collect_set", [], "name=value overrides of the collection's settings.")
+flags.DEFINE_integer("workers", 0, "train.py processes side by side (0: one per core).")
+_PHYSICS = cli.define_physics_flag()
+cli.require_ints(1, "seeds")
+cli.require_ints(0, "workers")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results", "recipes")   # committed tables: <recipe>/<scale>/
+
+
+def _parse(items: List[str], what: str) -> Dict[str, Any]:
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise cli.UsageError(f"--{what}: {item!r} is not name=value")
+        out[name] = _literal(text)
+    return out
+
+
+def _literal(text: str) -> Any:
+    """``128:128`` -> (128, 128); numbers, true / false, none; else the string."""
+    if ":" in text:
+        return tuple(_literal(t) for t in text.split(":"))
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "none":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _flag(name: str, value: Any) -> str:
+    if isinstance(value, tuple):
+        value = ",".join(str(v) for v in value)
+    elif isinstance(value, bool):
+        value = str(value).lower()
+    return f"--{name}={value}"
+
+
+class Reproduction:
+    """One recipe at one scale in ``root``: its stages, resumable."""
+
+    def __init__(self, recipe: recipes_lib.Recipe, scale: str, root: str,
+                 seeds: Optional[int] = None, overrides=None, collect_overrides=None,
+                 physics: str = "auto", workers: int = 0):
+        self.recipe, self.scale_name = recipe, scale
+        self.scale = recipe.scale(scale)
+        self.dir = os.path.join(root, recipe.name, scale)
+        self.seeds = seeds or self.scale.seeds
+        self.overrides = dict(overrides or {})
+        self.collect_overrides = dict(collect_overrides or {})
+        self.physics, self.workers = physics, workers
+        recipe.validate()
+        for m in recipe.methods_at(scale):       # overrides within the settings' bounds
+            for c in m.candidate_names():
+                recipe.settings(scale, m.spec, c, self.overrides)
+        self.collect_config = recipe.collect_config(scale, self.collect_overrides, physics)
+        self.timing: Dict[str, float] = {}
+
+    # ------------------------------------------------------------------------ identity
+    def identity(self) -> Dict[str, Any]:
+        return {"recipe": _numbers_only(dataclasses.asdict(self.recipe)),
+                "scale": self.scale_name, "seeds": self.seeds, "overrides": self.overrides,
+                "collect_overrides": self.collect_overrides}
+
+    def claim_directory(self) -> None:
+        """Writes ``recipe.json``, or refuses a directory holding another reproduction."""
+        path = os.path.join(self.dir, "recipe.json")
+        mine = json.loads(json.dumps(self.identity()))
+        if os.path.exists(path):
+            with open(path) as f:
+                theirs = json.load(f)
+            try:      # written by an older version: in today's form (added fields' defaults)
+                theirs["recipe"] = json.loads(json.dumps(_numbers_only(dataclasses.asdict(
+                    recipes_lib.from_json(theirs["recipe"])))))
+            except (TypeError, ValueError, KeyError):
+                pass
+            diff = identity_diff(theirs, mine)
+            if diff:
+                raise JaxomrlError(f"{self.dir} holds another reproduction ({'; '.join(diff[:5])}"
+                                   "); use another --workdir")
+            return
+        os.makedirs(self.dir, exist_ok=True)
+        atomic_write_text(path, json.dumps(mine, indent=1))
+
+    def _timed(self, stage: str, fn, *args):
+        t0 = time.time()
+        try:
+            return fn(*args)
+        finally:
+            self.timing[stage] = self.timing.get(stage, 0.0) + time.time() - t0
+            self._write_timing()
+
+    def _write_timing(self) -> None:
+        path = os.path.join(self.dir, "timing.json")
+        calls = []
+        if os.path.exists(path):
+            with open(path) as f:
+                calls = json.load(f)["calls"]
+        if not calls or calls[-1].get("pid") != os.getpid():
+            calls.append({"pid": os.getpid(), "started": time.time()})
+        calls[-1]["seconds"] = dict(self.timing)
+        total = {}
+        for c in calls:
+            for k, v in c["seconds"].items():
+                total[k] = total.get(k, 0.0) + v
+        atomic_write_text(path, json.dumps({"machine": _machine(), "total_seconds": total,
+                                            "total_minutes": sum(total.values()) / 60,
+                                            "calls": calls}, indent=1))
+
+    # ------------------------------------------------------------------------ stages
+    def run(self) -> str:
+        self.claim_directory()
+        self._timed("collect", self.collect)
+        self._timed("train", self.train)
+        chosen = self._timed("select", self.select)
+        self._timed("evaluate", self.evaluate, chosen)
+        return self._timed("table", self.table, chosen)
+
+    @property
+    def data_dir(self) -> str:
+        return os.path.join(self.dir, "data")
+
+    def collect(self) -> None:
+        print(f"[reproduce] collecting into {self.data_dir}", flush=True)
+        collect_lib.collect(self.collect_config, self.data_dir)
+
+    def jobs(self) -> List[Tuple[str, str, List[str], Optional[int]]]:
+        """``(spec, candidate, train.py command, index of the job it waits for)``: every
+        method's first option set first (the longest-training methods first), then the
+        others, each after its method's first (they share its encoder)."""
+        common = [sys.executable, os.path.join(HERE, "train.py"), f"--family={self.recipe.family}",
+                  f"--data={self.data_dir}", f"--seeds={self.seeds}", "--workers=1",
+                  "--summary=false", f"--share_dir={os.path.join(self.dir, 'shared_phases')}",
+                  f"--physics={self.physics}"]
+        common += [_flag(k, v) for k, v in self.recipe.train.items()]
+        first, later = [], []
+        for m in self.recipe.methods_at(self.scale_name):
+            for i, c in enumerate(m.candidate_names()):
+                values = self.recipe.setting_values(self.scale_name, m.spec, c, self.overrides)
+                cmd = common + [f"--workdir={os.path.join(self.dir, 'runs', c)}",
+                                f"--algo={m.spec}"] + [_flag(k, v) for k, v in values.items()]
+                (first if i == 0 else later).append((m.spec, c, cmd))
+        jobs = [(s, c, cmd, None) for s, c, cmd in first]
+        index = {s: i for i, (s, _, _, _) in enumerate(jobs)}
+        jobs += [(s, c, cmd, index[s]) for s, c, cmd in later]
+        return jobs
+
+    def run_dir(self, spec: str, candidate: str) -> str:
+        return os.path.join(self.dir, "runs", candidate, spec.replace("/", "-"))
+
+    def train(self) -> None:
+        jobs = self.jobs()
+        todo = [i for i, (s, c, _, _) in enumerate(jobs)
+                if not os.path.exists(os.path.join(self.run_dir(s, c), "results.json"))]
+        if not todo:
+            return
+        workers = self.workers or os.cpu_count() or 1
+        print(f"[reproduce] training {len(todo)} runs, {workers} at a time: "
+              + ", ".join(f"{jobs[i][0]} ({jobs[i][1]})" for i in todo), flush=True)
+        position = {i: k for k, i in enumerate(todo)}      # a finished job is waited for by none
+        after = [None if jobs[i][3] is None else position.get(jobs[i][3]) for i in todo]
+        codes = cli.run_commands([jobs[i][2] for i in todo], workers, after=after)
+        failed = [f"{jobs[i][0]} ({jobs[i][1]})" for i, code in zip(todo, codes) if code]
+        if failed or any(code is None for code in codes):
+            raise JaxomrlError(f"training failed for {', '.join(failed) or 'a run'} (messages "
+                               "above); rerun the same command to resume")
+
+    def select(self) -> Dict[str, str]:
+        """``{spec: chosen candidate}`` by the validation score, written to ``selection.json``
+        with every candidate's score; the chosen runs are linked under ``chosen/``."""
+        key = self.recipe.selection
+        scores, chosen = {}, {}
+        for m in self.recipe.methods_at(self.scale_name):
+            scores[m.spec] = {}
+            for c in m.candidate_names():
+                with open(os.path.join(self.run_dir(m.spec, c), "results.json")) as f:
+                    metrics = json.load(f)["metrics"]
+                if key not in metrics:
+                    raise JaxomrlError(f"{m.spec} ({c}): its training-time evaluation has no "
+                                       f"{key!r} (the data have no validation tasks?)")
+                scores[m.spec][c] = metrics[key]["mean"]
+            chosen[m.spec] = max(m.candidate_names(), key=lambda c: scores[m.spec][c])
+        atomic_write_text(os.path.join(self.dir, "selection.json"), json.dumps(
+            {"metric": key, "scores": scores, "chosen": chosen}, indent=1))
+        link_dir = os.path.join(self.dir, "chosen")
+        os.makedirs(link_dir, exist_ok=True)
+        for spec, c in chosen.items():
+            link = os.path.join(link_dir, spec.replace("/", "-"))
+            target = os.path.relpath(self.run_dir(spec, c), link_dir)
+            if os.path.islink(link) and os.readlink(link) != target:
+                os.remove(link)
+            if not os.path.islink(link):
+                os.symlink(target, link)
+        return chosen
+
+    def evaluate(self, chosen: Dict[str, str]) -> None:
+        """``evaluate.py`` on the chosen runs in the validation and test tasks."""
+        splits = "val,test" if self.recipe.collect_split == "all" else "train"
+        out = os.path.join(self.dir, "evaluation")
+        done = os.path.join(out, "chosen.json")
+        if os.path.exists(done) and os.path.exists(os.path.join(out, "results.json")):
+            with open(done) as f:
+                if json.load(f) == chosen:
+                    return
+        cmd = [sys.executable, os.path.join(HERE, "evaluate.py"),
+               f"--workdir={os.path.join(self.dir, 'chosen')}", f"--out={out}",
+               f"--splits={splits}", f"--physics={self.physics}",
+               f"--algo={','.join(chosen)}"]
+        codes = cli.run_commands([cmd], 1)
+        if codes[0]:
+            raise JaxomrlError("evaluation failed (messages above); rerun the same command")
+        atomic_write_text(done, json.dumps(chosen))
+
+    def table(self, chosen: Dict[str, str]) -> str:
+        with open(os.path.join(self.dir, "evaluation", "results.json")) as f:
+            evaluation = json.load(f)
+        with open(os.path.join(self.dir, "selection.json")) as f:
+            selection = json.load(f)
+        with open(os.path.join(self.data_dir, "summary.json")) as f:
+            summary = json.load(f)
+        result = summarise(self.recipe, evaluation, selection, summary)
+        result.update(scale=self.scale_name, seeds=self.seeds, overrides=self.overrides,
+                      collect_overrides=self.collect_overrides, command=self.command(),
+                      settings={**self.scale.settings, **self.overrides})
+        text = markdown(self.recipe, result)
+        atomic_write_text(os.path.join(self.dir, "table.md"), text)
+        atomic_write_text(os.path.join(self.dir, "results.json"), json.dumps(result, indent=1))
+        return text
+
+    def command(self) -> str:
+        parts = ["python experiments/reproduce.py", f"--recipe={self.recipe.name}",
+                 f"--scale={self.scale_name}"]
+        if self.seeds != self.scale.seeds:
+            parts.append(f"--seeds={self.seeds}")
+        if self.overrides:
+            parts.append("--set=" + ",".join(f"{k}={_text(v)}" for k, v in self.overrides.items()))
+        if self.collect_overrides:
+            parts.append("--collect_set=" + ",".join(f"{k}={_text(v)}"
+                                                     for k, v in self.collect_overrides.items()))
+        return " ".join(parts)
+
+
+def _numbers_only(recipe: Dict[str, Any]) -> Dict[str, Any]:
+    """A recipe's JSON form without what does not change its numbers: the scales' expected
+    wall-clock (``minutes``, ``measured``), which a run may update, and the notes."""
+    out = {k: v for k, v in recipe.items() if k != "notes"}
+    for name in recipes_lib.SCALES:
+        out[f"{name}_scale"] = {k: v for k, v in out[f"{name}_scale"].items()
+                                if k not in ("minutes", "measured")}
+    return out
+
+
+def _text(v: Any) -> str:
+    return ":".join(str(x) for x in v) if isinstance(v, tuple) else str(v)
+
+
+def _machine() -> str:
+    import platform
+    return f"{platform.machine()}, {os.cpu_count()} cpus, {platform.processor() or 'cpu'}"
+
+
+# ---------------------------------------------------------------------------- the table
+def interval(values: List[float], level: float = 0.95) -> Tuple[float, float, float, float]:
+    """``(mean, sample std, low, high)``: a t-interval of the mean (nan bounds for n < 2)."""
+    x = np.asarray(values, np.float64)
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, float("nan"), float("nan"), float("nan")
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1)) * std / math.sqrt(x.size)
+    return mean, std, mean - half, mean + half
+
+
+def verdict(better: List[float], worse: List[float], lower_is_better: bool = False,
+            level: float = 0.95) -> Dict[str, Any]:
+    """Whether ``better``'s mean is above ``worse``'s (below with ``lower_is_better``) and
+    whether a Welch t-interval of the difference excludes 0 at ``level``."""
+    a, b = np.asarray(better, np.float64), np.asarray(worse, np.float64)
+    diff = float(a.mean() - b.mean()) * (-1 if lower_is_better else 1)
+    if a.size >= 2 and b.size >= 2 and (a.std() > 0 or b.std() > 0):
+        ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
+        low, high = sorted(float(v) * (-1 if lower_is_better else 1) for v in ci)
+    else:
+        low = high = float("nan")
+    distinct = bool(np.isfinite(low) and (low > 0 or high < 0))
+    held = diff > 0
+    word = ("held" if held else "reversed") + ("" if distinct else ", not distinguishable")
+    return {"held": held, "distinguishable": distinct, "difference": diff,
+            "interval": [low, high], "verdict": word}
+
+
+def summarise(recipe: recipes_lib.Recipe, evaluation: Dict[str, Any], selection: Dict[str, Any],
+              summary: Dict[str, Any]) -> Dict[str, Any]:
+    """Per method and column: this run's per-seed values, mean, sample std, n, 95 % interval
+    and the paper's number; every claim's verdict; the options each method ran with."""
+    algorithms = evaluation["algorithms"]
+    rows = {}
+    for m in recipe.methods:
+        if m.spec not in algorithms:          # not run at this scale
+            continue
+        per_seed = algorithms[m.spec]["summary"]
+        candidate = selection["chosen"][m.spec]
+        row = {"spec": m.spec, "candidate": candidate,
+               "validation_scores": selection["scores"][m.spec],
+               "options": {**m.settings, **m.candidates.get(candidate, {})}, "columns": {}}
+        for column, key in recipe.columns.items():
+            cell = {"paper": next(([n.mean, n.std] for n in recipe.paper_numbers
+                                   if n.method == m.label and n.column == column), None)}
+            if key in per_seed:
+                values = per_seed[key]["per_seed"]
+                mean, std, low, high = interval(values)
+                cell.update(values=values, mean=mean, std=std, n=len(values),
+                            interval=[low, high])
+            row["columns"][column] = cell
+        rows[m.label] = row
+    claims = []
+    for c in recipe.claims:
+        if c.better not in rows or c.worse not in rows:
+            continue
+        a = rows[c.better]["columns"][c.column].get("values")
+        b = rows[c.worse]["columns"][c.column].get("values")
+        entry = {"claim": f"{c.better} {'below' if c.lower_is_better else 'above'} {c.worse} "
+                          f"in {c.column}"}
+        entry.update(verdict(a, b, c.lower_is_better) if a and b else {"verdict": "not run"})
+        claims.append(entry)
+    is_test = np.asarray(summary.get("split", ["test" if t else "train"
+                                               for t in summary["is_test"]])) == "test"
+    best = np.asarray(summary["best_return"], np.float64)
+    data = {"best_checkpoint_test": float(best[is_test].mean()) if is_test.any() else None}
+    return {"recipe": recipe.name, "version": recipe.version, "rows": rows, "claims": claims,
+            "selection_metric": selection["metric"], "data": data,
+            "test_tasks": int(is_test.sum()),
+            "validation_tasks": int(np.sum(np.asarray(summary.get("split", [])) == "val"))}
+
+
+def _settings_text(values: Dict[str, Any]) -> str:
+    return " ".join(f"--{k}={_text(v) if not isinstance(v, tuple) else ','.join(map(str, v))}"
+                    for k, v in values.items())
+
+
+def _cell(cell: Dict[str, Any]) -> str:
+    if "mean" not in cell:
+        return "—"
+    text = f"{cell['mean']:.1f} ± {cell['std']:.1f}"
+    if np.isfinite(cell["interval"][0]):
+        text += f" [{cell['interval'][0]:.1f}, {cell['interval'][1]:.1f}]"
+    return text
+
+
+def markdown(recipe: recipes_lib.Recipe, result: Dict[str, Any]) -> str:
+    n = next((c["n"] for r in result["rows"].values() for c in r["columns"].values()
+              if "n" in c), 0)
+    lines = [f"# {recipe.paper} {recipe.table}: {recipe.task_set}",
+             "",
+             f"Recipe `{recipe.name}` v{recipe.version}, scale `{result['scale']}`: "
+             f"`{result['command']}`",
+             "",
+             f"This run: mean ± sample std over n = {n} seeds [95 % t-interval], on "
+             f"{result['test_tasks']} test tasks (task seed {recipe.task_seed}) evaluated once, "
+             "after every choice. Each method's options were chosen by "
+             f"`{result['selection_metric']}` on {result['validation_tasks']} validation tasks. "
+             "Paper: its mean ± std (its own data and scale).",
+             ""]
+    cols = list(recipe.columns)
+    header = "| method | options (validation score) | " + " | ".join(
+        f"{c}: this run | {c}: paper" for c in cols) + " |"
+    lines += [header, "|---|---|" + "---:|---:|" * len(cols)]
+    for label, row in result["rows"].items():
+        opts = ", ".join(f"{'**' + c + '**' if c == row['candidate'] else c} {v:.1f}"
+                         for c, v in row["validation_scores"].items())
+        cells = []
+        for c in cols:
+            cell = row["columns"][c]
+            paper = cell["paper"]
+            cells += [_cell(cell), "—" if paper is None else
+                      f"{paper[0]:.1f}" + ("" if paper[1] is None else f" ± {paper[1]:.1f}")]
+        lines.append(f"| {label} | {opts} | " + " | ".join(cells) + " |")
+    best = result["data"]["best_checkpoint_test"]
+    if best is not None:
+        lines += ["", f"The data's best behaviour checkpoint on the test tasks: {best:.1f} "
+                      "(mean over tasks)."]
+    lines += ["", "## What each method ran with", "",
+              f"Every method: `{_settings_text(result['settings'])}`.", "",
+              "| method | spec | its own options (the chosen option set's included) |",
+              "|---|---|---|"]
+    lines += [f"| {label} | `{row['spec']}` | {_settings_text(row['options']) or '—'} |"
+              for label, row in result["rows"].items()]
+    lines += ["", "## The paper's orderings", "", "| claim | difference [95 % Welch interval] | "
+              "verdict |", "|---|---:|---|"]
+    for c in result["claims"]:
+        diff = ("—" if "difference" not in c else
+                f"{c['difference']:.1f} [{c['interval'][0]:.1f}, {c['interval'][1]:.1f}]")
+        lines.append(f"| {c['claim']} | {diff} | {c['verdict']} |")
+    lines += ["", "## What each choice was made on", "", "| setting | value | made on | note |",
+              "|---|---|---|---|"]
+    lines += [f"| {c.setting} | {c.value} | {c.made_on} | {c.note} |" for c in recipe.choices]
+    if recipe.notes:
+        lines += ["", recipe.notes]
+    return "\n".join(lines) + "\n"
+
+
+def last_result(recipe: recipes_lib.Recipe, scale: str) -> Optional[str]:
+    """The committed result of a recipe's scale (``experiments/results/recipes``), one line."""
+    path = os.path.join(RESULTS, recipe.name, scale, "results.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        result = json.load(f)
+    held = sum(bool(c.get("held")) for c in result["claims"])
+    timing = os.path.join(RESULTS, recipe.name, scale, "timing.json")
+    minutes = ""
+    if os.path.exists(timing):
+        with open(timing) as f:
+            minutes = f" ({json.load(f)['total_minutes']:.0f} min)"
+    first = next(iter(recipe.columns))
+    cells = ", ".join(f"{label} {row['columns'][first]['mean']:.1f}"
+                      for label, row in result["rows"].items()
+                      if "mean" in row["columns"][first])
+    return f"{first}: {cells}; orderings held {held}/{len(result['claims'])}{minutes}"
+
+
+def list_recipes() -> str:
+    out = []
+    for recipe in recipes_lib.RECIPES.values():
+        text = recipes_lib.describe(recipe).splitlines()
+        for i, scale in enumerate(recipes_lib.SCALES):
+            last = last_result(recipe, scale)
+            text[i + 1] += f"; last committed result: {last or 'none'}"
+        out.append("\n".join(text))
+    return "\n".join(out)
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    if FLAGS.list:
+        print(list_recipes())
+        return
+    if not FLAGS.recipe:
+        raise cli.UsageError("give --recipe (see --list)")
+    try:
+        recipe = recipes_lib.get(FLAGS.recipe)
+        reproduction = Reproduction(recipe, FLAGS.scale, FLAGS.workdir, FLAGS.seeds,
+                                    _parse(FLAGS.set, "set"),
+                                    _parse(FLAGS.collect_set, "collect_set"),
+                                    _PHYSICS.value, FLAGS.workers)
+    except ValueError as e:
+        raise cli.UsageError(str(e)) from e
+    cli.writable_dir(reproduction.dir, "workdir")
+    print(reproduction.run())
+    print(f"wrote {os.path.join(reproduction.dir, 'table.md')}")
+
+
+if __name__ == "__main__":
+    cli.run(main, io_context=lambda: FLAGS.workdir)

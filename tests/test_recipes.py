@@ -1,0 +1,212 @@
+"""Recipes (jaxomrl.experiment.recipes) and the one command per table (experiments/reproduce.py):
+every recipe valid at every scale, settings declared once, validation tasks apart from the test
+tasks, one recipe of each paper end to end at tiny scale, and a reproduction resumed after
+``kill -9``."""
+import dataclasses
+import inspect
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from jaxomrl import algos, envs
+from jaxomrl.algos import registry
+from jaxomrl.experiment import collect as C
+from jaxomrl.experiment import recipes
+from jaxomrl.learners.encoder import EncoderConfig
+from jaxomrl.learners.sac import SACConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPRODUCE = os.path.join(ROOT, "experiments", "reproduce.py")
+
+
+@pytest.mark.parametrize("name", sorted(recipes.RECIPES))
+def test_every_recipe_validates_at_every_scale(name):
+    recipe = recipes.get(name)
+    recipe.validate()
+    assert recipes.from_json(json.loads(json.dumps(dataclasses.asdict(recipe)))) == recipe
+    for scale in recipes.SCALES:
+        config = recipe.collect_config(scale)
+        assert config.family == recipe.family and config.task_seed == recipe.task_seed
+        for m in recipe.methods_at(scale):
+            for c in m.candidate_names():
+                cfg = registry.config_of(m.spec, registry.with_family(
+                    recipe.settings(scale, m.spec, c), config.make_family()))
+                assert cfg is not None
+
+
+def test_the_tables_have_their_recipes():
+    r2pgo = {r.task_set for r in recipes.RECIPES.values() if r.paper == "R2PGO"}
+    assert {"Half-Cheetah-Vel", "Walker-Rand-Params", "Hopper-Rand-Params",
+            "Point-Robot-Sparse"} <= r2pgo
+    reda = {r.task_set for r in recipes.RECIPES.values() if r.table == "tables 1-2"}
+    assert reda == set(recipes.REDA_TABLE_1) and len(reda) == 21
+    assert any(r.family == "inverted_pendulum_gravity" for r in recipes.RECIPES.values())
+    hc = recipes.get("r2pgo_cheetah_vel")
+    assert {m.spec for m in hc.methods} == {"r2pgo", "borel", "focal", "corro", "csro"}
+    assert next(n for n in hc.paper_numbers if n.method == "R2PGO"
+                and n.column == "Episode 1").mean == -32.3
+
+
+def test_recipes_refuse_bad_settings_and_unknown_methods():
+    hc = recipes.get("r2pgo_cheetah_vel")
+    with pytest.raises(ValueError, match="rl_weight"):
+        hc.settings("cpu", "r2pgo", overrides={"rl_weight": -1.0})
+    with pytest.raises(ValueError, match="policy_context"):
+        hc.settings("cpu", "r2pgo", overrides={"policy_context": "nope"})
+    with pytest.raises(ValueError, match="unknown settings"):
+        hc.settings("cpu", "r2pgo", overrides={"no_such_setting": 1})
+    with pytest.raises(ValueError, match="no candidate"):
+        hc.settings("cpu", "r2pgo", candidate="other")
+    with pytest.raises(ValueError, match="validation or training tasks"):
+        dataclasses.replace(hc, selection="test_online/ep1").validate()
+    bad = dataclasses.replace(hc, methods=hc.methods + (recipes.Method("X", "nope"),))
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        bad.validate()
+
+
+def test_settings_defaults_are_the_declared_learner_configs():
+    """Built from Settings' defaults, every spec's encoder and policy are its declaration's
+    configs: each default is written once, in the learner configs and the declarations."""
+    s = dataclasses.replace(algos.Settings(), window=16)
+    for name, d in registry.DECLARED.items():
+        if d.kind == "prompt_dt":
+            continue
+        cfg = registry.make_config(name, s)
+        if d.encoder is not None:
+            expected = dataclasses.replace(d.encoder, window=16 * d.window_episodes,
+                                           meta_batch=s.meta_batch)
+            assert cfg.encoder == expected, name
+        policy = dataclasses.replace(SACConfig(), **d.head, **{
+            k: getattr(registry.SAC_BC, k) for k in d.head_settings})
+        assert cfg.policy == policy, name
+    # Settings' fields that are a learner config's own default take it from there
+    own = {"hidden": SACConfig.hidden, "latent_dim": EncoderConfig.latent_dim,
+           "encoder_hidden": EncoderConfig.hidden, "encoder_lr": EncoderConfig.learning_rate,
+           "kl_weight": EncoderConfig.kl_weight, "batch_size": SACConfig.batch_size,
+           "lr": SACConfig.actor_lr, "contexts_per_task": EncoderConfig.contexts_per_task}
+    for field, value in own.items():
+        assert getattr(algos.Settings(), field) == value, field
+
+
+def test_no_algorithm_name_branches_build_configs():
+    source = inspect.getsource(registry.make_config) + inspect.getsource(
+        registry.make_reda_config)
+    for pattern in ('name ==', 'name in (', 'name !=', '" in ablations'):
+        assert pattern not in source
+
+
+def test_recipes_do_not_restate_defaults():
+    defaults = dataclasses.asdict(algos.Settings())
+    for recipe in recipes.RECIPES.values():
+        for scale in recipes.SCALES:
+            for where in [recipe.scale(scale).settings] + [m.settings for m in recipe.methods]:
+                same = {k for k, v in where.items() if k in defaults and defaults[k] == v}
+                assert not same, (recipe.name, scale, same)
+
+
+def test_validation_tasks_are_apart_from_training_and_test():
+    for name in ("cheetah_vel", "point_robot_sparse", "walker2d_gravity"):
+        family = envs.make(name)
+        split = family.split(3)
+        train, test = family.train_test_split(3)
+        assert np.array_equal(split["train"].attributes, train.attributes)
+        assert np.array_equal(split["test"].attributes, test.attributes)
+        val = np.asarray(split["val"].attributes)
+        assert val.shape[0] == family.num_val > 0
+        for other in (train, test):
+            gaps = np.abs(val[:, None, :] - np.asarray(other.attributes)[None]).max(-1)
+            assert gaps.min() > 1e-6, name
+
+
+def test_collection_marks_validation_tasks():
+    config = recipes.get("r2pgo_cheetah_vel").collect_config("tiny")
+    tasks, roles = C.select_tasks(config)
+    assert roles.tolist() == ["train"] * 4 + ["val"] * 2 + ["test"] * 2
+    assert C.config_from_settings(config.family, C.flat_settings(config),
+                                  split=config.split, task_seed=config.task_seed) == config
+
+
+def _reproduce(recipe, workdir, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, REPRODUCE, f"--recipe={recipe}", "--scale=tiny", f"--workdir={workdir}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"), **kwargs)
+
+
+def _check_table(directory, recipe):
+    with open(os.path.join(directory, "results.json")) as f:
+        result = json.load(f)
+    with open(os.path.join(directory, "selection.json")) as f:
+        selection = json.load(f)
+    with open(os.path.join(directory, "table.md")) as f:
+        table = f.read()
+    for m in recipe.methods_at("tiny"):
+        row = result["rows"][m.label]
+        scores = selection["scores"][m.spec]
+        assert row["candidate"] == max(scores, key=scores.get)
+        assert np.isfinite(row["columns"][next(iter(recipe.columns))]["mean"])
+        assert m.label in table
+        # training-time evaluation read training and validation tasks only
+        run = os.path.join(directory, "runs", row["candidate"], m.spec.replace("/", "-"))
+        with open(os.path.join(run, "results.json")) as f:
+            metrics = json.load(f)["metrics"]
+        assert any(k.startswith("val_") for k in metrics)
+        assert not any(k.startswith("test_") for k in metrics)
+    assert "## The paper's orderings" in table
+    return result
+
+
+def test_reproduce_reda_recipe_tiny(tmp_path):
+    recipe = recipes.get("reda_halfcheetah_gravity_1")
+    proc = _reproduce(recipe.name, tmp_path)
+    out, _ = proc.communicate(timeout=2400)
+    assert proc.returncode == 0, out[-4000:]
+    result = _check_table(tmp_path / recipe.name / "tiny", recipe)
+    assert {c["claim"] for c in result["claims"]} == {
+        "ReDA above OM-SAC in on-policy (table 1)", "ReDA above OM-SAC in off-policy (table 2)"}
+
+
+def test_reproduce_r2pgo_recipe_tiny_resumes_after_kill(tmp_path):
+    """Killed (SIGKILL to the command and its workers) once a first run has finished, the same
+    command resumes: the collection and the finished runs are reused, not redone, and the
+    table comes out."""
+    recipe = recipes.get("r2pgo_cheetah_vel")
+    directory = tmp_path / recipe.name / "tiny"
+    proc = _reproduce(recipe.name, tmp_path, start_new_session=True)
+    deadline = time.time() + 2400
+    finished = []
+    while time.time() < deadline and proc.poll() is None and not finished:
+        finished = [p for p in directory.glob("runs/*/*/results.json")]
+        time.sleep(0.5)
+    assert finished and proc.poll() is None, proc.communicate()[0][-4000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = {p: p.stat().st_mtime_ns for p in finished}
+    summary = (directory / "data" / "summary.json").stat().st_mtime_ns
+    again = _reproduce(recipe.name, tmp_path)
+    out, _ = again.communicate(timeout=2400)
+    assert again.returncode == 0, out[-4000:]
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
+    assert (directory / "data" / "summary.json").stat().st_mtime_ns == summary
+    _check_table(directory, recipe)
+    # another request in the same directory is refused, naming what differs
+    other = subprocess.run([sys.executable, REPRODUCE, f"--recipe={recipe.name}", "--scale=tiny",
+                            f"--workdir={tmp_path}", "--seeds=3"], cwd=ROOT,
+                           capture_output=True, text=True, env=dict(os.environ,
+                                                                    JAX_PLATFORMS="cpu"))
+    assert other.returncode != 0 and "seeds" in other.stderr, other.stderr[-2000:]
+
+
+def test_list_shows_every_recipe_and_scale():
+    out = subprocess.run([sys.executable, REPRODUCE, "--list"], cwd=ROOT, capture_output=True,
+                         text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    for name in recipes.RECIPES:
+        assert name in out.stdout
+    assert out.stdout.count("last committed result") == 3 * len(recipes.RECIPES)
