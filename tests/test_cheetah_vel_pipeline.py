@@ -1,6 +1,6 @@
 """Half-Cheetah-Vel end to end at tiny sizes: conditioned-SAC collection of seen and unseen
 target velocities -> R2PGO training -> evaluation under every protocol, tables and figures; the
-policy learner's ceiling with the true task as its context (experiments/policy_ceiling.py).
+policy learner's ceiling with the true task as its context (research/policy_ceiling.py).
 
 The pipeline runs in its own process: its large MJX programs, compiled in the test session's
 process, made XLA crash later in that process while serializing another executable for the
@@ -43,7 +43,7 @@ def test_cheetah_vel_collect_train_evaluate(tmp_path):
 def pipeline(tmp_path):
     config = C.CollectConfig(
         family="cheetah_vel", split="all",
-        family_config=(("horizon", HORIZON), ("num_test", 2), ("num_train", 3)),
+        family_config=(("horizon", HORIZON), ("num_test", 2), ("num_train", 3), ("num_val", 0)),
         online=OnlineSACConfig(sac=SACConfig(hidden=(16, 16), batch_size=32), num_envs=2,
                                buffer_capacity=1_000, warmup_steps=40,
                                updates_per_iteration=2, conditioned=True),
@@ -91,7 +91,7 @@ def pipeline(tmp_path):
     # one behaviour checkpoint's transitions; a checkpoint the data lacks is refused.
     root = os.path.dirname(TESTS)
     ceiling = lambda *extra: subprocess.run(
-        [sys.executable, os.path.join(root, "experiments", "policy_ceiling.py"),
+        [sys.executable, os.path.join(root, "research", "policy_ceiling.py"),
          f"--data={tmp_path / 'data'}", "--seeds=2", "--steps=4", "--eval_every=2",
          "--hidden=16,16", "--batch_size=24", "--meta_batch=3", "--record=x_velocity",
          f"--out={tmp_path / 'ceiling.json'}", *extra], capture_output=True, text=True)
@@ -112,7 +112,7 @@ def pipeline(tmp_path):
         assert returns.shape == (2, 2, 3) and np.all(returns <= 0)
         assert np.asarray(got["episode_mean"]["x_velocity"]).shape == (2, 2, 3)
     # Online beliefs against the data's, and against the agent's own velocity.
-    proc = subprocess.run([sys.executable, os.path.join(root, "experiments", "context_shift.py"),
+    proc = subprocess.run([sys.executable, os.path.join(root, "research", "context_shift.py"),
                            f"--workdir={tmp_path / 'runs'}", "--algo=r2pgo", "--steps=1,5,19",
                            "--episodes=2", "--own=x_velocity", "--relabelled=2",
                            f"--out={tmp_path / 'shift.json'}"], capture_output=True, text=True)
@@ -131,12 +131,12 @@ def pipeline(tmp_path):
 
 
 def test_belief_shift_table_tells_beliefs_that_follow_behaviour_from_task_beliefs():
-    """experiments/context_shift.py's table on beliefs built by hand: data beliefs encode the
+    """research/context_shift.py's table on beliefs built by hand: data beliefs encode the
     target exactly; online beliefs encode the agent's own velocity, which misses the target."""
     script = f"""
 import importlib.util, json, os, numpy as np
 spec = importlib.util.spec_from_file_location(
-    "context_shift", os.path.join({os.path.dirname(TESTS)!r}, "experiments", "context_shift.py"))
+    "context_shift", os.path.join({os.path.dirname(TESTS)!r}, "research", "context_shift.py"))
 m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
 rng = np.random.default_rng(0)
 target = rng.uniform(0, 3, 6)                                        # [T]
@@ -167,12 +167,12 @@ print(json.dumps({{str(k): v for k, v in table.items()}}))
 
 
 def test_online_gap_splits_the_return_into_tracking_and_the_rest_per_window():
-    """experiments/online_gap.py's decomposition on hand-built traces: the agent 0.2 above its
+    """research/online_gap.py's decomposition on hand-built traces: the agent 0.2 above its
     target for 5 steps, then 0.1 below; the rest of the reward a per-task constant."""
     script = f"""
 import importlib.util, json, os, numpy as np
 spec = importlib.util.spec_from_file_location(
-    "online_gap", os.path.join({os.path.dirname(TESTS)!r}, "experiments", "online_gap.py"))
+    "online_gap", os.path.join({os.path.dirname(TESTS)!r}, "research", "online_gap.py"))
 m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
 attribute = np.array([2.5, 0.5, 1.5])
 own = attribute[None, :, None] + np.where(np.arange(10) < 5, 0.2, -0.1) + np.zeros((2, 3, 10))
@@ -199,7 +199,7 @@ def test_online_gap_without_own_and_the_identification_of_the_belief():
     script = f"""
 import importlib.util, json, os, numpy as np
 spec = importlib.util.spec_from_file_location(
-    "online_gap", os.path.join({os.path.dirname(TESTS)!r}, "experiments", "online_gap.py"))
+    "online_gap", os.path.join({os.path.dirname(TESTS)!r}, "research", "online_gap.py"))
 m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
 reward = np.arange(10.0)[None, None, :] + np.zeros((2, 3, 10))
 row = m.decompose(reward, None, np.array([2.5, 0.5, 1.5]), [(0, 5), (5, 10)])

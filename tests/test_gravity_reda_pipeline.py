@@ -19,7 +19,9 @@ HORIZON = 20
 
 
 def _run(script, *args):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), *args],
+    where = "research" if script in ("model_discrimination.py", "embedding_geometry.py") \
+        else "experiments"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, where, script), *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=1800,
                           env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
@@ -42,10 +44,12 @@ def test_walker2d_gravity_reda_collect_train_evaluate(tmp_path):
     for split in ("train", "ood"):
         assert dataset_lib.load(str(data / f"{split}.npz")).meta["physics"] == "c"
     summary = json.loads((data / "summary.json").read_text())
-    assert summary["is_test"] == [False, False, False, True, True]   # x0.5, 1, 1.5 | x0.8, 1.2
-    assert np.asarray(summary["evaluated_returns"]).shape == (5, 3)  # every task x checkpoint
+    # x0.5, 1, 1.5 | validation x0.7, 1.3 | test x0.8, 1.2
+    assert summary["split"] == ["train"] * 3 + ["val"] * 2 + ["test"] * 2
+    assert summary["is_test"] == [False] * 5 + [True] * 2
+    assert np.asarray(summary["evaluated_returns"]).shape == (7, 3)  # every task x checkpoint
     falls = summary["datasets"]["ood"]["terminated_fraction"]        # {checkpoint: [task]}
-    assert set(falls) == {"0", "2"} and all(len(v) == 5 for v in falls.values())
+    assert set(falls) == {"0", "2"} and all(len(v) == 7 for v in falls.values())
     assert all(v is None or 0.0 <= v <= 1.0 for col in falls.values() for v in col)
 
     _run("train.py", "--family=walker2d_gravity", f"--data={data}", f"--workdir={runs}",
@@ -71,10 +75,12 @@ def test_walker2d_gravity_reda_collect_train_evaluate(tmp_path):
     trained = json.loads((runs / "reda" / "results.json").read_text())["per_task"]
     assert per == trained and saved["setup"]["from_training"]        # train.py's numbers
     assert (saved["setup"]["episodes"], saved["setup"]["contexts"]) == (2, 2)
-    online = np.asarray(per["test_online"])                          # [seeds, unseen, episodes]
+    # train.py evaluates on the training and validation tasks only (the test tasks: at the end)
+    assert not any(k.startswith("test_") for k in per)
+    online = np.asarray(per["val_online"])                      # [seeds, validation, episodes]
     assert online.shape == (2, 2, 2) and np.all(np.isfinite(online))
-    assert np.asarray(per["test_offpolicy_ctx"]).shape[:2] == (2, 2)
-    dphi = np.asarray(per["test_dphi"])
+    assert np.asarray(per["val_offpolicy_ctx"]).shape[:2] == (2, 2)
+    dphi = np.asarray(per["val_dphi"])
     assert np.all(np.isfinite(dphi)) and np.all(dphi > 0)
     for figure in ("tsne.png", "adversarial.png", "protocols.png"):
         assert (out / figure).stat().st_size > 0, figure

@@ -49,3 +49,18 @@ def test_the_walk_sees_upward_imports_lazy_or_not(tmp_path):
     (tmp_path / "io.py").write_text("from jaxomrl import nets\n")
     assert upward_imports(tmp_path) == ["jaxomrl.data.x imports jaxomrl.learners",
                                         "jaxomrl.io imports jaxomrl.nets"]
+
+
+def test_no_dates_in_the_package_comments():
+    """Code comments state rules and cite sources; dates and what was measured on them belong
+    in the results pages and commit bodies."""
+    import re
+    import tokenize
+    date = re.compile(r"\b20\d\d-[01]\d(-[0-3]\d)?\b|\b(until|since|as of) 20\d\d\b")
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        with tokenize.open(path) as f:
+            for tok in tokenize.generate_tokens(f.readline):
+                if tok.type in (tokenize.COMMENT, tokenize.STRING) and date.search(tok.string):
+                    found.append(f"{path.relative_to(ROOT)}:{tok.start[0]}")
+    assert not found, found

@@ -95,7 +95,7 @@ class MetaConfig:
     # The policy sees task embeddings standardised per dimension by the moments of the training
     # transitions' embeddings (VariBAD's norm_latent_for_policy option; without an encoder
     # there is nothing to standardise). Off by default, BOReL included: on the point robot it
-    # lowered BOReL's and a mean-belief SAC+BC's offline-context returns (experiments/README.md).
+    # lowered BOReL's and a mean-belief SAC+BC's offline-context returns (research/NOTES.md).
     normalize_z: bool = False
     # BOReL's reward relabelling: this fraction of every training task's episodes replaced by
     # other tasks' episodes with rewards recomputed for it (jaxomrl.data.relabel), for the
@@ -106,7 +106,7 @@ class MetaConfig:
     # for BC, and SAC+BC's RL term at the same states; with reward_relabelling, of the task's
     # own episodes: lent ones show another task's behaviour); the critics learn from every
     # transition. 1: every transition (the papers'). On Half-Cheetah-Vel a unimodal policy
-    # cloning every checkpoint's gait stands still at slow targets (experiments/README.md,
+    # cloning every checkpoint's gait stands still at slow targets (research/NOTES.md,
     # "The policy learner's ceiling", "Round 6").
     policy_top_fraction: float = 1.0
 

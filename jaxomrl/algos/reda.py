@@ -228,7 +228,7 @@ class ReDAConfig:
     starts_per_task: int = 32
     # Model steps per adversarial rollout (= the adversarial contexts' length); 0: the encoder's
     # window. ReDA's code rolls out 5 steps (with a window of 3); long rollouts compound the
-    # models' error (measured on Walker2d-Gravity-1: experiments/README.md).
+    # models' error (research/NOTES.md, ReDA's Gravity-1 task sets).
     adversary_rollout: int = 0
     num_positives: int = 8
     lambda_uncertainty: float = 1.0
@@ -237,14 +237,14 @@ class ReDAConfig:
     # transitions (MOReL's HALT): its context keeps only steps where the models are near their
     # data. 0: never (the paper's; the eq. 6 penalty alone). Off the data's behaviour the
     # per-task models no longer tell the gravities apart (Walker2d-Gravity-1:
-    # experiments/model_discrimination.py, experiments/README.md).
+    # research/model_discrimination.py, research/NOTES.md).
     support_quantile: float = 0.0
     support_transitions: int = 4096     # training transitions per task behind the quantile
     lambda_task: float = 1.0
     # Weight of the adversarial-context InfoNCE term against the real-context one. Algorithm 1
     # (line 15) updates the encoder with the adversarial data; 4 lets that term rule while the
     # real term keeps the real contexts apart (chosen on the didactic example's d(phi):
-    # experiments/README.md).
+    # research/NOTES.md).
     adversarial_weight: float = 4.0
     adversary_mode: str = "sac"         # sac | random
     # What the adversarial contexts are contrasted with, in the encoder's adversarial InfoNCE
@@ -252,16 +252,14 @@ class ReDAConfig:
     # contexts of their task, negatives real contexts of the other tasks. "adversarial": eq. 3
     # / eq. 7 as printed: z, z* and z' all embed adversarial contexts -- the positive another
     # rollout in the same task's models, the negatives the rollouts in the other tasks' models
-    # (the adversary acts without z, so they differ by the models alone). Measured
-    # (experiments/README.md): the adversary then wins outright -- the encoder's adversarial
-    # InfoNCE stays at chance -- and d(phi) is worse on the didactic example (3.16 vs 0.49)
-    # and no better on Walker2d-Gravity-1 (seen 0.43 vs 0.44).
+    # (the adversary acts without z, so they differ by the models alone); research/NOTES.md
+    # compares the two.
     adversarial_contrast: str = "real"
     # The next-state models. "per_task" (the paper's, §3.2 eq. 4): one ensemble per task, each
     # trained on its task's data alone. "task_conditioned": one ensemble trained on every
     # task's data with the task's one-hot as an input, so the dynamics the tasks share are fit
     # once from all of it and the one-hot carries what differs. Measured on the models' own
-    # (experiments/model_discrimination.py, --shared_model_rounds): on HalfCheetah-Gravity-1's
+    # (research/model_discrimination.py, --shared_model_rounds): on HalfCheetah-Gravity-1's
     # held-out behaviour the per-task models' difference is unrelated to the gravity's (cosine
     # -0.05), the conditioned model's points its way (0.79); on Walker2d neither (0.02-0.04:
     # the gravity changes a step 300-1,700x less than either model's error). On the seen tasks
@@ -272,10 +270,9 @@ class ReDAConfig:
     # states (the policy's action, the task's ensemble, the shared reward model minus
     # policy_uncertainty * u, MOPO); 0 (default): real data only, ReDA's Algorithm 1 (line 18:
     # the meta-policy learns from the datasets D_i with the encoder fixed), the same SAC+BC
-    # learner as every baseline's (appendix B.4). 0.5 was the default until 2026-12-02: on
-    # HalfCheetah-Gravity-1 its penalised rows (u ~ 4.8 per step against rewards ~ 4.1) held the
-    # policy to the data (BC loss 0.14 vs 0.27) and below the same encoder's real-data policy
-    # (experiments/README.md, "ReDA's Gravity-1 task sets").
+    # learner as every baseline's (appendix B.4). Penalised model rows can hold the policy to
+    # the data, below the same encoder's real-data policy (research/NOTES.md, "ReDA's
+    # Gravity-1 task sets").
     policy_model_fraction: float = 0.0
     policy_uncertainty: float = 1.0
 

@@ -71,9 +71,9 @@ class DynamicsConfig:
     # Held-out score that early stopping and the kept ``best`` parameters follow:
     # "nll" = Gaussian NLL of the normalised targets (a proper score of the probabilistic model,
     # mean and variance); "mse" = error of the mean only (MBPO). With rare hard-to-predict
-    # transitions (e.g. a cart hitting its joint limit, 3 % of the pendulum's data) the MSE is
-    # ruled by them and lowest after 100-200 steps, when the variance is still wide everywhere
-    # else; the NLL keeps improving as the model sharpens where it can.
+    # transitions (e.g. a cart hitting its joint limit) the MSE is ruled by them and lowest
+    # early, while the variance is still wide everywhere else; the NLL keeps improving as the
+    # model sharpens where it can.
     holdout_metric: str = "nll"
 
     def __post_init__(self):

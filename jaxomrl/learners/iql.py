@@ -12,7 +12,7 @@ value V(s) regresses to an upper expectile of the target critics at the data's a
 (``awr_actor_loss``); the critics regress to r + gamma V(s'); Polyak averaging of the targets.
 The critics are only ever evaluated at actions in the data, so nothing is extrapolated to
 actions the behaviour never took -- the failure of SAC+BC on data mixing poor and expert
-checkpoints (experiments/README.md, Half-Cheetah-Vel: the policy learner's ceiling).
+checkpoints (research/NOTES.md, Half-Cheetah-Vel: the policy learner's ceiling).
 
 The actor is the SAC learner's network (``mean, log_std``); IQL's policy is the Gaussian
 N(tanh(mean), exp(log_std)^2) (the official implementation's squashed-mean Gaussian), so the

@@ -27,7 +27,7 @@ with its task's attribute vector appended (``policy_input``); one replay buffer 
 task's transitions. Skills then transfer between neighbouring tasks (e.g. target velocities),
 and every update serves all tasks -- on a CPU, where a SAC update costs many MJX steps
 (``benchmarks/collection_cost.py``), this is what lets Half-Cheetah-Vel's 50 tasks reach expert
-behaviour within the ``cpu`` preset's budget (experiments/README.md). The agent's checkpoints,
+behaviour within the ``cpu`` preset's budget (research/NOTES.md). The agent's checkpoints,
 conditioned on each task in turn, give that task's poor-to-expert behaviour. ``episode_return``
 is then per task (``[T]``). The papers collect with per-task SAC (the default).
 """

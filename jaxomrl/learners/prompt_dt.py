@@ -173,11 +173,10 @@ def make_prompt_dt(config: PromptDTConfig, obs_dim: int, action_dim: int) -> Pro
             if k is None:
                 return model.apply(params, s, p)
             return model.apply(params, s, p, deterministic=False, rngs={"dropout": k})
-        # Dropout draws a Bernoulli variate for every attention weight and activation. JAX's
-        # classic threefry layout draws them in less than half the time of its default
-        # (partitionable: one hash per element) on a CPU; the whole step runs 1.28x faster at
-        # the main job's sizes (benchmarks/README.md, "Prompt-DT's dropout"). Only which random
-        # numbers a key gives changes.
+        # Dropout draws a Bernoulli variate for every attention weight and activation: JAX's
+        # classic threefry layout draws them faster than its default (partitionable: one hash
+        # per element) on a CPU (benchmarks/README.md, "Prompt-DT's dropout"). Only which
+        # random numbers a key gives changes.
         with jax.threefry_partitionable(False):
             keys = None if key is None else jax.random.split(key, seg.mask[..., 0].size)
             out = jax.vmap(one)(flat(seg), flat(prompt), keys)

@@ -54,9 +54,9 @@ class SACConfig:
     tau: float = 5e-3
     # The entropy temperature: learned from init_alpha towards target_entropy, or held at
     # init_alpha (learn_alpha False; 0 removes the entropy terms: TD3+BC's objective). Offline,
-    # with rewards of ~0.1-0.3 per step (Half-Cheetah-Vel), alpha learned from 1 (Adam moves log
-    # alpha by ~lr per step) keeps the soft target's entropy bonus above the rewards for ~10k
-    # updates and the return behind alpha = 0's for ~30k (experiments/README.md, round 5).
+    # with small per-step rewards, alpha learned from 1 (Adam moves log alpha by ~lr per step)
+    # keeps the soft target's entropy bonus above the rewards for many updates
+    # (research/NOTES.md, Half-Cheetah-Vel round 5).
     init_alpha: float = 1.0
     learn_alpha: bool = True
     target_entropy: Optional[float] = None  # None: -action_dim

@@ -1,6 +1,6 @@
 """Every policy checkpoint of a completed collection on every task, with mode or sampled actions.
 
-    python experiments/checkpoint_returns.py --data=runs/cheetah_vel_data --out=modes.json
+    python research/checkpoint_returns.py --data=runs/cheetah_vel_data --out=modes.json
 
 The collection evaluates its checkpoints with the actions its data were rolled out with
 (sampled, by default: ``summary.json``'s ``evaluated_returns``, the "data's best checkpoint").

@@ -1,6 +1,6 @@
 """The policy learner's ceiling: the conditioned SAC / SAC+BC policy given the *true* task.
 
-    python experiments/policy_ceiling.py --data=runs/cheetah_vel_data --seeds=3 \
+    python research/policy_ceiling.py --data=runs/cheetah_vel_data --seeds=3 \
         --hidden=128,128 --steps=20000 --variants=sac_bc,sac
 
 A diagnosis, not a method: the policy of every context-based algorithm here
@@ -186,7 +186,7 @@ def main(_):
     ds, _ = load_collection(FLAGS.data)
     family = ds.make_family()
     cli.require_info_keys(family, FLAGS.record, "record")
-    train_index = np.flatnonzero(~ds.is_test)
+    train_index = np.flatnonzero(ds.is_train)
     split_index = train_index if FLAGS.split == "train" else np.flatnonzero(ds.is_test)
     if split_index.size == 0:
         raise cli.UsageError(f"the dataset has no {FLAGS.split} tasks")

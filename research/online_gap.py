@@ -1,6 +1,6 @@
 """Where an online episode loses against a fixed data context, step window by step window.
 
-    python experiments/online_gap.py --workdir=runs/cheetah_vel --algo=r2pgo --own=x_velocity
+    python research/online_gap.py --workdir=runs/cheetah_vel --algo=r2pgo --own=x_velocity
 
 For a finished run with an encoder, on the dataset's *training* tasks (``--split``; the diagnosis
 never needs the unseen tasks) and every seed, one episode per task under three contexts:
@@ -137,7 +137,7 @@ def main(argv):
     if starts[-1] >= family.horizon:
         raise cli.UsageError(f"--windows: starts must be below the horizon {family.horizon}")
     windows = list(zip(starts, starts[1:] + [family.horizon]))
-    rows = ~ds.is_test if FLAGS.split == "train" else ds.is_test
+    rows = ds.is_train if FLAGS.split == "train" else ds.is_test
     attribute = np.asarray(ds.attributes[rows, 0])
     results = {}
     for spec, run_dir in runs.items():

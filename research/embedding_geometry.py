@@ -1,7 +1,7 @@
 """Why an encoder's d(phi) is what it is: where held-out behaviour's contexts sit, and how
 scattered the embeddings are.
 
-    python experiments/embedding_geometry.py --workdir=runs/walker_big --split=test
+    python research/embedding_geometry.py --workdir=runs/walker_big --split=test
 
 ReDA's d(phi) (eq. 8) divides mean squared distances between all pairs of embeddings, so it
 mixes two things: whether task i's held-out-checkpoint contexts (``ood.npz``) lie nearer task

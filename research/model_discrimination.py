@@ -1,6 +1,6 @@
 """Do ReDA's per-task dynamics models tell the tasks apart on real data?
 
-    python experiments/model_discrimination.py --workdir=runs/walker_pt --spec=reda
+    python research/model_discrimination.py --workdir=runs/walker_pt --spec=reda
 
 For every pair of seen tasks (i, j): the next-state error of task j's ensemble (the models
 phase's best members, their mean prediction) on task i's real transitions -- the training data's
@@ -211,17 +211,17 @@ def main(argv):
     identity = identities[FLAGS.spec]
     family = ds.make_family()
     algorithm = from_run_config(FLAGS.spec, identity["config"], family,
-                                int((~ds.is_test).sum()))
+                                int(ds.is_train.sum()))
     models = runs.phase_outputs(algorithm, identity, FLAGS.workdir, data, "models")
     phase = next(ph for ph in algorithm.phases if ph.name == "models")
     structure = algorithm.config["model_structure"]
-    num_seen = int((~ds.is_test).sum())
+    num_seen = int(ds.is_train.sum())
     conditioned = structure == "task_conditioned"
     dyn = make_dynamics(from_json(DynamicsConfig, phase.config["dynamics"]), family.obs_dim,
                         family.action_dim + (num_seen if conditioned else 0))
     task_model = task_models(structure, num_seen)
     out = {"spec": FLAGS.spec, "seeds": identity["seeds"], "tasks": {}, "summary": {}}
-    attr = np.asarray(ds.attributes[~ds.is_test])[:, 0].round(3).tolist()
+    attr = np.asarray(ds.attributes[ds.is_train])[:, 0].round(3).tolist()
     out["task_attributes"] = attr
     seeds = range(len(identity["seeds"]))
     out["model_structure"] = structure
@@ -259,7 +259,7 @@ def main(argv):
                   f"other model's error / own: {s['mean_matrix']['best_other_over_own']:.2f}")
     out["support_quantile"] = FLAGS.support_quantile
     if FLAGS.physics_transitions > 0 and hasattr(family, "next_obs_from_obs"):
-        seen = {k: np.asarray(v)[~ds.is_test] for k, v in ds.task_params.items()}
+        seen = {k: np.asarray(v)[ds.is_train] for k, v in ds.task_params.items()}
         predictors = {structure: run_predictors(dyn, task_model, models, len(seeds),
                                                 family.obs_dim)}
         # Where ReDA's rollouts end (--adversary_support_quantile): the models' own u kind.

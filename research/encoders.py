@@ -1,7 +1,7 @@
 """Trains every encoder / loss combination on a collected dataset and reports how well each
 identifies unseen test tasks (nearest-centroid accuracy of held-out contexts).
 
-    python experiments/encoders.py --data_dir=runs/point_robot_data --steps=2000 --seeds=3
+    python research/encoders.py --data_dir=runs/point_robot_data --steps=2000 --seeds=3
 
 Needs a collection with test tasks (``experiments/collect.py --split=all``). Encoders train on the
 training tasks of ``train.npz``; accuracy is measured on the test tasks, with centroids from one
@@ -53,7 +53,7 @@ def main(argv):
         raise cli.UsageError("the dataset needs training and test tasks (collect with --split=all)")
     ood_path = os.path.join(FLAGS.data_dir, "ood.npz")
     ood = dataset_lib.load(ood_path) if os.path.exists(ood_path) else None
-    train_tasks = train.select_tasks(~train.is_test).to_device()
+    train_tasks = train.select_tasks(train.is_train).to_device()
     test_ref = train.select_tasks(train.is_test).to_device()
     test_ood = ood.select_tasks(ood.is_test).to_device() if ood is not None else None
     n_test = int(train.is_test.sum())

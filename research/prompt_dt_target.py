@@ -1,6 +1,6 @@
 """Prompt-DT: how its return follows the return-to-go it is asked for.
 
-    python experiments/prompt_dt_target.py --workdir=runs/point_robot --split=test
+    python research/prompt_dt_target.py --workdir=runs/point_robot --split=test
 
 For a finished ``prompt_dt`` run, the offline-context return (``eval.protocols``: a prompt from
 one episode of the task's training data, ``--contexts`` draws per task) with the policy's target

@@ -1,6 +1,6 @@
 """How far the beliefs an agent acts on online are from those its policy trained on.
 
-    python experiments/context_shift.py --workdir=runs/cheetah_vel --algo=r2pgo,om_sac
+    python research/context_shift.py --workdir=runs/cheetah_vel --algo=r2pgo,om_sac
 
 For every finished run with an encoder, on the dataset's *training* tasks (``--split``; the
 diagnosis never needs the unseen tasks) and every seed: the task embedding after ``t``
@@ -176,7 +176,7 @@ def main(argv):
                              "those steps reached: drop t = 0 from --steps")
     if FLAGS.own:
         cli.require_info_keys(family, [FLAGS.own], "own")
-    rows = ~ds.is_test if FLAGS.split == "train" else ds.is_test
+    rows = ds.is_train if FLAGS.split == "train" else ds.is_test
     attribute = ds.attributes[rows, 0]
     relabel_to = None
     if FLAGS.relabelled:
