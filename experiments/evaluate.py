@@ -316,18 +316,21 @@ def plots(out_dir: str, runs: Dict[str, str], evaluations, embeddings, ds, episo
             panels, os.path.join(out_dir, "adversarial.png"),
             f"{ds.family}: ReDA's adversarial phase (mean ± std over seeds)",
             xlabel="adversarial encoder steps"))
-    for metric, title in ((f"{split}_offline_ctx/ep1", "offline context"),
-                          (f"{split}_online/ep1", "online, episode 1")):
-        curves = {}
-        for s, d in runs.items():
-            c = report.read_curve(os.path.join(d, "metrics_eval.csv"), metric)
-            if c is not None and len(c[0]) >= 2:
-                curves[s] = c
-        if curves:
-            path = os.path.join(out_dir, f"learning_curve_{metric.split('/')[0]}.png")
-            written.append(report.plot_curves(curves, path, f"{ds.family}: {title} "
-                                              f"({SPLITS[split]} tasks) during training",
-                                              colour=colour))
+    # Learning curves: training-time evaluation reads the validation tasks (train.py), runs
+    # trained otherwise may have evaluated in the test tasks too.
+    for protocol, title in (("offline_ctx", "offline context"), ("online", "online, episode 1")):
+        for curve_split in (split, "val", "train"):
+            metric, curves = f"{curve_split}_{protocol}/ep1", {}
+            for s, d in runs.items():
+                c = report.read_curve(os.path.join(d, "metrics_eval.csv"), metric)
+                if c is not None and len(c[0]) >= 2:
+                    curves[s] = c
+            if curves:
+                path = os.path.join(out_dir, f"learning_curve_{metric.split('/')[0]}.png")
+                written.append(report.plot_curves(curves, path, f"{ds.family}: {title} "
+                                                  f"({SPLITS[curve_split]} tasks) during "
+                                                  "training", colour=colour))
+                break
     return written
 
 

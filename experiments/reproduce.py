@@ -147,24 +147,33 @@ class Reproduction:
 
     def _timed(self, stage: str, fn, *args):
         t0 = time.time()
+        self._write_timing(running=(stage, t0))
         try:
             return fn(*args)
         finally:
             self.timing[stage] = self.timing.get(stage, 0.0) + time.time() - t0
             self._write_timing()
 
-    def _write_timing(self) -> None:
+    def _write_timing(self, running=None) -> None:
+        """``timing.json``: every call's seconds per stage and their sums. A call killed during
+        a stage (``running``: the stage and when it began) counts that stage until the next
+        call began."""
         path = os.path.join(self.dir, "timing.json")
         calls = []
         if os.path.exists(path):
             with open(path) as f:
                 calls = json.load(f)["calls"]
         if not calls or calls[-1].get("pid") != os.getpid():
-            calls.append({"pid": os.getpid(), "started": time.time()})
+            calls.append({"pid": os.getpid(), "started": time.time(), "seconds": {}})
         calls[-1]["seconds"] = dict(self.timing)
+        calls[-1]["running"] = list(running) if running else None
         total = {}
-        for c in calls:
-            for k, v in c["seconds"].items():
+        for i, c in enumerate(calls):
+            seconds = dict(c["seconds"])
+            if c.get("running") and i + 1 < len(calls):        # killed during this stage
+                stage, began = c["running"]
+                seconds[stage] = seconds.get(stage, 0.0) + calls[i + 1]["started"] - began
+            for k, v in seconds.items():
                 total[k] = total.get(k, 0.0) + v
         atomic_write_text(path, json.dumps({"machine": _machine(), "total_seconds": total,
                                             "total_minutes": sum(total.values()) / 60,
@@ -470,6 +479,7 @@ def last_result(recipe: recipes_lib.Recipe, scale: str) -> Optional[str]:
     with open(path) as f:
         result = json.load(f)
     held = sum(bool(c.get("held")) for c in result["claims"])
+    firm = sum(bool(c.get("held") and c.get("distinguishable")) for c in result["claims"])
     timing = os.path.join(RESULTS, recipe.name, scale, "timing.json")
     minutes = ""
     if os.path.exists(timing):
@@ -479,7 +489,8 @@ def last_result(recipe: recipes_lib.Recipe, scale: str) -> Optional[str]:
     cells = ", ".join(f"{label} {row['columns'][first]['mean']:.1f}"
                       for label, row in result["rows"].items()
                       if "mean" in row["columns"][first])
-    return f"{first}: {cells}; orderings held {held}/{len(result['claims'])}{minutes}"
+    return (f"{first}: {cells}; the paper's orderings held {held}/{len(result['claims'])} "
+            f"({firm} distinguishable){minutes}")
 
 
 def list_recipes() -> str:

@@ -48,7 +48,7 @@ from jaxomrl.io import atomic_write_text
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "experiments/train.py workdir (one subdirectory per spec).")
 flags.DEFINE_list("algo", None, "Specs (default: every finished run with an encoder).")
-flags.DEFINE_enum("split", "train", ["train", "test"], "Tasks to diagnose.")
+flags.DEFINE_enum("split", "train", ["train", "val", "test"], "Tasks to diagnose.")
 flags.DEFINE_list("steps", ["1", "5", "20", "50", "100", "199"], "History lengths t.")
 flags.DEFINE_integer("episodes", 8, "Data episodes per task.")
 flags.DEFINE_string("own", None, "Info key of the agent's own behaviour in the attribute's "
@@ -176,7 +176,7 @@ def main(argv):
                              "those steps reached: drop t = 0 from --steps")
     if FLAGS.own:
         cli.require_info_keys(family, [FLAGS.own], "own")
-    rows = ds.is_train if FLAGS.split == "train" else ds.is_test
+    rows = {"train": ds.is_train, "val": ds.is_val, "test": ds.is_test}[FLAGS.split]
     attribute = ds.attributes[rows, 0]
     relabel_to = None
     if FLAGS.relabelled:

@@ -46,7 +46,7 @@ from jaxomrl.io import atomic_write_text
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "experiments/train.py workdir (one subdirectory per spec).")
 flags.DEFINE_list("algo", None, "Specs (default: every finished run with an encoder).")
-flags.DEFINE_enum("split", "train", ["train", "test"], "Tasks to diagnose.")
+flags.DEFINE_enum("split", "train", ["train", "val", "test"], "Tasks to diagnose.")
 flags.DEFINE_string("own", None, "Info key of the agent's own behaviour in the task "
                     "attribute's units (cheetah_vel: x_velocity); without it the return is "
                     "split by window only.")
@@ -137,7 +137,7 @@ def main(argv):
     if starts[-1] >= family.horizon:
         raise cli.UsageError(f"--windows: starts must be below the horizon {family.horizon}")
     windows = list(zip(starts, starts[1:] + [family.horizon]))
-    rows = ds.is_train if FLAGS.split == "train" else ds.is_test
+    rows = {"train": ds.is_train, "val": ds.is_val, "test": ds.is_test}[FLAGS.split]
     attribute = np.asarray(ds.attributes[rows, 0])
     results = {}
     for spec, run_dir in runs.items():

@@ -405,7 +405,7 @@ register(_r2pgo_recipe("cheetah_vel", Scale(
     "cpu", settings=dict(R2PGO_SHARED, hidden=(128, 128), window=200, vae_posteriors=16,
                          vae_transitions=16, kernel_alpha=1.0, encoder_steps=3000,
                          policy_steps=30_000, eval_episodes=2, nonprior_episodes=0),
-    seeds=3, minutes=90.0)))
+    seeds=3, minutes=78.0, measured=True)))
 # Rand-params task sets at CPU scale: a conditioned collector on 200-step episodes (the tasks'
 # attributes are the log multipliers), the same training sizes; not yet run.
 _RAND_PARAMS_CPU = dict(split="all", collector="conditioned", horizon=200, hidden=(128, 128),
