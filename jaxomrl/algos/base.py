@@ -41,7 +41,8 @@ class Phase(NamedTuple):
     ``seeds_in_sequence``: a hint for CPUs, where the runner then runs the seeds one after
     another inside the phase's chunk program (``lax.map``) instead of vmapped: faster there for
     phases whose one-seed working set is already large (the GRU-VAE's posterior-by-transition
-    grid, the transformer's attention maps), slower for small MLP updates (benchmarks/README.md, "Seeds vmapped or in sequence"). On accelerators, and
+    grid, the transformer's attention maps), slower for small MLP updates
+    (benchmarks/README.md, "Seeds vmapped or in sequence"). On accelerators, and
     with ``shard_seeds``, the seeds are always vmapped; the outputs are the same up to
     floating-point summation order."""
 

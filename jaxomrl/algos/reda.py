@@ -258,12 +258,9 @@ class ReDAConfig:
     # The next-state models. "per_task" (the paper's, §3.2 eq. 4): one ensemble per task, each
     # trained on its task's data alone. "task_conditioned": one ensemble trained on every
     # task's data with the task's one-hot as an input, so the dynamics the tasks share are fit
-    # once from all of it and the one-hot carries what differs. Measured on the models' own
-    # (research/model_discrimination.py, --shared_model_rounds): on HalfCheetah-Gravity-1's
-    # held-out behaviour the per-task models' difference is unrelated to the gravity's (cosine
-    # -0.05), the conditioned model's points its way (0.79); on Walker2d neither (0.02-0.04:
-    # the gravity changes a step 300-1,700x less than either model's error). On the seen tasks
-    # the ReDA runs are level with per-task models' on both (d(phi)), so the paper's stays.
+    # once from all of it and the one-hot carries what differs (research/NOTES.md and
+    # research/model_discrimination.py compare the two); the paper's per-task models stay the
+    # default.
     model_structure: str = "per_task"
     augment: bool = True
     # Policy phase: this fraction of every task's rows are one-step model transitions from real
