@@ -372,8 +372,8 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: Optional[int] =
         shapes = {s: (ev[k].shape[2] if k in ev else None,
                       _setting(identities[s]["config"], "eval_contexts"))
                   for s, ev in evaluations.items()
-                  for k in [next(f"{s}_online" for s in ("test", "val", "train")
-                                 if f"{s}_online" in ev)]}
+                  for k in [next(f"{split}_online" for split in ("test", "val", "train")
+                                 if f"{split}_online" in ev)]}
         if len(set(shapes.values())) > 1:
             raise EvaluationError(f"--from_training: the runs were evaluated with different "
                                   f"episodes / contexts {shapes}; evaluate them again instead")

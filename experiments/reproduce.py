@@ -406,8 +406,7 @@ def summarise(recipe: recipes_lib.Recipe, evaluation: Dict[str, Any], selection:
 
 
 def _settings_text(values: Dict[str, Any]) -> str:
-    return " ".join(f"--{k}={_text(v) if not isinstance(v, tuple) else ','.join(map(str, v))}"
-                    for k, v in values.items())
+    return " ".join(_flag(k, v) for k, v in values.items())
 
 
 def _cell(cell: Dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Dict, Optional, Sequence, Type, TypeVar
+from typing import Any, Dict, Mapping, Optional, Sequence, Type, TypeVar
 
 T = TypeVar("T")
 
@@ -37,11 +37,16 @@ def route(config: T, settings: Any) -> T:
     sub-config is skipped: e.g. ``"encoder.x"`` in a config without an encoder). Every config is
     rebuilt once with all its new values, so its checks see them together (e.g. SAC's fixed
     temperature of 0 with ``learn_alpha`` off)."""
-    updates = {}
-    for f in dataclasses.fields(settings):
-        for path in f.metadata.get("to", ()):
-            updates[tuple(path.split("."))] = getattr(settings, f.name)
-    return _set_paths(config, updates)
+    return set_paths(config, {path: getattr(settings, f.name)
+                               for f in dataclasses.fields(settings)
+                               for path in f.metadata.get("to", ())})
+
+
+def set_paths(config: T, values: Mapping[str, Any]) -> T:
+    """``config`` with ``{dotted path: value}`` set wherever it has the path (the rules of
+    :func:`route`: a path through a missing attribute or a None sub-config is skipped), each
+    config rebuilt once."""
+    return _set_paths(config, {tuple(path.split(".")): v for path, v in values.items()})
 
 
 def route_paths(settings_cls: type) -> Dict[str, tuple]:

@@ -96,8 +96,7 @@ from jaxomrl.algos.base import Algorithm
 from jaxomrl.algos.offline_meta import POLICY_CONTEXTS, MetaConfig, make_algorithm
 from jaxomrl.algos.prompt_dt import PromptDTRunConfig, make_prompt_dt_algorithm
 from jaxomrl.algos.reda import CONTRASTS, MODEL_STRUCTURES, ReDAConfig, make_reda
-from jaxomrl import config as config_lib
-from jaxomrl.config import route, setting
+from jaxomrl.config import route, set_paths, setting
 from jaxomrl.data import relabel
 from jaxomrl.errors import check_finite_fields
 from jaxomrl.envs.base import TaskFamily
@@ -407,11 +406,6 @@ def parse_spec(spec: str) -> Tuple[str, Tuple[str, ...]]:
     return name, tuple(ablations)
 
 
-def _set(config: Any, values: Mapping[str, Any]) -> Any:
-    """``config`` with ``{dotted path: value}`` set (``config.route``'s path rules)."""
-    return config_lib._set_paths(config, {tuple(k.split(".")): v for k, v in values.items()})
-
-
 def _from_settings(mapping: Mapping[str, str], values: Dict[str, Any]) -> Dict[str, Any]:
     return {field: values[name] for field, name in mapping.items()}
 
@@ -447,7 +441,7 @@ def make_config(spec: str, s: Settings) -> MetaConfig:
     config = MetaConfig(policy=policy, **fields)
     if d.kind == "meta":
         for a in ablations:
-            config = _set(config, d.ablations[a])
+            config = set_paths(config, d.ablations[a])
     if s.reward_relabelling is not None and d.belief_options and d.kind == "meta":
         config = dataclasses.replace(config, reward_relabelling=s.reward_relabelling)
     return route(config, s)
@@ -475,7 +469,7 @@ def make_reda_config(spec: str, s: Settings) -> ReDAConfig:
         policy_uncertainty=s.lambda_uncertainty, adversarial_weight=s.adversarial_weight,
         adversarial_contrast=s.adversarial_contrast, model_structure=s.model_structure)
     for a in ablations:
-        config = _set(config, d.ablations[a])
+        config = set_paths(config, d.ablations[a])
     return route(config, s)
 
 

@@ -278,16 +278,21 @@ def get(name: str) -> Recipe:
     return RECIPES[name]
 
 
-def _numbers(text: str, columns: Tuple[str, ...]) -> Tuple[PaperNumber, ...]:
-    """``PaperNumber``s from rows ``label | mean±std | ...`` (``-``: not reported)."""
-    out = []
+def _rows(text: str) -> Dict[str, Tuple[Optional[Tuple[float, float]], ...]]:
+    """A paper table's rows ``label | mean±std | ...`` as ``{label: ((mean, std) or None for
+    "-", not reported, ...)}``."""
+    rows = {}
     for line in text.strip().splitlines():
         label, *cells = [c.strip() for c in line.split("|")]
-        for column, cell in zip(columns, cells):
-            if cell != "-":
-                mean, std = (float(x) for x in cell.split("±"))
-                out.append(PaperNumber(label, column, mean, std))
-    return tuple(out)
+        rows[label] = tuple(None if c == "-" else tuple(float(x) for x in c.split("±"))
+                            for c in cells)
+    return rows
+
+
+def _numbers(text: str, columns: Tuple[str, ...]) -> Tuple[PaperNumber, ...]:
+    """``PaperNumber``s of a table's rows (:func:`_rows`) in ``columns``."""
+    return tuple(PaperNumber(label, column, *cell) for label, cells in _rows(text).items()
+                 for column, cell in zip(columns, cells) if cell is not None)
 
 
 def _rounded(total: int, unit: int) -> int:
@@ -363,7 +368,7 @@ def _r2pgo_methods() -> Tuple[Method, ...]:
     return tuple(out)
 
 
-def _r2pgo_recipe(family: str, cpu: Scale, cpu_minutes_measured: bool = False) -> Recipe:
+def _r2pgo_recipe(family: str, cpu: Scale) -> Recipe:
     task_set, table = R2PGO_TABLE_1[family]
     claims = tuple(Claim(col, "R2PGO", other) for col in ("Episode 1", "Episode 2")
                    for other, _ in R2PGO_METHODS[1:])
@@ -473,15 +478,7 @@ HalfCheetah Gravity-3 | 2112.9±601.1 | 4792.5±596.7 | 4865.2±710.8 | 2293.1±
 HalfCheetah Gravity-5 | 3006.2±684.3 | 4164.7±602.3 | 3654.6±677.0 | 2181.2±414.6 | 3243.8±601.1 | 4268.1±562.2"""
 
 
-def _reda_rows(text: str) -> Dict[str, Tuple[Tuple[float, float], ...]]:
-    rows = {}
-    for line in text.strip().splitlines():
-        name, *cells = [c.strip() for c in line.split("|")]
-        rows[name] = tuple(tuple(float(x) for x in c.split("±")) for c in cells)
-    return rows
-
-
-REDA_TABLE_1, REDA_TABLE_2 = _reda_rows(_REDA_TABLE_1), _reda_rows(_REDA_TABLE_2)
+REDA_TABLE_1, REDA_TABLE_2 = _rows(_REDA_TABLE_1), _rows(_REDA_TABLE_2)
 _REDA_ROBOTS = {"Walker2d": "walker2d", "Ant": "ant", "Hopper": "hopper",
                 "HalfCheetah": "halfcheetah"}
 _REDA_FIELDS = {"Gravity": "gravity", "Dof-Damping": "dof_damping"}
