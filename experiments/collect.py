@@ -161,7 +161,7 @@ def main(argv):
                   f"{best[t]:9.2f} ({s['best_checkpoint'][t]})")
         for name, mask in ((_ROLE[r], role == r) for r in _ROLE):
             if mask.any():
-                print(f"  {name}: mean {best[mask].mean():.2f} +- {best[mask].std():.2f}")
+                print(f"  {name}: mean {best[mask].mean():.2f} +- {best[mask].std(ddof=int(mask.sum() > 1)):.2f}")
         path = report.plot_task_curves(
             np.asarray(s["checkpoint_env_steps"]), returns, attribute, is_test,
             os.path.join(FLAGS.out_dir, "learning_curves.png"),

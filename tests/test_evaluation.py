@@ -277,7 +277,9 @@ def test_evaluate_writes_results_tables_and_figures_from_a_tiny_run(tmp_path):
                                                                              in name else 12)
     assert len(r2pgo["summary"]["test_dphi"]["per_seed"]) == 2
     table = (out / "tables.md").read_text()
+    assert _load_evaluate_module().render(saved) == table     # --render: from results.json
     assert "| r2pgo |" in table and "| r2pgo/no_hypernetwork |" in table
+    assert "Interquartile mean" in table and "n = 2" in table
     assert "off-policy context" in table
     assert "**" in table and "d(φ)" in table
     names = {os.path.basename(f) for f in res["figures"]}
@@ -319,7 +321,8 @@ def test_evaluate_writes_results_tables_and_figures_from_a_tiny_run(tmp_path):
                                              contexts=4, tsne_contexts=3, verbose=False,
                                              out_dir=str(tmp_path / "fresh"))
     assert fresh["algorithms"]["r2pgo"] == again["algorithms"]["r2pgo"]
-    row = lambda out: [line.replace("**", "") for line in (  # bold: the best of the rows shown
+    row = lambda out: [line.replace("**", "").replace(" ≈", "") for line in (  # bold, ≈: as
+        # against the best of the rows shown
         tmp_path / out / "tables.md").read_text().splitlines() if line.startswith("| r2pgo |")]
     assert row("fresh") == row("ft") and len(row("ft")) >= 2      # every table's r2pgo row
     assert "tsne.png" in {os.path.basename(f) for f in again["figures"]}
@@ -329,12 +332,18 @@ def test_evaluate_writes_results_tables_and_figures_from_a_tiny_run(tmp_path):
                                          out_dir=str(tmp_path / "ft2"), from_training=True)
 
 
-def test_markdown_table_bolds_the_best_mean_per_column():
-    t = report.markdown_table({"a": {"x": [1.0, 3.0], "d": [0.5]}, "b": {"x": [1.0], "d": [0.2]}},
-                              ["x", "d"], lower_is_better=["d"])
+def test_markdown_table_bolds_the_best_mean_and_marks_what_is_not_distinguishable_from_it():
+    t = report.markdown_table(
+        {"a": {"x": [1.0, 3.0], "d": [0.5, 0.6, 0.7]}, "b": {"x": [1.0], "d": [0.2, 0.2, 0.3]},
+         "c": {"x": [0.5, 1.5, 1.0], "d": [0.25, 0.3, 0.2]}}, ["x", "d"], lower_is_better=["d"])
     rows = t.splitlines()
-    assert rows[2] == "| a | **2.00 ± 1.00** | 0.50 ± 0.00 |"
-    assert rows[3] == "| b | 1.00 ± 0.00 | **0.20 ± 0.00** |"
+    # Sample std (ddof = 1): sqrt(2) for 1 and 3; no std and no interval for one seed.
+    assert rows[2].startswith("| a | **2.00 ± 1.41 [1.00, 3.00]** | 0.60 ± 0.10 [")
+    assert rows[3].startswith("| b | 1.00 ≈ | **0.23 ± 0.06 [")
+    # c's d is within noise of b's (Welch interval holds 0), a's is not.
+    cell_d = lambda row: row.split(" | ")[2].rstrip(" |")
+    assert cell_d(rows[4]).endswith("≈") and not cell_d(rows[2]).endswith("≈")
+    assert "not distinguishable from the column's best" in t
 
 
 def test_scalar_metrics_are_the_same_from_the_device_and_from_results_json():

@@ -443,11 +443,13 @@ def checkpoint_termination_table(ds: MultiTaskDataset) -> np.ndarray:
 
 def checkpoint_return_table(ds: MultiTaskDataset, tasks=slice(None)
                             ) -> Dict[int, Tuple[float, float]]:
-    """{checkpoint: (mean, std over tasks) of its mean episode return} of a dataset, over the
-    ``tasks`` (index or mask) that have data of that checkpoint (None, None if none has)."""
+    """{checkpoint: (mean, sample std over tasks) of its mean episode return} of a dataset,
+    over the ``tasks`` (index or mask) that have data of that checkpoint (None, None if none
+    has)."""
     r = np.asarray(ds.meta["checkpoint_returns"], np.float64)[tasks]
     out = {}
     for i, c in enumerate(ds.meta["checkpoints"]):
         col = r[:, i][np.isfinite(r[:, i])]
-        out[int(c)] = (float(col.mean()), float(col.std())) if col.size else (None, None)
+        out[int(c)] = ((float(col.mean()), float(col.std(ddof=1)) if col.size > 1 else 0.0)
+                      if col.size else (None, None))
     return out

@@ -1,9 +1,10 @@
 """Tables and figures in the papers' layout, from evaluation arrays and run logs (host-side).
 
-* ``markdown_table``: algorithms as rows, metrics as columns, ``mean ± std`` over seeds, the best
-  mean of each column in bold (ties at the printed precision all bold).
+* ``markdown_table``: algorithms as rows, metrics as columns, ``mean ± sample std [95 %
+  interval]`` over seeds (:mod:`jaxomrl.eval.stats`), the best mean of each column in bold (ties
+  at the printed precision all bold), ``≈`` where a row is not distinguishable from the best.
 * ``read_curve``: a metric's per-seed values over training steps from a run's ``metrics_*.csv``.
-* ``plot_curves`` (learning curves, mean ± std band), ``plot_adaptation`` (return per
+* ``plot_curves`` (learning curves, mean ± sample std band), ``plot_adaptation`` (return per
   adaptation episode), ``plot_tsne`` (t-SNE of task embeddings coloured by a task parameter, one
   panel per algorithm), ``plot_bars`` (ablation bars with std error bars),
   ``plot_task_curves`` (a collection's per-task learning curves), ``plot_traces`` (a per-step
@@ -18,39 +19,67 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from jaxomrl.eval import stats
+
 
 def mean_std(values) -> Tuple[float, float]:
+    """Mean and sample std (ddof = 1; 0 for one value) of ``values``."""
     v = np.asarray(values, np.float64).reshape(-1)
-    return float(v.mean()), float(v.std())
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
-def markdown_table(rows: Mapping[str, Mapping[str, Sequence[float]]], columns: Sequence[str],
+def _std(values: np.ndarray, axis: int) -> np.ndarray:
+    """Sample std along ``axis`` (0 where there is one value): the bands of the figures."""
+    return values.std(axis=axis, ddof=1) if values.shape[axis] > 1 else np.zeros_like(
+        values.mean(axis=axis))
+
+
+NOT_DISTINGUISHABLE = "≈"
+
+
+def markdown_table(rows: Mapping[str, Mapping[str, Sequence]], columns: Sequence[str],
                    headers: Optional[Mapping[str, str]] = None,
                    lower_is_better: Sequence[str] = (), digits: int = 2,
                    row_header: str = "algorithm") -> str:
-    """``rows[name][column]``: per-seed values (missing: empty cell). Cells are ``mean ± std``;
-    the best mean of each column (highest, or lowest for ``lower_is_better``) is bold."""
+    """``rows[name][column]``: scores ``[seeds]`` or ``[seeds, tasks]`` (missing: empty cell).
+    Cells are ``mean ± std [95 % interval]`` (:mod:`jaxomrl.eval.stats`); the best mean of each
+    column (highest, or lowest for ``lower_is_better``) is bold, and a cell whose seeds are not
+    distinguishable from the best's (Welch 95 % interval of the difference holds 0) is marked
+    ``≈``, explained under the table."""
     headers = headers or {}
-    stats = {r: {c: mean_std(v) for c, v in cols.items() if v is not None and len(v)}
-             for r, cols in rows.items()}
+    values = {r: {c: np.asarray(v, np.float64) for c, v in cols.items()
+                  if v is not None and len(v)} for r, cols in rows.items()}
+    summaries = {r: {c: stats.summarise(v) for c, v in cols.items()}
+                 for r, cols in values.items()}
     best = {}
     for c in columns:
-        means = [s[c][0] for s in stats.values() if c in s and math.isfinite(s[c][0])]
+        means = [(s[c].mean, r) for r, s in summaries.items()
+                 if c in s and math.isfinite(s[c].mean)]
         if means:
-            best[c] = min(means) if c in lower_is_better else max(means)
+            best[c] = (min if c in lower_is_better else max)(means)
     lines = ["| " + " | ".join([row_header] + [headers.get(c, c) for c in columns]) + " |",
              "|---|" + "---:|" * len(columns)]
-    for r, s in stats.items():
+    marked = False
+    for r, s in summaries.items():
         cells = []
         for c in columns:
             if c not in s:
                 cells.append("—")
                 continue
-            m, sd = s[c]
-            text = f"{m:.{digits}f} ± {sd:.{digits}f}"
-            cells.append(f"**{text}**" if len(stats) > 1 and
-                         round(m, digits) == round(best[c], digits) else text)
+            text = stats.cell(s[c], digits)
+            if len(summaries) > 1 and round(s[c].mean, digits) == round(best[c][0], digits):
+                text = f"**{text}**"
+            elif len(summaries) > 1 and c in best:
+                seed_means = lambda v: v.mean(axis=1) if v.ndim == 2 else v
+                if not stats.compare(seed_means(values[best[c][1]][c]), seed_means(values[r][c]),
+                                     c in lower_is_better).distinguishable:
+                    text += " " + NOT_DISTINGUISHABLE
+                    marked = True
+            cells.append(text)
         lines.append("| " + " | ".join([r] + cells) + " |")
+    if marked:
+        lines += ["", f"{NOT_DISTINGUISHABLE}: not distinguishable from the column's best (bold): "
+                      "the Welch 95 % interval of the difference of seed means holds 0."]
     return "\n".join(lines)
 
 
@@ -100,12 +129,12 @@ def plot_curves(curves: Mapping[str, Tuple[np.ndarray, np.ndarray]], path: str, 
                 xlabel: str = "policy updates", ylabel: str = "return",
                 colour: Optional[Mapping[str, Any]] = None) -> str:
     """Learning curves: ``curves[name] = (steps [N], values [N, seeds])``; mean line and
-    mean ± std band over seeds."""
+    mean ± sample std band over seeds."""
     colour = colour or colours(list(curves))
     plt, fig, axes = _figure()
     ax = axes[0, 0]
     for name, (steps, values) in curves.items():
-        m, s = values.mean(axis=1), values.std(axis=1)
+        m, s = values.mean(axis=1), _std(values, 1)
         ax.plot(steps, m, marker="o" if len(steps) < 12 else None, label=name,
                 color=colour[name])
         ax.fill_between(steps, m - s, m + s, alpha=0.2, color=colour[name])
@@ -127,7 +156,7 @@ def plot_panels(panels: Mapping[str, Mapping[str, Tuple[np.ndarray, np.ndarray]]
     plt, fig, axes = _figure(ncols, -(-len(panels) // ncols), size=(4.4, 3.2))
     for ax, (panel, curves) in zip(axes.flat, panels.items()):
         for name, (steps, values) in curves.items():
-            m, s = values.mean(axis=1), values.std(axis=1)
+            m, s = values.mean(axis=1), _std(values, 1)
             ax.plot(steps, m, label=name, color=colour[name])
             ax.fill_between(steps, m - s, m + s, alpha=0.2, color=colour[name])
         ax.set_title(panel, fontsize=9)
@@ -208,14 +237,14 @@ def plot_traces(traces: Mapping[str, np.ndarray], targets: Sequence[float], path
 def plot_adaptation(returns: Mapping[str, np.ndarray], path: str, title: str,
                     colour: Optional[Mapping[str, Any]] = None) -> str:
     """Return per adaptation episode: ``returns[name] [seeds, episodes]`` (mean over tasks);
-    mean ± std over seeds; episode 1 is zero-shot."""
+    mean ± sample std over seeds; episode 1 is zero-shot."""
     colour = colour or colours(list(returns))
     plt, fig, axes = _figure()
     ax = axes[0, 0]
     for name, r in returns.items():
         r = np.asarray(r)
         ep = np.arange(1, r.shape[1] + 1)
-        ax.errorbar(ep, r.mean(0), yerr=r.std(0), marker="o", capsize=3, label=name,
+        ax.errorbar(ep, r.mean(0), yerr=_std(r, 0), marker="o", capsize=3, label=name,
                     color=colour[name])
     ax.set_title(title, fontsize=9)
     ax.set(xlabel="adaptation episode (1 = zero-shot)", ylabel="return")
@@ -270,7 +299,8 @@ def plot_tsne(embeddings: Mapping[str, np.ndarray], task_param: np.ndarray, path
 
 def plot_bars(groups: Mapping[str, Mapping[str, Sequence[float]]], path: str, title: str,
               ylabel: str = "return", colour: Optional[Mapping[str, Any]] = None) -> str:
-    """Grouped bars: ``groups[metric][name]`` per-seed values; bar = mean, error bar = std."""
+    """Grouped bars: ``groups[metric][name]`` per-seed values; bar = mean, error bar = sample
+    std."""
     metrics = list(groups)
     names: List[str] = []
     for g in groups.values():
@@ -280,10 +310,10 @@ def plot_bars(groups: Mapping[str, Mapping[str, Sequence[float]]], path: str, ti
     ax = axes[0, 0]
     width = 0.8 / max(len(names), 1)
     for i, name in enumerate(names):
-        stats = [mean_std(groups[m][name]) if name in groups[m] else (np.nan, 0.0)
-                 for m in metrics]
+        bars = [mean_std(groups[m][name]) if name in groups[m] else (np.nan, 0.0)
+                for m in metrics]
         ax.bar(np.arange(len(metrics)) + (i - (len(names) - 1) / 2) * width,
-               [s[0] for s in stats], width, yerr=[s[1] for s in stats], capsize=3, label=name,
+               [b[0] for b in bars], width, yerr=[b[1] for b in bars], capsize=3, label=name,
                color=colour[name])
     ax.set_xticks(np.arange(len(metrics)))
     ax.set_xticklabels(metrics, fontsize=8)
