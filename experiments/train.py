@@ -25,6 +25,11 @@ the command trains (the same encoder, ReDA's models) starts when that one has fi
 process (the same programs; the README main job's tables come out equal to the last digit);
 their progress lines interleave. If one fails, no further spec starts, the others finish, and
 the command exits non-zero naming it; rerunning resumes.
+
+Ctrl-C (SIGINT) stops every run at its next chunk boundary, checkpointed, and exits with status
+130; rerunning resumes. A spec's directory that another running command is training in is
+refused, naming that process (a lock the kernel drops when its process ends, ``kill -9``
+included).
 """
 from __future__ import annotations
 
@@ -38,13 +43,14 @@ from absl import flags, logging
 
 from jaxomrl import algos
 from jaxomrl.data.relabel import check_episode_layout
+from jaxomrl.eval import stats
 from jaxomrl.data.sampler import describe_data, run_data
 
 # What training-time evaluation reads: every choice is made on these; the test tasks are
 # evaluated once, by evaluate.py (reproduce.py) at the end.
 TRAINING_SPLITS = ("train", "val")
 from jaxomrl.data import dataset as dataset_lib
-from jaxomrl.experiment import cli
+from jaxomrl.experiment import cli, guards
 from jaxomrl.envs.mujoco_c import default_threads
 from jaxomrl.errors import JaxomrlError
 from jaxomrl.experiment.runner import (RunConfig, RunConfigError, archive_run, check_workdir,
@@ -93,7 +99,8 @@ def _dataset_path(path: str) -> str:
 
 
 def _fmt(summary) -> str:
-    return f"{summary['mean']:.2f} ± {summary['std']:.2f}"
+    """``mean ± sample std [95 % interval]`` of a results.json metric (``jaxomrl.eval.stats``)."""
+    return stats.cell(stats.summarise(summary["per_seed"]))
 
 
 def main(argv):
@@ -124,6 +131,7 @@ def main(argv):
         except ValueError as e:
             raise cli.UsageError(f"{spec}: {e}") from e
         workdir = os.path.join(FLAGS.workdir, spec.replace("/", "-"))
+        guards.check_unlocked(workdir, f"training {spec}")     # another command is training it
         config = RunConfig(workdir=workdir, seeds=seeds, chunk_steps=FLAGS.chunk_steps,
                            checkpoint_every_chunks=FLAGS.checkpoint_every_chunks,
                            eval_every=FLAGS.eval_every,
@@ -194,7 +202,8 @@ def print_table(ds, results) -> None:
     columns = sorted({c for r in results.values() for c in r["metrics"]},
                      key=lambda c: (not c.startswith("val"), c))
     print(f"\n{ds.family}: validation (val) and training tasks; the test tasks are evaluated "
-          "once, by evaluate.py / reproduce.py. Return per episode, mean ± std over seeds (fraction of the SAC experts "
+          "once, by evaluate.py / reproduce.py. Return per episode, " + stats.CAPTION +
+          " (fraction of the SAC experts "
           f"of {which} that made the data). online: the policy infers the task "
           "from its own history (ep1 = zero-shot); offline_ctx / offpolicy_ctx: from one episode "
           "of the task's training data / held-out checkpoints' data, held fixed; dphi: ReDA's "

@@ -18,6 +18,16 @@ class JaxomrlError(Exception):
     """A refusal or a stopped run whose message names the cause and the way out."""
 
 
+class Interrupted(JaxomrlError):
+    """Stopped on request (SIGINT, Ctrl-C) at a chunk boundary, the last checkpoint kept; the
+    commands exit with ``exit_status`` (128 + SIGINT, the shells' convention)."""
+    exit_status = 130
+
+
+class DirectoryInUse(JaxomrlError):
+    """Another running process holds the directory a command would write into."""
+
+
 class NonFiniteError(JaxomrlError, FloatingPointError):
     """Training, collection or evaluation produced NaN / inf; nothing was written from it."""
 

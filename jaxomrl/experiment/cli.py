@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence
 from absl import app, flags
 
 from jaxomrl.config import optional_arg
-from jaxomrl.errors import JaxomrlError
+from jaxomrl.errors import Interrupted, JaxomrlError
 from jaxomrl.io import existing_ancestor
 
 FLAGS = flags.FLAGS
@@ -237,6 +237,15 @@ flags.DEFINE_string(
 
 CACHE_MAX_BYTES = 2 * 1024 ** 3
 
+# JAX's default computes float32 matrix products in TF32 on recent NVIDIA GPUs (JAX docs, "Matmul
+# precision"), which has broken MJX training elsewhere: here they are full float32 unless asked.
+# CPUs compute float32 products at full precision either way.
+flags.DEFINE_enum(
+    "matmul_precision", "highest", ["highest", "high", "default"],
+    "jax_default_matmul_precision of every program: highest (float32 products in float32), "
+    "high (bf16_3x / TF32-like on GPUs), default (the backend's: TF32 on recent GPUs). Recorded "
+    "in run.json.")
+
 
 def host_fingerprint() -> str:
     """12 hex digits naming this host's CPU (architecture, model, instruction-set flags) and
@@ -283,6 +292,12 @@ def use_compilation_cache(path: str) -> Optional[str]:
     return where
 
 
+def set_matmul_precision(name: str) -> None:
+    """``jax_default_matmul_precision`` for every later program (``--matmul_precision``)."""
+    import jax
+    jax.config.update("jax_default_matmul_precision", None if name == "default" else name)
+
+
 def _quiet_cpu_loader_log() -> None:
     """jaxlib 0.9 logs two ~3 kB C++ ERROR lines for every program read back from the cache on
     a CPU ("Target machine feature +prefer-no-gather is not supported on the host machine"):
@@ -306,8 +321,11 @@ def run_commands(commands: Sequence[Sequence[str]], workers: int,
     order given, their output going to this process's; command ``i`` starts once command
     ``after[i]`` (an earlier one, or None) has succeeded. Once one fails no further one starts;
     those running finish. Returns every command's exit status (None: not started). If this
-    process is interrupted or terminated (SIGTERM), the running ones are terminated (each
-    command resumes from its last checkpoint when run again)."""
+    process is terminated (SIGTERM), the running ones are terminated; if it is interrupted
+    (SIGINT, Ctrl-C; also where SIGINT was ignored at start), SIGINT goes to the running ones,
+    which stop at their next checkpoint (``guards.StopRequests``), and KeyboardInterrupt is
+    raised once they have; a second Ctrl-C while waiting terminates them. Each command resumes
+    from its last checkpoint when run again."""
     codes: List[Optional[int]] = [None] * len(commands)
     after = list(after) if after is not None else [None] * len(commands)
     running = {}
@@ -318,6 +336,7 @@ def run_commands(commands: Sequence[Sequence[str]], workers: int,
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:                  # `kill` stops the children too (signals: main thread only)
         previous = signal.signal(signal.SIGTERM, terminated)
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while pending or running:
             ready = [i for i in pending if after[i] is None or codes[after[i]] == 0]
@@ -332,9 +351,17 @@ def run_commands(commands: Sequence[Sequence[str]], workers: int,
                 if proc.poll() is not None:
                     codes[i] = proc.returncode
                     del running[i]
+    except KeyboardInterrupt:
+        for proc in running.values():
+            proc.send_signal(signal.SIGINT)
+        for i, proc in list(running.items()):
+            codes[i] = proc.wait()
+            del running[i]
+        raise
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
         for proc in running.values():
             proc.terminate()
         for proc in running.values():
@@ -351,12 +378,18 @@ def run(main: Callable[[Sequence[str]], None],
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]} (flags are --name=value)", 2)
         use_compilation_cache(FLAGS.compilation_cache)
+        set_matmul_precision(FLAGS.matmul_precision)
         try:
             return main(argv)
         except UsageError as e:
             fail(str(e), 2)
+        except Interrupted as e:
+            fail(str(e), e.exit_status)
         except JaxomrlError as e:
             fail(str(e), 1)
+        except KeyboardInterrupt:
+            fail("interrupted (SIGINT); what was complete on disk is kept (checkpoints, "
+                 "datasets): rerun the same command to resume", Interrupted.exit_status)
         except Exception as e:  # noqa: BLE001 -- re-raised unless it is an I/O failure
             cause = io_failure(e)
             if cause is None:

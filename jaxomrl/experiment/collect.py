@@ -38,6 +38,7 @@ import dataclasses
 import functools
 import json
 import os
+import signal
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -48,7 +49,9 @@ from flax import struct
 
 from jaxomrl import envs
 from jaxomrl.data import dataset as dataset_lib
-from jaxomrl.errors import JaxomrlError, NonFiniteError, check_finite_fields, tree_all_finite
+from jaxomrl.errors import (Interrupted, JaxomrlError, NonFiniteError, check_finite_fields,
+                            tree_all_finite)
+from jaxomrl.experiment import guards
 from jaxomrl.envs.base import Task, TaskFamily
 from jaxomrl.experiment.checkpoint import Checkpointer
 from jaxomrl.io import atomic_write_text
@@ -418,8 +421,18 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
 
     ``stop_after_chunks`` stops (returning ``None``) once that many chunks are complete and
     checkpointed in this call -- what a kill at that point leaves behind (used to test resume).
+    Raises ``DirectoryInUse`` if another process is collecting into ``out_dir`` and
+    ``Interrupted`` after SIGINT (Ctrl-C), once the chunk under way is checkpointed
+    (``guards``).
     """
-    os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise CollectConfigError(f"--out_dir {out_dir} is a file, not a directory")
+    with guards.directory_lock(out_dir, "collecting"):
+        return _collect(config, out_dir, log, stop_after_chunks)
+
+
+def _collect(config: CollectConfig, out_dir: str, log: Callable[[str], None],
+             stop_after_chunks: Optional[int]) -> Optional[CollectResult]:
     _check_config_file(config, out_dir)
     finished = _finished(config, out_dir)
     if finished is not None:
@@ -431,46 +444,53 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
     progs = _programs(config)
     num_tasks, k_total = tasks.num_tasks, config.num_checkpoints
     ckpt = Checkpointer(os.path.join(out_dir, "sac_checkpoints"))
-    try:
-        t0 = time.time()
-        keys = jax.random.split(jax.random.PRNGKey(config.seed), num_tasks)
+    with guards.StopRequests() as stop:
+        try:
+            t0 = time.time()
+            keys = jax.random.split(jax.random.PRNGKey(config.seed), num_tasks)
 
-        fresh = functools.partial(_fresh_state, progs, config, tasks, keys)
-        latest = ckpt.latest_step()
-        if latest is not None:
-            state = ckpt.restore(latest, jax.eval_shape(fresh))
-            log(f"resumed from {ckpt.directory} at checkpoint {latest}/{k_total}")
-        else:
-            state = fresh()
-            _check_finite(progs, config, tasks, state, {}, 0, out_dir)
-            ckpt.save(0, state)
-            log(f"{family.name}: SAC on {num_tasks} tasks, {k_total} checkpoints x "
-                f"{config.env_steps_per_checkpoint} env steps per task")
-        done_chunks = int(state.chunk)
-        run_start, ran = time.time(), 0
-        for k in range(done_chunks + 1, k_total + 1):
-            sac_state, bank, metrics = progs.chunk(state.sac, state.bank, tasks, k)
-            ret = metrics["episode_return"]
-            state = CollectState(sac=sac_state, bank=bank, curve=state.curve.at[k].set(ret),
-                                 chunk=jnp.asarray(k, jnp.int32))
-            _check_finite(progs, config, tasks, state, metrics, k, out_dir)
-            ckpt.save(k, state)
-            ran += 1
-            ret = np.asarray(ret)
-            elapsed = time.time() - run_start
-            sps = ran * config.env_steps_per_checkpoint * num_tasks / elapsed
-            eta = elapsed / ran * (k_total - k)
-            finite = ret[np.isfinite(ret)]
-            rets = (f"train return mean {finite.mean():.3f} [min {finite.min():.3f}, max "
-                    f"{finite.max():.3f}] ({finite.size}/{num_tasks} tasks ended episodes)"
-                    if finite.size else "no training episode ended in this chunk")
-            log(f"checkpoint {k}/{k_total} | {k * config.env_steps_per_checkpoint} env steps/task"
-                f" | {rets} | {sps:,.0f} env steps/s | {elapsed:.0f}s, ETA {eta:.0f}s")
-            _write_progress(out_dir, config, np.asarray(state.curve), k)
-            if stop_after_chunks is not None and ran >= stop_after_chunks and k < k_total:
-                return None
-    finally:
-        ckpt.close()
+            fresh = functools.partial(_fresh_state, progs, config, tasks, keys)
+            latest = ckpt.latest_step()
+            if latest is not None:
+                state = ckpt.restore(latest, jax.eval_shape(fresh))
+                log(f"resumed from {ckpt.directory} at checkpoint {latest}/{k_total}")
+            else:
+                state = fresh()
+                _check_finite(progs, config, tasks, state, {}, 0, out_dir)
+                ckpt.save(0, state)
+                log(f"{family.name}: SAC on {num_tasks} tasks, {k_total} checkpoints x "
+                    f"{config.env_steps_per_checkpoint} env steps per task")
+            done_chunks = int(state.chunk)
+            run_start, ran = time.time(), 0
+            for k in range(done_chunks + 1, k_total + 1):
+                sac_state, bank, metrics = progs.chunk(state.sac, state.bank, tasks, k)
+                ret = metrics["episode_return"]
+                state = CollectState(sac=sac_state, bank=bank, curve=state.curve.at[k].set(ret),
+                                     chunk=jnp.asarray(k, jnp.int32))
+                _check_finite(progs, config, tasks, state, metrics, k, out_dir)
+                ckpt.save(k, state)
+                ran += 1
+                ret = np.asarray(ret)
+                elapsed = time.time() - run_start
+                sps = ran * config.env_steps_per_checkpoint * num_tasks / elapsed
+                eta = elapsed / ran * (k_total - k)
+                finite = ret[np.isfinite(ret)]
+                rets = (f"train return mean {finite.mean():.3f} [min {finite.min():.3f}, max "
+                        f"{finite.max():.3f}] ({finite.size}/{num_tasks} tasks ended episodes)"
+                        if finite.size else "no training episode ended in this chunk")
+                log(f"checkpoint {k}/{k_total} | {k * config.env_steps_per_checkpoint} env "
+                    f"steps/task | {rets} | {sps:,.0f} env steps/s | {elapsed:.0f}s, ETA "
+                    f"{eta:.0f}s")
+                _write_progress(out_dir, config, np.asarray(state.curve), k)
+                if stop.requested is not None:
+                    raise Interrupted(
+                        f"collection interrupted ({signal.Signals(stop.requested).name}) after "
+                        f"checkpoint {k}/{k_total}, kept in {out_dir}: rerun the same command to "
+                        "resume")
+                if stop_after_chunks is not None and ran >= stop_after_chunks and k < k_total:
+                    return None
+        finally:
+            ckpt.close()
 
     # Every checkpoint on every task (the learning curves; target returns choose from them).
     t_eval = time.time()
@@ -478,7 +498,7 @@ def collect(config: CollectConfig, out_dir: str, *, log: Callable[[str], None] =
                            np.float64)
     best = evaluated.max(axis=1)
     log(f"evaluated every checkpoint on every task ({time.time() - t_eval:.0f}s): best "
-        f"checkpoint's return {best.mean():.2f} +- {best.std():.2f} over tasks (min "
+        f"checkpoint's return {best.mean():.2f} +- {best.std(ddof=1):.2f} over tasks (min "
         f"{best.min():.2f}); mean return per checkpoint: "
         + " ".join(f"{x:.1f}" for x in evaluated.mean(axis=0)))
     selection = config.checkpoint_ids(evaluated, num_tasks)

@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import time
 from typing import Any, Callable, Collection, Dict, List, Optional, Tuple
 
@@ -47,7 +48,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxomrl.algos.base import FIRST_INPUTS, Algorithm
-from jaxomrl.errors import JaxomrlError, NonFiniteError, steps_finite, tree_all_finite
+from jaxomrl.errors import (Interrupted, JaxomrlError, NonFiniteError, steps_finite,
+                            tree_all_finite)
+from jaxomrl.experiment import guards
+from jaxomrl.experiment.provenance import MADE_WITH, made_with
 from jaxomrl.experiment.checkpoint import Checkpointer
 from jaxomrl.experiment.logger import RunLogger
 from jaxomrl.io import atomic_write_text, require_free_space
@@ -198,9 +202,11 @@ def evaluation_keys(seeds) -> jax.Array:
 
 
 def seed_summary(values: np.ndarray) -> Dict[str, Any]:
-    """Mean, std and the per-seed values of ``[seeds]`` values (``results.json`` entries)."""
+    """Mean, sample std (ddof = 1; null for one seed), n and the per-seed values of ``[seeds]``
+    values (``results.json`` entries; the tables' intervals: ``jaxomrl.eval.stats``)."""
     values = np.asarray(values, np.float64)
-    return {"mean": float(values.mean()), "std": float(values.std()),
+    return {"mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if values.size > 1 else None, "n": int(values.size),
             "per_seed": [float(v) for v in values]}
 
 
@@ -255,6 +261,14 @@ def _read_json(path: str) -> Optional[Dict[str, Any]]:
         return json.load(f)
 
 
+def _saved_identity(workdir: str) -> Optional[Dict[str, Any]]:
+    """``run.json`` without its ``made_with`` record (where and how, not what: not compared)."""
+    saved = _read_json(os.path.join(workdir, RUN_JSON))
+    if saved is not None:
+        saved.pop(MADE_WITH, None)
+    return saved
+
+
 def check_workdir(workdir: str, identity: Dict[str, Any],
                   read_config: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None) -> str:
     """What ``workdir`` holds for a run of ``identity``, checked before any work.
@@ -268,7 +282,7 @@ def check_workdir(workdir: str, identity: Dict[str, Any],
     """
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise RunConfigError(f"workdir {workdir} is a file, not a directory")
-    saved = _read_json(os.path.join(workdir, RUN_JSON))
+    saved = _saved_identity(workdir)
     if saved is None:
         return "new"
     if read_config is not None and isinstance(saved.get("config"), dict):
@@ -475,13 +489,15 @@ def _record_settings_change(workdir: str, identity: Dict[str, Any],
     new settings the workdir's identity and clears ``diverged.json``; returns what changed."""
     run_json = os.path.join(workdir, RUN_JSON)
     previous = _read_json(run_json)
+    made = previous.pop(MADE_WITH, None)
     changes = _read_json(os.path.join(workdir, CHANGES_JSON)) or []
     changes.append({"resumed_after_chunk": done_chunks, "diverged": diverged["message"],
                     "changed": identity_diff(previous, identity),
                     "previous_config": previous["config"]})
     atomic_write_text(os.path.join(workdir, CHANGES_JSON),
                       json.dumps(changes, indent=1, allow_nan=False))
-    atomic_write_text(run_json, json.dumps(identity, indent=1, sort_keys=True))
+    atomic_write_text(run_json, json.dumps({**identity, **({MADE_WITH: made} if made else {})},
+                                           indent=1, sort_keys=True))
     os.remove(os.path.join(workdir, DIVERGED_JSON))
     return changes[-1]["changed"]
 
@@ -586,8 +602,20 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
 
     Returns the results dictionary also written to ``workdir/results.json`` (that of the
     finished run if ``workdir`` already holds this run, finished). Raises ``RunConfigError`` if
-    the workdir holds another run, ``NonFiniteError`` if training or evaluation goes non-finite.
+    the workdir holds another run, ``DirectoryInUse`` if another process is training in it
+    (``guards.directory_lock``), ``NonFiniteError`` if training or evaluation goes non-finite,
+    ``Interrupted`` after SIGINT (Ctrl-C), at the next chunk boundary, checkpointed
+    (``guards.StopRequests``).
     """
+    check_workdir(config.workdir, run_identity(algorithm, config, description),
+                  algorithm.read_config)            # a file, or another run: refused first
+    with guards.directory_lock(config.workdir, f"training {algorithm.name}"):
+        return _run(algorithm, data, eval_data, config, description, stop_after_chunks)
+
+
+def _run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
+         description: Optional[Dict[str, Any]], stop_after_chunks: Optional[int]
+         ) -> Optional[Dict[str, Any]]:
     identity = run_identity(algorithm, config, description)
     status = check_workdir(config.workdir, identity, algorithm.read_config)
     name, workdir, verbose = algorithm.name, config.workdir, config.verbose
@@ -599,7 +627,8 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
     os.makedirs(workdir, exist_ok=True)
     if status == "new":
         atomic_write_text(os.path.join(workdir, RUN_JSON),
-                          json.dumps(identity, indent=1, sort_keys=True))
+                          json.dumps({**identity, MADE_WITH: made_with()}, indent=1,
+                                     sort_keys=True))
     diverged = _read_json(os.path.join(workdir, DIVERGED_JSON)) if status == "diverged" \
         else None
 
@@ -662,68 +691,76 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
     chunks_this_call = 0
     ended_early = {}
     g = first_chunk
-    try:
-        while g < len(schedule):
-            p, c, start, n = schedule[g]
-            if at.phase == p and programs.done[p] is not None and \
-                    np.all(jax.device_get(programs.done[p](at.state))):
-                # Every seed's phase is done: its remaining updates would change no output.
-                last = max(i for i, chunk in enumerate(schedule) if chunk[0] == p)
-                ckpt.save(last + 1, {"inputs": at.inputs, "state": at.state})
-                global_step += sum(chunk[3] for chunk in schedule[g:last + 1])
-                done_at = ended_early.setdefault(algorithm.phases[p].name, start)
+    with guards.StopRequests() as stop:
+        try:
+            while g < len(schedule):
+                p, c, start, n = schedule[g]
+                if at.phase == p and programs.done[p] is not None and \
+                        np.all(jax.device_get(programs.done[p](at.state))):
+                    # Every seed's phase is done: its remaining updates would change no output.
+                    last = max(i for i, chunk in enumerate(schedule) if chunk[0] == p)
+                    ckpt.save(last + 1, {"inputs": at.inputs, "state": at.state})
+                    global_step += sum(chunk[3] for chunk in schedule[g:last + 1])
+                    done_at = ended_early.setdefault(algorithm.phases[p].name, start)
+                    if verbose:
+                        print(f"[{name}] {algorithm.phases[p].name}: done for every seed after "
+                              f"{done_at} of {algorithm.phases[p].num_steps} steps; the rest are "
+                              "skipped (they would change no output)", flush=True)
+                    g = last + 1
+                    continue
+                phase = algorithm.phases[p]
+                if at.phase != p:
+                    if at.phase is not None:
+                        at.inputs = programs.output[at.phase](at.state, at.aux)
+                        _publish(algorithm, at.phase, at.inputs, digests[at.phase], config)
+                    k_init = jax.vmap(lambda k: jax.random.fold_in(k, 0))(phase_keys[p])
+                    at.aux = programs.prepare[p](at.inputs, data)
+                    at.state = programs.init[p](k_init, at.aux, data)
+                    at.phase = p
+                    t_phase, steps_phase = time.time(), 0
+                elif chunks_this_call == 0:
+                    t_phase, steps_phase = time.time(), 0
+                key = jax.vmap(lambda k: jax.random.fold_in(k, 1 + c))(phase_keys[p])
+                at.state, metrics, finite, ran = programs.chunk(p, n)(at.state, key, at.aux, data)
+                metrics, finite, ran = jax.device_get((metrics, finite, ran))
+                if int(np.max(ran)) < n:               # every seed done within the chunk
+                    ended_early[phase.name] = start + int(np.max(ran))
+                problem = _nonfinite_message(name, phase.name, start, n, finite[0], finite[1],
+                                             seeds)
+                if problem:
+                    raise _diverged(algorithm, schedule, ckpt, workdir, problem)
+                global_step += n
+                steps_phase += n
+                elapsed = time.time() - t_start
+                require_free_space(workdir)
+                logger.write(phase.name, start + n, global_step, elapsed, metrics)
+                if p == last_phase and config.eval_every and (start + n) % config.eval_every == 0 \
+                        and start + n < phase.num_steps:
+                    log_eval(at, start + n, global_step, elapsed)
+                chunks_this_call += 1
+                stopping = (stop_after_chunks is not None and chunks_this_call >= stop_after_chunks
+                            or stop.requested is not None)
+                phase_ends = g + 1 == len(schedule) or schedule[g + 1][0] != p
+                if (g + 1) % config.checkpoint_every_chunks == 0 or phase_ends or stopping:
+                    ckpt.save(g + 1, {"inputs": at.inputs, "state": at.state})
                 if verbose:
-                    print(f"[{name}] {algorithm.phases[p].name}: done for every seed after "
-                          f"{done_at} of {algorithm.phases[p].num_steps} steps; the rest are "
-                          "skipped (they would change no output)", flush=True)
-                g = last + 1
-                continue
-            phase = algorithm.phases[p]
-            if at.phase != p:
-                if at.phase is not None:
-                    at.inputs = programs.output[at.phase](at.state, at.aux)
-                    _publish(algorithm, at.phase, at.inputs, digests[at.phase], config)
-                k_init = jax.vmap(lambda k: jax.random.fold_in(k, 0))(phase_keys[p])
-                at.aux = programs.prepare[p](at.inputs, data)
-                at.state = programs.init[p](k_init, at.aux, data)
-                at.phase = p
-                t_phase, steps_phase = time.time(), 0
-            elif chunks_this_call == 0:
-                t_phase, steps_phase = time.time(), 0
-            key = jax.vmap(lambda k: jax.random.fold_in(k, 1 + c))(phase_keys[p])
-            at.state, metrics, finite, ran = programs.chunk(p, n)(at.state, key, at.aux, data)
-            metrics, finite, ran = jax.device_get((metrics, finite, ran))
-            if int(np.max(ran)) < n:               # every seed done within the chunk
-                ended_early[phase.name] = start + int(np.max(ran))
-            problem = _nonfinite_message(name, phase.name, start, n, finite[0], finite[1], seeds)
-            if problem:
-                raise _diverged(algorithm, schedule, ckpt, workdir, problem)
-            global_step += n
-            steps_phase += n
-            elapsed = time.time() - t_start
-            require_free_space(workdir)
-            logger.write(phase.name, start + n, global_step, elapsed, metrics)
-            if p == last_phase and config.eval_every and (start + n) % config.eval_every == 0 \
-                    and start + n < phase.num_steps:
-                log_eval(at, start + n, global_step, elapsed)
-            chunks_this_call += 1
-            stopping = stop_after_chunks is not None and chunks_this_call >= stop_after_chunks
-            phase_ends = g + 1 == len(schedule) or schedule[g + 1][0] != p
-            if (g + 1) % config.checkpoint_every_chunks == 0 or phase_ends or stopping:
-                ckpt.save(g + 1, {"inputs": at.inputs, "state": at.state})
-            if verbose:
-                rate = steps_phase / max(time.time() - t_phase, 1e-9)
-                print(_progress_line(name, phase, start, n, rate, len(seeds), metrics),
-                      flush=True)
-            if stopping and g + 1 < len(schedule):
-                return None
-            g += 1
+                    rate = steps_phase / max(time.time() - t_phase, 1e-9)
+                    print(_progress_line(name, phase, start, n, rate, len(seeds), metrics),
+                          flush=True)
+                if stop.requested is not None:
+                    raise Interrupted(
+                        f"[{name}] interrupted ({signal.Signals(stop.requested).name}) after "
+                        f"chunk {g + 1}/{len(schedule)} ({phase.name} step {start + n}); its "
+                        f"checkpoint is kept in {workdir}: rerun the same command to resume")
+                if stopping and g + 1 < len(schedule):
+                    return None
+                g += 1
 
-        final_step = algorithm.phases[last_phase].num_steps
-        evaluation = log_eval(at, final_step, global_step, time.time() - t_start)
-    finally:
-        ckpt.close()
-        logger.close()
+            final_step = algorithm.phases[last_phase].num_steps
+            evaluation = log_eval(at, final_step, global_step, time.time() - t_start)
+        finally:
+            ckpt.close()
+            logger.close()
     _check_evaluation(name, evaluation, seeds)
     changes = _read_json(os.path.join(workdir, CHANGES_JSON))
     results = {
@@ -736,6 +773,7 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
         "phases_shared_in_this_call": shared,
         "phases_ended_early_in_this_call": ended_early,
         "run": identity,
+        MADE_WITH: made_with(),
     }
     if changes:
         results["settings_changes"] = changes
