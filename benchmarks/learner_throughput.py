@@ -9,10 +9,12 @@ configuration.
 
     python benchmarks/learner_throughput.py --seeds=1,5,20 --updates=100
 
-Prints a table and, on its last line, one JSON object. Needs ``torch`` (optional dependency).
+Prints a table and, on its last line, one JSON object. The PyTorch loop needs ``torch`` (an
+optional dependency); without it the JAX programs are timed alone.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -254,27 +256,32 @@ def main(argv):
     machine = (f"{platform.machine()}, {os.cpu_count()} cpus, jax {jax.__version__} "
                f"({jax.devices()[0].platform})")
     peak = _run_child(["--worker=peak"])
-    results = [_run_child(["--worker=torch"])]
+    has_torch = importlib.util.find_spec("torch") is not None    # optional: the bench extra
+    results = [_run_child(["--worker=torch"])] if has_torch else []
     for s in FLAGS.seeds:
         results.append(_run_child(["--worker=jax", f"--num_seeds={s}"]))
-    torch_rate = results[0]["seed_updates_per_s"]
+    torch_rate = results[0]["seed_updates_per_s"] if has_torch else float("nan")
     peak_rate = peak["f32_matmul_gflop_per_s"]
-    print(f"machine: {machine}; torch {results[0].get('torch')} "
-          f"({results[0].get('torch_device')}); head={FLAGS.head}, hidden="
-          f"{','.join(FLAGS.hidden)}, batch={FLAGS.batch}, {FLAGS.updates} updates per call")
+    print(f"machine: {machine}; "
+          + (f"torch {results[0].get('torch')} ({results[0].get('torch_device')})" if has_torch
+             else "torch not installed: no PyTorch loop to compare with (pip install torch)")
+          + f"; head={FLAGS.head}, hidden={','.join(FLAGS.hidden)}, batch={FLAGS.batch}, "
+          f"{FLAGS.updates} updates per call")
     print(f"f32 matmul peak (XLA, {peak['matmul_size']}^2): {peak_rate:,.1f} GFLOP/s")
     print(f"{'framework':10s} {'seeds':>5s} {'seed-updates/s':>15s} {'vs torch':>9s} "
           f"{'MFLOP/update':>13s} {'GFLOP/s':>8s} {'of peak':>8s} {'peak RSS MiB':>13s}")
     for r in results:
-        r["speedup_vs_torch_loop"] = r["seed_updates_per_s"] / torch_rate
+        r["speedup_vs_torch_loop"] = (r["seed_updates_per_s"] / torch_rate if has_torch
+                                      else None)
         if r["framework"] == "jax":
             r["fraction_of_matmul_peak"] = r["achieved_gflop_per_s"] / peak_rate
             flop_cols = (f"{r['xla_flops_per_update'] / 1e6:13,.1f} "
                          f"{r['achieved_gflop_per_s']:8.1f} {r['fraction_of_matmul_peak']:8.2f}")
         else:
             flop_cols = f"{'':13s} {'':8s} {'':8s}"
+        vs_torch = f"{r['speedup_vs_torch_loop']:9.2f}" if has_torch else f"{'-':>9s}"
         print(f"{r['framework']:10s} {r['seeds']:5d} {r['seed_updates_per_s']:15,.0f} "
-              f"{r['speedup_vs_torch_loop']:9.2f} {flop_cols} {r['peak_rss_mib']:13,.0f}")
+              f"{vs_torch} {flop_cols} {r['peak_rss_mib']:13,.0f}")
     print(json.dumps({"machine": machine, "peak": peak, "results": results}))
 
 

@@ -165,7 +165,10 @@ def main(_):
     machine = (f"{platform.processor() or platform.machine()}, {jax.local_device_count()} "
                f"{jax.default_backend()} device(s) ({jax.devices()[0].device_kind}), "
                f"jax {jax.__version__}, mujoco {mujoco.__version__}")
-    families = {n: envs.make(n, physics="mjx") for n in names}
+    # MJX families on MJX; pure-JAX families (the point robot) have no physics backend to choose
+    # and are measured as they are, without the MuJoCo comparisons.
+    families = {n: envs.make(n, physics="mjx") if envs.has_physics(n) else envs.make(n)
+                for n in names}
     # MuJoCo C first, before any XLA thread pool exists.
     c_ref = {n: mujoco_c_physics_steps_per_s(f, _C_STEPS.value, _REPEATS.value)
              for n, f in families.items() if isinstance(f, MJXFamily)}
