@@ -15,8 +15,10 @@ seen (training) and unseen (test) tasks, in one jitted program vmapped over seed
 * ReDA's d(phi) of every encoder (training-data vs held-out-checkpoint contexts).
 
 Writes to ``--out`` (default ``<workdir>/evaluation``): ``results.json`` (per-seed x per-task x
-per-episode returns and summaries), ``tables.md`` (mean ± std over seeds, best in bold; also
-printed), ``adaptation.png`` (return per adaptation episode), ``protocols.png`` (bars per
+per-episode returns and summaries), ``tables.md`` (mean ± sample std over seeds [95 % bootstrap
+interval over seeds, stratified by task], best in bold, ``≈`` where not distinguishable from it,
+the IQM over seeds and tasks; also printed; ``--render=<dir>`` writes it again from the
+``results.json``), ``adaptation.png`` (return per adaptation episode), ``protocols.png`` (bars per
 protocol), ``ablations.png`` (an algorithm beside its evaluated ablations), ``tsne.png`` (task
 embeddings coloured by the task parameter; crosses: held-out checkpoint contexts),
 ``learning_curve_*.png`` (if the runs evaluated during training, ``train.py --eval_every``),
@@ -41,7 +43,7 @@ from absl import flags, logging
 
 from jaxomrl.data.sampler import EVAL_SPLITS, run_data
 from jaxomrl.data.dataset import checkpoint_return_table
-from jaxomrl.eval import report
+from jaxomrl.eval import report, stats
 from jaxomrl.eval.adaptation import online_rollout
 from jaxomrl.experiment import cli
 from jaxomrl.experiment.runs import RunLookupError, find_runs, load_data, restore
@@ -75,7 +77,11 @@ flags.DEFINE_integer("trace_tasks", 4, "Unseen tasks in the trace figure (spread
                      "task attribute).")
 flags.DEFINE_float("trace_tolerance", 0.25, "Steps to target: the first step from which the "
                    "traced quantity stays within this distance of the target for 10 steps.")
-flags.mark_flag_as_required("workdir")
+flags.DEFINE_string("render", None, "An evaluation directory (--out of an earlier call): its "
+                    "tables.md written again from its results.json; nothing is evaluated.")
+flags.register_multi_flags_validator(
+    ["workdir", "render"], lambda f: f["workdir"] is not None or f["render"] is not None,
+    "--workdir is required (or --render)")
 cli.require_ints(1, "eval_episodes", "eval_contexts", "tsne_contexts", "trace_tasks")
 cli.require_finite("trace_tolerance", lower=0.0, strict=True)
 
@@ -180,10 +186,9 @@ def steps_to_target(trace: np.ndarray, target: np.ndarray, tolerance: float) -> 
 
 def trace_tasks_of(runs, identities, family, ds, data, eval_data, record: str, specs,
                    num_tasks: int, tolerance: float):
-    """``(split, targets [N], {spec: {"trace": [S, N, H], "steps_to_target": [S, N]}},
-    markdown)``: :func:`trace_run` of ``specs`` in ``num_tasks`` tasks of the evaluation's split
-    (unseen; seen if there are none) spread over the task attribute (the target), and the
-    steps-to-target table."""
+    """``(split, targets [N], {spec: {"trace": [S, N, H], "steps_to_target": [S, N]}})``:
+    :func:`trace_run` of ``specs`` in ``num_tasks`` tasks of the evaluation's split (unseen;
+    seen if there are none) spread over the task attribute (the target)."""
     cli.require_info_keys(family, [record], "trace", EvaluationError)
     split = next(s for s in ("test", "val", "train") if s in eval_data["tasks"])
     attribute = ds.attributes[{"test": ds.is_test, "val": ds.is_val,
@@ -198,20 +203,28 @@ def trace_tasks_of(runs, identities, family, ds, data, eval_data, record: str, s
         values = trace_run(spec, runs[spec], identities[spec], family, ds, data, tasks, record)
         traced[spec] = {"trace": values,
                         "steps_to_target": steps_to_target(values, targets, tolerance)}
-    cols = [f"task {i}" for i in range(len(targets))] + ["mean"]
-    rows = {s: {f"task {i}": v["steps_to_target"][:, i].tolist() for i in range(len(targets))}
-            | {"mean": v["steps_to_target"].mean(1).tolist()} for s, v in traced.items()}
-    text = (f"\n### Steps until {record} stays within {tolerance:g} of the target "
-            f"({SETTLE_STEPS} steps), online episode 1, {SPLITS[split]} tasks (mean ± std over "
-            "seeds; lower is better)\n\n" + report.markdown_table(
-                rows, cols, {f"task {i}": f"target {t:.2f}" for i, t in enumerate(targets)},
-                lower_is_better=cols, digits=1) + "\n")
-    return split, targets, traced, text
+    return split, targets, traced
 
 
-def tables(per_seed: Dict[str, Dict[str, List[float]]], episodes: int) -> str:
+def task_scores(evaluation: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    """``{column: [seeds, tasks]}`` of an evaluation: ``name/ep<k>`` for every episode of a
+    ``[S, T, K]`` array, other arrays over their non-seed axes (the scores whose means over
+    tasks are ``runner.scalar_metrics``)."""
+    out = {}
+    for name, v in evaluation.items():
+        v = np.asarray(v, np.float64)
+        if v.ndim == 3:
+            for e in range(v.shape[2]):
+                out[f"{name}/ep{e + 1}"] = v[:, :, e]
+        else:
+            out[name] = v.reshape(v.shape[0], -1)
+    return out
+
+
+def tables(per_seed: Dict[str, Dict[str, np.ndarray]], episodes: int) -> str:
     """The papers' layouts: protocols x seen/unseen (ReDA tables 1-2), return per adaptation
-    episode (R2PGO fig. 2), d(phi) (ReDA eq. 8)."""
+    episode (R2PGO fig. 2), d(phi) (ReDA eq. 8). ``per_seed[spec][column]``: ``[seeds,
+    tasks]`` scores (:func:`task_scores`)."""
     out = []
     for split, split_name in SPLITS.items():
         cols = [f"{split}_online/ep1", f"{split}_online/ep{episodes}",
@@ -223,7 +236,7 @@ def tables(per_seed: Dict[str, Dict[str, List[float]]], episodes: int) -> str:
         headers = {c: PROTOCOLS[c.split("/")[0][len(split) + 1:]] +
                    (f", ep {c.split('/ep')[1]}" if c.startswith(f"{split}_online") else "")
                    for c in cols}
-        out.append(f"### Return by protocol, {split_name} tasks (mean ± std over seeds)\n\n" +
+        out.append(f"### Return by protocol, {split_name} tasks\n\n" +
                    report.markdown_table(per_seed, cols, headers))
     primary = next((s for s in ("test", "val") if any(f"{s}_online/ep1" in r
                                                        for r in per_seed.values())), "test")
@@ -241,7 +254,58 @@ def tables(per_seed: Dict[str, Dict[str, List[float]]], episodes: int) -> str:
                    "own task)\n\n" + report.markdown_table(
                        rows, dphi, {f"{s}_dphi": f"{n} tasks" for s, n in SPLITS.items()},
                        lower_is_better=dphi, digits=3))
+    iqm_cols = [c for c in ep_cols if any(c in r for r in per_seed.values())]
+    if iqm_cols:
+        out.append(f"### Interquartile mean over (seed, task), {SPLITS[primary]} tasks, online "
+                   "[95 % bootstrap interval]\n\n" + iqm_table(per_seed, iqm_cols))
     return "\n\n".join(out) + "\n"
+
+
+def iqm_table(per_seed: Dict[str, Dict[str, np.ndarray]], columns: List[str]) -> str:
+    """``iqm [interval]`` of every spec's ``[seeds, tasks]`` scores in ``columns``."""
+    lines = ["| algorithm | " + " | ".join(f"ep {c.split('/ep')[1]}" for c in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for spec, cols in per_seed.items():
+        lines.append(f"| {spec} | " + " | ".join(
+            stats.iqm_cell(stats.summarise(cols[c])) if c in cols else "—" for c in columns)
+            + " |")
+    return "\n".join(lines)
+
+
+def render(results: Dict[str, Any]) -> str:
+    """``tables.md`` from an evaluation's ``results.json`` dictionary: the data's behaviour
+    checkpoints, :func:`tables` and the steps-to-target table of a trace."""
+    setup = results["setup"]
+    algorithms = results["algorithms"]
+    seeds = next(iter(algorithms.values()))["seeds"]
+    fmt = lambda m: "-" if m is None else f"{m:.2f}"   # "-": no task of the split has it
+    by_split = setup.get("data_checkpoint_returns_by_split") or {
+        "": setup["data_checkpoint_returns"]}
+    checkpoints = list(next(iter(by_split.values())))
+    experts = ", ".join(f"checkpoint {k}: " + " / ".join(
+        f"{fmt(t.get(k))} {name}".rstrip() for name, t in by_split.items())
+        for k in checkpoints)
+    text = (f"# {setup['family']}: {len(algorithms)} algorithms, seeds {seeds}\n\n"
+            f"Data return of the behaviour checkpoints (mean over tasks): {experts}.\n\n"
+            f"Cells: {stats.CAPTION}, n = {len(seeds)}.\n\n")
+    per_seed = {s: task_scores(a["per_seed_task_episode"]) for s, a in algorithms.items()}
+    text += tables(per_seed, setup["episodes"])
+    trace = results.get("trace")
+    if trace:
+        targets = trace["targets"]
+        cols = [f"task {i}" for i in range(len(targets))] + ["mean"]
+        rows = {}
+        for spec, v in trace["algorithms"].items():
+            steps = np.asarray(v["steps_to_target"], np.float64)           # [S, N]
+            rows[spec] = {f"task {i}": steps[:, i] for i in range(len(targets))}
+            rows[spec]["mean"] = steps
+        text += (f"\n### Steps until {trace['quantity']} stays within {trace['tolerance']:g} of "
+                 f"the target ({SETTLE_STEPS} steps), online episode 1, "
+                 f"{SPLITS[trace.get('split', 'test')]} tasks (lower is better)\n\n"
+                 + report.markdown_table(
+                     rows, cols, {f"task {i}": f"target {t:.2f}" for i, t in enumerate(targets)},
+                     lower_is_better=cols, digits=1) + "\n")
+    return text
 
 
 # adversarial.png's panels: {title: {line label: metrics_adversarial.csv column}}
@@ -378,30 +442,23 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: Optional[int] =
             raise EvaluationError(f"--from_training: the runs were evaluated with different "
                                   f"episodes / contexts {shapes}; evaluate them again instead")
         episodes, contexts = next(iter(shapes.values()))
-    text = tables(per_seed, episodes)
     traced = None
     if trace:
-        trace_split, targets, traced, trace_text = trace_tasks_of(
+        trace_split, targets, traced = trace_tasks_of(
             runs, identities, family, ds, data, eval_data, trace, trace_algos or list(runs),
             trace_tasks, trace_tolerance)
-        text += trace_text
-    tables_by = {SPLITS[s]: checkpoint_return_table(ds, rows) for s, rows in
-                 (("test", ds.is_test), ("val", ds.is_val), ("train", ds.is_train))
-                 if s in splits and rows.any()}
-    fmt = lambda m: "-" if m is None else f"{m:.2f}"   # "-": no task of the split has it
-    experts = ", ".join(f"checkpoint {k}: " + " / ".join(
-        f"{fmt(t[k][0])} {name}".rstrip() for name, t in tables_by.items())
-        for k in ds.meta["checkpoints"])
     seeds = identities[next(iter(runs))]["seeds"]
-    header = (f"# {ds.family}: {len(runs)} algorithms, seeds {seeds}"
-              f"\n\nData return of the behaviour checkpoints (mean over tasks): {experts}.\n\n")
-    atomic_write_text(os.path.join(out_dir, "tables.md"), header + text)
     results = {
         "setup": {"family": ds.family, "episodes": episodes, "contexts": contexts,
                   "from_training": from_training,
                   "ood_data": ood is not None, "runs": runs,
                   "data_checkpoint_returns": {str(k): m for k, (m, _) in
-                                              checkpoint_return_table(ds).items()}},
+                                              checkpoint_return_table(ds).items()},
+                  "data_checkpoint_returns_by_split": {
+                      SPLITS[s]: {str(k): m for k, (m, _) in
+                                  checkpoint_return_table(ds, rows).items()}
+                      for s, rows in (("test", ds.is_test), ("val", ds.is_val),
+                                      ("train", ds.is_train)) if s in splits and rows.any()}},
         "algorithms": {s: {"seeds": identities[s]["seeds"],
                            "summary": {m: seed_summary(v) for m, v in per_seed[s].items()},
                            "per_seed_task_episode": {m: v.tolist()
@@ -410,10 +467,12 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: Optional[int] =
     }
     if traced is not None:
         results["trace"] = {"quantity": trace, "targets": targets.tolist(),
-                            "tolerance": trace_tolerance,
+                            "tolerance": trace_tolerance, "split": trace_split,
                             "algorithms": {s: {"trace": v["trace"].tolist(),
                                                "steps_to_target": v["steps_to_target"].tolist()}
                                            for s, v in traced.items()}}
+    text = render(results)
+    atomic_write_text(os.path.join(out_dir, "tables.md"), text)
     atomic_write_text(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1))
     results["figures"] = plots(out_dir, runs, evaluations, embeddings, ds, episodes,
                                first_seed=seeds[0], splits=splits)
@@ -425,15 +484,31 @@ def evaluate(workdir: str, specs=None, data_path=None, episodes: Optional[int] =
             f"{SPLITS[trace_split]} tasks; thin: seeds",
             ylabel=trace, colour=report.colours(list(runs))))
     if verbose:
-        print("\n" + header + text)
+        print("\n" + text)
         print("wrote " + ", ".join([os.path.join(out_dir, "results.json"),
                                     os.path.join(out_dir, "tables.md")] + results["figures"]))
     return results
 
 
+def render_directory(directory: str) -> str:
+    """Writes ``directory``'s ``tables.md`` again from its ``results.json`` (:func:`render`)."""
+    try:
+        with open(os.path.join(directory, "results.json")) as f:
+            results = json.load(f)
+        text = render(results)
+    except (OSError, ValueError, KeyError) as e:
+        raise cli.UsageError(f"--render: {directory} holds no evaluation's results.json "
+                             f"({e})") from e
+    atomic_write_text(os.path.join(directory, "tables.md"), text)
+    return text
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    if FLAGS.render:
+        print(render_directory(FLAGS.render))
+        return
     evaluate(FLAGS.workdir, FLAGS.algo, FLAGS.data, FLAGS.eval_episodes, FLAGS.eval_contexts,
              FLAGS.tsne_contexts, FLAGS.out, trace=FLAGS.trace, trace_algos=FLAGS.trace_algos,
              trace_tasks=FLAGS.trace_tasks, trace_tolerance=FLAGS.trace_tolerance,

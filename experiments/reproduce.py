@@ -16,11 +16,18 @@ Stages, into ``<workdir>/<recipe>/<scale>/``:
 4. ``evaluation/``: ``evaluate.py`` on the chosen runs in the validation and test tasks -- the
    only time the test tasks are read -- with its tables and figures;
 5. ``table.md`` / ``results.json``: this run beside the paper's numbers (mean ± sample std over
-   seeds, n, a 95 % t-interval) and a verdict on every ordering the paper claims.
+   seeds, n, a 95 % bootstrap interval, the IQM over seeds and tasks; ``jaxomrl.eval.stats``)
+   and a verdict on every ordering the paper claims (a Welch interval of the difference).
 
 ``recipe.json`` holds the recipe, scale, seeds and overrides; the same command resumes a killed
 run from where it stopped (every stage resumes or reuses its outputs), another one is refused
-naming what differs. ``timing.json`` adds up every call's wall-clock per stage.
+naming what differs; one command at a time in a directory (another running one is named).
+Ctrl-C stops the training processes at their next checkpoint. ``timing.json`` adds up every
+call's wall-clock per stage.
+``--render=<dir>`` writes a finished reproduction's ``table.md`` and ``results.json`` again
+from the scores its ``results.json`` keeps (statistics recomputed; nothing trains); for a
+committed one (``experiments/results/recipes/<recipe>/<scale>``) also its section of the results
+page, ``experiments/README.md``, between the page's markers for it.
 ``--set=name=value,...`` overrides ``algos.Settings`` fields of every method (checked against
 their bounds); ``--collect_set`` the collection's settings.
 """
@@ -28,17 +35,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
+import re
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from absl import flags, logging
-from scipy import stats
 
-from jaxomrl.experiment import cli
+from jaxomrl.eval import stats
+from jaxomrl.experiment import cli, guards
 from jaxomrl.experiment import collect as collect_lib
 from jaxomrl.experiment import recipes as recipes_lib
 from jaxomrl.experiment.runner import identity_diff
@@ -55,6 +62,8 @@ flags.DEFINE_string("workdir", "runs/reproduce", "Root directory: <workdir>/<rec
 flags.DEFINE_integer("seeds", None, "Seeds (default: the scale's).")
 flags.DEFINE_list("set", [], "name=value overrides of algos.Settings fields for every method.")
 flags.DEFINE_list("collect_set", [], "name=value overrides of the collection's settings.")
+flags.DEFINE_string("render", None, "A finished reproduction's directory: its table.md and "
+                    "results.json written again from its results.json's scores.")
 flags.DEFINE_integer("workers", 0, "train.py processes side by side (0: one per core).")
 _PHYSICS = cli.define_physics_flag()
 cli.require_ints(1, "seeds")
@@ -62,6 +71,7 @@ cli.require_ints(0, "workers")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "recipes")   # committed tables: <recipe>/<scale>/
+PAGE = os.path.join(HERE, "README.md")                # the results page that shows them
 
 
 def _parse(items: List[str], what: str) -> Dict[str, Any]:
@@ -92,7 +102,7 @@ def _literal(text: str) -> Any:
 
 
 def _flag(name: str, value: Any) -> str:
-    if isinstance(value, tuple):
+    if isinstance(value, (tuple, list)):      # a list: read back from results.json
         value = ",".join(str(v) for v in value)
     elif isinstance(value, bool):
         value = str(value).lower()
@@ -181,12 +191,13 @@ class Reproduction:
 
     # ------------------------------------------------------------------------ stages
     def run(self) -> str:
-        self.claim_directory()
-        self._timed("collect", self.collect)
-        self._timed("train", self.train)
-        chosen = self._timed("select", self.select)
-        self._timed("evaluate", self.evaluate, chosen)
-        return self._timed("table", self.table, chosen)
+        with guards.directory_lock(self.dir, "reproducing"):
+            self.claim_directory()
+            self._timed("collect", self.collect)
+            self._timed("train", self.train)
+            chosen = self._timed("select", self.select)
+            self._timed("evaluate", self.evaluate, chosen)
+            return self._timed("table", self.table, chosen)
 
     @property
     def data_dir(self) -> str:
@@ -332,39 +343,50 @@ def _machine() -> str:
 
 
 # ---------------------------------------------------------------------------- the table
-def interval(values: List[float], level: float = 0.95) -> Tuple[float, float, float, float]:
-    """``(mean, sample std, low, high)``: a t-interval of the mean (nan bounds for n < 2)."""
+def cell_statistics(cell: Dict[str, Any]) -> Dict[str, Any]:
+    """A table cell's statistics from its ``values`` (one per seed) and, where kept, its
+    ``per_task`` scores ``[seeds, tasks]`` (``jaxomrl.eval.stats``): mean, sample std, n, the
+    bootstrap interval of the mean, the IQM over (seed, task) pairs and its interval."""
+    summary = stats.summarise(cell.get("per_task") or cell["values"])
+    j = summary.to_json()
+    return {"mean": j["mean"], "std": j["std"], "n": j["n"], "interval": [j["low"], j["high"]],
+            "iqm": j["iqm"], "iqm_interval": [j["iqm_low"], j["iqm_high"]]}
+
+
+def claim_verdicts(recipe: recipes_lib.Recipe, rows: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Every ordering the paper claims that this run has both sides of: the Welch interval of
+    the difference of seed means and the verdict (``stats.compare``)."""
+    claims = []
+    for c in recipe.claims:
+        if c.better not in rows or c.worse not in rows:
+            continue
+        a = rows[c.better]["columns"][c.column].get("values")
+        b = rows[c.worse]["columns"][c.column].get("values")
+        entry = {"claim": f"{c.better} {'below' if c.lower_is_better else 'above'} {c.worse} "
+                          f"in {c.column}"}
+        entry.update(stats.compare(a, b, c.lower_is_better).to_json() if a and b
+                     else {"verdict": "not run"})
+        claims.append(entry)
+    return claims
+
+
+def _per_task(algorithm: Dict[str, Any], key: str) -> Optional[List[List[float]]]:
+    """``[seeds, tasks]`` scores of column ``key`` (``<split>_<metric>/ep<k>`` or a metric)
+    from evaluate.py's per-seed x per-task x per-episode arrays, None if not kept."""
+    metric, _, episode = key.partition("/ep")
+    values = algorithm.get("per_seed_task_episode", {}).get(metric)
+    if values is None:
+        return None
     x = np.asarray(values, np.float64)
-    mean = float(x.mean())
-    if x.size < 2:
-        return mean, float("nan"), float("nan"), float("nan")
-    std = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1)) * std / math.sqrt(x.size)
-    return mean, std, mean - half, mean + half
-
-
-def verdict(better: List[float], worse: List[float], lower_is_better: bool = False,
-            level: float = 0.95) -> Dict[str, Any]:
-    """Whether ``better``'s mean is above ``worse``'s (below with ``lower_is_better``) and
-    whether a Welch t-interval of the difference excludes 0 at ``level``."""
-    a, b = np.asarray(better, np.float64), np.asarray(worse, np.float64)
-    diff = float(a.mean() - b.mean()) * (-1 if lower_is_better else 1)
-    if a.size >= 2 and b.size >= 2 and (a.std() > 0 or b.std() > 0):
-        ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
-        low, high = sorted(float(v) * (-1 if lower_is_better else 1) for v in ci)
-    else:
-        low = high = float("nan")
-    distinct = bool(np.isfinite(low) and (low > 0 or high < 0))
-    held = diff > 0
-    word = ("held" if held else "reversed") + ("" if distinct else ", not distinguishable")
-    return {"held": held, "distinguishable": distinct, "difference": diff,
-            "interval": [low, high], "verdict": word}
+    x = x[:, :, int(episode) - 1] if episode and x.ndim == 3 else x.reshape(x.shape[0], -1)
+    return x.tolist()
 
 
 def summarise(recipe: recipes_lib.Recipe, evaluation: Dict[str, Any], selection: Dict[str, Any],
               summary: Dict[str, Any]) -> Dict[str, Any]:
-    """Per method and column: this run's per-seed values, mean, sample std, n, 95 % interval
-    and the paper's number; every claim's verdict; the options each method ran with."""
+    """Per method and column: this run's per-seed (and per-task) scores, their statistics
+    (:func:`cell_statistics`) and the paper's number; every claim's verdict; the options each
+    method ran with."""
     algorithms = evaluation["algorithms"]
     rows = {}
     for m in recipe.methods:
@@ -379,22 +401,14 @@ def summarise(recipe: recipes_lib.Recipe, evaluation: Dict[str, Any], selection:
             cell = {"paper": next(([n.mean, n.std] for n in recipe.paper_numbers
                                    if n.method == m.label and n.column == column), None)}
             if key in per_seed:
-                values = per_seed[key]["per_seed"]
-                mean, std, low, high = interval(values)
-                cell.update(values=values, mean=mean, std=std, n=len(values),
-                            interval=[low, high])
+                cell.update(values=per_seed[key]["per_seed"])
+                per_task = _per_task(algorithms[m.spec], key)
+                if per_task is not None:
+                    cell["per_task"] = per_task
+                cell.update(cell_statistics(cell))
             row["columns"][column] = cell
         rows[m.label] = row
-    claims = []
-    for c in recipe.claims:
-        if c.better not in rows or c.worse not in rows:
-            continue
-        a = rows[c.better]["columns"][c.column].get("values")
-        b = rows[c.worse]["columns"][c.column].get("values")
-        entry = {"claim": f"{c.better} {'below' if c.lower_is_better else 'above'} {c.worse} "
-                          f"in {c.column}"}
-        entry.update(verdict(a, b, c.lower_is_better) if a and b else {"verdict": "not run"})
-        claims.append(entry)
+    claims = claim_verdicts(recipe, rows)
     is_test = np.asarray(summary.get("split", ["test" if t else "train"
                                                for t in summary["is_test"]])) == "test"
     best = np.asarray(summary["best_return"], np.float64)
@@ -409,12 +423,16 @@ def _settings_text(values: Dict[str, Any]) -> str:
     return " ".join(_flag(k, v) for k, v in values.items())
 
 
-def _cell(cell: Dict[str, Any]) -> str:
+def _cell(cell: Dict[str, Any], value: str = "mean") -> str:
+    """``mean ± std [interval]`` (``value="iqm"``: ``iqm [interval]``) of a stored cell."""
     if "mean" not in cell:
         return "—"
-    text = f"{cell['mean']:.1f} ± {cell['std']:.1f}"
-    if np.isfinite(cell["interval"][0]):
-        text += f" [{cell['interval'][0]:.1f}, {cell['interval'][1]:.1f}]"
+    text = f"{cell[value]:.1f}"
+    if value == "mean" and cell["std"] is not None:
+        text += f" ± {cell['std']:.1f}"
+    low, high = cell["interval" if value == "mean" else "iqm_interval"]
+    if low is not None and high is not None:
+        text += f" [{low:.1f}, {high:.1f}]"
     return text
 
 
@@ -426,7 +444,8 @@ def markdown(recipe: recipes_lib.Recipe, result: Dict[str, Any]) -> str:
              f"Recipe `{recipe.name}` v{recipe.version}, scale `{result['scale']}`: "
              f"`{result['command']}`",
              "",
-             f"This run: mean ± sample std over n = {n} seeds [95 % t-interval], on "
+             f"This run: mean ± sample std over n = {n} seeds [95 % stratified-bootstrap "
+             f"interval of the mean], on "
              f"{result['test_tasks']} test tasks (task seed {recipe.task_seed}) evaluated once, "
              "after every choice. Each method's options were chosen by "
              f"`{result['selection_metric']}` on {result['validation_tasks']} validation tasks. "
@@ -446,6 +465,11 @@ def markdown(recipe: recipes_lib.Recipe, result: Dict[str, Any]) -> str:
             cells += [_cell(cell), "—" if paper is None else
                       f"{paper[0]:.1f}" + ("" if paper[1] is None else f" ± {paper[1]:.1f}")]
         lines.append(f"| {label} | {opts} | " + " | ".join(cells) + " |")
+    lines += ["", "Interquartile mean over every (seed, test task) score [95 % bootstrap "
+                  "interval]:", "", "| method | " + " | ".join(cols) + " |",
+              "|---|" + "---:|" * len(cols)]
+    lines += [f"| {label} | " + " | ".join(_cell(row["columns"][c], "iqm") for c in cols) + " |"
+              for label, row in result["rows"].items()]
     best = result["data"]["best_checkpoint_test"]
     if best is not None:
         lines += ["", f"The data's best behaviour checkpoint on the test tasks: {best:.1f} "
@@ -459,8 +483,9 @@ def markdown(recipe: recipes_lib.Recipe, result: Dict[str, Any]) -> str:
     lines += ["", "## The paper's orderings", "", "| claim | difference [95 % Welch interval] | "
               "verdict |", "|---|---:|---|"]
     for c in result["claims"]:
-        diff = ("—" if "difference" not in c else
-                f"{c['difference']:.1f} [{c['interval'][0]:.1f}, {c['interval'][1]:.1f}]")
+        low, high = c.get("interval", (None, None))
+        diff = ("—" if "difference" not in c else f"{c['difference']:.1f}" +
+                ("" if low is None or high is None else f" [{low:.1f}, {high:.1f}]"))
         lines.append(f"| {c['claim']} | {diff} | {c['verdict']} |")
     lines += ["", "## What each choice was made on", "", "| setting | value | made on | note |",
               "|---|---|---|---|"]
@@ -468,6 +493,57 @@ def markdown(recipe: recipes_lib.Recipe, result: Dict[str, Any]) -> str:
     if recipe.notes:
         lines += ["", recipe.notes]
     return "\n".join(lines) + "\n"
+
+
+def render(directory: str) -> str:
+    """:func:`markdown` of a finished reproduction again, its statistics recomputed from the
+    scores its ``results.json`` keeps (per task from ``evaluation/results.json`` where it is
+    there); writes ``table.md`` and ``results.json``."""
+    try:
+        with open(os.path.join(directory, "results.json")) as f:
+            result = json.load(f)
+        with open(os.path.join(directory, "recipe.json")) as f:
+            recipe = recipes_lib.from_json(json.load(f)["recipe"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise cli.UsageError(f"--render: {directory} holds no finished reproduction ({e})") from e
+    current = recipes_lib.RECIPES.get(recipe.name)
+    if current is not None and current.version == recipe.version:
+        recipe = dataclasses.replace(recipe, notes=current.notes)
+    evaluation = {}
+    if os.path.exists(os.path.join(directory, "evaluation", "results.json")):
+        with open(os.path.join(directory, "evaluation", "results.json")) as f:
+            evaluation = json.load(f)["algorithms"]
+    for row in result["rows"].values():
+        for column, cell in row["columns"].items():
+            if "values" not in cell:
+                continue
+            if row["spec"] in evaluation:   # the per-task scores where evaluate.py kept them
+                per_task = _per_task(evaluation[row["spec"]], recipe.columns[column])
+                if per_task is not None:
+                    cell["per_task"] = per_task
+            cell.update(cell_statistics(cell))
+    result["claims"] = claim_verdicts(recipe, result["rows"])
+    text = markdown(recipe, result)
+    atomic_write_text(os.path.join(directory, "table.md"), text)
+    atomic_write_text(os.path.join(directory, "results.json"), json.dumps(result, indent=1))
+    if os.path.abspath(directory) == os.path.join(RESULTS, recipe.name, result["scale"]):
+        update_results_page(recipe.name, result["scale"], text)   # a committed result
+    return text
+
+
+def update_results_page(recipe: str, scale: str, text: str, page: str = PAGE) -> bool:
+    """Puts ``text`` (a ``table.md``: its title dropped, its sections two levels down) between
+    the results page's markers ``<!-- reproduce <recipe>/<scale> -->`` and ``<!-- /reproduce
+    <recipe>/<scale> -->``; returns whether the page has them."""
+    begin, end = f"<!-- reproduce {recipe}/{scale} -->", f"<!-- /reproduce {recipe}/{scale} -->"
+    with open(page) as f:
+        current = f.read()
+    if begin not in current or end not in current:
+        return False
+    body = re.sub(r"^## ", "#### ", text.split("\n", 2)[2].strip(), flags=re.M)
+    head, rest = current.split(begin, 1)
+    atomic_write_text(page, head + begin + "\n" + body + "\n" + end + rest.split(end, 1)[1])
+    return True
 
 
 def last_result(recipe: recipes_lib.Recipe, scale: str) -> Optional[str]:
@@ -508,6 +584,9 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     if FLAGS.list:
         print(list_recipes())
+        return
+    if FLAGS.render:
+        print(render(FLAGS.render))
         return
     if not FLAGS.recipe:
         raise cli.UsageError("give --recipe (see --list)")

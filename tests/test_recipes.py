@@ -159,6 +159,9 @@ def _check_table(directory, recipe):
         assert any(k.startswith("val_") for k in metrics)
         assert not any(k.startswith("test_") for k in metrics)
     assert "## The paper's orderings" in table
+    first = next(iter(result["rows"].values()))["columns"][next(iter(recipe.columns))]
+    assert np.asarray(first["per_task"]).shape[0] == len(first["values"])   # [seeds, tasks]
+    assert first["iqm_interval"] and "Interquartile mean" in table
     return result
 
 
@@ -167,7 +170,16 @@ def test_reproduce_reda_recipe_tiny(tmp_path):
     proc = _reproduce(recipe.name, tmp_path)
     out, _ = proc.communicate(timeout=2400)
     assert proc.returncode == 0, out[-4000:]
-    result = _check_table(tmp_path / recipe.name / "tiny", recipe)
+    directory = tmp_path / recipe.name / "tiny"
+    result = _check_table(directory, recipe)
+    # --render: the same table and results from the scores results.json keeps
+    table, kept = (directory / "table.md").read_text(), (directory / "results.json").read_text()
+    render = subprocess.run([sys.executable, REPRODUCE, f"--render={directory}"], cwd=ROOT,
+                            capture_output=True, text=True,
+                            env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert render.returncode == 0, render.stderr[-2000:]
+    assert (directory / "table.md").read_text() == table
+    assert json.loads((directory / "results.json").read_text()) == json.loads(kept)
     assert {c["claim"] for c in result["claims"]} == {
         "ReDA above OM-SAC in on-policy (table 1)", "ReDA above OM-SAC in off-policy (table 2)"}
 
@@ -210,3 +222,25 @@ def test_list_shows_every_recipe_and_scale():
     for name in recipes.RECIPES:
         assert name in out.stdout
     assert out.stdout.count("last committed result") == 3 * len(recipes.RECIPES)
+
+
+def test_a_rendered_table_replaces_only_its_own_section_of_the_results_page(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("reproduce_for_test", REPRODUCE)
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    page = tmp_path / "README.md"
+    page.write_text("intro\n<!-- reproduce a/cpu -->\nold a\n<!-- /reproduce a/cpu -->\nmiddle\n"
+                    "<!-- reproduce b/cpu -->\nold b\n<!-- /reproduce b/cpu -->\nend\n")
+    table = "# Title\n\nThis run.\n\n## The paper's orderings\n\n| claim |\n"
+    assert reproduce.update_results_page("a", "cpu", table, str(page))
+    assert page.read_text() == (
+        "intro\n<!-- reproduce a/cpu -->\nThis run.\n\n#### The paper's orderings\n\n| claim |\n"
+        "<!-- /reproduce a/cpu -->\nmiddle\n<!-- reproduce b/cpu -->\nold b\n"
+        "<!-- /reproduce b/cpu -->\nend\n")
+    assert not reproduce.update_results_page("c", "cpu", table, str(page))
+    # the committed pages' markers: every recipe section of experiments/README.md has both
+    text = open(os.path.join(ROOT, "experiments", "README.md")).read()
+    for name in ("r2pgo_cheetah_vel", "point_robot_comparison"):
+        assert text.count(f"<!-- reproduce {name}/cpu -->") == 1
+        assert text.count(f"<!-- /reproduce {name}/cpu -->") == 1
