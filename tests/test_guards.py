@@ -47,13 +47,14 @@ def _per_task(workdir):
     return json.loads((workdir / "bc" / "results.json").read_text())["per_task"]
 
 
-@pytest.mark.parametrize("ignore_sigint", [False, True])
 def test_sigint_stops_at_a_chunk_boundary_and_the_rerun_equals_an_uninterrupted_run(
-        data_dir, tmp_path, ignore_sigint):
+        data_dir, tmp_path):
+    # Started with SIGINT ignored, as a shell starts a background job: the harder case (a
+    # foreground command's default handler is replaced by the same one).
     w = tmp_path / "w"
     args = (*LONG, "--policy_steps=600", "--chunk_steps=10", f"--data={data_dir}",
             f"--workdir={w}", "--seeds=1")
-    proc = _start(*args, ignore_sigint=ignore_sigint)
+    proc = _start(*args, ignore_sigint=True)
     _wait_for_progress(proc)
     os.killpg(proc.pid, signal.SIGINT)         # Ctrl-C: the whole foreground group
     t0 = time.time()

@@ -225,20 +225,25 @@ def test_list_shows_every_recipe_and_scale():
 
 
 def test_a_rendered_table_replaces_only_its_own_section_of_the_results_page(tmp_path):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("reproduce_for_test", REPRODUCE)
-    reproduce = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reproduce)
     page = tmp_path / "README.md"
     page.write_text("intro\n<!-- reproduce a/cpu -->\nold a\n<!-- /reproduce a/cpu -->\nmiddle\n"
                     "<!-- reproduce b/cpu -->\nold b\n<!-- /reproduce b/cpu -->\nend\n")
     table = "# Title\n\nThis run.\n\n## The paper's orderings\n\n| claim |\n"
-    assert reproduce.update_results_page("a", "cpu", table, str(page))
+
+    def update(recipe):     # in a process of its own: reproduce.py defines absl flags
+        code = ("import importlib.util, sys; s = importlib.util.spec_from_file_location('r', "
+                f"{REPRODUCE!r}); m = importlib.util.module_from_spec(s); s.loader.exec_module(m);"
+                f" sys.exit(0 if m.update_results_page({recipe!r}, 'cpu', {table!r}, "
+                f"{str(page)!r}) else 3)")
+        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                              text=True, env=dict(os.environ, JAX_PLATFORMS="cpu")).returncode
+
+    assert update("a") == 0
     assert page.read_text() == (
         "intro\n<!-- reproduce a/cpu -->\nThis run.\n\n#### The paper's orderings\n\n| claim |\n"
         "<!-- /reproduce a/cpu -->\nmiddle\n<!-- reproduce b/cpu -->\nold b\n"
         "<!-- /reproduce b/cpu -->\nend\n")
-    assert not reproduce.update_results_page("c", "cpu", table, str(page))
+    assert update("c") == 3
     # the committed pages' markers: every recipe section of experiments/README.md has both
     text = open(os.path.join(ROOT, "experiments", "README.md")).read()
     for name in ("r2pgo_cheetah_vel", "point_robot_comparison"):
