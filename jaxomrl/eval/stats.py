@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any, Dict, Sequence
 
 import numpy as np
@@ -120,7 +121,9 @@ def compare(better: Sequence[float], worse: Sequence[float], lower_is_better: bo
     diff = float(a.mean() - b.mean()) * sign
     low = high = float("nan")
     if a.size >= 2 and b.size >= 2 and (a.std() > 0 or b.std() > 0):
-        ci = scipy_stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
+        with warnings.catch_warnings():   # near-equal scores: scipy's note on precision
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ci = scipy_stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
         low, high = sorted(float(v) * sign for v in ci)
     elif a.size >= 2 and b.size >= 2:           # no spread at all: the difference is exact
         low = high = diff
