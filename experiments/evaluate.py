@@ -47,7 +47,8 @@ from jaxomrl.eval import report, stats
 from jaxomrl.eval.adaptation import online_rollout
 from jaxomrl.experiment import cli
 from jaxomrl.experiment.runs import RunLookupError, find_runs, load_data, restore
-from jaxomrl.experiment.runner import RESULTS_JSON, evaluation_keys, scalar_metrics, seed_summary
+from jaxomrl.experiment.runner import (RESULTS_JSON, evaluation_keys, scalar_metrics,
+                                       seed_summary, task_scores)
 from jaxomrl.io import atomic_write_text
 
 FLAGS = flags.FLAGS
@@ -206,25 +207,10 @@ def trace_tasks_of(runs, identities, family, ds, data, eval_data, record: str, s
     return split, targets, traced
 
 
-def task_scores(evaluation: Dict[str, Any]) -> Dict[str, np.ndarray]:
-    """``{column: [seeds, tasks]}`` of an evaluation: ``name/ep<k>`` for every episode of a
-    ``[S, T, K]`` array, other arrays over their non-seed axes (the scores whose means over
-    tasks are ``runner.scalar_metrics``)."""
-    out = {}
-    for name, v in evaluation.items():
-        v = np.asarray(v, np.float64)
-        if v.ndim == 3:
-            for e in range(v.shape[2]):
-                out[f"{name}/ep{e + 1}"] = v[:, :, e]
-        else:
-            out[name] = v.reshape(v.shape[0], -1)
-    return out
-
-
 def tables(per_seed: Dict[str, Dict[str, np.ndarray]], episodes: int) -> str:
     """The papers' layouts: protocols x seen/unseen (ReDA tables 1-2), return per adaptation
     episode (R2PGO fig. 2), d(phi) (ReDA eq. 8). ``per_seed[spec][column]``: ``[seeds,
-    tasks]`` scores (:func:`task_scores`)."""
+    tasks]`` scores (``runner.task_scores``)."""
     out = []
     for split, split_name in SPLITS.items():
         cols = [f"{split}_online/ep1", f"{split}_online/ep{episodes}",

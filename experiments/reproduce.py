@@ -48,7 +48,7 @@ from jaxomrl.eval import stats
 from jaxomrl.experiment import cli, guards
 from jaxomrl.experiment import collect as collect_lib
 from jaxomrl.experiment import recipes as recipes_lib
-from jaxomrl.experiment.runner import identity_diff
+from jaxomrl.experiment.runner import identity_diff, task_scores
 from jaxomrl.errors import JaxomrlError
 from jaxomrl.io import atomic_write_text
 
@@ -373,13 +373,8 @@ def claim_verdicts(recipe: recipes_lib.Recipe, rows: Dict[str, Any]) -> List[Dic
 def _per_task(algorithm: Dict[str, Any], key: str) -> Optional[List[List[float]]]:
     """``[seeds, tasks]`` scores of column ``key`` (``<split>_<metric>/ep<k>`` or a metric)
     from evaluate.py's per-seed x per-task x per-episode arrays, None if not kept."""
-    metric, _, episode = key.partition("/ep")
-    values = algorithm.get("per_seed_task_episode", {}).get(metric)
-    if values is None:
-        return None
-    x = np.asarray(values, np.float64)
-    x = x[:, :, int(episode) - 1] if episode and x.ndim == 3 else x.reshape(x.shape[0], -1)
-    return x.tolist()
+    scores = task_scores(algorithm.get("per_seed_task_episode", {})).get(key)
+    return None if scores is None else scores.tolist()
 
 
 def summarise(recipe: recipes_lib.Recipe, evaluation: Dict[str, Any], selection: Dict[str, Any],
@@ -424,16 +419,15 @@ def _settings_text(values: Dict[str, Any]) -> str:
 
 
 def _cell(cell: Dict[str, Any], value: str = "mean") -> str:
-    """``mean ± std [interval]`` (``value="iqm"``: ``iqm [interval]``) of a stored cell."""
+    """``mean ± std [interval]`` (``value="iqm"``: ``iqm [interval]``) of a stored cell
+    (:func:`cell_statistics`'s), in ``stats.cell`` / ``stats.iqm_cell``'s form."""
     if "mean" not in cell:
         return "—"
-    text = f"{cell[value]:.1f}"
-    if value == "mean" and cell["std"] is not None:
-        text += f" ± {cell['std']:.1f}"
-    low, high = cell["interval" if value == "mean" else "iqm_interval"]
-    if low is not None and high is not None:
-        text += f" [{low:.1f}, {high:.1f}]"
-    return text
+    nan = lambda v: float("nan") if v is None else v
+    summary = stats.Summary(cell["mean"], nan(cell["std"]), cell["n"],
+                            *map(nan, cell["interval"]), cell["iqm"],
+                            *map(nan, cell["iqm_interval"]))
+    return (stats.cell if value == "mean" else stats.iqm_cell)(summary, 1)
 
 
 def markdown(recipe: recipes_lib.Recipe, result: Dict[str, Any]) -> str:

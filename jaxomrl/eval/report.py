@@ -37,6 +37,11 @@ def _std(values: np.ndarray, axis: int) -> np.ndarray:
 NOT_DISTINGUISHABLE = "≈"
 
 
+def _seed_means(scores: np.ndarray) -> np.ndarray:
+    """``[seeds]``: the task mean of ``[seeds, tasks]`` scores (``[seeds]`` ones as they are)."""
+    return scores.mean(axis=1) if scores.ndim == 2 else scores
+
+
 def markdown_table(rows: Mapping[str, Mapping[str, Sequence]], columns: Sequence[str],
                    headers: Optional[Mapping[str, str]] = None,
                    lower_is_better: Sequence[str] = (), digits: int = 2,
@@ -70,8 +75,8 @@ def markdown_table(rows: Mapping[str, Mapping[str, Sequence]], columns: Sequence
             if len(summaries) > 1 and round(s[c].mean, digits) == round(best[c][0], digits):
                 text = f"**{text}**"
             elif len(summaries) > 1 and c in best:
-                seed_means = lambda v: v.mean(axis=1) if v.ndim == 2 else v
-                if not stats.compare(seed_means(values[best[c][1]][c]), seed_means(values[r][c]),
+                if not stats.compare(_seed_means(values[best[c][1]][c]),
+                                     _seed_means(values[r][c]),
                                      c in lower_is_better).distinguishable:
                     text += " " + NOT_DISTINGUISHABLE
                     marked = True

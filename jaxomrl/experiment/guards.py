@@ -53,16 +53,22 @@ def _in_use_message(directory: str, what: str) -> str:
             "(Ctrl-C stops it at its next checkpoint), or use another directory")
 
 
-@contextlib.contextmanager
-def directory_lock(directory: str, what: str = "this command") -> Iterator[None]:
-    """Holds ``directory``'s lock (creating the directory) for the ``with`` block; raises
-    ``DirectoryInUse`` naming the holder if another process holds it."""
-    os.makedirs(directory, exist_ok=True)
+def _acquire(directory: str, what: str) -> filelock.FileLock:
+    """``directory``'s lock, held; ``DirectoryInUse`` naming the holder if another has it."""
     lock = filelock.FileLock(os.path.join(directory, LOCK_FILE), timeout=0)
     try:
         lock.acquire()
     except filelock.Timeout:
         raise DirectoryInUse(_in_use_message(directory, what)) from None
+    return lock
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str, what: str = "this command") -> Iterator[None]:
+    """Holds ``directory``'s lock (creating the directory) for the ``with`` block; raises
+    ``DirectoryInUse`` naming the holder if another process holds it."""
+    os.makedirs(directory, exist_ok=True)
+    lock = _acquire(directory, what)
     try:
         atomic_write_text(os.path.join(directory, OWNER_FILE), json.dumps({
             "pid": os.getpid(), "host": socket.gethostname(),
@@ -75,15 +81,8 @@ def directory_lock(directory: str, what: str = "this command") -> Iterator[None]
 def check_unlocked(directory: str, what: str = "this command") -> None:
     """Raises ``DirectoryInUse`` if another process holds ``directory``'s lock now (a check
     before any work; :func:`directory_lock` is what guards the writing)."""
-    path = os.path.join(directory, LOCK_FILE)
-    if not os.path.exists(path):
-        return
-    lock = filelock.FileLock(path, timeout=0)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise DirectoryInUse(_in_use_message(directory, what)) from None
-    lock.release()
+    if os.path.exists(os.path.join(directory, LOCK_FILE)):
+        _acquire(directory, what).release()
 
 
 class StopRequests:

@@ -210,20 +210,25 @@ def seed_summary(values: np.ndarray) -> Dict[str, Any]:
             "per_seed": [float(v) for v in values]}
 
 
-def scalar_metrics(evaluation: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """``[seeds]`` scalars from an evaluation: for ``name [seeds, tasks, episodes]``, the mean over
-    tasks of every episode (``name/ep1`` ...); other arrays are averaged over non-seed axes.
-    Means in float64: the same returns give the same scalars whether they come from the device
-    (float32) or from a ``results.json`` (``evaluate.py --from_training``)."""
+def task_scores(evaluation: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    """``{column: [seeds, tasks]}`` float64 scores of an evaluation: for ``name [seeds, tasks,
+    episodes]`` every episode (``name/ep1`` ...); other arrays over their non-seed axes."""
     out = {}
     for name, v in evaluation.items():
         v = np.asarray(v, np.float64)
         if v.ndim == 3:
             for e in range(v.shape[2]):
-                out[f"{name}/ep{e + 1}"] = v[:, :, e].mean(axis=1)
+                out[f"{name}/ep{e + 1}"] = v[:, :, e]
         else:
-            out[name] = v.reshape(v.shape[0], -1).mean(axis=1)
+            out[name] = v.reshape(v.shape[0], -1)
     return out
+
+
+def scalar_metrics(evaluation: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """``[seeds]`` scalars from an evaluation: the mean over tasks of :func:`task_scores`.
+    Means in float64: the same returns give the same scalars whether they come from the device
+    (float32) or from a ``results.json`` (``evaluate.py --from_training``)."""
+    return {k: v.mean(axis=1) for k, v in task_scores(evaluation).items()}
 
 
 RUN_JSON, RESULTS_JSON = "run.json", "results.json"
@@ -607,17 +612,17 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
     ``Interrupted`` after SIGINT (Ctrl-C), at the next chunk boundary, checkpointed
     (``guards.StopRequests``).
     """
-    check_workdir(config.workdir, run_identity(algorithm, config, description),
-                  algorithm.read_config)            # a file, or another run: refused first
+    identity = run_identity(algorithm, config, description)
+    check_workdir(config.workdir, identity, algorithm.read_config)   # a file, another run: refused
     with guards.directory_lock(config.workdir, f"training {algorithm.name}"):
-        return _run(algorithm, data, eval_data, config, description, stop_after_chunks)
+        # read again under the lock: another command may have trained it meanwhile
+        status = check_workdir(config.workdir, identity, algorithm.read_config)
+        return _run(algorithm, data, eval_data, config, identity, status, stop_after_chunks)
 
 
 def _run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
-         description: Optional[Dict[str, Any]], stop_after_chunks: Optional[int]
+         identity: Dict[str, Any], status: str, stop_after_chunks: Optional[int]
          ) -> Optional[Dict[str, Any]]:
-    identity = run_identity(algorithm, config, description)
-    status = check_workdir(config.workdir, identity, algorithm.read_config)
     name, workdir, verbose = algorithm.name, config.workdir, config.verbose
     if status == "finished":
         if verbose:
