@@ -191,6 +191,23 @@ def np_kl(mq, lq, mp, lp):
     return 0.5 * np.sum(lp - lq + (np.exp(lq) + (mq - mp) ** 2) / np.exp(lp) - 1, -1)
 
 
+def test_cvae_loss_matches_equation():
+    """CORRO's CVAE objective: beta * mean_n KL(q || N(0, I)) + mean squared errors of s' (over
+    transitions and dimensions) and r."""
+    N, Z, O = 7, 4, 3
+    mean, lv = RNG.normal(size=(N, Z)), RNG.normal(size=(N, Z)) * 0.3
+    sp, s_, rp, r = (RNG.normal(size=(N, O)), RNG.normal(size=(N, O)), RNG.normal(size=N),
+                     RNG.normal(size=N))
+    kl = 0.5 * np.sum(np.exp(lv) + mean ** 2 - 1 - lv, -1)
+    want = 0.2 * kl.mean() + np.mean((sp - s_) ** 2) + np.mean((rp - r) ** 2)
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    loss, m = V.cvae_loss(f32(mean), f32(lv), f32(sp), f32(s_), f32(rp), f32(r), kl_weight=0.2)
+    np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+    np.testing.assert_allclose(float(m["cvae_kl"]), kl.mean(), rtol=1e-5)
+    with pytest.raises(ValueError, match="expected mean"):
+        V.cvae_loss(f32(mean[0]), f32(lv[0]), f32(sp), f32(s_), f32(rp), f32(r))
+
+
 def test_vae_loss_matches_equation():
     L, D, O = 5, 3, 2
     mu, lv = RNG.normal(size=(L + 1, D)), RNG.normal(size=(L + 1, D)) * 0.3

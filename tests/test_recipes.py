@@ -2,10 +2,12 @@
 every recipe valid at every scale, settings declared once, validation tasks apart from the test
 tasks, one recipe of each paper end to end at tiny scale, and a reproduction resumed after
 ``kill -9``."""
+import csv
 import dataclasses
 import inspect
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -47,8 +49,15 @@ def test_the_tables_have_their_recipes():
     reda = {r.task_set for r in recipes.RECIPES.values() if r.table == "tables 1-2"}
     assert reda == set(recipes.REDA_TABLE_1) and len(reda) == 21
     assert any(r.family == "inverted_pendulum_gravity" for r in recipes.RECIPES.values())
+    for family in ("cheetah_vel", "walker_rand_params", "hopper_rand_params"):
+        r = recipes.get(f"r2pgo_{family}")       # table 1's methods and R2PGO's two ablations
+        assert {m.spec for m in r.methods_at("cpu")} == {
+            "r2pgo", "r2pgo/no_hypernetwork", "r2pgo/no_weighted_negatives", "borel", "focal",
+            "corro", "csro"}
+        assert r.settings("cpu", "r2pgo").eval_episodes == 5
+        negatives = r.settings("cpu", "corro").corro_negatives
+        assert negatives == ("noise" if family == "cheetah_vel" else "generative")
     hc = recipes.get("r2pgo_cheetah_vel")
-    assert {m.spec for m in hc.methods} == {"r2pgo", "borel", "focal", "corro", "csro"}
     assert next(n for n in hc.paper_numbers if n.method == "R2PGO"
                 and n.column == "Episode 1").mean == -32.3
 
@@ -182,6 +191,25 @@ def test_reproduce_reda_recipe_tiny(tmp_path):
     assert json.loads((directory / "results.json").read_text()) == json.loads(kept)
     assert {c["claim"] for c in result["claims"]} == {
         "ReDA above OM-SAC in on-policy (table 1)", "ReDA above OM-SAC in off-policy (table 2)"}
+
+
+@pytest.mark.parametrize("name", ["r2pgo_hopper_rand_params", "r2pgo_walker_rand_params"])
+def test_reproduce_rand_params_recipe_tiny(tmp_path, name):
+    """The Rand-Params recipes end to end: a table, and CORRO trained with its generative
+    negatives (a conditional VAE that learnt) and without reward relabelling."""
+    recipe = recipes.get(name)
+    proc = _reproduce(recipe.name, tmp_path)
+    out, _ = proc.communicate(timeout=2400)
+    assert proc.returncode == 0, out[-4000:]
+    directory = tmp_path / recipe.name / "tiny"
+    result = _check_table(directory, recipe)
+    run = directory / "runs" / result["rows"]["CORRO"]["candidate"] / "corro"
+    config = json.dumps(json.loads((run / "run.json").read_text()))
+    assert '"corro_negatives": "generative"' in config
+    assert re.findall(r'"reward_relabelling": ([^,}]*)', config) == ["0.0"], config
+    with open(run / "metrics_encoder.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(np.isfinite(float(r["cvae"])) for r in rows)   # its model's loss
 
 
 def test_reproduce_r2pgo_recipe_tiny_resumes_after_kill(tmp_path):

@@ -17,8 +17,9 @@ frozen after its phase and the policy conditions on [s, z]):
     focal                               FOCAL: transition encoder, mean-pooled, distance metric
                                         loss
     corro                               CORRO: transition encoder trained by InfoNCE on single
-                                        transitions against generated negatives (reward noise),
-                                        mean-pooled over the context
+                                        transitions against generated negatives (reward noise,
+                                        or --corro_negatives=generative: its conditional VAE's
+                                        (s', r) at the same (s, a)), mean-pooled over the context
     borel                               BOReL (offline VariBAD): the recurrent VAE with VariBAD's
                                         separate s' / a / r embeddings (BOREL_INPUT_EMBEDDINGS),
                                         reconstruction only; the policy is plain off-policy SAC
@@ -173,7 +174,8 @@ DECLARED: Dict[str, Declared] = {
     "focal": Declared(encoder=EncoderConfig(encoder="mlp", pooling="mean", focal_weight=1.0),
                       encoder_settings=_SHARED, head={"head": "concat"}, head_settings=_SAC_BC),
     "corro": Declared(encoder=EncoderConfig(encoder="mlp", pooling="mean", corro_weight=1.0),
-                      encoder_settings={**_SHARED, "num_negatives": "num_negatives"},
+                      encoder_settings={**_SHARED, "num_negatives": "num_negatives",
+                                        "corro_negatives": "corro_negatives"},
                       head={"head": "concat"}, head_settings=_SAC_BC),
     "borel": Declared(
         encoder=dataclasses.replace(_GRU_VAE, input_embeddings=BOREL_INPUT_EMBEDDINGS,
@@ -253,6 +255,10 @@ class Settings:
     club_weight: float = setting(
         CSRO_ENCODER.club_weight, "CSRO: weight of the CLUB bound on I(z; s, a) (CSRO's configs: 25 for the point "
         "robot, Hopper and Walker, 10 for Half-Cheetah-Vel, 50 for Ant / Humanoid).", lower=0.0)
+    corro_negatives: str = setting(
+        EncoderConfig.corro_negatives, "CORRO: negatives from reward noise (noise; for task sets "
+        "whose tasks differ in reward) or from its conditional VAE of (s', r) given (s, a) "
+        "(generative; tasks that differ in dynamics).", choices=("noise", "generative"))
     temperature: float = setting(EncoderConfig.temperature, "InfoNCE temperature.", lower=0.0)
     policy_steps: int = setting(MetaConfig.policy_steps, "Policy gradient steps.", lower=1)
     batch_size: int = setting(SACConfig.batch_size, "Policy transitions per step (all tasks).",

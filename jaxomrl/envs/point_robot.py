@@ -4,6 +4,13 @@ Follows CORRO's ``PointRobot-v1`` / BOReL's sparse point robot (the peers' publi
 angle ~ U(0, pi) on a circle of radius ``goal_distance`` (1), start at the origin, actions clipped
 to +-``max_action`` (0.1) per axis, reward 1 only within ``goal_radius`` (0.2) of the goal,
 horizon 20, no termination. Observation: the position. Task attribute vector: ``[goal_angle]``.
+
+The sparse reward is BOReL's: PEARL's ``SparsePointEnv`` (and FOCAL, from it) pays ``1 - distance``
+inside the radius (``sparse_reward += 1`` on the zeroed-out negative distance); BOReL's and
+CORRO's copies of that class replace the line with ``sparse_reward = 1``. R2PGO evaluates BOReL
+"under the same setting as our method" and builds on its code, so its Point-Robot-Sparse is
+taken to be BOReL's (1 inside the radius); datasets imported from PEARL-lineage code carry their
+own rewards.
 """
 from __future__ import annotations
 

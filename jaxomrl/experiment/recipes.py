@@ -325,6 +325,11 @@ CSRO | 385.1±29.6 | 424.8±21.5 | 426.4±11.7 | 433.2±19.1 | 434.9±28.1"""),
 }
 R2PGO_METHODS = (("R2PGO", "r2pgo"), ("BOReL", "borel"), ("FOCAL", "focal"), ("CORRO", "corro"),
                  ("CSRO", "csro"))
+# R2PGO's ablations (its fig. 3): without the hypernetwork-generated last layer (APG), without
+# the kernel-weighted negatives (RCTR's uniform negatives); each takes R2PGO's option sets.
+R2PGO_ABLATIONS = (("R2PGO w/o hypernetwork", "r2pgo/no_hypernetwork"),
+                   ("R2PGO w/o weighted negatives", "r2pgo/no_weighted_negatives"))
+
 # The options R2PGO's recipe uses, offered to every method with a context encoder: the policy's
 # z from the belief of its own history (what the online agent has) or from another episode of
 # the task; each method's choice between them is made on the validation tasks.
@@ -332,10 +337,30 @@ POLICY_CONTEXTS = {"task": {"policy_context": "task"},
                    "history": {"policy_context": "history"}}
 # Settings of every method of an R2PGO recipe (each recipe's cpu scale adds its sizes).
 R2PGO_SHARED = {"reward_relabelling": 0.32, "policy_top_fraction": 0.25, "rl_weight": 0.0}
+# Task sets whose tasks share one reward function (they differ in physics): no relabelling, and
+# CORRO's negatives from its generative model (its configs for these sets; reward noise, the
+# default, where the reward changes).
+SAME_REWARD = ("walker_rand_params", "hopper_rand_params")
+
+
+# R2PGO eq. 4's kernel exp(-alpha |p_i - p_j|^2): alpha 1 on Half-Cheetah-Vel (1-D velocity),
+# and on the Rand-Params sets (24 / 42 log multipliers) the same width relative to the tasks'
+# spread, alpha = 1 / the median squared distance between training tasks' attributes (1.1 on
+# Half-Cheetah-Vel, 0.047 Hopper, 0.028 Walker, task seed 9173), rounded.
+KERNEL_ALPHA = {"cheetah_vel": 1.0, "hopper_rand_params": 0.05, "walker_rand_params": 0.03}
+
+
+def _shared(family: str) -> Dict[str, Any]:
+    """The settings every method of ``family``'s recipe shares, at every scale."""
+    shared = dict(R2PGO_SHARED)
+    if family in SAME_REWARD:
+        del shared["reward_relabelling"]
+        shared["kernel_alpha"] = KERNEL_ALPHA[family]
+    return shared
 R2PGO_CHOICES = (
-    Choice("reward_relabelling", "0.32 for every method", "the paper's value",
+    Choice("reward_relabelling", "0.32 for every method (Half-Cheetah-Vel)", "the paper's value",
            "BOReL's relabelled fraction (Dorfman et al. 2021), given to every method with a "
-           "context encoder"),
+           "context encoder; none on the Rand-Params sets, whose tasks share one reward"),
     Choice("policy_context", "task or history, per method", "validation tasks",
            "zero-shot online episode 1 on the validation tasks, mean over seeds; BOReL's "
            "policy always conditions on its history (its design)"),
@@ -347,45 +372,54 @@ R2PGO_CHOICES = (
            "ceiling on mixed-quality data"),
     Choice("rl_weight", "0 (percentile BC)", "earlier study, test tasks in view",
            "Half-Cheetah-Vel round 6 on task seed 0"),
-    Choice("kernel_alpha", "1", "training tasks", "Half-Cheetah-Vel round 1, seen tasks"),
+    Choice("kernel_alpha", "1 (Half-Cheetah-Vel), 0.05 (Hopper), 0.03 (Walker)",
+           "training tasks", "Half-Cheetah-Vel round 1, seen tasks; on Rand-Params the same "
+           "width relative to the training tasks' spread: 1 / their attributes' median "
+           "squared distance"),
+    Choice("corro_negatives", "generative on Rand-Params, noise on Half-Cheetah-Vel",
+           "peer code's value", "CORRO's relabel type per task set (Yuan & Lu 2022, §4.2)"),
     Choice("task_seed", "9173", "fixed before any run",
            "a split no earlier run used: its test tasks were never evaluated before this "
            "recipe's run"),
 )
 
 
-def _r2pgo_methods() -> Tuple[Method, ...]:
+def _r2pgo_methods(family: str) -> Tuple[Method, ...]:
+    r2pgo = {"task": POLICY_CONTEXTS["task"],
+             "history": dict(POLICY_CONTEXTS["history"], history_episodes=2)}
     out = []
-    for label, spec in R2PGO_METHODS:
+    for label, spec in R2PGO_METHODS[:1] + R2PGO_ABLATIONS + R2PGO_METHODS[1:]:
         if spec == "borel":
             out.append(Method(label, spec))
-        elif spec == "r2pgo":
-            out.append(Method(label, spec, candidates={
-                "task": POLICY_CONTEXTS["task"],
-                "history": dict(POLICY_CONTEXTS["history"], history_episodes=2)}))
+        elif spec.startswith("r2pgo"):
+            out.append(Method(label, spec, candidates=r2pgo))
+        elif spec == "corro" and family in SAME_REWARD:
+            out.append(Method(label, spec, settings={"corro_negatives": "generative"},
+                              candidates=dict(POLICY_CONTEXTS)))
         else:
             out.append(Method(label, spec, candidates=dict(POLICY_CONTEXTS)))
     return tuple(out)
 
 
-def _r2pgo_recipe(family: str, cpu: Scale) -> Recipe:
+def _r2pgo_recipe(family: str, cpu: Scale, tiny_methods=("r2pgo", "focal")) -> Recipe:
     task_set, table = R2PGO_TABLE_1[family]
     claims = tuple(Claim(col, "R2PGO", other) for col in ("Episode 1", "Episode 2")
                    for other, _ in R2PGO_METHODS[1:])
     return Recipe(
-        name=f"r2pgo_{family}", version=1, paper="R2PGO", table="table 1", task_set=task_set,
-        family=family, task_seed=9173, collect_split="all", methods=_r2pgo_methods(),
+        name=f"r2pgo_{family}", version=2, paper="R2PGO", table="table 1", task_set=task_set,
+        family=family, task_seed=9173, collect_split="all", methods=_r2pgo_methods(family),
         columns={c: f"test_online/ep{i + 1}" for i, c in enumerate(R2PGO_COLUMNS)},
         paper_numbers=_numbers(table, R2PGO_COLUMNS), claims=claims, choices=R2PGO_CHOICES,
         paper_scale=Scale("default", settings=dict(
-            R2PGO_SHARED, encoder_steps=20_000, policy_steps=200_000, eval_episodes=5,
+            _shared(family), encoder_steps=20_000, policy_steps=200_000, eval_episodes=5,
             eval_contexts=16, nonprior_episodes=0), seeds=5),
         cpu_scale=cpu,
-        tiny_scale=Scale("default", collect=TINY_COLLECT, settings=dict(R2PGO_SHARED,
+        tiny_scale=Scale("default", collect=TINY_COLLECT, settings=dict(_shared(family),
                                                                         **TINY_SETTINGS),
-                         seeds=2, minutes=2.0, measured=True, methods=("r2pgo", "focal")),
+                         seeds=2, minutes=2.0, measured=True, methods=tiny_methods),
         train={"chunk_steps": 500},
-        notes=("Columns beyond the scale's eval_episodes are left empty. BOReL's policy is plain "
+        notes=("Version 2 adds R2PGO's two ablations and five online episodes at cpu scale "
+               "(version 1: R2PGO and the four baselines, two episodes). BOReL's policy is plain "
                "SAC on its hyper-state, its own design: rl_weight and bc_weight do not apply to "
                "it; its beliefs span 2 episodes (BOReL's horizon)."))
 
@@ -406,13 +440,15 @@ TINY_SETTINGS = dict(hidden=(16, 16), hyper_hidden=(8,), encoder_hidden=8, laten
 # Half-Cheetah-Vel at CPU scale: the cpu collection (one agent conditioned on the target
 # velocity) and round 9's training sizes with 3,000 encoder steps; CSRO's non-prior protocol,
 # not a column of the table, is off.
+R2PGO_CPU_SETTINGS = dict(hidden=(128, 128), window=200, vae_posteriors=16, vae_transitions=16,
+                          encoder_steps=3000, policy_steps=30_000, eval_episodes=5,
+                          nonprior_episodes=0)
 register(_r2pgo_recipe("cheetah_vel", Scale(
-    "cpu", settings=dict(R2PGO_SHARED, hidden=(128, 128), window=200, vae_posteriors=16,
-                         vae_transitions=16, kernel_alpha=1.0, encoder_steps=3000,
-                         policy_steps=30_000, eval_episodes=2, nonprior_episodes=0),
-    seeds=3, minutes=78.0, measured=True)))
+    "cpu", settings=dict(_shared("cheetah_vel"), kernel_alpha=KERNEL_ALPHA["cheetah_vel"],
+                         **R2PGO_CPU_SETTINGS), seeds=3, minutes=120.0, measured=False)))
 # Rand-params task sets at CPU scale: a conditioned collector on 200-step episodes (the tasks'
-# attributes are the log multipliers), the same training sizes; not yet run.
+# attributes are the log multipliers; research/results/rand_params_collectors.md compares it
+# with per-task SAC on the same budget), the same training sizes.
 _RAND_PARAMS_CPU = dict(split="all", collector="conditioned", horizon=200, hidden=(128, 128),
                         batch_size=256, num_envs=2, buffer_capacity=1_000_000,
                         warmup_steps=1_000, updates_per_iteration=50, train_reward="reward",
@@ -421,11 +457,10 @@ _RAND_PARAMS_CPU = dict(split="all", collector="conditioned", horizon=200, hidde
                         transitions_per_task=8_000, ood_transitions_per_task=8_000,
                         rollout_envs=10)
 for _family in ("walker_rand_params", "hopper_rand_params"):
-    register(_r2pgo_recipe(_family, Scale(
-        "default", collect=_RAND_PARAMS_CPU, settings=dict(
-            R2PGO_SHARED, hidden=(128, 128), window=200, vae_posteriors=16, vae_transitions=16,
-            kernel_alpha=1.0, encoder_steps=3000, policy_steps=30_000, eval_episodes=2,
-            nonprior_episodes=0), seeds=3)))
+    register(_r2pgo_recipe(_family, Scale("default", collect=_RAND_PARAMS_CPU,
+                                          settings=dict(_shared(_family), **R2PGO_CPU_SETTINGS),
+                                          seeds=3),
+                           tiny_methods=("r2pgo", "corro")))
 
 
 # --- ReDA tables 1 (on-policy protocol) and 2 (off-policy protocol), 5 seeds (ReDA paper).

@@ -16,6 +16,7 @@ transitions for the window encoders):
     z = context_embed(params, ctx, obs)                  # embedding to act on at ``obs``
     ctx = context_update(params, ctx, transition)        # after a step
     z, next_z = embed_stream(params, data)               # [T, N, D] for every dataset transition
+    s_neg, r_neg = negatives(params, transitions, key)    # CORRO's negatives of transitions
 
 Encoders (``config.encoder``):
 
@@ -29,7 +30,8 @@ Encoders (``config.encoder``):
 
 Losses (weights in the config; any combination): ``vae`` (R2PGO eq. 2-3; gru only), ``infonce``
 (R2PGO eq. 4-5 with kernel width ``alpha``; ``alpha = 0`` is uniform negatives), ``focal``
-(distance metric), ``corro`` (InfoNCE on single transitions with noise negatives; mlp only),
+(distance metric), ``corro`` (InfoNCE on single transitions with CORRO's negatives: reward noise
+or its conditional VAE's samples, ``corro_negatives``; mlp only),
 ``club`` (CSRO: the CLUB upper bound on the mutual information between a transition's embedding
 and its (s, a), with in-task negatives, through a variational Gaussian ``q(z | s, a)`` trained by
 NLL on detached embeddings in the same step; mlp only).
@@ -54,7 +56,8 @@ from jaxomrl.errors import check_finite_fields
 from jaxomrl.learners.gradients import gradient_step
 from jaxomrl.losses import contrastive, vae
 from jaxomrl.nets.encoders import (GaussianPredictor, GRUEncoder, RewardDecoder, StateDecoder,
-                                   TransformerContextEncoder, TransitionSetEncoder,
+                                   TransformerContextEncoder, TransitionCVAE,
+                                   TransitionSetEncoder,
                                    set_pool, transition_features)
 from jaxomrl.types import Transition
 
@@ -102,8 +105,21 @@ class EncoderConfig:
     infonce_prefix: str = "last"
     focal_weight: float = 0.0
     corro_weight: float = 0.0
+    # CORRO's negatives (Yuan & Lu 2022, §4.2) keep a transition's (s, a) and replace (s', r):
+    # "noise" adds Gaussian noise (its reward randomisation, for task sets whose tasks differ in
+    # reward only; std corro_reward_std / corro_next_obs_std); "generative" decodes a prior
+    # sample of its conditional VAE of (s', r) given (s, a) (nets.encoders.TransitionCVAE, sizes
+    # cvae_hidden / cvae_latent, KL weight cvae_kl_weight), what another task would give at the
+    # same (s, a) -- the only choice where tasks differ in dynamics. The CVAE trains on the
+    # anchors' transitions in the same optimiser steps as the encoder, by its own loss (CORRO
+    # trains it beforehand); the negatives are detached, so neither loss moves the other's
+    # parameters.
+    corro_negatives: str = "noise"
     corro_reward_std: float = 0.5
     corro_next_obs_std: float = 0.0
+    cvae_hidden: int = 128
+    cvae_latent: int = 64
+    cvae_kl_weight: float = 0.2
     # CSRO (Gao et al. 2023): weight of the CLUB bound (losses.contrastive.club_upper_bound) the
     # encoder minimises; q(z | s, a) (nets.encoders.GaussianPredictor, the encoder's width) is
     # trained by its NLL on detached embeddings in the same optimiser step (its parameters get
@@ -126,6 +142,11 @@ class EncoderConfig:
             raise ValueError("the VAE loss needs the recurrent encoder (encoder='gru')")
         if self.corro_weight and self.encoder != "mlp":
             raise ValueError("the CORRO loss needs the transition encoder (encoder='mlp')")
+        if self.corro_negatives not in ("noise", "generative"):
+            raise ValueError(f"corro_negatives must be noise or generative, got "
+                             f"{self.corro_negatives!r}")
+        if min(self.cvae_hidden, self.cvae_latent) < 1 or self.cvae_kl_weight < 0:
+            raise ValueError("cvae_hidden and cvae_latent must be >= 1 and cvae_kl_weight >= 0")
         if self.club_weight and self.encoder != "mlp":
             raise ValueError("the CLUB loss needs the transition encoder (encoder='mlp')")
         if self.transition_output not in ("linear", "tanh"):
@@ -192,6 +213,7 @@ class EncoderLearner(NamedTuple):
     context_update: Callable
     context_embed: Callable
     embed_stream: Callable
+    negatives: Callable
     optimizer: optax.GradientTransformation
     config: EncoderConfig
 
@@ -219,6 +241,8 @@ class _Model(nn.Module):
                                                 output=c.transition_output)
             if c.club_weight:
                 self.club = GaussianPredictor((c.hidden, c.hidden), c.latent_dim)
+            if c.corro_weight and c.corro_negatives == "generative":
+                self.cvae = TransitionCVAE(self.obs_dim, (c.cvae_hidden,), c.cvae_latent)
 
     def __call__(self, ctx: Transition, mask: jax.Array, query: Optional[Transition] = None):
         """One context ``[W]`` -> embedding ``[latent]`` (and the GRU's posteriors)."""
@@ -247,6 +271,12 @@ class _Model(nn.Module):
         """Per-transition embeddings ``z`` and ``q(z | s, a)``'s (mean, var), ``[..., latent]``."""
         z = self.encoder.per_transition(transition_features(tr))
         return z, self.club(jnp.concatenate([tr.obs, tr.action], axis=-1))
+
+    def cvae_terms(self, tr: Transition, key: jax.Array):
+        return self.cvae(tr, key)
+
+    def cvae_sample(self, obs, action, key):
+        return self.cvae.sample(obs, action, key)
 
     def gru_step(self, h, feats):
         return self.encoder.step(h, feats)[0]
@@ -342,7 +372,7 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
             metrics.update(m_focal)
         if config.corro_weight:
             l_corro, m_corro = _corro_loss(params, data, k_corro, task_idx)
-            total += config.corro_weight * l_corro
+            total += config.corro_weight * l_corro + m_corro.get("cvae", 0.0)
             metrics.update(m_corro)
         if config.club_weight:
             l_club, m_club = _club_loss(params, ctx, mask)
@@ -356,13 +386,20 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
 
     def _corro_loss(params, data, key, task_idx):
         k_a, k_p, k_n = jax.random.split(key, 3)
-        n = config.contexts_per_task
+        n, k = config.contexts_per_task, config.num_negatives
         anchor = sample_transitions(data, k_a, n, task_idx)                # [M, n]
         positive = sample_transitions(data, k_p, n, task_idx)
-        r_neg, s_neg = contrastive.corro_negatives(k_n, anchor.reward, anchor.next_obs,
-                                                   config.num_negatives, config.corro_reward_std,
-                                                   config.corro_next_obs_std)
-        k = config.num_negatives
+        metrics = {}
+        if config.corro_negatives == "generative":
+            k_fit, k_gen = jax.random.split(k_n)
+            flat = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), anchor)
+            mean, logvar, s_pred, r_pred = model.apply(params, flat, k_fit,
+                                                       method=_Model.cvae_terms)
+            l_cvae, metrics = vae.cvae_loss(mean, logvar, s_pred, flat.next_obs, r_pred,
+                                            flat.reward, config.cvae_kl_weight)
+            s_neg, r_neg = negatives(params, anchor, k_gen)
+        else:
+            s_neg, r_neg = negatives(params, anchor, k_n)
         rep = lambda x: jnp.broadcast_to(x[:, :, None], x.shape[:2] + (k,) + x.shape[2:])
         neg = Transition(obs=rep(anchor.obs), action=rep(anchor.action), reward=r_neg,
                          next_obs=s_neg, terminated=rep(anchor.terminated),
@@ -372,7 +409,19 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
         d = za.shape[-1]
         loss, m = contrastive.info_nce(za.reshape(-1, d), zp.reshape(-1, d),
                                        zn.reshape(-1, k, d), config.temperature, config.similarity)
-        return loss, {"corro": loss, "corro_accuracy": m["infonce_accuracy"]}
+        return loss, dict(metrics, corro=loss, corro_accuracy=m["infonce_accuracy"])
+
+    def negatives(params, tr: Transition, key: jax.Array):
+        """CORRO's ``num_negatives`` negatives of each transition ``tr [...]`` (its (s, a) kept):
+        ``(next_obs [..., K, O], reward [..., K])``, detached (``config.corro_negatives``)."""
+        k = config.num_negatives
+        if config.corro_negatives == "noise":
+            r, s = contrastive.corro_negatives(key, tr.reward, tr.next_obs, k,
+                                               config.corro_reward_std, config.corro_next_obs_std)
+            return s, r
+        rep = lambda x: jnp.broadcast_to(x[..., None, :], x.shape[:-1] + (k, x.shape[-1]))
+        s, r = model.apply(params, rep(tr.obs), rep(tr.action), key, method=_Model.cvae_sample)
+        return jax.lax.stop_gradient(s), jax.lax.stop_gradient(r)
 
     def _club_loss(params, ctx, mask):
         """CSRO's two terms on every task's context transitions ``[M, S, W]``: the CLUB bound
@@ -485,7 +534,8 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
     return EncoderLearner(init=init, update=update, loss=loss_fn, embed=embed,
                           sample_contexts=sample_contexts, evaluate=evaluate,
                           context_init=context_init, context_update=context_update,
-                          context_embed=context_embed, embed_stream=embed_stream, optimizer=tx,
+                          context_embed=context_embed, embed_stream=embed_stream,
+                          negatives=negatives, optimizer=tx,
                           config=config)
 
 
@@ -505,6 +555,8 @@ def _init_all(model: _Model, ctx: Transition, mask, query):
         model.per_transition(transition_features(ctx))
     if model.config.club_weight:
         model.club_terms(ctx)
+    if model.config.corro_weight and model.config.corro_negatives == "generative":
+        model.cvae_terms(ctx, jax.random.PRNGKey(0))
     return z
 
 

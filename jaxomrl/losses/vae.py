@@ -89,3 +89,23 @@ def vae_loss(mu: jax.Array, logvar: jax.Array, reward_pred: jax.Array, reward: j
     kl = jnp.sum(post * sequential_kl(mu, logvar)) / jnp.sum(post)
     loss = rec_r + state_weight * rec_s + kl_weight * kl
     return loss, {"vae": loss, "vae_reward_mse": rec_r, "vae_state_mse": rec_s, "vae_kl": kl}
+
+
+def cvae_loss(mean: jax.Array, logvar: jax.Array, next_obs_pred: jax.Array, next_obs: jax.Array,
+              reward_pred: jax.Array, reward: jax.Array, kl_weight: float = 0.2
+              ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """CORRO's conditional-VAE objective for ``N`` transitions (Yuan & Lu 2022; its
+    ``train_generative_model.py``, beta = 0.2):
+
+        kl_weight * mean_n KL(q(z | s, a, r, s') || N(0, I)) + mean_{n,o} (s'_pred - s')^2
+        + mean_n (r_pred - r)^2
+
+    ``mean, logvar [N, Z]``, ``next_obs_pred, next_obs [N, O]``, ``reward_pred, reward [N]``."""
+    if mean.ndim != 2 or next_obs.ndim != 2 or reward.ndim != 1:
+        raise ValueError(f"expected mean [N, Z], next_obs [N, O], reward [N]; got {mean.shape}, "
+                         f"{next_obs.shape}, {reward.shape}")
+    kl = jnp.mean(gaussian_kl(mean, logvar, jnp.zeros_like(mean), jnp.zeros_like(logvar)))
+    rec_s = jnp.mean((next_obs_pred - next_obs) ** 2)
+    rec_r = jnp.mean((reward_pred - reward) ** 2)
+    loss = kl_weight * kl + rec_s + rec_r
+    return loss, {"cvae": loss, "cvae_kl": kl, "cvae_state_mse": rec_s, "cvae_reward_mse": rec_r}

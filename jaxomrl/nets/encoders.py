@@ -203,3 +203,39 @@ class GaussianPredictor(nn.Module):
         out = jnp.tanh(MLP(self.hidden, 2 * self.latent_dim)(x))
         mean, raw = jnp.split(out, 2, axis=-1)
         return mean, jax.nn.softplus(raw)
+
+
+class TransitionCVAE(nn.Module):
+    """CORRO's generative model of a transition's outcome (Yuan & Lu 2022, §4.2; its
+    ``models/generative.py``): a conditional VAE of ``(s', r)`` given ``(s, a)``. The encoder
+    reads ``[s, a, r, s']`` and gives the posterior ``(mean, logvar) [..., latent]``; the decoder
+    reads ``[s, a, z]`` and gives ``(s' [..., obs_dim], r [...])``. Trained on every training
+    task's transitions, its latent carries what differs between tasks at the same ``(s, a)``, so
+    decoding a prior sample ``z ~ N(0, I)`` gives the outcome some task would produce
+    (:meth:`sample`: CORRO's negatives). CORRO's sizes: one hidden layer of 128, latent 64."""
+
+    obs_dim: int
+    hidden: Sequence[int] = (128,)
+    latent_dim: int = 64
+
+    def setup(self):
+        self.encoder = MLP(tuple(self.hidden), 2 * self.latent_dim)
+        self.decoder = MLP(tuple(self.hidden), self.obs_dim + 1)
+
+    def __call__(self, tr: Transition, key: jax.Array):
+        """Posterior ``(mean, logvar)`` of ``tr`` and the decoding of one posterior sample:
+        ``(mean, logvar, next_obs_pred, reward_pred)``."""
+        mean, logvar = jnp.split(self.encoder(transition_features(tr)), 2, axis=-1)
+        logvar = jnp.clip(logvar, LOGVAR_MIN, LOGVAR_MAX)
+        z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape)
+        next_obs, reward = self.decode(tr.obs, tr.action, z)
+        return mean, logvar, next_obs, reward
+
+    def decode(self, obs: jax.Array, action: jax.Array, z: jax.Array):
+        out = self.decoder(jnp.concatenate([obs, action, z], axis=-1))
+        return out[..., :-1], out[..., -1]
+
+    def sample(self, obs: jax.Array, action: jax.Array, key: jax.Array):
+        """``(next_obs, reward)`` decoded from ``z ~ N(0, I)`` at ``(obs, action) [..., ·]``."""
+        z = jax.random.normal(key, obs.shape[:-1] + (self.latent_dim,))
+        return self.decode(obs, action, z)
