@@ -364,6 +364,9 @@ R2PGO_CHOICES = (
     Choice("policy_context", "task or history, per method", "validation tasks",
            "zero-shot online episode 1 on the validation tasks, mean over seeds; BOReL's "
            "policy always conditions on its history (its design)"),
+    Choice("cql_weight", "0 or 5, BOReL's", "validation tasks",
+           "BOReL's policy is plain offline SAC (its design) where the others clone the best "
+           "episodes; its option of CQL's conservative critic stands for that (version 2)"),
     Choice("history_episodes", "2 (R2PGO)", "earlier study, test tasks in view",
            "Half-Cheetah-Vel rounds 8-9 on task seed 0 (its unseen tasks were on screen); "
            "BOReL's belief horizon"),
@@ -389,8 +392,8 @@ def _r2pgo_methods(family: str) -> Tuple[Method, ...]:
              "history": dict(POLICY_CONTEXTS["history"], history_episodes=2)}
     out = []
     for label, spec in R2PGO_METHODS[:1] + R2PGO_ABLATIONS + R2PGO_METHODS[1:]:
-        if spec == "borel":
-            out.append(Method(label, spec))
+        if spec == "borel":     # its plain SAC, or with CQL's critic term (CQL's code: 5)
+            out.append(Method(label, spec, candidates={"sac": {}, "cql": {"cql_weight": 5.0}}))
         elif spec.startswith("r2pgo"):
             out.append(Method(label, spec, candidates=r2pgo))
         elif spec == "corro" and family in SAME_REWARD:
@@ -418,8 +421,9 @@ def _r2pgo_recipe(family: str, cpu: Scale, tiny_methods=("r2pgo", "focal")) -> R
                                                                         **TINY_SETTINGS),
                          seeds=2, minutes=2.0, measured=True, methods=tiny_methods),
         train={"chunk_steps": 500},
-        notes=("Version 2 adds R2PGO's two ablations and five online episodes at cpu scale "
-               "(version 1: R2PGO and the four baselines, two episodes). BOReL's policy is plain "
+        notes=("Version 2 adds R2PGO's two ablations, five online episodes at cpu scale and "
+               "BOReL's CQL option (version 1: R2PGO and the four baselines, two episodes). "
+               "BOReL's policy is plain "
                "SAC on its hyper-state, its own design: rl_weight and bc_weight do not apply to "
                "it; its beliefs span 2 episodes (BOReL's horizon)."))
 
