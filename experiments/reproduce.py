@@ -9,7 +9,9 @@ Stages, into ``<workdir>/<recipe>/<scale>/``:
 1. ``data/``: the recipe's collection (``collect.py``'s pipeline; resumed, or reused when
    complete);
 2. ``runs/<candidate>/<spec>``: every method under each of its option sets (``train.py``
-   processes, one per core; option sets of one encoder share it through ``shared_phases/``),
+   processes, one per core; runs that train an identical phase -- a method's option sets, an
+   ablation of the policy -- share it through ``shared_phases/``, the others starting once the
+   first has trained it, ``runner.share_schedule``),
    evaluated during training on the training and validation tasks only;
 3. ``selection.json``: each method's option set with the best validation score
    (``Recipe.selection``), the runs it names linked under ``chosen/``;
@@ -208,13 +210,15 @@ class Reproduction:
         collect_lib.collect(self.collect_config, self.data_dir)
 
     def jobs(self) -> List[Tuple[str, str, List[str], Optional[int]]]:
-        """``(spec, candidate, train.py command, index of the job it waits for)``: every
-        method's first option set first (the longest-training methods first), then the
-        others, each after its method's first (they share its encoder)."""
+        """``(spec, candidate, train.py command, index of the job it waits for)`` in the order
+        of ``runner.share_schedule``: of the jobs that train an identical phase (the encoder
+        of a method's option sets, of R2PGO's hypernetwork ablation) the first trains it and
+        the others start after it and take it, so no phase trains twice side by side. Before
+        that, every method's first option set comes before its others (the table's order)."""
+        share_dir = os.path.join(self.dir, "shared_phases")
         common = [sys.executable, os.path.join(HERE, "train.py"), f"--family={self.recipe.family}",
                   f"--data={self.data_dir}", f"--seeds={self.seeds}", "--workers=1",
-                  "--summary=false", f"--share_dir={os.path.join(self.dir, 'shared_phases')}",
-                  f"--physics={self.physics}"]
+                  "--summary=false", f"--share_dir={share_dir}", f"--physics={self.physics}"]
         common += [_flag(k, v) for k, v in self.recipe.train.items()]
         first, later = [], []
         for m in self.recipe.methods_at(self.scale_name):
@@ -223,10 +227,32 @@ class Reproduction:
                 cmd = common + [f"--workdir={os.path.join(self.dir, 'runs', c)}",
                                 f"--algo={m.spec}"] + [_flag(k, v) for k, v in values.items()]
                 (first if i == 0 else later).append((m.spec, c, cmd))
-        jobs = [(s, c, cmd, None) for s, c, cmd in first]
-        index = {s: i for i, (s, _, _, _) in enumerate(jobs)}
-        jobs += [(s, c, cmd, index[s]) for s, c, cmd in later]
-        return jobs
+        listed = first + later
+        by_name = {f"{spec} ({c})": (spec, c, cmd) for spec, c, cmd in listed}
+        return [(*by_name[name], after)
+                for name, after in self._share_schedule(listed, share_dir)]
+
+    def _share_schedule(self, listed, share_dir) -> List[Tuple[str, Optional[int]]]:
+        """``runner.share_schedule`` of the jobs ``(spec, candidate, command)``, named
+        ``"spec (candidate)"``, from their algorithms as ``train.py`` builds them."""
+        from jaxomrl import algos
+        from jaxomrl.data import dataset as dataset_lib
+        from jaxomrl.data.sampler import describe_data
+        from jaxomrl.experiment.runner import RunConfig, share_schedule
+        path = os.path.join(self.data_dir, "train.npz")
+        ds, ood = dataset_lib.load_collection(path, family=self.recipe.family)
+        family = ds.make_family(self.physics)
+        n_train = int(ds.is_train.sum())
+        chunk = self.recipe.train.get("chunk_steps")
+        runs = {}
+        for spec, c, _ in listed:
+            algorithm = algos.make(spec, self.recipe.settings(self.scale_name, spec, c,
+                                                              self.overrides), family, n_train)
+            config = RunConfig(workdir=self.run_dir(spec, c),
+                               seeds=tuple(range(self.seeds)), share_dir=share_dir,
+                               **({"chunk_steps": chunk} if chunk else {}))
+            runs[f"{spec} ({c})"] = (algorithm, config)
+        return share_schedule(runs, describe_data(path, ds, ood))
 
     def run_dir(self, spec: str, candidate: str) -> str:
         return os.path.join(self.dir, "runs", candidate, spec.replace("/", "-"))

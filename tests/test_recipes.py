@@ -210,6 +210,28 @@ def test_reproduce_rand_params_recipe_tiny(tmp_path, name):
     with open(run / "metrics_encoder.csv") as f:
         rows = list(csv.DictReader(f))
     assert rows and all(np.isfinite(float(r["cvae"])) for r in rows)   # its model's loss
+    if name != "r2pgo_hopper_rand_params":
+        return
+    # the schedule of the runs on these data, R2PGO's hypernetwork ablation added, in a
+    # directory where no phase is published yet: runs that train the same encoder wait for the
+    # first of them (runner.share_schedule)
+    fresh = tmp_path / "schedule"
+    (fresh / name / "tiny").mkdir(parents=True)
+    (fresh / name / "tiny" / "data").symlink_to(directory / "data")
+    snippet = (
+        "import dataclasses, json, sys; sys.path.insert(0, 'experiments'); import reproduce; "
+        "from absl import flags; flags.FLAGS(['x']); from jaxomrl.experiment import recipes; "
+        f"r = recipes.get({name!r}); r = dataclasses.replace(r, tiny_scale=dataclasses.replace("
+        "r.tiny_scale, methods=('r2pgo', 'r2pgo/no_hypernetwork', 'corro'))); "
+        f"p = reproduce.Reproduction(r, 'tiny', {str(fresh)!r}); "
+        "print(json.dumps([[s, c, a] for s, c, _, a in p.jobs()]))")
+    out = subprocess.run([sys.executable, "-c", snippet], cwd=ROOT, capture_output=True,
+                         text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [
+        ["r2pgo", "task", None], ["r2pgo/no_hypernetwork", "task", 0], ["r2pgo", "history", 0],
+        ["r2pgo/no_hypernetwork", "history", 0], ["corro", "task", None],
+        ["corro", "history", 4]]
 
 
 def test_reproduce_r2pgo_recipe_tiny_resumes_after_kill(tmp_path):
