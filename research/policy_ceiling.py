@@ -11,7 +11,9 @@ the same learner (``jaxomrl.learners.sac``, same batches: ``--meta_batch`` tasks
 ``--eval_every`` updates on those same tasks (``--split=train``, the default: the diagnosis never
 needs the unseen ones) with z held at the true attributes. Whatever return this reaches is the
 most any encoder can give that learner on those data; the gap between it and the data's best
-checkpoints is the learner's, not the encoder's.
+checkpoints is the learner's, not the encoder's. ``--no_task`` gives every task z = 0: the same
+learner's floor without a task representation, so the ceiling minus the floor is all a task
+encoder can add.
 
 ``--variants``: policy objectives, each trained for every seed (vmapped):
 
@@ -92,7 +94,9 @@ flags.DEFINE_bool("keep_trace", False, "Also keep the last evaluation's per-step
                   "--record keys ([seeds, tasks, horizon]; large).")
 flags.DEFINE_list("checkpoints", [], "Train only on the transitions of these behaviour "
                   "checkpoints (default: all of train.npz), e.g. the expert's alone.")
-flags.DEFINE_enum("split", "train", ["train", "test"], "Tasks to evaluate in.")
+flags.DEFINE_enum("split", "train", ["train", "val", "test"], "Tasks to evaluate in.")
+flags.DEFINE_bool("no_task", False, "z = 0 for every task: the same learner without the task, "
+                  "the floor a task representation lifts it from.")
 flags.DEFINE_integer("seed", 0, "PRNG seed.")
 flags.DEFINE_string("out", None, "JSON output (default: <data>/policy_ceiling.json).")
 flags.mark_flag_as_required("data")
@@ -187,12 +191,13 @@ def main(_):
     family = ds.make_family()
     cli.require_info_keys(family, FLAGS.record, "record")
     train_index = np.flatnonzero(ds.is_train)
-    split_index = train_index if FLAGS.split == "train" else np.flatnonzero(ds.is_test)
+    split_index = {"train": train_index, "val": np.flatnonzero(ds.is_val),
+                   "test": np.flatnonzero(ds.is_test)}[FLAGS.split]
     if split_index.size == 0:
         raise cli.UsageError(f"the dataset has no {FLAGS.split} tasks")
     mean = ds.attributes[train_index].mean(0)
     std = ds.attributes[train_index].std(0) + 1e-6
-    attribute_z = lambda a: jnp.asarray((a - mean) / std, jnp.float32)
+    attribute_z = lambda a: jnp.asarray((a - mean) / std * (not FLAGS.no_task), jnp.float32)
     data = ds.select_tasks(train_index)
     if FLAGS.checkpoints:
         keep = np.isin(data.transitions["checkpoint"], [int(c) for c in FLAGS.checkpoints])
@@ -213,7 +218,7 @@ def main(_):
         ds.attributes[split_index])
     results = {"data": os.path.abspath(FLAGS.data), "split": FLAGS.split,
                "flags": {f: FLAGS[f].value for f in ("head", "hidden", "seeds", "steps",
-                                                     "batch_size", "meta_batch", "lr",
+                                                     "batch_size", "meta_batch", "lr", "no_task",
                                                      "rl_weight", "bc_weight", "expectile",
                                                      "iql_temperature", "normalize_obs",
                                                      "alpha", "discount", "tau",

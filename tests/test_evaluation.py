@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxomrl import algos
+from jaxomrl import algos, envs
 from jaxomrl.algos.offline_meta import MetaConfig
 from jaxomrl.data.sampler import describe_data, run_data
 from jaxomrl.data import dataset as dataset_lib
@@ -120,6 +120,20 @@ def test_nonprior_context_is_collected_half_at_random_then_held_fixed():
         online_rollout(family, tasks, const, seen, key, 2, carry_context=False, freeze_from=1)
     with pytest.raises(ValueError, match="freeze_from"):
         online_rollout(family, tasks, const, seen, key, 2, freeze_from=2)
+
+
+def test_trace_rewards_sum_to_the_returns_where_episodes_end_early():
+    """A hopper that falls ends its episode; the rollout's budget runs on into an episode
+    nobody counts, whose rewards stay out of the trace (they were in it, inflating per-window
+    sums of the trace on terminating families)."""
+    family = envs.make("hopper_rand_params", physics="c", horizon=40)
+    tasks = family.train_test_split(0)[0][:2]
+    flail = lambda obs, z, k: jnp.where(jnp.arange(3) == 0, 1.0, -1.0)    # falls early
+    returns, trace = jax.jit(lambda k: online_rollout(family, tasks, flail, None, k, 1))(
+        jax.random.PRNGKey(0))
+    reward = np.asarray(trace["reward"])
+    assert (reward[:, -5:] == 0).all()                  # it fell before the budget ran out
+    np.testing.assert_allclose(reward.sum(1), np.asarray(returns)[:, 0], rtol=1e-5)
 
 
 def test_a_recurrent_policys_memory_starts_every_episode_and_follows_a_frozen_context():

@@ -62,7 +62,8 @@ def online_rollout(family: TaskFamily, tasks: Task, policy, context: Optional[Co
     """Returns ``[num_tasks, num_episodes]`` of a policy adapting online in every task and the
     per-step trace ``{"reward": [num_tasks, steps], "z": [num_tasks, steps, ...] (with a
     context), name: [num_tasks, steps] for name in record}`` (``record``: keys of the family's
-    step ``info``, e.g. ``"x_velocity"``), ``steps = num_episodes * horizon``.
+    step ``info``, e.g. ``"x_velocity"``), ``steps = num_episodes * horizon``. The trace's
+    rewards sum to the returns: after the last episode has ended early they are 0.
 
     Args:
       family: the task family.
@@ -131,7 +132,10 @@ def online_rollout(family: TaskFamily, tasks: Task, policy, context: Optional[Co
                 if freeze_from is not None:
                     new = optax.tree_utils.tree_where(episode >= freeze_from, ctx, new)
                 ctx = new
-            trace = {"reward": nxt.reward, **{name: nxt.info[name] for name in record}}
+            # the reward of the evaluated episodes (0 once the last has ended early and the
+            # environment runs on into an episode nobody counts), summing to ``returns``
+            trace = {"reward": jnp.where(live, nxt.reward, 0.0),
+                     **{name: nxt.info[name] for name in record}}
             if z is not None:
                 trace["z"] = z
             return (nxt, ctx, memory, episode + nxt.done.astype(jnp.int32), returns), trace
