@@ -197,7 +197,8 @@ def main(_):
         raise cli.UsageError(f"the dataset has no {FLAGS.split} tasks")
     mean = ds.attributes[train_index].mean(0)
     std = ds.attributes[train_index].std(0) + 1e-6
-    attribute_z = lambda a: jnp.asarray((a - mean) / std * (not FLAGS.no_task), jnp.float32)
+    attribute_z = lambda a: jnp.asarray(np.zeros_like(a) if FLAGS.no_task else (a - mean) / std,
+                                        jnp.float32)
     data = ds.select_tasks(train_index)
     if FLAGS.checkpoints:
         keep = np.isin(data.transitions["checkpoint"], [int(c) for c in FLAGS.checkpoints])

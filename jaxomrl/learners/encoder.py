@@ -390,16 +390,14 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
         anchor = sample_transitions(data, k_a, n, task_idx)                # [M, n]
         positive = sample_transitions(data, k_p, n, task_idx)
         metrics = {}
-        if config.corro_negatives == "generative":
-            k_fit, k_gen = jax.random.split(k_n)
+        if config.corro_negatives == "generative":   # its model's own loss, on the anchors
+            k_fit, k_n = jax.random.split(k_n)
             flat = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), anchor)
             mean, logvar, s_pred, r_pred = model.apply(params, flat, k_fit,
                                                        method=_Model.cvae_terms)
-            l_cvae, metrics = vae.cvae_loss(mean, logvar, s_pred, flat.next_obs, r_pred,
-                                            flat.reward, config.cvae_kl_weight)
-            s_neg, r_neg = negatives(params, anchor, k_gen)
-        else:
-            s_neg, r_neg = negatives(params, anchor, k_n)
+            _, metrics = vae.cvae_loss(mean, logvar, s_pred, flat.next_obs, r_pred,
+                                       flat.reward, config.cvae_kl_weight)
+        s_neg, r_neg = negatives(params, anchor, k_n)
         rep = lambda x: jnp.broadcast_to(x[:, :, None], x.shape[:2] + (k,) + x.shape[2:])
         neg = Transition(obs=rep(anchor.obs), action=rep(anchor.action), reward=r_neg,
                          next_obs=s_neg, terminated=rep(anchor.terminated),
