@@ -3,7 +3,7 @@
 Builds the spec's algorithm from a collection and train.py's flags (the same ``Settings``), runs
 its earlier phases' ``init`` and ``output`` without training them (throughput does not depend on
 trained values), and times the runner's own jitted chunk program of the phase
-(``experiment.runner.Programs.chunk``: ``jit(vmap(lax.scan(update)))`` over the seeds): the first
+(``experiment.programs.Programs.chunk``: ``jit(vmap(lax.scan(update)))`` over the seeds): the first
 call (compilation included), then the best of ``--repeats`` calls after a warm-up. Seeds vmapped,
 or one after another for phases hinting ``seeds_in_sequence`` (``--sequential_seeds``, the
 runner's choice on a CPU).
@@ -58,8 +58,11 @@ def worker() -> dict:
     from jaxomrl.algos.base import FIRST_INPUTS
     from jaxomrl.data import dataset as dataset_lib
     from jaxomrl.data.sampler import run_data
-    from jaxomrl.experiment import runner
-    Programs = getattr(runner, "Programs", None) or runner._Programs   # older checkouts
+    try:
+        from jaxomrl.experiment.programs import Programs
+    except ImportError:                                               # older checkouts
+        from jaxomrl.experiment import runner
+        Programs = getattr(runner, "Programs", None) or runner._Programs
 
     path = FLAGS.data if FLAGS.data.endswith(".npz") else os.path.join(FLAGS.data, "train.npz")
     ds, ood = dataset_lib.load_collection(path, family=FLAGS.family)

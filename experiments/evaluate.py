@@ -47,8 +47,9 @@ from jaxomrl.eval import report, stats
 from jaxomrl.eval.adaptation import online_rollout
 from jaxomrl.experiment import cli
 from jaxomrl.experiment.runs import RunLookupError, find_runs, load_data, restore
-from jaxomrl.experiment.runner import (RESULTS_JSON, evaluation_keys, scalar_metrics,
-                                       seed_summary, task_scores)
+from jaxomrl.eval.stats import scalar_metrics, seed_summary, task_scores
+from jaxomrl.experiment.programs import evaluation_keys
+from jaxomrl.experiment.run_dir import RESULTS_JSON
 from jaxomrl.io import atomic_write_text
 
 FLAGS = flags.FLAGS
@@ -210,7 +211,7 @@ def trace_tasks_of(runs, identities, family, ds, data, eval_data, record: str, s
 def tables(per_seed: Dict[str, Dict[str, np.ndarray]], episodes: int) -> str:
     """The papers' layouts: protocols x seen/unseen (ReDA tables 1-2), return per adaptation
     episode (R2PGO fig. 2), d(phi) (ReDA eq. 8). ``per_seed[spec][column]``: ``[seeds,
-    tasks]`` scores (``runner.task_scores``)."""
+    tasks]`` scores (``jaxomrl.eval.stats.task_scores``)."""
     out = []
     for split, split_name in SPLITS.items():
         cols = [f"{split}_online/ep1", f"{split}_online/ep{episodes}",

@@ -11,7 +11,7 @@ Stages, into ``<workdir>/<recipe>/<scale>/``:
 2. ``runs/<candidate>/<spec>``: every method under each of its option sets (``train.py``
    processes, one per core; runs that train an identical phase -- a method's option sets, an
    ablation of the policy -- share it through ``shared_phases/``, the others starting once the
-   first has trained it, ``runner.share_schedule``),
+   first has trained it, ``sharing.share_schedule``),
    evaluated during training on the training and validation tasks only;
 3. ``selection.json``: each method's option set with the best validation score
    (``Recipe.selection``), the runs it names linked under ``chosen/``;
@@ -50,7 +50,8 @@ from jaxomrl.eval import stats
 from jaxomrl.experiment import cli, guards
 from jaxomrl.experiment import collect as collect_lib
 from jaxomrl.experiment import recipes as recipes_lib
-from jaxomrl.experiment.runner import identity_diff, task_scores
+from jaxomrl.eval.stats import task_scores
+from jaxomrl.experiment.run_dir import identity_diff
 from jaxomrl.errors import JaxomrlError
 from jaxomrl.io import atomic_write_text
 
@@ -211,7 +212,7 @@ class Reproduction:
 
     def jobs(self) -> List[Tuple[str, str, List[str], Optional[int]]]:
         """``(spec, candidate, train.py command, index of the job it waits for)`` in the order
-        of ``runner.share_schedule``: of the jobs that train an identical phase (the encoder
+        of ``sharing.share_schedule``: of the jobs that train an identical phase (the encoder
         of a method's option sets, of R2PGO's hypernetwork ablation) the first trains it and
         the others start after it and take it, so no phase trains twice side by side. Before
         that, every method's first option set comes before its others (the table's order)."""
@@ -233,12 +234,13 @@ class Reproduction:
                 for name, after in self._share_schedule(listed, share_dir)]
 
     def _share_schedule(self, listed, share_dir) -> List[Tuple[str, Optional[int]]]:
-        """``runner.share_schedule`` of the jobs ``(spec, candidate, command)``, named
+        """``sharing.share_schedule`` of the jobs ``(spec, candidate, command)``, named
         ``"spec (candidate)"``, from their algorithms as ``train.py`` builds them."""
         from jaxomrl import algos
         from jaxomrl.data import dataset as dataset_lib
         from jaxomrl.data.sampler import describe_data
-        from jaxomrl.experiment.runner import RunConfig, share_schedule
+        from jaxomrl.experiment.run_config import RunConfig
+        from jaxomrl.experiment.sharing import share_schedule
         path = os.path.join(self.data_dir, "train.npz")
         ds, ood = dataset_lib.load_collection(path, family=self.recipe.family)
         family = ds.make_family(self.physics)

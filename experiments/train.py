@@ -21,7 +21,7 @@ On a CPU with more than one core the specs train side by side, each in a ``train
 of its own with this command's flags, at most ``--workers`` at a time (default: one per core),
 in the order of ``--algo`` (list the longest first). A spec that takes a phase another spec of
 the command trains (the same encoder, ReDA's models) starts when that one has finished
-(``runner.share_schedule``), so the phase still trains once. Every spec trains as in one
+(``sharing.share_schedule``), so the phase still trains once. Every spec trains as in one
 process (the same programs; the README main job's tables come out equal to the last digit);
 their progress lines interleave. If one fails, no further spec starts, the others finish, and
 the command exits non-zero naming it; rerunning resumes.
@@ -53,8 +53,10 @@ from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.experiment import cli, guards
 from jaxomrl.envs.mujoco_c import default_threads
 from jaxomrl.errors import JaxomrlError
-from jaxomrl.experiment.runner import (RunConfig, RunConfigError, archive_run, check_workdir,
-                                       run, run_identity, share_schedule)
+from jaxomrl.experiment.run_config import RunConfig, RunConfigError
+from jaxomrl.experiment.run_dir import archive_run, check_workdir, run_identity
+from jaxomrl.experiment.runner import run
+from jaxomrl.experiment.sharing import share_schedule
 
 FLAGS = flags.FLAGS
 _PHYSICS = cli.define_physics_flag()
@@ -164,7 +166,7 @@ def _train_in_processes(runs, description) -> bool:
     """With more than one worker (``--workers``), trains every spec of ``runs`` (the unfinished
     ones) as a ``train.py`` process of its own with this command's flags, at most that many at
     a time, a spec that takes a phase another trains after that one
-    (``runner.share_schedule``); returns whether it did. Raises if any failed (their messages
+    (``sharing.share_schedule``); returns whether it did. Raises if any failed (their messages
     are theirs, above)."""
     schedule = share_schedule(runs, description)
     workers = min(FLAGS.workers or (default_threads() if jax.default_backend() == "cpu" else 1),

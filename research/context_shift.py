@@ -41,7 +41,7 @@ from jaxomrl.data.sampler import sample_episodes
 from jaxomrl.eval import report
 from jaxomrl.eval.adaptation import online_rollout
 from jaxomrl.experiment import cli
-from jaxomrl.experiment.runner import evaluation_keys
+from jaxomrl.experiment.programs import evaluation_keys
 from jaxomrl.experiment.runs import has_encoder, restore, split_inputs
 from jaxomrl.io import atomic_write_text
 

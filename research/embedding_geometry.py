@@ -24,7 +24,7 @@ from absl import flags
 
 from jaxomrl.eval.metrics import representation_metric_parts
 from jaxomrl.experiment import cli, runs
-from jaxomrl.experiment.runner import seed_summary
+from jaxomrl.eval.stats import seed_summary
 from jaxomrl.io import atomic_write_text
 
 FLAGS = flags.FLAGS

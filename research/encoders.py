@@ -18,6 +18,7 @@ import numpy as np
 from absl import flags, logging
 
 from jaxomrl.data import dataset as dataset_lib
+from jaxomrl.data.sampler import TaskData
 from jaxomrl.experiment import cli
 from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
 from jaxomrl.learners.gradients import scan_updates
@@ -53,9 +54,10 @@ def main(argv):
         raise cli.UsageError("the dataset needs training and test tasks (collect with --split=all)")
     ood_path = os.path.join(FLAGS.data_dir, "ood.npz")
     ood = dataset_lib.load(ood_path) if os.path.exists(ood_path) else None
-    train_tasks = train.select_tasks(train.is_train).to_device()
-    test_ref = train.select_tasks(train.is_test).to_device()
-    test_ood = ood.select_tasks(ood.is_test).to_device() if ood is not None else None
+    train_tasks = TaskData.from_dataset(train.select_tasks(train.is_train))
+    test_ref = TaskData.from_dataset(train.select_tasks(train.is_test))
+    test_ood = (TaskData.from_dataset(ood.select_tasks(ood.is_test)) if ood is not None
+                else None)
     n_test = int(train.is_test.sum())
     print(f"{train.family}: {train_tasks.num_tasks} training tasks, {n_test} unseen test tasks "
           f"(chance {1 / n_test:.2f}); {FLAGS.steps} steps, {FLAGS.seeds} seeds")

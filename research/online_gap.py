@@ -39,7 +39,7 @@ from absl import flags, logging
 from jaxomrl.eval import report
 from jaxomrl.eval.adaptation import context_from_data, online_rollout
 from jaxomrl.experiment import cli
-from jaxomrl.experiment.runner import evaluation_keys
+from jaxomrl.experiment.programs import evaluation_keys
 from jaxomrl.experiment.runs import has_encoder, restore, split_inputs
 from jaxomrl.io import atomic_write_text
 

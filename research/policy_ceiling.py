@@ -209,7 +209,7 @@ def main(_):
         data = dataclasses.replace(data, transitions={
             k: v[keep].reshape((data.num_tasks, -1) + v.shape[2:])
             for k, v in data.transitions.items()})
-    data = data.to_device()
+    data = TaskData.from_dataset(data)
     moments = observation_moments(data) if FLAGS.normalize_obs else None
     obs_map = functools.partial(standardise, moments)
     data = data.replace(transitions=data.transitions.replace(

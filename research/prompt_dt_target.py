@@ -24,7 +24,7 @@ from jaxomrl.data.sampler import returns_to_go, run_data
 from jaxomrl.eval import report
 from jaxomrl.eval.protocols import fixed_context_returns
 from jaxomrl.experiment import cli
-from jaxomrl.experiment.runner import evaluation_keys
+from jaxomrl.experiment.programs import evaluation_keys
 from jaxomrl.experiment.runs import find_runs, load_data, restore
 from jaxomrl.io import atomic_write_text
 

@@ -17,7 +17,8 @@ from jaxomrl import algos
 from jaxomrl.data.sampler import describe_data, run_data
 from jaxomrl.experiment import collect as C
 from jaxomrl.data import dataset as dataset_lib
-from jaxomrl.experiment.runner import RunConfig, run
+from jaxomrl.experiment.run_config import RunConfig
+from jaxomrl.experiment.runner import run
 from jaxomrl.learners.online_sac import OnlineSACConfig
 from jaxomrl.learners.sac import SACConfig
 from test_evaluation import _load_evaluate_module

@@ -141,7 +141,7 @@ def test_episode_and_timestep_indices():
 
 @pytest.fixture(scope="module")
 def device_data():
-    return make_dataset().to_device()
+    return data_lib.TaskData.from_dataset(make_dataset())
 
 
 def test_transition_sampler_is_task_balanced_and_jittable(device_data):

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxomrl.data.sampler import sample_episodes
+from jaxomrl.data.sampler import TaskData, sample_episodes
 from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
 from jaxomrl.learners.gradients import scan_updates
 import flax.linen as nn
@@ -24,7 +24,8 @@ from jaxomrl.types import Transition
 def scripted_point_robot(**kw):
     """(train-task TaskData, test-task TaskData) of noisy goal-seeking behaviour."""
     ds = scripted_point_robot_dataset(**kw)
-    return (ds.select_tasks(~ds.is_test).to_device(), ds.select_tasks(ds.is_test).to_device())
+    return (TaskData.from_dataset(ds.select_tasks(~ds.is_test)),
+            TaskData.from_dataset(ds.select_tasks(ds.is_test)))
 
 
 def test_gru_step_equals_sequence_and_posterior_shapes():

@@ -19,7 +19,9 @@ from jaxomrl.data.sampler import TaskData
 from jaxomrl.eval import metrics, report
 from jaxomrl.eval.adaptation import Context, online_rollout
 from jaxomrl.eval.protocols import evaluate_policy, nonprior_returns
-from jaxomrl.experiment.runner import RunConfig, run, scalar_metrics
+from jaxomrl.eval.stats import scalar_metrics
+from jaxomrl.experiment.run_config import RunConfig
+from jaxomrl.experiment.runner import run
 from scripted_data import scripted_point_robot_dataset
 from test_runner import ROOT, TINY
 

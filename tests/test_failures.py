@@ -17,7 +17,8 @@ from jaxomrl.experiment import collect as collect_lib
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.errors import NonFiniteError
 from jaxomrl.experiment import cli
-from jaxomrl.experiment.runner import RunConfig, RunConfigError, final_outputs, run
+from jaxomrl.experiment.run_config import RunConfig, RunConfigError
+from jaxomrl.experiment.runner import final_outputs, run
 from jaxomrl.learners.online_sac import OnlineSACConfig
 from jaxomrl.learners.sac import SACConfig
 from scripted_data import scripted_point_robot_dataset
@@ -86,7 +87,7 @@ def test_a_run_written_before_a_field_was_renamed_is_still_the_same_run(tmp_path
     """run.json files keep the names of their time: the identity check reads the saved config
     through the algorithm's config class (EncoderConfig.score is now .similarity), so an old
     finished run is reused, and a real difference is still refused."""
-    from jaxomrl.experiment.runner import check_workdir, run_identity
+    from jaxomrl.experiment.run_dir import check_workdir, run_identity
     algorithm, _, _ = _setup("focal")
     config = RunConfig(workdir=str(tmp_path), seeds=(0,), verbose=False)
     identity = run_identity(algorithm, config, {"test": True})

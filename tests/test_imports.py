@@ -13,7 +13,8 @@ from jaxomrl import algos, envs
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.data import imports
 from jaxomrl.data.sampler import run_data
-from jaxomrl.experiment.runner import RunConfig, run
+from jaxomrl.experiment.run_config import RunConfig
+from jaxomrl.experiment.runner import run
 from scripted_data import scripted_point_robot_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

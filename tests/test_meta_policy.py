@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxomrl.algos.base import PhaseData
 from jaxomrl.learners.sac import SACConfig, make_sac
 from jaxomrl.losses import sac as L
 from jaxomrl.nets.heads import ConditionedMLP, HyperDense
@@ -168,8 +169,9 @@ def test_policy_standardises_observations_so_their_units_do_not_matter(normalize
 
     def train(d):
         aux = phase.prepare(None, d)
-        state = phase.init(jax.random.PRNGKey(0), aux, d)
-        state = jax.lax.scan(lambda s, k: (phase.update(s, k, aux, d)[0], None), state,
+        state = phase.init_state(jax.random.PRNGKey(0), aux, d)
+        state = jax.lax.scan(lambda s, k: (phase.learner.update(s, PhaseData(aux, d), k)[0],
+                                           None), state,
                              jax.random.split(jax.random.PRNGKey(1), 30))[0]
         return phase.output(state, aux)
 
@@ -209,7 +211,7 @@ def test_policy_standardises_embeddings_so_their_units_do_not_matter():
     assert config.normalize_z
     algorithm = make_algorithm("borel", config, family, int((~ds.is_test).sum()))
     encoder, policy = algorithm.phases
-    params = encoder.init(jax.random.PRNGKey(0), None, data).params
+    params = encoder.init_state(jax.random.PRNGKey(0), None, data).params
     scale, shift = jnp.asarray([5.0, 0.1]), jnp.asarray([3.0, -20.0])
     head = params["params"]["encoder"]["head"]
     moved = jax.tree_util.tree_map(lambda x: x, params)
@@ -219,8 +221,9 @@ def test_policy_standardises_embeddings_so_their_units_do_not_matter():
 
     def train(phase, p):
         aux = phase.prepare(TrainedEncoder(params=p), data)
-        state = phase.init(jax.random.PRNGKey(0), aux, data)
-        state = jax.lax.scan(lambda s, k: (phase.update(s, k, aux, data)[0], None), state,
+        state = phase.init_state(jax.random.PRNGKey(0), aux, data)
+        state = jax.lax.scan(lambda s, k: (phase.learner.update(s, PhaseData(aux, data), k)[0],
+                                           None), state,
                              jax.random.split(jax.random.PRNGKey(1), 30))[0]
         return phase.output(state, aux)
 
@@ -355,7 +358,8 @@ def test_policy_context_gives_each_row_its_own_history_or_another_episodes_belie
     data = dict(data, train=train)
     aux = offline_meta.Embedded(z=jnp.repeat(code[..., None], 2, -1),
                                 next_z=jnp.repeat(code[..., None] + 0.5, 2, -1))
-    metrics = jax.jit(jax.vmap(lambda k: policy.update(jnp.zeros(()), k, aux, data)[1]))(
+    metrics = jax.jit(jax.vmap(lambda k: policy.learner.update(jnp.zeros(()),
+                                                               PhaseData(aux, data), k)[1]))(
         jax.random.split(jax.random.PRNGKey(0), 20))
     share = float(metrics["own"].mean())
     assert abs(share - own_share) < 0.03, share

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxomrl.data.sampler import episode_last, returns_to_go, take, window_positions
+from jaxomrl.data.sampler import TaskData, episode_last, returns_to_go, take, window_positions
 from jaxomrl.learners.gradients import scan_updates
 from jaxomrl.learners.prompt_dt import Inference, PromptDTConfig, best_return, make_prompt_dt
 from jaxomrl.losses.sequence import masked_action_mse
@@ -96,7 +96,7 @@ def test_prompt_dt_learns_the_behaviour_of_a_small_problem():
     action error of a tiny Prompt-DT is far below its initial one and below that of predicting
     each task's mean action."""
     ds = scripted_point_robot_dataset()
-    data = ds.select_tasks(~ds.is_test).to_device()
+    data = TaskData.from_dataset(ds.select_tasks(~ds.is_test))
     cfg = PromptDTConfig(width=32, num_layers=2, context=8, prompt_length=4, max_timestep=64,
                          learning_rate=1e-3, warmup_steps=20, batch_size=8, meta_batch=6)
     obs_dim = data.transitions.obs.shape[-1]
@@ -135,7 +135,7 @@ def test_prompt_context_read_from_an_episode_is_that_episodes_training_prompt():
     is the episode's last P steps with their returns-to-go to its end, as the training prompts
     are sampled; it is empty before the first episode ends and replaced by the next one's."""
     ds = scripted_point_robot_dataset()
-    data = ds.select_tasks(~ds.is_test).to_device()
+    data = TaskData.from_dataset(ds.select_tasks(~ds.is_test))
     learner, source, inference = _tiny_inference(data)
     p, scale = learner.config.prompt_length, learner.config.rtg_scale
     task, h = 3, 20
@@ -166,7 +166,7 @@ def test_policy_memory_rebuilds_the_training_segment_of_every_step():
     token layout, the memory resets at an episode's start, and the prediction never reads the
     current action."""
     ds = scripted_point_robot_dataset()
-    data = ds.select_tasks(~ds.is_test).to_device()
+    data = TaskData.from_dataset(ds.select_tasks(~ds.is_test))
     learner, source, inference = _tiny_inference(data)
     k, scale = learner.config.context, learner.config.rtg_scale
     task, start, h = 5, 20, 20

@@ -8,6 +8,8 @@ import pytest
 
 from jaxomrl.algos.reda import (adversarial_batch, adversarial_info_nce, full_contexts,
                                 prefix_contexts)
+from jaxomrl.algos.base import PhaseData
+from jaxomrl.data.sampler import TaskData
 from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
 from jaxomrl.losses.adversarial import infonce_score
 from jaxomrl.types import Transition
@@ -30,7 +32,7 @@ def test_prefix_contexts_are_right_aligned_with_the_next_state_as_query():
 
 def test_adversarial_reward_in_situ_is_eq_6_on_the_encoders_prefix_embeddings():
     ds = scripted_point_robot_dataset()
-    data = ds.select_tasks(np.arange(3)).to_device()
+    data = TaskData.from_dataset(ds.select_tasks(np.arange(3)))
     enc = make_encoder_learner(EncoderConfig(encoder="transformer", infonce_weight=1.0,
                                              window=L, hidden=16, latent_dim=4), 2, 2)
     params = enc.init(jax.random.PRNGKey(0)).params
@@ -171,7 +173,8 @@ def test_reda_ablation_switches():
 def test_reda_runs_in_the_runner_and_resume_equals_uninterrupted(tmp_path):
     from jaxomrl import algos
     from jaxomrl.data.sampler import run_data
-    from jaxomrl.experiment.runner import RunConfig, final_outputs, run
+    from jaxomrl.experiment.run_config import RunConfig
+    from jaxomrl.experiment.runner import final_outputs, run
     ds = scripted_point_robot_dataset()
     data, eval_data = run_data(ds, ds)          # the data itself stands in for ood contexts
     algorithm = algos.make("reda", _reda_settings(), ds.make_family(), int((~ds.is_test).sum()))
@@ -302,10 +305,10 @@ def test_adversarial_contrast_reaches_the_encoder_and_the_adversarys_reward():
         assert algorithm.config["adversarial_contrast"] == contrast
         models_phase, adv_phase = algorithm.phases[:2]
         key = jax.random.PRNGKey(0)
-        aux = adv_phase.prepare(models_phase.output(models_phase.init(key, None, data), None),
+        aux = adv_phase.prepare(models_phase.output(models_phase.init_state(key, None, data), None),
                                 data)
-        out[contrast] = jax.jit(adv_phase.update)(adv_phase.init(key, aux, data), key, aux,
-                                                  data)[1]
+        out[contrast] = jax.jit(adv_phase.learner.update)(
+            adv_phase.init_state(key, aux, data), PhaseData(aux, data), key)[1]
     real, adv = out["real"], out["adversarial"]
     for k in ("adv_outside_data", "model_uncertainty", "model_task_reward", "infonce"):
         assert float(real[k]) == float(adv[k]), k        # same rollouts, same real-data term
@@ -330,14 +333,16 @@ def test_task_conditioned_models_run_every_model_use_of_reda():
     models_phase, adv_phase = algorithm.phases[:2]
     assert models_phase.config["structure"] == "task_conditioned"
     key = jax.random.PRNGKey(0)
-    state = models_phase.init(key, None, data)
-    state, metrics = jax.jit(models_phase.update)(state, key, None, data)
+    state = models_phase.init_state(key, None, data)
+    state, metrics = jax.jit(models_phase.learner.update)(
+        state, models_phase.batch(None, data), key)
     assert "model_holdout_mse/task0" not in metrics and np.isfinite(float(metrics["model_nll"]))
     models = models_phase.output(state, None)
     assert jax.tree_util.tree_leaves(models.dyn_params)[0].shape[0] == 1   # one ensemble
     aux = adv_phase.prepare(models, data)
     assert aux.max_uncertainty.shape == (n_train,) and np.all(np.isfinite(aux.max_uncertainty))
-    _, m_adv = jax.jit(adv_phase.update)(adv_phase.init(key, aux, data), key, aux, data)
+    _, m_adv = jax.jit(adv_phase.learner.update)(adv_phase.init_state(key, aux, data),
+                                                 PhaseData(aux, data), key)
     for k in ("adv_infonce", "adv_reward", "model_uncertainty", "adv_context_length"):
         assert np.isfinite(float(m_adv[k])), k
     # The policy's model rows: the policy's own action recorded, the one-hot only a model input.
@@ -376,7 +381,7 @@ def test_support_quantile_ends_adversarial_rollouts_where_the_models_leave_their
                                ds.make_family(), n_train)
         models_phase, adv_phase = algorithm.phases[:2]
         key = jax.random.PRNGKey(0)
-        models = models_phase.output(models_phase.init(key, None, data), None)
+        models = models_phase.output(models_phase.init_state(key, None, data), None)
         aux = adv_phase.prepare(models, data)
         if q > 0:
             from jaxomrl.config import from_json
@@ -390,7 +395,8 @@ def test_support_quantile_ends_adversarial_rollouts_where_the_models_leave_their
                                        np.quantile(np.asarray(u), q, axis=1), rtol=1e-5)
         else:
             assert np.isinf(np.asarray(aux.max_uncertainty)).all()
-        _, metrics = jax.jit(adv_phase.update)(adv_phase.init(key, aux, data), key, aux, data)
+        _, metrics = jax.jit(adv_phase.learner.update)(adv_phase.init_state(key, aux, data),
+                                                       PhaseData(aux, data), key)
         lengths[q] = float(metrics["adv_context_length"])
     assert lengths[0.0] == 3.0 and 1.0 <= lengths[0.5] < 3.0, lengths
     with pytest.raises(ValueError, match="support_quantile"):

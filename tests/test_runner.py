@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 
 from jaxomrl import algos, envs
-from jaxomrl.algos.base import Algorithm, Phase, make_train
+from jaxomrl.algos.base import Algorithm, Phase, PhaseData, make_train
+from jaxomrl.learners.base import PlainLearner
 from jaxomrl.data.sampler import run_data
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.eval.adaptation import Context, online_returns
-from jaxomrl.experiment.runner import (Programs, RunConfig, RunConfigError, final_outputs, run,
-                                       sequential_seeds)
+from jaxomrl.experiment.programs import Programs, sequential_seeds
+from jaxomrl.experiment.run_config import RunConfig, RunConfigError
+from jaxomrl.experiment.runner import final_outputs, run
 from scripted_data import scripted_point_robot_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,17 +88,20 @@ def _early_stopping_algorithm(with_done=True):
     """A "fit" phase whose output stops changing after seed-dependent updates (x counts up to
     a cap of 2 + seed; its step counter keeps counting), declared ``done`` then, and a "use"
     phase that reads it."""
-    def fit_update(state, key, aux, data):
+    def fit_update(state, batch, key):
         x = jnp.where(state["x"] < state["cap"], state["x"] + 1.0, state["x"])
         return {**state, "x": x, "t": state["t"] + 1}, {"x": x}
 
     fit = Phase(name="fit", num_steps=10,
-                init=lambda key, aux, data: {"x": jnp.zeros(()), "t": jnp.zeros((), jnp.int32),
+                learner=PlainLearner(
+                    init=lambda key, batch: {"x": jnp.zeros(()), "t": jnp.zeros((), jnp.int32),
                                              "cap": 2.0 + jax.random.randint(key, (), 0, 2)},
-                update=fit_update, output=lambda state, aux: state["x"],
+                    update=fit_update), output=lambda state, aux: state["x"],
                 done=(lambda state: state["x"] >= state["cap"]) if with_done else None)
-    use = Phase(name="use", num_steps=2, init=lambda key, aux, data: jnp.zeros(()),
-                update=lambda y, key, aux, data: (y + aux, {"y": y + aux}),
+    use = Phase(name="use", num_steps=2,
+                learner=PlainLearner(init=lambda key, batch: jnp.zeros(()),
+                                     update=lambda y, batch, key: (y + batch.aux,
+                                                                   {"y": y + batch.aux})),
                 output=lambda y, aux: y, prepare=lambda inputs, data: inputs)
     return Algorithm(name="toy", phases=(fit, use), config={"toy": with_done},
                      evaluate=lambda y, key, eval_data: {"test_y": y[None, None]})
@@ -201,7 +206,8 @@ def test_seeds_sharded_over_host_devices_equal_unsharded(tmp_path):
         import sys, jax, numpy as np
         sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
         from test_runner import _setup
-        from jaxomrl.experiment.runner import RunConfig, run, final_outputs
+        from jaxomrl.experiment.run_config import RunConfig
+        from jaxomrl.experiment.runner import final_outputs, run
         assert jax.device_count() == 2, jax.devices()
         algorithm, data, eval_data = _setup("bc")
         outs = []
@@ -305,12 +311,13 @@ def test_policy_top_fraction_weights_the_actor_of_every_policy_learner():
     np.testing.assert_array_equal(aux.actor_weight, top_episodes(data["train"], 0.5))
     assert 0 < float(np.mean(aux.actor_weight)) < 1
     key = jax.random.PRNGKey(0)
-    state = phase.init(key, aux, data)
-    bc = lambda a: float(jax.jit(phase.update)(state, key, a, data)[1]["bc_loss"])
+    state = phase.init_state(key, aux, data)
+    bc = lambda a: float(jax.jit(phase.learner.update)(state, PhaseData(a, data), key)[1][
+        "bc_loss"])
     assert bc(aux) > 0 and bc(aux.replace(actor_weight=jnp.zeros_like(aux.actor_weight))) == 0
     for spec in ("r2pgo", "borel"):
         algorithm, data, _ = _setup(spec, settings)
         encoder, policy = algorithm.phases
-        trained = encoder.output(encoder.init(key, FIRST_INPUTS, data), FIRST_INPUTS)
+        trained = encoder.output(encoder.init_state(key, FIRST_INPUTS, data), FIRST_INPUTS)
         np.testing.assert_array_equal(policy.prepare(trained, data).actor_weight,
                                       top_episodes(data["train"], 0.5))

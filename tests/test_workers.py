@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from jaxomrl.experiment import cli
-from jaxomrl.experiment.runner import (RunConfig, _phase_digests, run_identity, share_groups,
-                                       share_schedule)
+from jaxomrl.experiment.run_config import RunConfig
+from jaxomrl.experiment.run_dir import run_identity
+from jaxomrl.experiment.sharing import phase_digests, share_groups, share_schedule
 from test_failures import TRAIN, _cli, _refused, data_dir  # noqa: F401 -- data_dir: fixture
 from test_runner import ROOT, _setup
 
@@ -27,7 +28,7 @@ def test_runs_that_can_share_a_phase_are_grouped_in_order(tmp_path):
         ["r2pgo/no_weighted_negatives"]]
     # R2PGO's encoder already published (an earlier command trained it): its runs are apart.
     algorithm, config = runs["r2pgo"]
-    digest = _phase_digests(algorithm, run_identity(algorithm, config, {"test": True}))[0]
+    digest = phase_digests(algorithm, run_identity(algorithm, config, {"test": True}))[0]
     os.makedirs(os.path.join(shared, digest))
     open(os.path.join(shared, digest, "phase.json"), "w").close()
     assert share_groups(runs, {"test": True}) == [

@@ -5,8 +5,9 @@ its ``lax.scan``-ned updates, checkpoints between chunks and hands the phase's `
 next phase. Every function below is for ONE seed and must be jittable.
 
     aux = phase.prepare(inputs, data)            # derived once from the previous phase's output
-    state = phase.init(key, aux, data)
-    state, metrics = phase.update(state, key, aux, data)
+    batch = phase.batch(aux, data)               # what its learner learns from
+    state = phase.learner.init(key, batch)
+    state, metrics = phase.learner.update(state, batch, key)
     outputs = phase.output(state, aux)           # the next phase's ``inputs``
     metrics = algorithm.evaluate(outputs, key, eval_data)   # after the last phase
 
@@ -21,6 +22,8 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
+from jaxomrl.learners.base import Learner
+
 # The first phase's input (it has no predecessor): a scalar zero per seed, so that every phase's
 # prepare / init is called the same way. Later phases get the previous phase's output.
 FIRST_INPUTS = jnp.zeros(())
@@ -31,8 +34,19 @@ def _no_prepare(inputs: Any, data: Any) -> Any:
     return inputs
 
 
+class PhaseData(NamedTuple):
+    """A phase's ``aux`` and the run's ``data``: the batch of a learner that reads both."""
+
+    aux: Any
+    data: Any
+
+
 class Phase(NamedTuple):
-    """``config`` (JSON-serialisable, optional): everything besides its inputs, the data and the
+    """A ``learner`` (``jaxomrl.learners.base``: ``init(key, batch)``, ``update(state, batch,
+    key)``) trained for ``num_steps`` updates on ``batch(aux, data)`` (default: ``PhaseData(aux,
+    data)``), where ``aux = prepare(inputs, data)`` comes from the previous phase's output; its
+    ``output(state, aux)`` is the next phase's ``inputs``.
+    ``config`` (JSON-serialisable, optional): everything besides its inputs, the data and the
     seeds that determines what the phase computes. Runs whose phases up to this one have equal
     configs compute equal outputs, which the runner can then share (``RunConfig.share_dir``).
     ``done(state) -> bool []`` (optional, one seed): True only when no further update can change
@@ -48,13 +62,17 @@ class Phase(NamedTuple):
 
     name: str
     num_steps: int
-    init: Callable[[jax.Array, Any, Any], Any]
-    update: Callable[[Any, jax.Array, Any, Any], Tuple[Any, Dict[str, jax.Array]]]
+    learner: Learner
     output: Callable[[Any, Any], Any]
     prepare: Callable[[Any, Any], Any] = _no_prepare
+    batch: Callable[[Any, Any], Any] = PhaseData
     config: Optional[Dict[str, Any]] = None
     done: Optional[Callable[[Any], jax.Array]] = None
     seeds_in_sequence: bool = False
+
+    def init_state(self, key: jax.Array, aux: Any, data: Any) -> Any:
+        """The learner's first state on this phase's batch."""
+        return self.learner.init(key, self.batch(aux, data))
 
 
 class Algorithm(NamedTuple):
@@ -96,12 +114,13 @@ def make_train(algorithm: Algorithm, chunk_steps: int) -> Callable[[jax.Array, A
 
     def run_phase(phase: Phase, key, inputs, data):
         aux = phase.prepare(inputs, data)
-        state = phase.init(jax.random.fold_in(key, 0), aux, data)
+        batch = phase.batch(aux, data)
+        state = phase.init_state(jax.random.fold_in(key, 0), aux, data)
 
         def chunk(state, c, n):
             keys = jax.random.split(jax.random.fold_in(key, 1 + c), n)
-            return jax.lax.scan(lambda s, k: (phase.update(s, k, aux, data)[0], None), state,
-                                keys)[0]
+            return jax.lax.scan(lambda s, k: (phase.learner.update(s, batch, k)[0], None),
+                                state, keys)[0]
 
         full, rest = divmod(phase.num_steps, chunk_steps)
         state = jax.lax.scan(lambda s, c: (chunk(s, c, chunk_steps), None), state,

@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxomrl.algos.base import Algorithm, Phase
+from jaxomrl.algos.base import Algorithm, Phase, PhaseData
 from jaxomrl.config import from_json
 from jaxomrl.data.relabel import relabel_episodes
 from jaxomrl.data.sampler import (TaskData, observation_moments, sample_indices,
@@ -58,6 +58,7 @@ from jaxomrl.errors import check_finite_fields
 from jaxomrl.eval.adaptation import encoder_context
 from jaxomrl.eval.metrics import task_representation_metric
 from jaxomrl.eval.protocols import evaluate_policy
+from jaxomrl.learners.base import PlainLearner
 from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
 from jaxomrl.learners.sac import SACConfig, make_sac
 from jaxomrl.types import TaskBatch
@@ -270,7 +271,8 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
                         obs_moments=moments, z_moments=z_moments,
                         train=train if config.reward_relabelling else None, actor_weight=weight)
 
-    def policy_update(state, key, aux: Embedded, data):
+    def policy_update(state, batch: PhaseData, key):
+        aux, data = batch.aux, batch.data
         train: TaskData = data["train"] if aux.train is None else aux.train
         k_task, k_idx, k_sac = jax.random.split(key, 3)
         tasks, index = sample_meta_batch(train, k_task, k_idx, meta_batch, per_task)
@@ -326,7 +328,7 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
         return out
 
     policy_phase = Phase(name="policy", num_steps=config.policy_steps,
-                         init=lambda key, aux, data: sac.init(key), update=policy_update,
+                         learner=PlainLearner(init=sac.init, update=policy_update),
                          output=policy_output, prepare=policy_prepare)
     phases = (policy_phase,)
     if enc is not None:
@@ -337,10 +339,8 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
             phase_config["reward_relabelling"] = config.reward_relabelling
             relabelled = dict(prepare=lambda inputs, data: training_data(data))
         encoder_phase = Phase(
-            name="encoder", num_steps=config.encoder_steps,
-            init=lambda key, aux, data: enc.init(key),
-            update=lambda state, key, aux, data: enc.update(
-                state, aux if config.reward_relabelling else data["train"], key),
+            name="encoder", num_steps=config.encoder_steps, learner=enc,
+            batch=lambda aux, data: aux if config.reward_relabelling else data["train"],
             output=lambda state, aux: TrainedEncoder(params=state.params),
             config=phase_config, seeds_in_sequence=config.encoder.encoder == "gru",
             **relabelled)

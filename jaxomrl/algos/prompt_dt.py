@@ -71,10 +71,9 @@ def make_prompt_dt_algorithm(name: str, config: PromptDTRunConfig, family: TaskF
         return Inference(params=state.params, obs_moments=source.obs_moments,
                          target_return=best_return(source.data, source.rtg))
 
-    phase = Phase(name="policy", num_steps=config.steps,
-                  init=lambda key, aux, data: dt.init(key),
-                  update=lambda state, key, aux, data: dt.update(state, aux, key),
-                  output=output, prepare=lambda inputs, data: dt.make_source(data["train"]),
+    phase = Phase(name="policy", num_steps=config.steps, learner=dt,
+                  batch=lambda source, data: source, output=output,
+                  prepare=lambda inputs, data: dt.make_source(data["train"]),
                   seeds_in_sequence=True)
 
     def policy(outputs: Inference):

@@ -34,12 +34,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxomrl.algos.base import Algorithm, Phase
+from jaxomrl.algos.base import Algorithm, Phase, PhaseData
 from jaxomrl.algos.offline_meta import MetaConfig, ModelData, TrainedEncoder, make_algorithm
 from jaxomrl.config import from_json
 from jaxomrl.data.sampler import TaskData, sample_transitions
 from jaxomrl.envs.base import TaskFamily
 from jaxomrl.errors import check_finite_fields
+from jaxomrl.learners.base import PlainLearner
 from jaxomrl.learners.dynamics import (DynamicsConfig, make_dynamics, pool_tasks, task_input,
                                        with_task_input)
 from jaxomrl.learners.encoder import make_encoder_learner
@@ -412,15 +413,18 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
     length = config.adversary_rollout or enc_cfg.window
 
     # ---- models ------------------------------------------------------------------------------
-    def models_init(key, aux, data):
-        k1, k2 = jax.random.split(key)
-        return (dyn.init(k1, model_input(data["train"])),
-                rew.init(k2, pool_tasks(data["train"])))
+    def models_batch(aux, data):
+        """(the dynamics models' data, the reward model's data)."""
+        return model_input(data["train"]), pool_tasks(data["train"])
 
-    def models_update(state, key, aux, data):
+    def models_init(key, batch):
         k1, k2 = jax.random.split(key)
-        d, m_d = dyn.update(state[0], model_input(data["train"]), k1)
-        r, m_r = rew.update(state[1], pool_tasks(data["train"]), k2)
+        return dyn.init(k1, batch[0]), rew.init(k2, batch[1])
+
+    def models_update(state, batch, key):
+        k1, k2 = jax.random.split(key)
+        d, m_d = dyn.update(state[0], batch[0], k1)
+        r, m_r = rew.update(state[1], batch[1], k2)
         # This round's held-out scores (normalised targets; mean over members) [T] (per-task
         # models; [1]: the task-conditioned one).
         mse, nll = (jnp.mean(m_d[k], axis=1) for k in ("holdout_mse", "holdout_nll"))
@@ -438,7 +442,7 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
                       reward_norm=r.norm)
 
     # ---- adversarial encoder training ----------------------------------------------------------
-    def adversarial_init(key, aux, data):
+    def adversarial_init(key, batch=None):
         k1, k2 = jax.random.split(key)
         return AdversarialState(encoder=enc.init(k1), adversary=adv.init(k2))
 
@@ -474,9 +478,9 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
         return AdversarialAux(models=models, obs_low=jnp.min(obs, axis=(0, 1)),
                               obs_high=jnp.max(obs, axis=(0, 1)), max_uncertainty=max_u)
 
-    def adversarial_update(state: AdversarialState, key, aux: AdversarialAux, data):
+    def adversarial_update(state: AdversarialState, batch: PhaseData, key):
+        aux, train = batch.aux, batch.data["train"]
         models, low, high = aux.models, aux.obs_low, aux.obs_high
-        train = data["train"]
         k_gen, k_sac, k_enc = jax.random.split(key, 3)
 
         def act(obs, k):
@@ -529,8 +533,9 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
         metrics.update(m_enc)
         return AdversarialState(encoder=encoder, adversary=adversary), metrics
 
-    models_phase = Phase(name="models", num_steps=config.model_rounds, init=models_init,
-                         update=models_update, output=models_output,
+    models_phase = Phase(name="models", num_steps=config.model_rounds,
+                         learner=PlainLearner(init=models_init, update=models_update),
+                         batch=models_batch, output=models_output,
                          # "structure" only when not the default: per-task runs keep the
                          # digests (and shared models phases) they had before the option
                          config={"dynamics": dataclasses.asdict(config.dynamics),
@@ -540,7 +545,8 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
                                  "rounds": config.model_rounds},
                          done=lambda state: dyn.stopped(state[0]) & rew.stopped(state[1]))
     adversarial_phase = Phase(name="adversarial", num_steps=config.adversarial_steps,
-                              init=adversarial_init, update=adversarial_update,
+                              learner=PlainLearner(init=adversarial_init,
+                                                   update=adversarial_update),
                               prepare=adversarial_prepare,
                               output=lambda state, aux: TrainedEncoder(
                                   params=state.encoder.params,

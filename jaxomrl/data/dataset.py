@@ -153,11 +153,6 @@ class MultiTaskDataset:
         out.update({f"param/{k}": v for k, v in self.task_params.items()})
         return out
 
-    def to_device(self):
-        """The :class:`jaxomrl.data.sampler.TaskData` pytree for jitted sampling."""
-        from jaxomrl.data.sampler import TaskData
-        return TaskData.from_dataset(self)
-
 
 def _sha256(x: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()

@@ -4,7 +4,7 @@
 same number of items from every requested task, so batches have static shapes ``[M, B, ...]``
 (``M`` tasks, ``B`` per task) and work inside ``jit``, ``vmap`` and ``lax.scan``:
 
-    data = dataset.to_device()
+    data = TaskData.from_dataset(dataset)
     batch = sample_transitions(data, key, 256)                 # Transition [T, 256]
     ctx, mask = sample_windows(data, key, 32, window=16)       # Transition [T, 32, 16], [T, 32, 16]
     tasks = sample_task_subset(key, data.num_tasks, 16)        # a meta-batch of 16 task indices
@@ -288,7 +288,7 @@ def run_data(ds, ood=None, splits=EVAL_SPLITS) -> Tuple[Dict[str, TaskData], Dic
     if ood is not None:
         check_same_tasks(ds, ood, "the training and ood datasets")
     tasks = ds.tasks()
-    data = {"train": ds.select_tasks(train).to_device(), "train_tasks": tasks[train]}
+    data = {"train": TaskData.from_dataset(ds.select_tasks(train)), "train_tasks": tasks[train]}
     eval_data = {"tasks": {}, "data": {}, "ood": {}}
     for split in splits:
         index = np.flatnonzero(masks[split])
@@ -296,9 +296,9 @@ def run_data(ds, ood=None, splits=EVAL_SPLITS) -> Tuple[Dict[str, TaskData], Dic
             continue
         eval_data["tasks"][split] = tasks[index]
         eval_data["data"][split] = data["train"] if split == "train" else \
-            ds.select_tasks(index).to_device()
+            TaskData.from_dataset(ds.select_tasks(index))
         if ood is not None:
-            eval_data["ood"][split] = ood.select_tasks(index).to_device()
+            eval_data["ood"][split] = TaskData.from_dataset(ood.select_tasks(index))
     return data, eval_data
 
 

@@ -14,6 +14,8 @@
   interval holds 0. With a handful of seeds a percentile bootstrap of the difference is too
   narrow (three seeds have ten distinct resamples), the t-interval is not.
 * :func:`cell`: ``mean ± std [low, high]``, the form of every table cell.
+* :func:`task_scores`, :func:`scalar_metrics`, :func:`seed_summary`: an evaluation's arrays as
+  per-(seed, task) scores, their per-seed means, and the ``results.json`` entry of one of them.
 """
 from __future__ import annotations
 
@@ -150,3 +152,33 @@ def iqm_cell(s: Summary, digits: int = 2) -> str:
 
 
 CAPTION = "mean ± sample std over n seeds [95 % stratified-bootstrap interval of the mean]"
+
+
+def seed_summary(values: np.ndarray) -> Dict[str, Any]:
+    """Mean, sample std (ddof = 1; null for one seed), n and the per-seed values of ``[seeds]``
+    values (``results.json`` entries; the tables' intervals: ``jaxomrl.eval.stats``)."""
+    values = np.asarray(values, np.float64)
+    return {"mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if values.size > 1 else None, "n": int(values.size),
+            "per_seed": [float(v) for v in values]}
+
+
+def task_scores(evaluation: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    """``{column: [seeds, tasks]}`` float64 scores of an evaluation: for ``name [seeds, tasks,
+    episodes]`` every episode (``name/ep1`` ...); other arrays over their non-seed axes."""
+    out = {}
+    for name, v in evaluation.items():
+        v = np.asarray(v, np.float64)
+        if v.ndim == 3:
+            for e in range(v.shape[2]):
+                out[f"{name}/ep{e + 1}"] = v[:, :, e]
+        else:
+            out[name] = v.reshape(v.shape[0], -1)
+    return out
+
+
+def scalar_metrics(evaluation: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """``[seeds]`` scalars from an evaluation: the mean over tasks of :func:`task_scores`.
+    Means in float64: the same returns give the same scalars whether they come from the device
+    (float32) or from a ``results.json`` (``evaluate.py --from_training``)."""
+    return {k: v.mean(axis=1) for k, v in task_scores(evaluation).items()}

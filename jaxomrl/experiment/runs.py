@@ -102,12 +102,12 @@ def phase_outputs(algorithm: Algorithm, identity: Dict[str, Any], workdir: str, 
     """The published outputs of a finished run's phase ``phase`` (e.g. ReDA's ``models``), every
     seed stacked, from the workdir's ``shared_phases`` (train.py publishes every phase but the
     last there)."""
-    from jaxomrl.experiment.runner import _phase_digests, published_outputs
+    from jaxomrl.experiment.sharing import phase_digests, published_outputs
     names = [ph.name for ph in algorithm.phases]
     if phase not in names[:-1]:
         raise RunLookupError(f"{algorithm.name}: phase {phase!r} is not one of its published "
                              f"phases {names[:-1]}")
-    outputs, _ = published_outputs(algorithm, _phase_digests(algorithm, identity),
+    outputs, _ = published_outputs(algorithm, phase_digests(algorithm, identity),
                                    os.path.join(workdir, "shared_phases"), data,
                                    len(identity["seeds"]), names.index(phase))
     if outputs is None:

@@ -42,6 +42,7 @@ from flax import struct
 
 from jaxomrl.errors import check_finite_fields
 from jaxomrl.data.sampler import TaskData
+from jaxomrl.learners.base import InitFn, UpdateFn
 from jaxomrl.learners.gradients import gradient_step
 from jaxomrl.losses import dynamics as dyn_losses
 from jaxomrl.nets.mlp import MLP
@@ -145,8 +146,8 @@ class DynamicsState:
 
 
 class Dynamics(NamedTuple):
-    init: Callable
-    update: Callable
+    init: InitFn
+    update: UpdateFn
     fit: Callable
     predict: Callable
     step: Callable
@@ -274,7 +275,9 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
         return (take(inputs, train), take(targets, train), take(inputs, hold),
                 take(targets, hold))
 
-    def init(key, data: TaskData) -> DynamicsState:
+    def init(key, batch: TaskData) -> DynamicsState:
+        """Fresh ensembles on ``batch``'s tasks: its hold-out split and normalisers."""
+        data = batch
         t, n = data.transitions.reward.shape
         if n < 2:
             raise ValueError("dynamics models need at least 2 transitions per task")
@@ -298,9 +301,9 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
             state.members, keys, state.norm, x_train, y_train, x_hold, y_hold)
         return state.replace(members=members), metrics
 
-    def update(state: DynamicsState, data: TaskData, key):
-        """One round of :func:`fit` (the learner's step). Metrics ``[T, E]``."""
-        state, metrics = fit(state, data, key, 1)
+    def update(state: DynamicsState, batch: TaskData, key):
+        """One round of :func:`fit` on ``batch`` (the learner's step). Metrics ``[T, E]``."""
+        state, metrics = fit(state, batch, key, 1)
         return state, jax.tree_util.tree_map(lambda m: m[..., 0], metrics)
 
     def stopped(state: DynamicsState) -> jax.Array:

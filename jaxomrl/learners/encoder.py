@@ -53,6 +53,7 @@ from flax import struct
 from jaxomrl.data.sampler import (TaskData, sample_episodes, sample_task_subset,
                                   sample_transitions, sample_windows)
 from jaxomrl.errors import check_finite_fields
+from jaxomrl.learners.base import InitFn, UpdateFn
 from jaxomrl.learners.gradients import gradient_step
 from jaxomrl.losses import contrastive, vae
 from jaxomrl.nets.encoders import (GaussianPredictor, GRUEncoder, RewardDecoder, StateDecoder,
@@ -203,8 +204,8 @@ class EncoderState:
 
 
 class EncoderLearner(NamedTuple):
-    init: Callable
-    update: Callable
+    init: InitFn
+    update: UpdateFn
     loss: Callable
     embed: Callable
     sample_contexts: Callable
@@ -329,7 +330,9 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
         """Embeddings ``[..., latent]`` of contexts with leading batch axes ``[...]``."""
         return encode(params, ctx, mask, query)[0]
 
-    def init(key: jax.Array) -> EncoderState:
+    def init(key: jax.Array, batch: Optional[TaskData] = None) -> EncoderState:
+        """Fresh parameters (``batch`` unused: shapes come from the config)."""
+        del batch
         ex = empty_window()
         q = jax.tree_util.tree_map(lambda x: x[0], ex) if config.encoder == "transformer" else None
         params = model.init(key, ex, jnp.ones((w,), bool), q, method=_init_all)
@@ -433,9 +436,10 @@ def make_encoder_learner(config: EncoderConfig, obs_dim: int, action_dim: int) -
         nll = jnp.mean(jax.vmap(contrastive.gaussian_nll)(sg(z), mean, var, valid))
         return club, {"club": club, "club_nll": nll}
 
-    def update(state: EncoderState, data: TaskData, key: jax.Array):
+    def update(state: EncoderState, batch: TaskData, key: jax.Array):
+        """One step of the encoder's losses on contexts sampled from ``batch``."""
         params, opt_state, _, metrics = gradient_step(loss_fn, tx, state.params, state.opt_state,
-                                                      data, key)
+                                                      batch, key)
         return EncoderState(params=params, opt_state=opt_state, step=state.step + 1), metrics
 
     def evaluate(params, data_reference: TaskData, data_query: TaskData, key: jax.Array,

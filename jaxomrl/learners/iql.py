@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from jaxomrl.learners.base import InitFn, UpdateFn
 from jaxomrl.learners.gradients import gradient_step
 from jaxomrl.learners.sac import check_agent_config
 from jaxomrl.losses import iql as iql_losses
@@ -78,8 +79,8 @@ class IQLState:
 
 
 class IQL(NamedTuple):
-    init: Callable[[PRNGKey], IQLState]
-    update: Callable[[IQLState, Union[Transition, TaskBatch], PRNGKey], Tuple[IQLState, Metrics]]
+    init: InitFn
+    update: UpdateFn
     make_policy: Callable[..., Policy]
     value_loss: Callable[..., Tuple[jax.Array, Metrics]]
     actor_loss: Callable[..., Tuple[jax.Array, Metrics]]
@@ -108,7 +109,8 @@ def make_iql(config: IQLConfig, obs_dim: int, action_dim: int, latent_dim: int =
     actor_tx, critic_tx = optax.adam(config.actor_lr), optax.adam(config.critic_lr)
     value_tx = optax.adam(config.value_lr)
 
-    def init(key: jax.Array) -> IQLState:
+    def init(key: jax.Array, batch: Optional[Union[Transition, TaskBatch]] = None) -> IQLState:
+        del batch                     # shapes come from the config
         ka, kc, kv = jax.random.split(key, 3)
         obs, z = jnp.zeros((1, obs_dim)), jnp.zeros((1, max(latent_dim, 1)))
         actor_params = actor.init(ka, obs, *extra(z))

@@ -44,6 +44,7 @@ from flax import struct
 from jaxomrl.errors import check_finite_fields
 from jaxomrl.data.replay import ReplayBuffer, replay_add, replay_init, replay_sample
 from jaxomrl.envs.base import EnvState, Task, TaskFamily
+from jaxomrl.learners.base import InitFn, UpdateFn
 from jaxomrl.learners.sac import SAC, SACConfig, SACState, make_sac
 from jaxomrl.types import Transition, scale_action
 
@@ -88,9 +89,8 @@ class OnlineSACState:
 
 
 class OnlineSAC(NamedTuple):
-    init: Callable[[jax.Array, Task], OnlineSACState]
-    update: Callable[[OnlineSACState, Task, jax.Array],
-                     Tuple[OnlineSACState, Dict[str, jax.Array]]]
+    init: InitFn
+    update: UpdateFn
     iterate: Callable[[OnlineSACState, Task, int], Tuple[OnlineSACState, Dict[str, jax.Array]]]
     sac: SAC
     config: OnlineSACConfig
@@ -166,7 +166,10 @@ def make_online_sac(family: TaskFamily, config: OnlineSACConfig) -> OnlineSAC:
         out["episodes"] = count if conditioned else count[0]
         return state, out
 
-    def init(key: jax.Array, task: Task) -> OnlineSACState:
+    def init(key: jax.Array, batch: Task) -> OnlineSACState:
+        """A fresh agent, buffer and environments in ``batch``: the task (a conditioned agent:
+        the tasks ``[T]``) it will interact with."""
+        task = batch
         k_agent, k_env, k_run = jax.random.split(key, 3)
         if conditioned:
             if task.attributes.ndim != 2:
@@ -189,10 +192,11 @@ def make_online_sac(family: TaskFamily, config: OnlineSACConfig) -> OnlineSAC:
             state, _ = iterations(state, task, config.warmup_iterations, random_actions=True)
         return state
 
-    def update(state: OnlineSACState, task: Task, key: jax.Array):
-        """One iteration (``key`` unused: the state carries its own PRNG stream)."""
+    def update(state: OnlineSACState, batch: Task, key: jax.Array):
+        """One iteration in the task(s) ``batch`` (``key`` unused: the state carries its own
+        PRNG stream, so that resumed collections draw as uninterrupted ones)."""
         del key
-        return iterations(state, task, 1, random_actions=False)
+        return iterations(state, batch, 1, random_actions=False)
 
     def iterate(state: OnlineSACState, task: Task, num_iterations: int):
         return iterations(state, task, num_iterations, random_actions=False)

@@ -38,7 +38,7 @@ in an online protocol the prompt of episode k is the end of the agent's own epis
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +49,7 @@ from flax import struct
 from jaxomrl.data.sampler import (TaskData, observation_moments, returns_to_go,
                                   sample_task_subset, standardise, take, window_positions)
 from jaxomrl.errors import check_finite_fields
+from jaxomrl.learners.base import InitFn, UpdateFn
 from jaxomrl.learners.gradients import gradient_step
 from jaxomrl.losses.sequence import masked_action_mse
 from jaxomrl.nets.decision_transformer import PromptDecisionTransformer
@@ -114,8 +115,8 @@ class Inference:
 
 
 class PromptDT(NamedTuple):
-    init: Callable
-    update: Callable
+    init: InitFn
+    update: UpdateFn
     loss: Callable
     make_source: Callable
     sample_batch: Callable
@@ -187,7 +188,8 @@ def make_prompt_dt(config: PromptDTConfig, obs_dim: int, action_dim: int) -> Pro
                        action=jnp.zeros((n, action_dim)), timestep=jnp.zeros((n,), jnp.int32),
                        mask=jnp.zeros((n,), bool))
 
-    def init(key: jax.Array) -> PromptDTState:
+    def init(key: jax.Array, batch: Optional[Source] = None) -> PromptDTState:
+        del batch                     # shapes come from the config
         params = model.init(key, empty(config.context), empty(config.prompt_length))
         return PromptDTState(params=params, opt_state=tx.init(params),
                              step=jnp.zeros((), jnp.int32))
@@ -198,11 +200,11 @@ def make_prompt_dt(config: PromptDTConfig, obs_dim: int, action_dim: int) -> Pro
         loss = masked_action_mse(pred, seg.action, seg.mask)
         return loss, {"action_mse": loss}
 
-    def update(state: PromptDTState, source: Source, key: jax.Array):
-        """One step on a batch sampled from ``source`` (``make_source(data)``)."""
+    def update(state: PromptDTState, batch: Source, key: jax.Array):
+        """One step on segments sampled from ``batch`` (a source: ``make_source(data)``)."""
         k_batch, k_drop = jax.random.split(key)
         params, opt_state, _, metrics = gradient_step(loss_fn, tx, state.params, state.opt_state,
-                                                      sample_batch(source, k_batch), k_drop)
+                                                      sample_batch(batch, k_batch), k_drop)
         return PromptDTState(params=params, opt_state=opt_state, step=state.step + 1), metrics
 
     def predict(params, segment: Segment, prompt: Segment) -> jax.Array:

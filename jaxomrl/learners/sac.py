@@ -37,6 +37,7 @@ from jaxomrl.errors import check_finite_fields
 from jaxomrl.losses import sac as sac_losses
 from jaxomrl.nets.actor_critic import tanh_gaussian_mode, tanh_gaussian_sample
 from jaxomrl.nets.heads import actor_and_critic
+from jaxomrl.learners.base import InitFn, UpdateFn
 from jaxomrl.learners.gradients import gradient_step
 from jaxomrl.types import Metrics, Policy, PRNGKey, TaskBatch, Transition
 
@@ -113,8 +114,8 @@ class SACState:
 
 
 class SAC(NamedTuple):
-    init: Callable[[PRNGKey], SACState]
-    update: Callable[[SACState, Union[Transition, TaskBatch], PRNGKey], Tuple[SACState, Metrics]]
+    init: InitFn
+    update: UpdateFn
     make_policy: Callable[..., Policy]
     critic_loss: Callable[..., Tuple[jax.Array, Metrics]]
     actor_loss: Callable[..., Tuple[jax.Array, Any]]
@@ -142,7 +143,8 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int =
     target_entropy = (-float(action_dim) if config.target_entropy is None
                       else float(config.target_entropy))
 
-    def init(key: jax.Array) -> SACState:
+    def init(key: jax.Array, batch: Optional[Union[Transition, TaskBatch]] = None) -> SACState:
+        del batch                     # shapes come from the config
         ka, kc = jax.random.split(key)
         obs, z = jnp.zeros((1, obs_dim)), jnp.zeros((1, max(latent_dim, 1)))
         extra = (z,) if conditioned else ()
