@@ -36,9 +36,15 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 # The suite runs on two workers (README: pytest -n 2 --dist loadfile --no-loadscope-reorder),
 # each taking the next file when it is free. Files are handed out in collection order, so the
-# longest go first: otherwise one worker may start a long file when the other is nearly done.
-LONGEST_FIRST = ("test_cheetah_vel_pipeline.py", "test_gravity_reda_pipeline.py", "test_envs.py",
-                 "test_reda.py", "test_failures.py", "test_runner.py", "test_evaluation.py")
+# longest go first (longest processing time first: the last files to start are short ones, and
+# neither worker idles long at the end). The order is by each file's measured total; the tiny
+# reproductions are three files so that they spread over both workers.
+LONGEST_FIRST = ("test_reproduce_rand_params.py", "test_reda.py", "test_benchmarks.py",
+                 "test_envs.py", "test_reproduce_reda.py", "test_runner.py", "test_evaluation.py",
+                 "test_reproduce_resume.py", "test_workers.py", "test_failures.py",
+                 "test_gravity_reda_pipeline.py", "test_encoders.py",
+                 "test_cheetah_vel_pipeline.py", "test_learner_contract.py",
+                 "test_meta_policy.py", "test_prompt_dt.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -1,17 +1,13 @@
 """Recipes (jaxomrl.experiment.recipes) and the one command per table (experiments/reproduce.py):
 every recipe valid at every scale, settings declared once, validation tasks apart from the test
-tasks, one recipe of each paper end to end at tiny scale, and a reproduction resumed after
-``kill -9``."""
-import csv
+tasks. The tiny reproductions end to end have files of their own (test_reproduce_*.py), so
+that the suite's two workers share them."""
 import dataclasses
 import inspect
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -139,130 +135,6 @@ def test_collection_marks_validation_tasks():
     assert roles.tolist() == ["train"] * 4 + ["val"] * 2 + ["test"] * 2
     assert C.config_from_settings(config.family, C.flat_settings(config),
                                   split=config.split, task_seed=config.task_seed) == config
-
-
-def _reproduce(recipe, workdir, **kwargs):
-    return subprocess.Popen(
-        [sys.executable, REPRODUCE, f"--recipe={recipe}", "--scale=tiny", f"--workdir={workdir}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"), **kwargs)
-
-
-def _check_table(directory, recipe):
-    with open(os.path.join(directory, "results.json")) as f:
-        result = json.load(f)
-    with open(os.path.join(directory, "selection.json")) as f:
-        selection = json.load(f)
-    with open(os.path.join(directory, "table.md")) as f:
-        table = f.read()
-    for m in recipe.methods_at("tiny"):
-        row = result["rows"][m.label]
-        scores = selection["scores"][m.spec]
-        assert row["candidate"] == max(scores, key=scores.get)
-        assert np.isfinite(row["columns"][next(iter(recipe.columns))]["mean"])
-        assert m.label in table
-        # training-time evaluation read training and validation tasks only
-        run = os.path.join(directory, "runs", row["candidate"], m.spec.replace("/", "-"))
-        with open(os.path.join(run, "results.json")) as f:
-            metrics = json.load(f)["metrics"]
-        assert any(k.startswith("val_") for k in metrics)
-        assert not any(k.startswith("test_") for k in metrics)
-    assert "## The paper's orderings" in table
-    first = next(iter(result["rows"].values()))["columns"][next(iter(recipe.columns))]
-    assert np.asarray(first["per_task"]).shape[0] == len(first["values"])   # [seeds, tasks]
-    assert first["iqm_interval"] and "Interquartile mean" in table
-    return result
-
-
-def test_reproduce_reda_recipe_tiny(tmp_path):
-    recipe = recipes.get("reda_halfcheetah_gravity_1")
-    proc = _reproduce(recipe.name, tmp_path)
-    out, _ = proc.communicate(timeout=2400)
-    assert proc.returncode == 0, out[-4000:]
-    directory = tmp_path / recipe.name / "tiny"
-    result = _check_table(directory, recipe)
-    # --render: the same table and results from the scores results.json keeps
-    table, kept = (directory / "table.md").read_text(), (directory / "results.json").read_text()
-    render = subprocess.run([sys.executable, REPRODUCE, f"--render={directory}"], cwd=ROOT,
-                            capture_output=True, text=True,
-                            env=dict(os.environ, JAX_PLATFORMS="cpu"))
-    assert render.returncode == 0, render.stderr[-2000:]
-    assert (directory / "table.md").read_text() == table
-    assert json.loads((directory / "results.json").read_text()) == json.loads(kept)
-    assert {c["claim"] for c in result["claims"]} == {
-        "ReDA above OM-SAC in on-policy (table 1)", "ReDA above OM-SAC in off-policy (table 2)"}
-
-
-@pytest.mark.parametrize("name", ["r2pgo_hopper_rand_params", "r2pgo_walker_rand_params"])
-def test_reproduce_rand_params_recipe_tiny(tmp_path, name):
-    """The Rand-Params recipes end to end: a table, and CORRO trained with its generative
-    negatives (a conditional VAE that learnt) and without reward relabelling."""
-    recipe = recipes.get(name)
-    proc = _reproduce(recipe.name, tmp_path)
-    out, _ = proc.communicate(timeout=2400)
-    assert proc.returncode == 0, out[-4000:]
-    directory = tmp_path / recipe.name / "tiny"
-    result = _check_table(directory, recipe)
-    run = directory / "runs" / result["rows"]["CORRO"]["candidate"] / "corro"
-    config = json.dumps(json.loads((run / "run.json").read_text()))
-    assert '"corro_negatives": "generative"' in config
-    assert re.findall(r'"reward_relabelling": ([^,}]*)', config) == ["0.0"], config
-    with open(run / "metrics_encoder.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert rows and all(np.isfinite(float(r["cvae"])) for r in rows)   # its model's loss
-    if name != "r2pgo_hopper_rand_params":
-        return
-    # the schedule of the runs on these data, R2PGO's hypernetwork ablation added, in a
-    # directory where no phase is published yet: runs that train the same encoder wait for the
-    # first of them (runner.share_schedule)
-    fresh = tmp_path / "schedule"
-    (fresh / name / "tiny").mkdir(parents=True)
-    (fresh / name / "tiny" / "data").symlink_to(directory / "data")
-    snippet = (
-        "import dataclasses, json, sys; sys.path.insert(0, 'experiments'); import reproduce; "
-        "from absl import flags; flags.FLAGS(['x']); from jaxomrl.experiment import recipes; "
-        f"r = recipes.get({name!r}); r = dataclasses.replace(r, tiny_scale=dataclasses.replace("
-        "r.tiny_scale, methods=('r2pgo', 'r2pgo/no_hypernetwork', 'corro'))); "
-        f"p = reproduce.Reproduction(r, 'tiny', {str(fresh)!r}); "
-        "print(json.dumps([[s, c, a] for s, c, _, a in p.jobs()]))")
-    out = subprocess.run([sys.executable, "-c", snippet], cwd=ROOT, capture_output=True,
-                         text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == [
-        ["r2pgo", "task", None], ["r2pgo/no_hypernetwork", "task", 0], ["r2pgo", "history", 0],
-        ["r2pgo/no_hypernetwork", "history", 0], ["corro", "task", None],
-        ["corro", "history", 4]]
-
-
-def test_reproduce_r2pgo_recipe_tiny_resumes_after_kill(tmp_path):
-    """Killed (SIGKILL to the command and its workers) once a first run has finished, the same
-    command resumes: the collection and the finished runs are reused, not redone, and the
-    table comes out."""
-    recipe = recipes.get("r2pgo_cheetah_vel")
-    directory = tmp_path / recipe.name / "tiny"
-    proc = _reproduce(recipe.name, tmp_path, start_new_session=True)
-    deadline = time.time() + 2400
-    finished = []
-    while time.time() < deadline and proc.poll() is None and not finished:
-        finished = [p for p in directory.glob("runs/*/*/results.json")]
-        time.sleep(0.5)
-    assert finished and proc.poll() is None, proc.communicate()[0][-4000:]
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    kept = {p: p.stat().st_mtime_ns for p in finished}
-    summary = (directory / "data" / "summary.json").stat().st_mtime_ns
-    again = _reproduce(recipe.name, tmp_path)
-    out, _ = again.communicate(timeout=2400)
-    assert again.returncode == 0, out[-4000:]
-    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
-    assert (directory / "data" / "summary.json").stat().st_mtime_ns == summary
-    _check_table(directory, recipe)
-    # another request in the same directory is refused, naming what differs
-    other = subprocess.run([sys.executable, REPRODUCE, f"--recipe={recipe.name}", "--scale=tiny",
-                            f"--workdir={tmp_path}", "--seeds=3"], cwd=ROOT,
-                           capture_output=True, text=True, env=dict(os.environ,
-                                                                    JAX_PLATFORMS="cpu"))
-    assert other.returncode != 0 and "seeds" in other.stderr, other.stderr[-2000:]
 
 
 def test_list_shows_every_recipe_and_scale():
