@@ -47,7 +47,7 @@ import numpy as np
 from absl import flags, logging
 
 from jaxomrl.eval import stats
-from jaxomrl.experiment import cli, guards
+from jaxomrl.experiment import cli, guards, processes
 from jaxomrl.experiment import collect as collect_lib
 from jaxomrl.experiment import recipes as recipes_lib
 from jaxomrl.eval.stats import task_scores
@@ -270,7 +270,7 @@ class Reproduction:
               + ", ".join(f"{jobs[i][0]} ({jobs[i][1]})" for i in todo), flush=True)
         position = {i: k for k, i in enumerate(todo)}      # a finished job is waited for by none
         after = [None if jobs[i][3] is None else position.get(jobs[i][3]) for i in todo]
-        codes = cli.run_commands([jobs[i][2] for i in todo], workers, after=after)
+        codes = processes.run_commands([jobs[i][2] for i in todo], workers, after=after)
         failed = [f"{jobs[i][0]} ({jobs[i][1]})" for i, code in zip(todo, codes) if code]
         if failed or any(code is None for code in codes):
             raise JaxomrlError(f"training failed for {', '.join(failed) or 'a run'} (messages "
@@ -317,7 +317,7 @@ class Reproduction:
                f"--workdir={os.path.join(self.dir, 'chosen')}", f"--out={out}",
                f"--splits={splits}", f"--physics={self.physics}",
                f"--algo={','.join(chosen)}"]
-        codes = cli.run_commands([cmd], 1)
+        codes = processes.run_commands([cmd], 1)
         if codes[0]:
             raise JaxomrlError("evaluation failed (messages above); rerun the same command")
         atomic_write_text(done, json.dumps(chosen))

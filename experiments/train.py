@@ -50,7 +50,7 @@ from jaxomrl.data.sampler import describe_data, run_data
 # evaluated once, by evaluate.py (reproduce.py) at the end.
 TRAINING_SPLITS = ("train", "val")
 from jaxomrl.data import dataset as dataset_lib
-from jaxomrl.experiment import cli, guards
+from jaxomrl.experiment import cli, guards, processes
 from jaxomrl.envs.mujoco_c import default_threads
 from jaxomrl.errors import JaxomrlError
 from jaxomrl.experiment.run_config import RunConfig, RunConfigError
@@ -178,7 +178,7 @@ def _train_in_processes(runs, description) -> bool:
                       for spec, a in schedule), flush=True)
     command = [sys.executable, os.path.abspath(sys.argv[0]), *sys.argv[1:], "--workers=1",
                "--overwrite=false", "--summary=false"]
-    codes = cli.run_commands([command + [f"--algo={spec}"] for spec, _ in schedule], workers,
+    codes = processes.run_commands([command + [f"--algo={spec}"] for spec, _ in schedule], workers,
                              after=[a for _, a in schedule])
     failed = ", ".join(spec for (spec, _), c in zip(schedule, codes) if c)
     if failed:

@@ -10,11 +10,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = """
 import sys
 import jax, jax.monitoring
-from jaxomrl.experiment import cli
+from jaxomrl.experiment import compilation
 hits = []
 jax.monitoring.register_event_listener(
     lambda e, **_: hits.append(e) if e == "/jax/compilation_cache/cache_hits" else None)
-where = cli.use_compilation_cache(sys.argv[1])
+where = compilation.use_compilation_cache(sys.argv[1])
 jax.block_until_ready(jax.jit(lambda x: jax.numpy.sin(x) * 3 + 1)(jax.numpy.ones(7)))
 print(where, len(hits))
 """
@@ -32,7 +32,7 @@ def _run(path, **env):
 
 
 def test_a_second_process_reads_the_programs_the_first_compiled(tmp_path):
-    from jaxomrl.experiment.cli import host_fingerprint
+    from jaxomrl.experiment.compilation import host_fingerprint
     where, hits, _ = _run(str(tmp_path / "cache"))
     assert where == str(tmp_path / "cache" / host_fingerprint())      # one directory per CPU
     assert hits == 0 and os.listdir(where)

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from jaxomrl.experiment import cli
+from jaxomrl.experiment import processes
 from jaxomrl.experiment.run_config import RunConfig
 from jaxomrl.experiment.run_dir import run_identity
 from jaxomrl.experiment.sharing import phase_digests, share_groups, share_schedule
@@ -49,19 +49,19 @@ def test_runs_that_can_share_a_phase_are_grouped_in_order(tmp_path):
 def test_run_commands_runs_side_by_side_and_starts_nothing_after_a_failure(tmp_path):
     py = sys.executable
     touch = [py, "-c", f"open({str(tmp_path / 'ran')!r}, 'w').close()"]
-    assert cli.run_commands([[py, "-c", "import sys; sys.exit(3)"], touch], 1) == [3, None]
+    assert processes.run_commands([[py, "-c", "import sys; sys.exit(3)"], touch], 1) == [3, None]
     assert not (tmp_path / "ran").exists()
     # Two at a time: the second starts while the first (waiting for it) runs.
     wait = [py, "-c", "import os, time\nwhile not os.path.exists("
             f"{str(tmp_path / 'ran')!r}): time.sleep(0.05)"]
-    assert cli.run_commands([wait, touch], 2, poll_seconds=0.05) == [0, 0]
+    assert processes.run_commands([wait, touch], 2, poll_seconds=0.05) == [0, 0]
     # A command after another waits for it (or never starts when it fails).
     order = tmp_path / "order"
     log = [[py, "-c", f"open({str(order)!r}, 'a').write('{c}')"] for c in "abc"]
-    assert cli.run_commands(log, 3, after=[1, None, None], poll_seconds=0.05) == [0, 0, 0]
+    assert processes.run_commands(log, 3, after=[1, None, None], poll_seconds=0.05) == [0, 0, 0]
     assert order.read_text().index("b") < order.read_text().index("a")
     fail = [py, "-c", "import sys; sys.exit(5)"]
-    assert cli.run_commands([fail, log[0]], 2, after=[None, 0]) == [5, None]
+    assert processes.run_commands([fail, log[0]], 2, after=[None, 0]) == [5, None]
 
 
 def test_terminating_the_parent_terminates_the_commands_it_runs(tmp_path):
@@ -69,7 +69,7 @@ def test_terminating_the_parent_terminates_the_commands_it_runs(tmp_path):
     child = (f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
              "time.sleep(120)")
     parent = subprocess.Popen([sys.executable, "-c", "import sys; from jaxomrl.experiment "
-                               f"import cli; cli.run_commands([[sys.executable, '-c', {child!r}]],"
+                               f"import processes; processes.run_commands([[sys.executable, '-c', {child!r}]],"
                                " 1)"], env=dict(os.environ, PYTHONPATH=ROOT))
     deadline = time.time() + 60
     while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
