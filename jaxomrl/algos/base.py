@@ -115,7 +115,7 @@ def make_train(algorithm: Algorithm, chunk_steps: int) -> Callable[[jax.Array, A
     def run_phase(phase: Phase, key, inputs, data):
         aux = phase.prepare(inputs, data)
         batch = phase.batch(aux, data)
-        state = phase.init_state(jax.random.fold_in(key, 0), aux, data)
+        state = phase.learner.init(jax.random.fold_in(key, 0), batch)
 
         def chunk(state, c, n):
             keys = jax.random.split(jax.random.fold_in(key, 1 + c), n)

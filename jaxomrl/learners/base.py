@@ -9,7 +9,7 @@ A learner is a pair of pure functions with one argument order::
 ``batch`` is whatever the learner learns from in one step (a ``Transition``, a ``TaskBatch``, a
 ``TaskData`` to sample from, a task to interact with); ``init`` receives one for shapes and
 statistics and may ignore it (``None`` is accepted where it does), and a learner that draws no
-random numbers takes ``key`` and ignores it. ``metrics`` is a flat ``{name: scalar}``. Both are
+random numbers takes ``key`` and ignores it. ``metrics`` is a flat ``{name: array}``. Both are
 jittable and ``vmap``-able over seeds and tasks, so loops over updates are ``lax.scan`` and a
 learner plugs into ``jaxomrl.algos.base.Phase`` unchanged. Each learner's ``NamedTuple`` adds its
 losses and its inference functions (``make_policy``, ``embed``, ...) as further fields.
@@ -17,13 +17,14 @@ losses and its inference functions (``make_policy``, ``embed``, ...) as further 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, NamedTuple, Protocol, Tuple, runtime_checkable
+from typing import Any, NamedTuple, Protocol, Tuple, runtime_checkable
 
 import jax
 
+from jaxomrl.types import Metrics
+
 State = Any
 Batch = Any
-Metrics = Dict[str, jax.Array]
 
 
 class InitFn(Protocol):
