@@ -216,3 +216,92 @@ def test_a_fixed_temperature_holds_and_its_entropy_bonus_enters_the_soft_target(
         return float(jnp.mean(q))
 
     assert train(0.0) < 0.0 < train(1.0)
+
+
+def _random_case(seed=5, n=2, b=6, d=2, o=3):
+    rng = np.random.default_rng(seed)
+    f = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)   # noqa: E731
+    batch = Transition(obs=f(b, o), action=jnp.tanh(f(b, d)), reward=f(b), next_obs=f(b, o),
+                       terminated=jnp.asarray(rng.random(b) < 0.3), truncated=jnp.zeros(b, bool))
+    w_pi, w_q = f(o, 2 * d), f(n, o + d)
+    act = lambda obs, z: jnp.split(obs @ w_pi, 2, axis=-1)                        # noqa: E731
+    q_fn = lambda obs, a, z: jnp.concatenate([obs, a], -1) @ w_q.T * 1.0  # [B, n] # noqa: E731
+    return batch, act, (lambda obs, a, z: q_fn(obs, a, z).T), n, b, d
+
+
+def test_critic_objectives_are_their_equations_composed():
+    """The soft Bellman objective is ``critic_loss`` towards ``soft_q_target`` at a' ~ pi(s');
+    the conservative one adds ``weight`` x ``cql_penalty`` at its sampled actions, and takes its
+    own key beside the inner objective's."""
+    batch, act, target_q, n, b, d = _random_case()
+    alpha, gamma, key = jnp.float32(0.3), 0.9, jax.random.PRNGKey(3)
+    bellman = L.soft_bellman_objective(gamma)
+    k_critic, rest = bellman.split(key)
+    target = bellman.constants(act, target_q, batch, None, None, alpha, k_critic)
+    mean, log_std = act(batch.next_obs, None)
+    a_next, lp_next = tanh_gaussian_sample(mean, log_std, k_critic)
+    want = L.soft_q_target(batch.reward, batch.terminated, target_q(batch.next_obs, a_next, None),
+                           lp_next, alpha, gamma)
+    np.testing.assert_array_equal(target, want)
+    q = target_q(batch.obs, batch.action, None)
+    q_at = lambda a: target_q(batch.obs, a, None)   # noqa: E731
+    np.testing.assert_array_equal(bellman.loss(q, q_at, target)[0], L.critic_loss(q, target)[0])
+
+    cql = L.conservative_objective(bellman, 5.0, 4, d)
+    (k_inner, k_cql), rest_cql = cql.split(key)
+    inner_key, k_cql_want = jax.random.split(key)
+    assert np.array_equal(k_cql, k_cql_want)
+    assert np.array_equal(k_inner, bellman.split(inner_key)[0])
+    assert np.array_equal(rest_cql, bellman.split(inner_key)[1])
+    constants = cql.constants(act, target_q, batch, None, None, alpha, (k_inner, k_cql))
+    inner_target, (uniform, pol, logp) = constants
+    assert uniform.shape == pol.shape == (4, b, d) and logp.shape == (4, b)
+    assert np.all(np.abs(uniform) <= 1.0)
+    value, metrics = cql.loss(q, q_at, constants)
+    penalty = L.cql_penalty(q, jax.vmap(q_at)(uniform), jax.vmap(q_at)(pol), logp, d)[0]
+    np.testing.assert_allclose(value, L.critic_loss(q, inner_target)[0] + 5.0 * penalty,
+                               rtol=1e-6)
+    assert float(metrics["cql_gap"]) == pytest.approx(float(penalty))
+
+
+def test_actor_objectives_are_their_equations_and_bc_never_evaluates_the_critics():
+    batch, act, target_q, n, b, d = _random_case(seed=6)
+    mean, log_std = act(batch.obs, None)
+    a, logp = tanh_gaussian_sample(mean, log_std, jax.random.PRNGKey(0))
+    q = target_q(batch.obs, a, None)
+    alpha, weight = jnp.float32(0.2), jnp.abs(jnp.arange(b, dtype=jnp.float32) - 2)
+    for w in (None, weight):
+        np.testing.assert_array_equal(
+            L.sac_actor_objective()(lambda: q, mean, logp, batch.action, alpha, w)[0],
+            L.sac_actor_loss(q, logp, alpha, w)[0])
+        np.testing.assert_array_equal(
+            L.sac_bc_actor_objective(2.5, 0.5)(lambda: q, mean, logp, batch.action, alpha, w)[0],
+            L.sac_bc_actor_loss(q, logp, alpha, jnp.tanh(mean), batch.action, 2.5, 0.5, w)[0])
+
+        def no_critic():
+            raise AssertionError("behaviour cloning evaluated the critics")
+        np.testing.assert_array_equal(
+            L.bc_actor_objective()(no_critic, mean, logp, batch.action, alpha, w)[0],
+            L.bc_loss(jnp.tanh(mean), batch.action, w)[0])
+
+
+@pytest.mark.parametrize("config, critic, actor, learned", [
+    (dict(), "bellman", "sac", True),
+    (dict(bc_weight=1.0, rl_weight=2.5), "bellman", "sac_bc", True),
+    (dict(cql_weight=5.0), "conservative", "sac", True),
+    (dict(rl_weight=0.0, bc_weight=1.0), None, "bc", False),
+    (dict(learn_alpha=False, init_alpha=0.1), "bellman", "sac", False)])
+def test_composed_objectives_are_the_variant_the_config_names(config, critic, actor, learned):
+    from jaxomrl.learners.sac import compose_objectives
+    obj = compose_objectives(SACConfig(**config), action_dim=2)
+    split = {"bellman": jax.random.split, "conservative": None, None: None}[critic]
+    assert (obj.critic is None) == (critic is None)
+    if critic == "bellman":
+        assert obj.critic.split is split
+    if critic == "conservative":
+        assert obj.critic.split is not jax.random.split
+    assert obj.actor.__qualname__.startswith(f"{actor}_actor_objective")
+    assert (obj.temperature is not None) == learned
+    log_alpha = jnp.log(jnp.float32(0.5))
+    want = 0.5 if config.get("learn_alpha", True) else config["init_alpha"]
+    np.testing.assert_allclose(obj.alpha(log_alpha), want, rtol=1e-6)

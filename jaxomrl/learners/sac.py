@@ -10,18 +10,22 @@
 the task embeddings ``z [B, latent]`` to act on at ``obs`` and, optionally, ``next_z`` at
 ``next_obs``: a belief that changes along the step; and optionally ``actor_weight [B]``, the
 actor loss's per-transition weights: e.g. an actor trained at the states of each task's best
-episodes only, while the critics learn from every transition). ``critic_loss`` and
-``actor_loss`` are exposed. All functions are jittable and ``vmap``-able (over tasks, over seeds). Actions are in the
-normalised box [-1, 1]^d (``jaxomrl.types.scale_action`` maps them to the family's). One update
-does, in order: critic step on the soft Bellman target from the target critics, actor step
-through the updated critics, temperature step, Polyak averaging of the targets.
+episodes only, while the critics learn from every transition). All functions are jittable and
+``vmap``-able (over tasks, over seeds). Actions are in the normalised box [-1, 1]^d
+(``jaxomrl.types.scale_action`` maps them to the family's). One update does, in order: critic
+step, actor step through the updated critics, temperature step, Polyak averaging of the targets.
+
+The losses are composed, not switched: ``compose_objectives(config)`` picks the critic objective
+(soft Bellman, with CQL(H)'s penalty added when ``cql_weight > 0``, or none), the actor
+objective (SAC, SAC+BC, BC) and the temperature's from ``jaxomrl.losses.sac``'s factories, and
+``update`` runs what it was given; ``critic_loss`` and ``actor_loss`` (the objectives bound to
+the networks) are exposed.
 
 The same learner is the data-collection agent (``head="none"``: plain SAC on the state) and the
 offline meta-policy: ``head="concat"`` (``[s, z]``, the baselines) or ``"hyper"`` (R2PGO's
 hypernetwork-generated last layer, ``jaxomrl.nets.heads``) condition actor and critics on a
-task embedding (given, i.e. detached from the encoder), and ``bc_weight > 0`` turns the actor
-loss into TD3+BC-style SAC+BC (``rl_weight = 0``: pure behaviour cloning, OM-BC; the critics are
-then not trained).
+task embedding (given, i.e. detached from the encoder), and ``bc_weight > 0`` makes the actor
+SAC+BC, TD3+BC-style (``rl_weight = 0``: pure behaviour cloning, OM-BC; no critics trained).
 """
 from __future__ import annotations
 
@@ -119,6 +123,7 @@ class SAC(NamedTuple):
     make_policy: Callable[..., Policy]
     critic_loss: Callable[..., Tuple[jax.Array, Metrics]]
     actor_loss: Callable[..., Tuple[jax.Array, Any]]
+    objectives: "Objectives"
     actor: Any                  # TanhGaussianActor, or ConditionedActor with a head
     critic: Any                 # Critic, or ConditionedCritic with a head
     config: SACConfig
@@ -128,8 +133,6 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int =
     conditioned = config.head != "none"
     actor, critic = actor_and_critic(config.hidden, action_dim, config.head, config.hyper_hidden,
                                      config.num_critics, latent_dim)
-    offline_bc = config.bc_weight > 0
-    train_critic = config.rl_weight > 0
 
     def actor_apply(params, obs, z):
         return actor.apply(params, obs, z) if conditioned else actor.apply(params, obs)
@@ -140,8 +143,6 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int =
     actor_tx = optax.adam(config.actor_lr)
     critic_tx = optax.adam(config.critic_lr)
     alpha_tx = optax.adam(config.alpha_lr)
-    target_entropy = (-float(action_dim) if config.target_entropy is None
-                      else float(config.target_entropy))
 
     def init(key: jax.Array, batch: Optional[Union[Transition, TaskBatch]] = None) -> SACState:
         del batch                     # shapes come from the config
@@ -168,36 +169,23 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int =
             return tanh_gaussian_sample(mean, log_std, key)[0]
         return policy
 
-    def critic_loss(critic_params, batch: Transition, z, target, cql_actions=None):
-        """Squared soft Bellman error of the critics at ``batch`` towards ``target [B]``, plus
-        ``cql_weight`` x CQL's penalty with ``cql_actions`` = (uniform actions, policy actions,
-        their log-probs) ``([N, B, d], [N, B, d], [N, B])``."""
+    objectives = compose_objectives(config, action_dim)
+
+    def critic_loss(critic_params, batch: Transition, z, constants):
+        """The critic objective at ``batch`` (``constants`` from its ``constants``: the TD
+        target and, with CQL, the sampled actions)."""
         q = critic_apply(critic_params, batch.obs, batch.action, z)
-        loss, metrics = sac_losses.critic_loss(q, target)
-        if cql_actions is None:
-            return loss, metrics
-        uniform, policy_actions, logp = cql_actions
-        q_at = jax.vmap(lambda a: critic_apply(critic_params, batch.obs, a, z))
-        penalty, cql_metrics = sac_losses.cql_penalty(q, q_at(uniform), q_at(policy_actions),
-                                                      logp, action_dim)
-        return loss + config.cql_weight * penalty, {**metrics, **cql_metrics}
+        return objectives.critic.loss(
+            q, lambda action: critic_apply(critic_params, batch.obs, action, z), constants)
 
     def actor_loss(actor_params, critic_params, batch: Transition, z, alpha, key,
                    weight=None):
-        """The actor's loss (SAC, SAC+BC or BC by the config; ``weight [B]``: its transitions'
-        weights) and ``(metrics, log pi)``."""
+        """The actor objective (``weight [B]``: its transitions' weights) and
+        ``(metrics, log pi)``."""
         mean, log_std = actor_apply(actor_params, batch.obs, z)
         action, logp = tanh_gaussian_sample(mean, log_std, key)
-        if not train_critic:
-            loss, metrics = sac_losses.bc_loss(tanh_gaussian_mode(mean), batch.action, weight)
-            return loss, (metrics, logp)
-        q = critic_apply(critic_params, batch.obs, action, z)
-        if offline_bc:
-            loss, metrics = sac_losses.sac_bc_actor_loss(
-                q, logp, alpha, tanh_gaussian_mode(mean), batch.action, config.rl_weight,
-                config.bc_weight, weight)
-        else:
-            loss, metrics = sac_losses.sac_actor_loss(q, logp, alpha, weight)
+        loss, metrics = objectives.actor(lambda: critic_apply(critic_params, batch.obs, action, z),
+                                         mean, logp, batch.action, alpha, weight)
         return loss, (metrics, logp)
 
     def update(state: SACState, batch: Union[Transition, TaskBatch], key: PRNGKey):
@@ -206,50 +194,37 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int =
         if isinstance(batch, TaskBatch):
             batch, z, next_z, actor_weight = (batch.transition, batch.z, batch.next_z,
                                               batch.actor_weight)
-        if config.cql_weight:
-            key, k_cql = jax.random.split(key)
-        k_next, k_pi = jax.random.split(key)
         next_z = z if next_z is None else next_z
-        alpha = jnp.exp(state.log_alpha) if config.learn_alpha else \
-            jnp.asarray(config.init_alpha, jnp.float32)
+        alpha = objectives.alpha(state.log_alpha)
         if conditioned and (z is None or z.shape[:-1] != batch.reward.shape):
             raise ValueError(f"a {config.head!r} head needs task embeddings z [B, latent_dim] "
                              f"for the batch {batch.reward.shape} (a TaskBatch)")
 
-        # Critic.
-        if train_critic:
-            next_mean, next_log_std = actor_apply(state.actor_params, batch.next_obs, next_z)
-            next_action, next_logp = tanh_gaussian_sample(next_mean, next_log_std, k_next)
-            next_q = critic_apply(state.target_critic_params, batch.next_obs, next_action, next_z)
-            target = sac_losses.soft_q_target(batch.reward, batch.terminated, next_q, next_logp,
-                                              alpha, config.discount)
-            cql_actions = None
-            if config.cql_weight:
-                k_unif, k_pol = jax.random.split(k_cql)
-                n, shape = config.cql_actions, batch.action.shape
-                uniform = jax.random.uniform(k_unif, (n,) + shape, minval=-1.0, maxval=1.0)
-                mean, log_std = actor_apply(state.actor_params, batch.obs, z)
-                policy_actions, logp_pi = jax.vmap(
-                    lambda k: tanh_gaussian_sample(mean, log_std, k))(jax.random.split(k_pol, n))
-                cql_actions = jax.lax.stop_gradient((uniform, policy_actions, logp_pi))
-            critic_params, critic_opt, _, c_metrics = gradient_step(
-                critic_loss, critic_tx, state.critic_params, state.critic_opt, batch, z, target,
-                cql_actions)
-        else:
+        # Critic (none trained by behaviour cloning).
+        if objectives.critic is None:
+            _, k_pi = jax.random.split(key)
             c_metrics, critic_opt, critic_params = {}, state.critic_opt, state.critic_params
+        else:
+            k_critic, k_pi = objectives.critic.split(key)
+            constants = objectives.critic.constants(
+                lambda obs, zz: actor_apply(state.actor_params, obs, zz),
+                lambda obs, action, zz: critic_apply(state.target_critic_params, obs, action, zz),
+                batch, z, next_z, alpha, k_critic)
+            critic_params, critic_opt, _, c_metrics = gradient_step(
+                critic_loss, critic_tx, state.critic_params, state.critic_opt, batch, z,
+                constants)
 
         # Actor (through the updated critics).
         actor_params, actor_opt, _, (a_metrics, logp) = gradient_step(
             actor_loss, actor_tx, state.actor_params, state.actor_opt, critic_params, batch, z,
             alpha, k_pi, actor_weight)
 
-        # Temperature.
-        if config.learn_alpha and train_critic:
-            log_alpha, alpha_opt, _, t_metrics = gradient_step(
-                sac_losses.temperature_loss, alpha_tx, state.log_alpha, state.alpha_opt, logp,
-                target_entropy)
-        else:
+        # Temperature (none learned when fixed, or without critics).
+        if objectives.temperature is None:
             t_metrics, alpha_opt, log_alpha = {"alpha": alpha}, state.alpha_opt, state.log_alpha
+        else:
+            log_alpha, alpha_opt, _, t_metrics = gradient_step(
+                objectives.temperature, alpha_tx, state.log_alpha, state.alpha_opt, logp)
 
         target_critic_params = optax.incremental_update(critic_params, state.target_critic_params,
                                                         config.tau)
@@ -260,4 +235,54 @@ def make_sac(config: SACConfig, obs_dim: int, action_dim: int, latent_dim: int =
         return new_state, {**c_metrics, **a_metrics, **t_metrics}
 
     return SAC(init=init, update=update, make_policy=make_policy, critic_loss=critic_loss,
-               actor_loss=actor_loss, actor=actor, critic=critic, config=config)
+               actor_loss=actor_loss, objectives=objectives, actor=actor, critic=critic,
+               config=config)
+
+
+class Objectives(NamedTuple):
+    """SAC's losses as composed for one config (``compose_objectives``): ``critic`` (None: no
+    critics are trained), ``actor``, ``temperature(log_alpha, logp)`` (None: alpha is held) and
+    ``alpha(log_alpha) -> alpha``."""
+
+    critic: Optional[sac_losses.CriticObjective]
+    actor: sac_losses.ActorObjective
+    temperature: Optional[Callable[[jax.Array, jax.Array], Tuple[jax.Array, Metrics]]]
+    alpha: Callable[[jax.Array], jax.Array]
+
+
+def compose_objectives(config: SACConfig, action_dim: int) -> Objectives:
+    """Composes SAC's variants from ``jaxomrl.losses.sac``'s factories:
+
+    ============================  ===========================  ==========================
+    config                        critic                       actor
+    ============================  ===========================  ==========================
+    rl_weight > 0, bc_weight 0    soft Bellman (+ CQL(H) if    SAC
+                                  cql_weight > 0)
+    rl_weight > 0, bc_weight > 0  the same                     SAC+BC (TD3+BC-style)
+    rl_weight 0                   none                         BC of the policy's mode
+    ============================  ===========================  ==========================
+
+    The temperature is learned towards ``target_entropy`` (default ``-d``) when ``learn_alpha``
+    and critics are trained, else held (at ``init_alpha`` when not learned).
+    """
+    critic = actor = None
+    if config.rl_weight > 0:
+        critic = sac_losses.soft_bellman_objective(config.discount)
+        if config.cql_weight:
+            critic = sac_losses.conservative_objective(critic, config.cql_weight,
+                                                       config.cql_actions, action_dim)
+        actor = (sac_losses.sac_bc_actor_objective(config.rl_weight, config.bc_weight)
+                 if config.bc_weight > 0 else sac_losses.sac_actor_objective())
+    else:
+        actor = sac_losses.bc_actor_objective()
+    target_entropy = (-float(action_dim) if config.target_entropy is None
+                      else float(config.target_entropy))
+    temperature = None
+    if config.learn_alpha and critic is not None:
+        temperature = lambda log_alpha, logp: sac_losses.temperature_loss(  # noqa: E731
+            log_alpha, logp, target_entropy)
+    if config.learn_alpha:
+        alpha = jnp.exp
+    else:
+        alpha = lambda log_alpha: jnp.asarray(config.init_alpha, jnp.float32)  # noqa: E731
+    return Objectives(critic=critic, actor=actor, temperature=temperature, alpha=alpha)

@@ -7,10 +7,12 @@ caller decides what is differentiated (e.g. the TD target is computed from targe
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+
+from jaxomrl.nets.actor_critic import tanh_gaussian_mode, tanh_gaussian_sample
 
 
 def soft_q_target(reward: jax.Array, terminated: jax.Array, next_q: jax.Array,
@@ -132,3 +134,100 @@ def sac_bc_actor_loss(q: jax.Array, log_prob: jax.Array, alpha: jax.Array,
     loss = rl_weight * rl + bc_weight * bc
     return loss, {"actor_loss": loss, "actor_rl": rl, "bc_loss": bc,
                   "entropy": -jnp.mean(log_prob), "q_scale": scale}
+
+
+# Composable objectives (the role of Brax's ``agents/sac/losses.py``): SAC's variants are built
+# by composing these factories (``jaxomrl.learners.sac.compose_objectives``), not by switches in
+# an update. Each is written on network outputs and on callables the learner binds to its
+# parameters, so it can be used with any actor, critic or conditioning head.
+
+class CriticObjective(NamedTuple):
+    """A critic loss in two parts, as the learner runs it:
+
+    - ``split(key) -> (critic_key, rest)``: the critic's randomness, split from the step's key
+      (``rest`` is for the actor);
+    - ``constants(act, target_q, batch, z, next_z, alpha, critic_key)``: what the loss treats as
+      constants (the TD target, sampled actions), computed outside the gradient;
+      ``act(obs, z) -> (mean, log_std)`` is the current actor and ``target_q(obs, action, z)
+      -> [n, B]`` the target critics;
+    - ``loss(q, q_at, constants) -> (loss, metrics)``: ``q [n, B]`` the critics at the data's
+      ``(s, a)`` and ``q_at(actions [B, d]) -> [n, B]`` the same critics at other actions, both
+      differentiable in the critics' parameters.
+    """
+
+    split: Callable[[jax.Array], Tuple[Any, jax.Array]]
+    constants: Callable[..., Any]
+    loss: Callable[..., Tuple[jax.Array, Dict[str, jax.Array]]]
+
+
+def soft_bellman_objective(discount: float) -> CriticObjective:
+    """SAC's critic: ``critic_loss`` towards ``soft_q_target`` at ``a' ~ pi(.|s')``."""
+
+    def constants(act, target_q, batch, z, next_z, alpha, key):
+        next_mean, next_log_std = act(batch.next_obs, next_z)
+        next_action, next_logp = tanh_gaussian_sample(next_mean, next_log_std, key)
+        next_q = target_q(batch.next_obs, next_action, next_z)
+        return soft_q_target(batch.reward, batch.terminated, next_q, next_logp, alpha, discount)
+
+    return CriticObjective(split=jax.random.split, constants=constants,
+                           loss=lambda q, q_at, target: critic_loss(q, target))
+
+
+def conservative_objective(inner: CriticObjective, weight: float, num_actions: int,
+                           action_dim: int) -> CriticObjective:
+    """``inner`` plus ``weight`` x CQL(H)'s penalty (``cql_penalty``) over ``num_actions`` uniform
+    actions on ``[-1, 1]^d`` and as many actions of the current policy at ``s``."""
+
+    def split(key):
+        key, k_cql = jax.random.split(key)
+        k_inner, rest = inner.split(key)
+        return (k_inner, k_cql), rest
+
+    def constants(act, target_q, batch, z, next_z, alpha, keys):
+        k_inner, k_cql = keys
+        inner_constants = inner.constants(act, target_q, batch, z, next_z, alpha, k_inner)
+        k_unif, k_pol = jax.random.split(k_cql)
+        shape = batch.action.shape
+        uniform = jax.random.uniform(k_unif, (num_actions,) + shape, minval=-1.0, maxval=1.0)
+        mean, log_std = act(batch.obs, z)
+        policy_actions, logp = jax.vmap(lambda k: tanh_gaussian_sample(mean, log_std, k))(
+            jax.random.split(k_pol, num_actions))
+        return inner_constants, jax.lax.stop_gradient((uniform, policy_actions, logp))
+
+    def loss(q, q_at, constants):
+        inner_constants, (uniform, policy_actions, logp) = constants
+        value, metrics = inner.loss(q, q_at, inner_constants)
+        q_at_many = jax.vmap(q_at)
+        penalty, cql_metrics = cql_penalty(q, q_at_many(uniform), q_at_many(policy_actions), logp,
+                                           action_dim)
+        return value + weight * penalty, {**metrics, **cql_metrics}
+
+    return CriticObjective(split=split, constants=constants, loss=loss)
+
+
+# An actor objective: ``(q, mean, logp, data_action, alpha, weight) -> (loss, metrics)``, with
+# ``q()`` the critics at the policy's reparameterised sample (a thunk: behaviour cloning never
+# evaluates them), ``mean [B, d]`` the policy's pre-tanh mean, ``logp [B]`` the sample's log
+# density, ``data_action [B, d]`` the data's action in [-1, 1] and ``weight [B]`` or None.
+ActorObjective = Callable[..., Tuple[jax.Array, Dict[str, jax.Array]]]
+
+
+def sac_actor_objective() -> ActorObjective:
+    """SAC's actor (``sac_actor_loss``)."""
+    return lambda q, mean, logp, data_action, alpha, weight: sac_actor_loss(q(), logp, alpha,
+                                                                            weight)
+
+
+def sac_bc_actor_objective(rl_weight: float, bc_weight: float) -> ActorObjective:
+    """SAC+BC (``sac_bc_actor_loss``), cloning with the policy's mode ``tanh(mean)``."""
+
+    def objective(q, mean, logp, data_action, alpha, weight):
+        return sac_bc_actor_loss(q(), logp, alpha, tanh_gaussian_mode(mean), data_action,
+                                 rl_weight, bc_weight, weight)
+    return objective
+
+
+def bc_actor_objective() -> ActorObjective:
+    """Behaviour cloning of the policy's mode ``tanh(mean)`` (``bc_loss``); no critic."""
+    return lambda q, mean, logp, data_action, alpha, weight: bc_loss(
+        tanh_gaussian_mode(mean), data_action, weight)
