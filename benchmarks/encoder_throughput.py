@@ -102,9 +102,10 @@ def worker() -> dict:
         states, out = fn(states, data, jax.random.PRNGKey(2 + i))
         jax.block_until_ready(out)
         best = min(best, time.perf_counter() - t0)
+    vae = getattr(cfg, "gru", None) or cfg    # the GRU's config (a checkout before the kinds: all)
     return {"steps_per_s": FLAGS.steps / best, "first_call_s": first,
             "window": cfg.window, "contexts": (cfg.meta_batch or t) * cfg.contexts_per_task,
-            "vae_grid": ([cfg.vae_posteriors, cfg.vae_transitions] if cfg.vae_posteriors
+            "vae_grid": ([vae.vae_posteriors, vae.vae_transitions] if vae.vae_posteriors
                          else [cfg.window + 1, cfg.window]),
             "jaxomrl": os.path.dirname(jaxomrl.__file__), "jax": jax.__version__}
 

@@ -56,7 +56,7 @@ def main(argv):
     dyn = make_dynamics(cfg, FLAGS.obs_dim, FLAGS.action_dim)
     data = _data(FLAGS.num_tasks, 512, FLAGS.obs_dim, FLAGS.action_dim)
     state = dyn.init(jax.random.PRNGKey(1), data)
-    act = lambda obs, k: jax.random.uniform(k, (FLAGS.action_dim,), minval=-1.0, maxval=1.0)
+    act = lambda obs, z, k: jax.random.uniform(k, (FLAGS.action_dim,), minval=-1.0, maxval=1.0)
     device = jax.devices()[0]
     cpu = platform.processor() or platform.machine()
     machine = f"{device.platform}:{device.device_kind} ({cpu})"

@@ -15,6 +15,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from jaxomrl import envs
+from jaxomrl.types import scale_action
 
 _FAMILY = flags.DEFINE_string("family", "point_robot_sparse", "Task family name.")
 _EPISODES = flags.DEFINE_integer("episodes_per_task", 8, "Parallel episodes per task.")
@@ -23,12 +24,15 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the task split and the rollouts
 
 
 def episode_return(family, task, key, policy):
-    """Undiscounted return of one episode (rewards after termination are masked)."""
+    """Undiscounted return of one episode (rewards after termination are masked) of
+    ``policy(task)``, a ``jaxomrl.types.Policy`` (actions in [-1, 1], mapped to the box)."""
     state = family.reset(task, key)
+    act = policy(task)
 
     def body(carry, k):
         s, alive, ret = carry
-        s = family.step(task, s, policy(task, s.obs, k))
+        action = scale_action(act(s.obs, None, k), family.action_low, family.action_high)
+        s = family.step(task, s, action)
         ret = ret + alive * s.reward
         return (s, alive * (1.0 - s.done), ret), None
 
@@ -44,9 +48,10 @@ def main(_):
     train, test = family.train_test_split(_SEED.value)
 
     uniform = envs.uniform_policy(family)
-    policies = {"random": lambda task, obs, key: uniform(obs, key)}
-    if _FAMILY.value == "point_robot_sparse":
-        policies["oracle (knows the goal)"] = lambda task, obs, key: family.goal(task) - obs
+    policies = {"random": lambda task: uniform}
+    if _FAMILY.value == "point_robot_sparse":   # full speed towards the goal: 1 is the box's edge
+        policies["oracle (knows the goal)"] = lambda task: lambda obs, z, key: jnp.clip(
+            (family.goal(task) - obs) / family.action_high, -1.0, 1.0)
 
     print(f"{family}\n{train.num_tasks} train / {test.num_tasks} test tasks, "
           f"{_EPISODES.value} episodes each, backend {jax.default_backend()}")

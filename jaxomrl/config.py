@@ -92,7 +92,11 @@ def from_json(cls: Type[T], values: Dict[str, Any]) -> T:
     """The ``cls`` instance whose ``dataclasses.asdict`` is ``values``: nested config dataclasses
     (also ``Optional`` ones) are rebuilt, lists become the tuples they were, and fields missing
     from ``values`` take their defaults. A class's ``RENAMED_FIELDS`` ``{old: new}`` reads JSON
-    written before a field was renamed. Unknown keys are refused."""
+    written before a field was renamed, and its ``upgrade_json(values) -> values`` (if it has
+    one) JSON written before its fields were regrouped. Unknown keys are refused."""
+    upgrade = getattr(cls, "upgrade_json", None)
+    if upgrade is not None:
+        values = upgrade(values)
     renamed = getattr(cls, "RENAMED_FIELDS", {})
     values = {renamed.get(k, k): v for k, v in values.items()}
     fields = {f.name: f for f in dataclasses.fields(cls)}

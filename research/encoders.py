@@ -20,7 +20,8 @@ from absl import flags, logging
 from jaxomrl.data import dataset as dataset_lib
 from jaxomrl.data.sampler import TaskData
 from jaxomrl.experiment import cli
-from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
+from jaxomrl.learners.encoder import (EncoderConfig, GRUConfig, SetConfig, TransformerConfig,
+                                      make_encoder_learner)
 from jaxomrl.learners.gradients import scan_updates
 
 FLAGS = flags.FLAGS
@@ -32,17 +33,18 @@ flags.DEFINE_float("kernel_alpha", 5.0, "R2PGO eq. 4: alpha of the similarity ke
                    "exp(-alpha |c_i - c_j|^2) that draws the negatives.")
 cli.renamed_flag("alpha", "kernel_alpha")
 
+VAE = GRUConfig(vae_weight=1.0)
 COMBOS = {
-    "gru VAE": dict(encoder="gru", vae_weight=1.0, window=20),
-    "gru VAE + InfoNCE, uniform negatives": dict(encoder="gru", vae_weight=1.0, infonce_weight=1.0,
-                                                 alpha=0.0, window=20),
-    "gru VAE + InfoNCE, weighted negatives (R2PGO)": dict(encoder="gru", vae_weight=1.0,
-                                                          infonce_weight=1.0, window=20),
-    "transformer InfoNCE (ReDA encoder)": dict(encoder="transformer", infonce_weight=1.0,
-                                               latent_dim=8, window=8),
-    "mlp mean pool, FOCAL distance": dict(encoder="mlp", focal_weight=1.0, window=16),
-    "mlp attention pool, CORRO noise negatives": dict(encoder="mlp", corro_weight=1.0, window=16,
-                                                      pooling="attention"),
+    "gru VAE": dict(gru=VAE, window=20),
+    "gru VAE + InfoNCE, uniform negatives": dict(gru=VAE, infonce_weight=1.0, alpha=0.0,
+                                                 window=20),
+    "gru VAE + InfoNCE, weighted negatives (R2PGO)": dict(gru=VAE, infonce_weight=1.0,
+                                                          window=20),
+    "transformer InfoNCE (ReDA encoder)": dict(transformer=TransformerConfig(),
+                                               infonce_weight=1.0, latent_dim=8, window=8),
+    "mlp mean pool, FOCAL distance": dict(mlp=SetConfig(), focal_weight=1.0, window=16),
+    "mlp attention pool, CORRO noise negatives": dict(
+        mlp=SetConfig(corro_weight=1.0, pooling="attention"), window=16),
 }
 
 

@@ -24,10 +24,10 @@ def scripted_point_robot_dataset(num_train=12, num_test=4, num_envs=4, steps=40)
     is_test = np.arange(num_train + num_test) >= num_train
 
     def run(task, noise, key):
-        def policy(obs, k):
+        def policy(obs, z, k):   # a jaxomrl.types.Policy: [-1, 1] is the box [-0.1, 0.1]
             d = family.goal(task) - obs
-            a = 0.1 * d / (jnp.linalg.norm(d) + 1e-6)
-            return jnp.clip(a + noise * jax.random.normal(k, (2,)), -0.1, 0.1)  # the box
+            a = d / (jnp.linalg.norm(d) + 1e-6)
+            return jnp.clip(a + 10.0 * noise * jax.random.normal(k, (2,)), -1.0, 1.0)
         return envs.rollout(family, task, key, policy, steps, num_envs)[1]
 
     keys = jax.random.split(jax.random.PRNGKey(0), (num_train + num_test) * len(NOISE))

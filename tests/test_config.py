@@ -42,10 +42,24 @@ def test_nested_optional_and_tuple_fields_round_trip_through_json():
 
 def test_json_written_before_a_field_was_renamed_still_reads():
     from jaxomrl.learners.encoder import EncoderConfig
-    new = EncoderConfig(infonce_weight=1.0, similarity="cosine")
+    new = EncoderConfig.make("gru", infonce_weight=1.0, similarity="cosine")
     old = dict(dataclasses.asdict(new))
     old["score"] = old.pop("similarity")
     assert from_json(EncoderConfig, old) == new
+
+
+def test_an_encoder_written_as_one_flat_record_reads_as_its_kind():
+    """Run directories written before each encoder kind had its own config hold one flat
+    record: ``encoder`` the kind and every kind's fields (others' at their defaults)."""
+    from jaxomrl.learners.encoder import KIND_CONFIGS, EncoderConfig
+    for kind, own in (("gru", dict(vae_weight=1.0, belief="mean_logvar", hidden=8)),
+                      ("mlp", dict(club_weight=25.0, transition_output="tanh")),
+                      ("transformer", dict(hidden=32))):
+        new = EncoderConfig.make(kind, focal_weight=1.0, window=7, **own)
+        flat = {f.name: f.default for c in KIND_CONFIGS.values() for f in dataclasses.fields(c)}
+        flat.update({k: v for k, v in dataclasses.asdict(new).items() if k not in KIND_CONFIGS},
+                    encoder=kind, **own)
+        assert from_json(EncoderConfig, json.loads(json.dumps(flat))) == new
 
 
 @pytest.mark.parametrize("spec", ["r2pgo", "bc", "focal", "reda", "reda/no_model"])

@@ -172,7 +172,7 @@ def test_branch_rollouts_of_every_task_follow_the_models_in_one_program():
     state = DYN.init(jax.random.PRNGKey(15), data)
     state, _ = TRAIN(state, data, jax.random.PRNGKey(16), 12)
     starts = data.transitions.obs[:, :8]                                   # [T, S, obs]
-    act = lambda obs, k: jnp.full((ACT,), 0.5)
+    act = lambda obs, z, k: jnp.full((ACT,), 0.5)
     roll = jax.jit(jax.vmap(lambda p, n, s, k: DYN.rollout(p, n, act, s, k, 5)))
     tr, u = roll(state.best, state.norm, starts, jax.random.split(jax.random.PRNGKey(17), 2))
     assert tr.obs.shape == (2, 8, 5, OBS) and u.shape == (2, 8, 5)
@@ -248,7 +248,7 @@ def test_rollouts_end_at_the_first_step_whose_uncertainty_exceeds_the_halt():
     params = jax.tree_util.tree_map(lambda x: x[0], state.best)
     norm = jax.tree_util.tree_map(lambda x: x[0], state.norm)
     starts = 3.0 * data.transitions.obs[0, :16]            # some starts far off the data
-    act = lambda obs, k: jax.random.uniform(k, (ACT,), minval=-1, maxval=1)
+    act = lambda obs, z, k: jax.random.uniform(k, (ACT,), minval=-1, maxval=1)
     key = jax.random.PRNGKey(19)
     tr, u = DYN.rollout(params, norm, act, starts, key, 6)
     np.testing.assert_allclose(np.asarray(DYN.uncertainty(params, norm, tr.obs, tr.action)),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxomrl.data.sampler import TaskData, sample_episodes
-from jaxomrl.learners.encoder import EncoderConfig, make_encoder_learner
+from jaxomrl.learners.encoder import EncoderConfig, GRUConfig, SetConfig, make_encoder_learner
 from jaxomrl.learners.gradients import scan_updates
 import flax.linen as nn
 
@@ -119,8 +119,8 @@ def test_hyper_state_is_the_posteriors_mean_and_log_variance_from_the_prior_on()
     """BOReL's policy input: before an episode's first transition the belief is the prior (the
     posterior of the zero GRU state), after t transitions the posterior of the GRU run over
     them; the embedding is [mean, log variance] of it."""
-    cfg = EncoderConfig(vae_weight=1.0, hidden=16, latent_dim=3, window=20,
-                        input_embeddings=(8, 4, 4), belief="mean_logvar")
+    cfg = EncoderConfig.make("gru", vae_weight=1.0, hidden=16, latent_dim=3, window=20,
+                             input_embeddings=(8, 4, 4), belief="mean_logvar")
     assert cfg.embedding_dim == 6
     learner = make_encoder_learner(cfg, 2, 2)
     data, _ = scripted_point_robot()
@@ -142,32 +142,43 @@ def test_hyper_state_is_the_posteriors_mean_and_log_variance_from_the_prior_on()
                                np.concatenate([mu[1:], logvar[1:]], -1), atol=1e-5)
     np.testing.assert_allclose(prior, np.concatenate([mu[0], logvar[0]]), atol=1e-6)
     with pytest.raises(ValueError, match="mean or mean_logvar"):
-        EncoderConfig(vae_weight=1.0, belief="sample")
-    with pytest.raises(ValueError, match="need the recurrent encoder"):
-        EncoderConfig(encoder="mlp", focal_weight=1.0, belief="mean_logvar")
+        EncoderConfig.make("gru", vae_weight=1.0, belief="sample")
+    with pytest.raises(ValueError, match="belief is not a setting of the mlp encoder"):
+        EncoderConfig.make("mlp", focal_weight=1.0, belief="mean_logvar")
 
 
 def test_encoder_config_errors():
+    """Each kind's config holds its own settings only: another kind's is refused by name, and
+    an encoder is exactly one kind."""
     with pytest.raises(ValueError, match="alpha must be >= 0"):
-        EncoderConfig(infonce_weight=1.0, alpha=-1.0)
+        EncoderConfig.make("gru", infonce_weight=1.0, alpha=-1.0)
     with pytest.raises(ValueError, match="no loss selected"):
-        EncoderConfig()
-    with pytest.raises(ValueError, match="needs the recurrent encoder"):
-        EncoderConfig(encoder="mlp", vae_weight=1.0)
+        EncoderConfig.make("gru")
+    with pytest.raises(ValueError, match="exactly one kind"):
+        EncoderConfig(focal_weight=1.0)
+    with pytest.raises(ValueError, match="exactly one kind"):
+        EncoderConfig(gru=GRUConfig(vae_weight=1.0), mlp=SetConfig(), focal_weight=1.0)
+    with pytest.raises(TypeError):
+        SetConfig(vae_weight=1.0)
+    with pytest.raises(ValueError, match="vae_weight is not a setting of the mlp encoder"):
+        EncoderConfig.make("mlp", vae_weight=1.0)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        EncoderConfig.make("lstm", focal_weight=1.0)
     with pytest.raises(ValueError, match="empty context"):
-        EncoderConfig(focal_weight=1.0, window=0)
+        EncoderConfig.make("mlp", focal_weight=1.0, window=0)
     with pytest.raises(ValueError, match="both vae_posteriors and vae_transitions"):
-        EncoderConfig(encoder="gru", vae_weight=1.0, vae_posteriors=4)
-    with pytest.raises(ValueError, match="needs the recurrent encoder"):
-        EncoderConfig(encoder="mlp", infonce_weight=1.0, infonce_prefix="random")
+        EncoderConfig.make("gru", vae_weight=1.0, vae_posteriors=4)
+    with pytest.raises(ValueError, match="infonce_prefix is not a setting of the mlp"):
+        EncoderConfig.make("mlp", infonce_weight=1.0, infonce_prefix="random")
     with pytest.raises(ValueError, match="last or random"):
-        EncoderConfig(encoder="gru", infonce_weight=1.0, infonce_prefix="first")
-    with pytest.raises(ValueError, match="CLUB loss needs the transition encoder"):
-        EncoderConfig(encoder="gru", club_weight=1.0)
-    with pytest.raises(ValueError, match="applies to the transition encoder"):
-        EncoderConfig(encoder="gru", vae_weight=1.0, transition_output="tanh")
+        EncoderConfig.make("gru", infonce_weight=1.0, infonce_prefix="first")
+    with pytest.raises(ValueError, match="club_weight is not a setting of the gru encoder "
+                       r"\(it is the mlp encoder's\)"):
+        EncoderConfig.make("gru", club_weight=1.0)
+    with pytest.raises(ValueError, match="transition_output is not a setting of the gru"):
+        EncoderConfig.make("gru", vae_weight=1.0, transition_output="tanh")
     with pytest.raises(ValueError, match="linear or tanh"):
-        EncoderConfig(encoder="mlp", focal_weight=1.0, transition_output="relu")
+        EncoderConfig.make("mlp", focal_weight=1.0, transition_output="relu")
 
 
 COMBOS = {
@@ -194,8 +205,9 @@ STEPS = 400
 
 @functools.cache
 def trained(name, seed=0):
-    cfg = EncoderConfig(hidden=32, contexts_per_task=8, num_negatives=8, learning_rate=1e-3,
-                        **COMBOS[name])
+    combo = dict(COMBOS[name])
+    cfg = EncoderConfig.make(combo.pop("encoder"), hidden=32, contexts_per_task=8,
+                             num_negatives=8, learning_rate=1e-3, **combo)
     learner = make_encoder_learner(cfg, 2, 2)
     train_data, test_data = scripted_point_robot()
     key = jax.random.PRNGKey(seed)
@@ -242,7 +254,7 @@ def test_csro_club_term_lowers_the_mutual_information_bound():
 
 
 def test_seeds_vmapped_equal_seeds_run_separately():
-    cfg = EncoderConfig(encoder="mlp", focal_weight=1.0, hidden=16, window=8,
+    cfg = EncoderConfig.make("mlp", focal_weight=1.0, hidden=16, window=8,
                         contexts_per_task=4)
     learner = make_encoder_learner(cfg, 2, 2)
     data, _ = scripted_point_robot()
@@ -298,7 +310,7 @@ def test_set_encoder_embed_stream_is_the_online_agents_window_embedding(pooling,
     (z) and after (next_z) every transition, the window (4) shorter than an episode (10, so it
     slides) and restarting at every episode and behaviour checkpoint."""
     data, _ = scripted_point_robot(steps=20)
-    cfg = EncoderConfig(encoder="mlp", focal_weight=1.0, hidden=16, latent_dim=3, window=4,
+    cfg = EncoderConfig.make("mlp", focal_weight=1.0, hidden=16, latent_dim=3, window=4,
                         pooling=pooling, transition_output=output)
     learner = make_encoder_learner(cfg, 2, 2)
     params = learner.init(jax.random.PRNGKey(0)).params
@@ -332,7 +344,7 @@ def test_two_episode_beliefs_carry_into_the_second_episode_of_each_pair():
     0: pairs (0, 1), (2)) and 3, 5, 7 (checkpoint 1: (3, 4), (5, 6), (7)); in the second episode
     of a pair the belief is the GRU's over the whole first episode and the second so far."""
     data = _two_behaviour_data()
-    cfg = EncoderConfig(encoder="gru", vae_weight=1.0, hidden=8, latent_dim=3, window=10,
+    cfg = EncoderConfig.make("gru", vae_weight=1.0, hidden=8, latent_dim=3, window=10,
                         context_episodes=2)
     learner = make_encoder_learner(cfg, 2, 2)
     params = learner.init(jax.random.PRNGKey(0)).params
@@ -353,7 +365,8 @@ def test_two_episode_beliefs_carry_into_the_second_episode_of_each_pair():
                                                                            tr.next_obs[i]),
                                        atol=1e-5)
     # one-episode beliefs restart at every episode
-    single = make_encoder_learner(dataclasses.replace(cfg, context_episodes=1, window=5), 2, 2)
+    single = make_encoder_learner(dataclasses.replace(
+        cfg, gru=dataclasses.replace(cfg.gru, context_episodes=1), window=5), 2, 2)
     z1 = jax.jit(single.embed_stream)(params, data)[0]
     assert all(np.allclose(z1[0, 5 * e], prior, atol=1e-6) for e in range(8))
     # the horizon as an argument (the policy's history_episodes): a one-episode encoder's beliefs
@@ -364,8 +377,8 @@ def test_two_episode_beliefs_carry_into_the_second_episode_of_each_pair():
     np.testing.assert_array_equal(one_ep, z1)
     with pytest.raises(ValueError, match="episodes must be >= 1"):
         single.embed_stream(params, data, 0)
-    with pytest.raises(ValueError, match="needs the recurrent encoder"):
-        EncoderConfig(encoder="mlp", focal_weight=1.0, context_episodes=2)
+    with pytest.raises(ValueError, match="context_episodes is not a setting of the mlp"):
+        EncoderConfig.make("mlp", focal_weight=1.0, context_episodes=2)
 
 
 def _opposite_dynamics(n, seed):
@@ -384,7 +397,7 @@ def test_corro_generative_negatives_are_another_tasks_outcome():
     one of the two tasks' outcomes (not between them: a collapsed model decodes the mean, s' = s,
     r = 0, half-way), and a share of them on task 1's."""
     data = transition_data(*[jnp.asarray(x) for x in _opposite_dynamics(4000, 0)])
-    cfg = EncoderConfig(encoder="mlp", corro_weight=1.0, corro_negatives="generative", hidden=32,
+    cfg = EncoderConfig.make("mlp", corro_weight=1.0, corro_negatives="generative", hidden=32,
                         window=8, contexts_per_task=64, num_negatives=8, learning_rate=1e-3,
                         cvae_hidden=64, cvae_latent=4)
     learner = make_encoder_learner(cfg, 2, 2)
@@ -416,7 +429,8 @@ def test_corro_generative_negatives_are_another_tasks_outcome():
     off = np.linalg.norm(neg - outcome[0] - along[..., None] * u, axis=-1) / gap
     assert np.median(off[wide]) < 0.15, np.median(off[wide])
 
-    noise = make_encoder_learner(dataclasses.replace(cfg, corro_negatives="noise"), 2, 2)
+    noise = make_encoder_learner(dataclasses.replace(
+        cfg, mlp=dataclasses.replace(cfg.mlp, corro_negatives="noise")), 2, 2)
     s_noise, r_noise = noise.negatives(noise.init(key).params, held_out, jax.random.PRNGKey(3))
     np.testing.assert_array_equal(np.asarray(s_noise), np.broadcast_to(
         next_obs[0][:, None], (256, 8, 2)))            # reward noise: s' kept, r perturbed

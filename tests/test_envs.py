@@ -256,8 +256,8 @@ def test_point_robot_oracle_reaches_goal_and_autoreset():
     np.testing.assert_allclose(np.linalg.norm(goal), 1.0, rtol=1e-6)
     assert goal[1] >= 0  # upper semicircle
 
-    def oracle(obs, key):
-        return family.goal(task) - obs  # clipped to +-0.1 by the env
+    def oracle(obs, z, key):
+        return 10.0 * (family.goal(task) - obs)  # in [-1, 1]: 0.1 x this, clipped by the env
 
     steps = 2 * family.horizon + 5
     final, tr = jax.jit(lambda k: envs.rollout(family, task, k, oracle, steps, 3))(

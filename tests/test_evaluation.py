@@ -222,31 +222,32 @@ def test_baselines_share_sizes_and_policy_learning_and_configs_round_trip():
         if c.encoder is not None:
             # (BOReL's two-episode contexts: twice the window)
             assert c.encoder.latent_dim == TINY.latent_dim
-            assert c.encoder.window == TINY.window * c.encoder.context_episodes
+            episodes = c.encoder.gru.context_episodes if c.encoder.gru is not None else 1
+            assert c.encoder.window == TINY.window * episodes
     # SAC+BC everywhere except the BC baselines; only R2PGO uses the hypernetwork head.
     assert {s for s, c in configs.items() if c.policy.rl_weight == 0} == {"bc", "om_bc"}
     assert {s for s, c in configs.items() if c.policy.head == "hyper"} == {"r2pgo"}
     om_sac, focal, corro = configs["om_sac"].encoder, configs["focal"].encoder, \
         configs["corro"].encoder
-    assert om_sac.encoder == "gru" and om_sac.vae_weight > 0 and not om_sac.infonce_weight
+    assert om_sac.kind == "gru" and om_sac.gru.vae_weight > 0 and not om_sac.infonce_weight
     assert configs["om_bc"].encoder == om_sac
-    assert focal.encoder == "mlp" and focal.focal_weight > 0 and not focal.infonce_weight
-    assert corro.encoder == "mlp" and corro.corro_weight > 0
+    assert focal.kind == "mlp" and focal.focal_weight > 0 and not focal.infonce_weight
+    assert corro.kind == "mlp" and corro.mlp.corro_weight > 0
     # CSRO: FOCAL's encoder with tanh transition embeddings, distance metric plus CLUB
     csro = configs["csro"].encoder
-    assert (csro.encoder, csro.transition_output) == ("mlp", "tanh")
-    assert csro.focal_weight == 10 and csro.club_weight == TINY.club_weight > 0
+    assert (csro.kind, csro.mlp.transition_output) == ("mlp", "tanh")
+    assert csro.focal_weight == 10 and csro.mlp.club_weight == TINY.club_weight > 0
     assert configs["csro"].policy.head == "concat" and configs["csro"].policy.rl_weight > 0
     no_club = algos.make_config("csro/no_club", TINY).encoder
-    assert no_club == dataclasses.replace(csro, club_weight=0.0)
+    assert no_club == dataclasses.replace(csro, mlp=dataclasses.replace(csro.mlp, club_weight=0.0))
     # BOReL: the same VAE with VariBAD's input embeddings, plain SAC (no cloning) on the
     # hyper-state of the transition's own history.
     borel = configs["borel"]
-    assert borel.encoder.vae_weight > 0 and not borel.encoder.infonce_weight
-    assert borel.encoder.belief == "mean_logvar" and borel.encoder.input_embeddings
+    assert borel.encoder.gru.vae_weight > 0 and not borel.encoder.infonce_weight
+    assert borel.encoder.gru.belief == "mean_logvar" and borel.encoder.gru.input_embeddings
     assert borel.encoder.embedding_dim == 2 * TINY.latent_dim
     assert borel.policy_context == "history"
-    assert borel.encoder.context_episodes == 2
+    assert borel.encoder.gru.context_episodes == 2
     assert (borel.policy.rl_weight, borel.policy.bc_weight, borel.policy.head) == (1, 0,
                                                                                   "concat")
 

@@ -60,7 +60,7 @@ def _learners():
         "make_dynamics": (make_dynamics(DynamicsConfig(hidden=(16,), ensemble_size=2,
                                                        batch_size=16), OBS, ACT), data),
         "make_encoder_learner": (make_encoder_learner(
-            EncoderConfig(encoder="mlp", hidden=16, latent_dim=3, window=4, contexts_per_task=2,
+            EncoderConfig.make("mlp", hidden=16, latent_dim=3, window=4, contexts_per_task=2,
                           infonce_weight=1.0), OBS, ACT), data),
         "make_prompt_dt": (dt, dt.make_source(data)),
         "make_online_sac": (make_online_sac(family, online_cfg),

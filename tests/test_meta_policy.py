@@ -206,8 +206,9 @@ def test_policy_standardises_embeddings_so_their_units_do_not_matter():
     settings = algos.with_family(algos.Settings(hidden=(16, 16), batch_size=32, meta_batch=4,
                                                 latent_dim=2, encoder_hidden=16), family)
     config = algos.make_config("borel", dataclasses.replace(settings, normalize_z=True))
-    config = dataclasses.replace(config, encoder=dataclasses.replace(config.encoder,
-                                                                      belief="mean"))
+    encoder = config.encoder
+    config = dataclasses.replace(config, encoder=dataclasses.replace(
+        encoder, gru=dataclasses.replace(encoder.gru, belief="mean")))
     assert config.normalize_z
     algorithm = make_algorithm("borel", config, family, int((~ds.is_test).sum()))
     encoder, policy = algorithm.phases

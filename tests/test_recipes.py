@@ -16,7 +16,7 @@ from jaxomrl import algos, envs
 from jaxomrl.algos import registry
 from jaxomrl.experiment import collect as C
 from jaxomrl.experiment import recipes
-from jaxomrl.learners.encoder import EncoderConfig
+from jaxomrl.learners.encoder import EncoderConfig, GRUConfig
 from jaxomrl.learners.sac import SACConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,8 +92,8 @@ def test_settings_defaults_are_the_declared_learner_configs():
         assert cfg.policy == policy, name
     # Settings' fields that are a learner config's own default take it from there
     own = {"hidden": SACConfig.hidden, "latent_dim": EncoderConfig.latent_dim,
-           "encoder_hidden": EncoderConfig.hidden, "encoder_lr": EncoderConfig.learning_rate,
-           "kl_weight": EncoderConfig.kl_weight, "batch_size": SACConfig.batch_size,
+           "encoder_hidden": GRUConfig.hidden, "encoder_lr": EncoderConfig.learning_rate,
+           "kl_weight": GRUConfig.kl_weight, "batch_size": SACConfig.batch_size,
            "lr": SACConfig.actor_lr, "contexts_per_task": EncoderConfig.contexts_per_task}
     for field, value in own.items():
         assert getattr(algos.Settings(), field) == value, field

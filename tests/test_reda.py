@@ -33,7 +33,7 @@ def test_prefix_contexts_are_right_aligned_with_the_next_state_as_query():
 def test_adversarial_reward_in_situ_is_eq_6_on_the_encoders_prefix_embeddings():
     ds = scripted_point_robot_dataset()
     data = TaskData.from_dataset(ds.select_tasks(np.arange(3)))
-    enc = make_encoder_learner(EncoderConfig(encoder="transformer", infonce_weight=1.0,
+    enc = make_encoder_learner(EncoderConfig.make("transformer", infonce_weight=1.0,
                                              window=L, hidden=16, latent_dim=4), 2, 2)
     params = enc.init(jax.random.PRNGKey(0)).params
 
@@ -147,7 +147,7 @@ def test_reda_ablation_switches():
     assert make_reda_config("reda/no_adversary", s).adversary_mode == "random"
     assert make_reda_config("reda/no_uncertainty", s).lambda_uncertainty == 0.0
     assert make_reda_config("reda/no_task_reward", s).lambda_task == 0.0
-    assert full.meta.encoder.encoder == "transformer"
+    assert full.meta.encoder.kind == "transformer"
     from jaxomrl.algos.reda import ReDAConfig
     assert ReDAConfig.from_dict(dataclasses.asdict(full)) == full
     # Settings reach the models; bad values are refused.
@@ -267,8 +267,7 @@ def test_uncertainty_penalty_keeps_adversarial_rollouts_within_the_data():
         act = sac.make_policy(actor, deterministic)
 
         def rollout(i, s, kk, steps):
-            policy = lambda o, ka: act(o, None, ka)
-            return dyn.rollout(_take(models.best, i), _take(models.norm, i), policy, s, kk, steps)
+            return dyn.rollout(_take(models.best, i), _take(models.norm, i), act, s, kk, steps)
         return adversarial_batch(embed, contexts, None, rollout, lambda o, a: a[0], data, key,
                                  num, length, 2, lambda_1, 1.0)
 

@@ -122,7 +122,7 @@ class MetaConfig:
         if self.history_episodes is not None:
             if self.history_episodes < 1:
                 raise ValueError(f"history_episodes must be >= 1, got {self.history_episodes}")
-            if self.encoder is None or self.encoder.encoder != "gru":
+            if self.encoder is None or self.encoder.kind != "gru":
                 raise ValueError("history_episodes is the horizon of a recurrent encoder's "
                                  "beliefs: it needs encoder='gru'")
         if not 0.0 <= self.reward_relabelling <= 1.0:
@@ -342,7 +342,7 @@ def make_algorithm(name: str, config: MetaConfig, family: TaskFamily,
             name="encoder", num_steps=config.encoder_steps, learner=enc,
             batch=lambda aux, data: aux if config.reward_relabelling else data["train"],
             output=lambda state, aux: TrainedEncoder(params=state.params),
-            config=phase_config, seeds_in_sequence=config.encoder.encoder == "gru",
+            config=phase_config, seeds_in_sequence=config.encoder.kind == "gru",
             **relabelled)
         phases = (encoder_phase, policy_phase)
 

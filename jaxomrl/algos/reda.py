@@ -276,7 +276,7 @@ class ReDAConfig:
 
     def __post_init__(self):
         check_finite_fields(self)
-        if self.meta.encoder is None or self.meta.encoder.encoder == "gru":
+        if self.meta.encoder is None or self.meta.encoder.kind == "gru":
             raise ValueError("ReDA needs a window context encoder (transformer or mlp)")
         if self.adversary_mode not in ("sac", "random"):
             raise ValueError(f"adversary_mode must be sac or random, got {self.adversary_mode!r}")
@@ -483,15 +483,16 @@ def make_reda(name: str, config: ReDAConfig, family: TaskFamily,
         models, low, high = aux.models, aux.obs_low, aux.obs_high
         k_gen, k_sac, k_enc = jax.random.split(key, 3)
 
-        def act(obs, k):
+        def act(obs, z, k):
             if config.adversary_mode == "random":
                 return jax.random.uniform(k, (action_dim,), minval=-1.0, maxval=1.0)
-            return adv.make_policy(state.adversary.actor_params)(obs, None, k)
+            return adv.make_policy(state.adversary.actor_params)(obs, z, k)
 
         def rollout(i, starts, k, n):
             params, norm, extend = task_model(models, i)
-            tr, u = dyn.rollout(params, norm, lambda obs, kk: extend(act(obs, kk)), starts, k, n,
-                                terminal_fn=family.terminal_obs,
+            # a task-conditioned model reads the task beside the action: extend appends it
+            tr, u = dyn.rollout(params, norm, lambda obs, z, kk: extend(act(obs, z, kk)), starts,
+                                k, n, terminal_fn=family.terminal_obs,
                                 max_uncertainty=aux.max_uncertainty[i])    # +inf: never
             return tr.replace(action=tr.action[..., :action_dim]), u        # the actions alone
 

@@ -102,7 +102,8 @@ from jaxomrl.data import relabel
 from jaxomrl.errors import check_finite_fields
 from jaxomrl.envs.base import TaskFamily
 from jaxomrl.learners.dynamics import UNCERTAINTIES, DynamicsConfig
-from jaxomrl.learners.encoder import EncoderConfig
+from jaxomrl.learners.encoder import (WIDTH, EncoderConfig, GRUConfig, SetConfig,
+                                      TransformerConfig)
 from jaxomrl.learners.prompt_dt import PromptDTConfig
 from jaxomrl.learners.sac import SACConfig
 
@@ -121,7 +122,8 @@ class Declared:
     """One algorithm, declared as data: its run config's kind (``meta``: ``MetaConfig``,
     ``reda``: ``ReDAConfig``, ``prompt_dt``: Prompt-DT's), its encoder (an ``EncoderConfig``
     whose values are the algorithm's defaults) with the ``Settings`` fields that set which of
-    its fields (``encoder_settings``: ``{encoder field: settings field}``), its policy head
+    its fields (``encoder_settings``: ``{dotted path in the encoder config: settings field}``;
+    a path into another kind's config is skipped, ``config.set_paths``), its policy head
     (``SACConfig`` fields) with ``head_settings`` likewise, ``MetaConfig`` fields it fixes
     (``meta``), and its ablations: ``{name: {dotted path of the run config: value}}``.
     ``belief_options``: the policy-context settings (``policy_context``,
@@ -138,21 +140,24 @@ class Declared:
     window_episodes: int = 1            # the encoder's window is this many x Settings.window
 
 
-# Settings fields every encoder takes; those of the recurrent VAE.
-_SHARED = {"latent_dim": "latent_dim", "hidden": "encoder_hidden", "window": "window",
-           "contexts_per_task": "contexts_per_task", "meta_batch": "encoder_meta_batch",
-           "learning_rate": "encoder_lr", "temperature": "temperature"}
-_VAE = {"kl_weight": "kl_weight", "vae_posteriors": "vae_posteriors",
-        "vae_transitions": "vae_transitions"}
+# Settings fields every encoder takes (the width: in whichever kind's config it has); those of
+# the recurrent VAE.
+_SHARED = {"latent_dim": "latent_dim", "gru.hidden": "encoder_hidden",
+           "transformer.hidden": "encoder_hidden", "mlp.hidden": "encoder_hidden",
+           "window": "window", "contexts_per_task": "contexts_per_task",
+           "meta_batch": "encoder_meta_batch", "learning_rate": "encoder_lr",
+           "temperature": "temperature"}
+_VAE = {"gru.kl_weight": "kl_weight", "gru.vae_posteriors": "vae_posteriors",
+        "gru.vae_transitions": "vae_transitions"}
 _SAC_BC = {"rl_weight": "rl_weight", "bc_weight": "bc_weight"}
-_GRU_VAE = EncoderConfig(encoder="gru", vae_weight=1.0)
+_GRU_VAE = EncoderConfig(gru=GRUConfig(vae_weight=1.0))
 # The comparison's defaults that are a method's own (each declared once, here):
 # R2PGO's contrastive term (eq. 4-5), CSRO's CLUB weight (its configs: 25 for the point robot,
 # Hopper and Walker), TD3+BC's SAC+BC lambda.
-R2PGO_ENCODER = dataclasses.replace(_GRU_VAE, infonce_weight=1.0, alpha=5.0,
-                                    infonce_prefix="random")
-CSRO_ENCODER = EncoderConfig(encoder="mlp", pooling="mean", transition_output="tanh",
-                             focal_weight=CSRO_FOCAL_WEIGHT, club_weight=25.0)
+R2PGO_ENCODER = EncoderConfig(gru=GRUConfig(vae_weight=1.0, infonce_prefix="random"),
+                              infonce_weight=1.0, alpha=5.0)
+CSRO_ENCODER = EncoderConfig(mlp=SetConfig(pooling="mean", transition_output="tanh",
+                                           club_weight=25.0), focal_weight=CSRO_FOCAL_WEIGHT)
 SAC_BC = SACConfig(rl_weight=2.5, bc_weight=1.0)
 
 DECLARED: Dict[str, Declared] = {
@@ -160,7 +165,7 @@ DECLARED: Dict[str, Declared] = {
         encoder=R2PGO_ENCODER,
         encoder_settings={**_SHARED, **_VAE, "infonce_weight": "infonce_weight",
                           "num_negatives": "num_negatives", "alpha": "kernel_alpha",
-                          "infonce_prefix": "infonce_prefix"},
+                          "gru.infonce_prefix": "infonce_prefix"},
         head={"head": "hyper"}, head_settings=_SAC_BC,
         ablations={"no_weighted_negatives": {"encoder.alpha": 0.0},
                    "no_hypernetwork": {"policy.head": "concat"}}),
@@ -171,26 +176,29 @@ DECLARED: Dict[str, Declared] = {
                       head_settings={"bc_weight": "bc_weight"}),
     "om_sac": Declared(encoder=_GRU_VAE, encoder_settings={**_SHARED, **_VAE},
                        head={"head": "concat"}, head_settings=_SAC_BC),
-    "focal": Declared(encoder=EncoderConfig(encoder="mlp", pooling="mean", focal_weight=1.0),
+    "focal": Declared(encoder=EncoderConfig(mlp=SetConfig(pooling="mean"), focal_weight=1.0),
                       encoder_settings=_SHARED, head={"head": "concat"}, head_settings=_SAC_BC),
-    "corro": Declared(encoder=EncoderConfig(encoder="mlp", pooling="mean", corro_weight=1.0),
+    "corro": Declared(encoder=EncoderConfig(mlp=SetConfig(pooling="mean", corro_weight=1.0)),
                       encoder_settings={**_SHARED, "num_negatives": "num_negatives",
-                                        "corro_negatives": "corro_negatives"},
+                                        "mlp.corro_negatives": "corro_negatives"},
                       head={"head": "concat"}, head_settings=_SAC_BC),
     "borel": Declared(
-        encoder=dataclasses.replace(_GRU_VAE, input_embeddings=BOREL_INPUT_EMBEDDINGS,
-                                    belief="mean_logvar", context_episodes=BOREL_EPISODES),
+        encoder=EncoderConfig(gru=GRUConfig(vae_weight=1.0,
+                                            input_embeddings=BOREL_INPUT_EMBEDDINGS,
+                                            belief="mean_logvar",
+                                            context_episodes=BOREL_EPISODES)),
         encoder_settings={**_SHARED, **_VAE}, window_episodes=BOREL_EPISODES,
         head={"head": "concat", "rl_weight": 1.0, "bc_weight": 0.0},      # plain SAC
         meta={"policy_context": "history"},
         ablations={"reward_relabelling": {"reward_relabelling": relabel.BOREL_FRACTION}}),
-    "csro": Declared(encoder=CSRO_ENCODER, encoder_settings={**_SHARED, "club_weight": "club_weight"},
+    "csro": Declared(encoder=CSRO_ENCODER,
+                     encoder_settings={**_SHARED, "mlp.club_weight": "club_weight"},
                      head={"head": "concat"}, head_settings=_SAC_BC,
-                     ablations={"no_club": {"encoder.club_weight": 0.0}}),
+                     ablations={"no_club": {"encoder.mlp.club_weight": 0.0}}),
     "prompt_dt": Declared(kind="prompt_dt", belief_options=False),
     "reda": Declared(
         kind="reda",
-        encoder=EncoderConfig(encoder="transformer", infonce_weight=1.0),
+        encoder=EncoderConfig(transformer=TransformerConfig(), infonce_weight=1.0),
         encoder_settings={**_SHARED, "num_negatives": "num_negatives"},
         head={"head": "concat"}, head_settings=_SAC_BC,
         ablations={"no_model": {"augment": False}, "no_adversary": {"adversary_mode": "random"},
@@ -220,13 +228,13 @@ class Settings:
     hidden: Tuple[int, ...] = setting(SACConfig.hidden, "Actor / critic hidden sizes.")
     hyper_hidden: Tuple[int, ...] = setting(SACConfig.hyper_hidden, "Hypernetwork hidden sizes.")
     latent_dim: int = setting(EncoderConfig.latent_dim, "Task-embedding size.", lower=1)
-    encoder_hidden: int = setting(EncoderConfig.hidden, "Encoder width (GRU state size).",
+    encoder_hidden: int = setting(WIDTH, "Encoder width (GRU state size).",
                                   lower=1)
     window: Optional[int] = setting(
         None, "Episode-prefix length the encoder trains on (default: the family's horizon, at "
         "most 64; BOReL's two-episode contexts are twice as long).", lower=1)
     infonce_prefix: str = setting(
-        R2PGO_ENCODER.infonce_prefix, "R2PGO: the contrastive embedding of a context is the GRU's belief after a "
+        R2PGO_ENCODER.gru.infonce_prefix, "R2PGO: the contrastive embedding of a context is the GRU's belief after a "
         "uniformly drawn prefix (random; the paper's z_t) or after the whole context (last).",
         choices=("last", "random"))
     vae_posteriors: Optional[int] = setting(
@@ -243,7 +251,7 @@ class Settings:
                                  "steps).", lower=1)
     encoder_lr: float = setting(EncoderConfig.learning_rate, "Encoder learning rate.",
                                 lower=0.0)
-    kl_weight: float = setting(EncoderConfig.kl_weight, "Weight of the VAE's KL terms.",
+    kl_weight: float = setting(GRUConfig.kl_weight, "Weight of the VAE's KL terms.",
                                lower=0.0)
     infonce_weight: float = setting(R2PGO_ENCODER.infonce_weight,
                                     "R2PGO: weight of the InfoNCE term.", lower=0.0)
@@ -253,10 +261,10 @@ class Settings:
     num_negatives: int = setting(EncoderConfig.num_negatives,
                                  "Contrastive negatives per anchor.", lower=1)
     club_weight: float = setting(
-        CSRO_ENCODER.club_weight, "CSRO: weight of the CLUB bound on I(z; s, a) (CSRO's configs: 25 for the point "
+        CSRO_ENCODER.mlp.club_weight, "CSRO: weight of the CLUB bound on I(z; s, a) (CSRO's configs: 25 for the point "
         "robot, Hopper and Walker, 10 for Half-Cheetah-Vel, 50 for Ant / Humanoid).", lower=0.0)
     corro_negatives: str = setting(
-        EncoderConfig.corro_negatives, "CORRO: negatives from reward noise (noise; for task sets "
+        SetConfig.corro_negatives, "CORRO: negatives from reward noise (noise; for task sets "
         "whose tasks differ in reward) or from its conditional VAE of (s', r) given (s, a) "
         "(generative; tasks that differ in dynamics).", choices=("noise", "generative"))
     temperature: float = setting(EncoderConfig.temperature, "InfoNCE temperature.", lower=0.0)
@@ -440,9 +448,8 @@ def make_config(spec: str, s: Settings) -> MetaConfig:
                              "registry.make (or with_family); set it to build a config "
                              "directly")
         values["window"] = d.window_episodes * s.window
-        fields.update(encoder=dataclasses.replace(
-            d.encoder, **_from_settings(d.encoder_settings, values)),
-            encoder_steps=s.encoder_steps)
+        fields.update(encoder=set_paths(d.encoder, _from_settings(d.encoder_settings, values)),
+                      encoder_steps=s.encoder_steps)
     fields.update(d.meta)
     config = MetaConfig(policy=policy, **fields)
     if d.kind == "meta":

@@ -14,7 +14,7 @@ episodes (``lax.scan``). Shapes below are for one environment; batch axes lead.
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from jaxomrl.types import Transition
+from jaxomrl.types import Policy, Transition, scale_action
 
 
 @struct.dataclass
@@ -299,33 +299,35 @@ class TaskFamily(abc.ABC):
                 f"action_dim={self.action_dim}, attr_dim={self.attr_dim}, horizon={self.horizon})")
 
 
-PolicyFn = Callable[[jax.Array, jax.Array], jax.Array]  # (obs [obs_dim], key) -> action
+def uniform_policy(family: TaskFamily) -> Policy:
+    """Uniformly random actions: a ``jaxomrl.types.Policy`` on [-1, 1]^d (every action of the
+    family's box equally likely once ``rollout`` maps it there)."""
 
-
-def uniform_policy(family: TaskFamily) -> PolicyFn:
-    """Uniformly random actions over the family's action box."""
-
-    def policy(obs, key):
-        del obs
-        return jax.random.uniform(key, (family.action_dim,), minval=family.action_low,
-                                  maxval=family.action_high)
+    def policy(obs, z, key):
+        del obs, z
+        return jax.random.uniform(key, (family.action_dim,), minval=-1.0, maxval=1.0)
 
     return policy
 
 
-def rollout(family: TaskFamily, task: Task, key: jax.Array, policy: PolicyFn, num_steps: int,
-            num_envs: int) -> Tuple[EnvState, Transition]:
+def rollout(family: TaskFamily, task: Task, key: jax.Array, policy: Policy, num_steps: int,
+            num_envs: int, z=None) -> Tuple[EnvState, Transition]:
     """Runs ``num_envs`` auto-resetting environments of one task for ``num_steps`` steps.
 
-    ``vmap`` this over a batch of tasks (and ``jit`` it) for multi-task collection.
-    Returns the final states ``[num_envs]`` and transitions ``[num_steps, num_envs]``.
+    ``policy(obs, z, key)`` is the one acting signature (``jaxomrl.types.Policy``): actions in
+    [-1, 1]^d, mapped here onto the family's action box (``z``: the task context it acts on, or
+    None). ``vmap`` this over a batch of tasks (and ``jit`` it) for multi-task collection.
+    Returns the final states ``[num_envs]`` and transitions ``[num_steps, num_envs]``, whose
+    actions are in the family's box (as datasets store them).
     """
     reset_key, run_key = jax.random.split(key)
     states = jax.vmap(family.reset, in_axes=(None, 0))(task, jax.random.split(reset_key, num_envs))
     step = jax.vmap(family.step_autoreset, in_axes=(None, 0, 0))
 
     def body(states, k):
-        actions = jax.vmap(policy)(states.obs, jax.random.split(k, num_envs))
+        actions = jax.vmap(lambda obs, kk: scale_action(policy(obs, z, kk), family.action_low,
+                                                        family.action_high))(
+            states.obs, jax.random.split(k, num_envs))
         nxt = step(task, states, actions)
         tr = Transition(obs=states.obs, action=actions, reward=nxt.reward, next_obs=nxt.next_obs,
                         terminated=nxt.terminated, truncated=nxt.truncated)

@@ -46,7 +46,7 @@ from jaxomrl.learners.base import InitFn, UpdateFn
 from jaxomrl.learners.gradients import gradient_step
 from jaxomrl.losses import dynamics as dyn_losses
 from jaxomrl.nets.mlp import MLP
-from jaxomrl.types import Transition
+from jaxomrl.types import Policy, Transition
 
 
 @dataclasses.dataclass(frozen=True)
@@ -363,11 +363,12 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
         reward = sample[obs_dim] if config.target == "transition" else jnp.asarray(jnp.nan)
         return obs + sample[:obs_dim], reward, u
 
-    def rollout(params, norm: Normalizer, act: Callable, starts, key, length: int,
+    def rollout(params, norm: Normalizer, policy: Policy, starts, key, length: int,
                 reward_fn: Optional[Callable] = None, terminal_fn: Optional[Callable] = None,
-                max_uncertainty=None):
+                max_uncertainty=None, z=None):
         """Branch rollouts of ``length`` model steps from each start state ``starts [S, obs]``
-        of one task (``act(obs, key) -> action in [-1, 1]``; ``reward_fn(obs, action)`` replaces
+        of one task (``policy(obs, z, key) -> action in [-1, 1]``, a ``jaxomrl.types.Policy``,
+        acting on the context ``z`` or None; ``reward_fn(obs, action)`` replaces
         the model's reward, e.g. a shared reward model). Returns ``(Transition [S, length],
         uncertainty [S, length])``; ``vmap`` over tasks for every task's models at once.
         ``terminal_fn(next_obs) -> bool`` (e.g. ``TaskFamily.terminal_obs``) ends a rollout:
@@ -379,7 +380,7 @@ def make_dynamics(config: DynamicsConfig, obs_dim: int, action_dim: int) -> Dyna
             def body(carry, k):
                 obs, ended = carry
                 k_act, k_step = jax.random.split(k)
-                action = act(obs, k_act)
+                action = policy(obs, z, k_act)
                 nxt, reward, u = step(params, norm, obs, action, k_step)
                 if reward_fn is not None:
                     reward = reward_fn(obs, action)
