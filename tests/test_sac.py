@@ -225,8 +225,8 @@ def _random_case(seed=5, n=2, b=6, d=2, o=3):
                        terminated=jnp.asarray(rng.random(b) < 0.3), truncated=jnp.zeros(b, bool))
     w_pi, w_q = f(o, 2 * d), f(n, o + d)
     act = lambda obs, z: jnp.split(obs @ w_pi, 2, axis=-1)                        # noqa: E731
-    q_fn = lambda obs, a, z: jnp.concatenate([obs, a], -1) @ w_q.T * 1.0  # [B, n] # noqa: E731
-    return batch, act, (lambda obs, a, z: q_fn(obs, a, z).T), n, b, d
+    target_q = lambda obs, a, z: w_q @ jnp.concatenate([obs, a], -1).T  # [n, B]  # noqa: E731
+    return batch, act, target_q, n, b, d
 
 
 def test_critic_objectives_are_their_equations_composed():

@@ -67,7 +67,6 @@ from jaxomrl.nets.encoders import (GaussianPredictor, GRUEncoder, RewardDecoder,
 from jaxomrl.types import Transition
 
 
-KINDS = ("gru", "transformer", "mlp")
 WIDTH = 64          # every kind's default width: GRU state, transformer width, MLP width
 
 
@@ -193,6 +192,13 @@ class SetConfig:
         return self.corro_weight + self.club_weight
 
 
+# Each kind's config (an EncoderConfig field of the same name) and the names of its fields.
+KIND_CONFIGS = {"gru": GRUConfig, "transformer": TransformerConfig, "mlp": SetConfig}
+KINDS = tuple(KIND_CONFIGS)
+KIND_FIELDS = {k: frozenset(f.name for f in dataclasses.fields(c))
+               for k, c in KIND_CONFIGS.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
     """A task encoder: exactly one kind (``gru``, ``transformer`` or ``mlp``: its own config,
@@ -258,17 +264,15 @@ class EncoderConfig:
         field, else to the shared ones; a field of another kind is refused by name."""
         if kind not in KINDS:
             raise ValueError(f"encoder kind must be one of {KINDS}, got {kind!r}")
-        kind_cls = KIND_CONFIGS[kind]
-        own = {f.name for f in dataclasses.fields(kind_cls)}
+        own = KIND_FIELDS[kind]
         shared = {f.name for f in dataclasses.fields(cls)} - set(KINDS)
         for name in fields:
             if name not in own and name not in shared:
-                whose = [k for k in KINDS if name in {f.name for f in
-                                                      dataclasses.fields(KIND_CONFIGS[k])}]
+                whose = [k for k in KINDS if name in KIND_FIELDS[k]]
                 raise ValueError(f"{name} is not a setting of the {kind} encoder "
                                  + (f"(it is the {' / '.join(whose)} encoder's)" if whose
                                     else "or of every encoder"))
-        return cls(**{kind: kind_cls(**{k: v for k, v in fields.items() if k in own})},
+        return cls(**{kind: KIND_CONFIGS[kind](**{k: v for k, v in fields.items() if k in own})},
                    **{k: v for k, v in fields.items() if k not in own})
 
     @staticmethod
@@ -280,13 +284,9 @@ class EncoderConfig:
             return values
         values = dict(values)
         del values["encoder"]
-        own = {f.name for f in dataclasses.fields(KIND_CONFIGS[kind])}
-        others = {f.name for c in KIND_CONFIGS.values() for f in dataclasses.fields(c)}
-        values[kind] = {k: values[k] for k in own if k in values}
+        others = frozenset().union(*KIND_FIELDS.values())
+        values[kind] = {k: values[k] for k in KIND_FIELDS[kind] if k in values}
         return {k: v for k, v in values.items() if k not in others or k == kind}
-
-
-KIND_CONFIGS = {"gru": GRUConfig, "transformer": TransformerConfig, "mlp": SetConfig}
 
 
 @struct.dataclass

@@ -3,18 +3,16 @@ evaluated them."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from typing import Tuple
 
-import jax
 import numpy as np
 
 from jaxomrl.envs.base import Task
 from jaxomrl.experiment.checkpoint import Checkpointer
 from jaxomrl.experiment.collect.config import CollectConfig, CollectConfigError, select_tasks
-from jaxomrl.experiment.collect.programs import evaluation_keys, fresh_state, programs_for
+from jaxomrl.experiment.collect.programs import evaluation_keys, programs_for, restore_state
 
 
 def evaluate_checkpoints(out_dir: str, deterministic: bool) -> Tuple[np.ndarray, Task, np.ndarray]:
@@ -34,9 +32,7 @@ def evaluate_checkpoints(out_dir: str, deterministic: bool) -> Tuple[np.ndarray,
             raise CollectConfigError(
                 f"{out_dir} holds no completed collection (its last checkpoint is "
                 f"{ckpt.latest_step()} of {config.num_checkpoints})")
-        keys = jax.random.split(jax.random.PRNGKey(config.seed), tasks.num_tasks)
-        fresh = functools.partial(fresh_state, progs, config, tasks, keys)
-        state = ckpt.restore(config.num_checkpoints, jax.eval_shape(fresh))
+        state = restore_state(ckpt, config.num_checkpoints, progs, config, tasks)
     finally:
         ckpt.close()
     returns = progs.evaluate(state.bank, tasks, evaluation_keys(config, tasks.num_tasks))

@@ -2,7 +2,6 @@
 evaluated and the selected ones rolled out into the datasets (the package's docstring)."""
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -19,7 +18,7 @@ from jaxomrl.experiment import guards
 from jaxomrl.experiment.checkpoint import Checkpointer
 from jaxomrl.experiment.collect.config import CollectConfig, CollectConfigError, select_tasks
 from jaxomrl.experiment.collect.programs import (CollectState, check_finite, evaluation_keys,
-                                                 fresh_state, programs_for)
+                                                 fresh_state, programs_for, restore_state)
 from jaxomrl.experiment.collect.store import (CollectResult, check_config_file, completed,
                                               summary_of, write_progress)
 from jaxomrl.io import atomic_write_text
@@ -61,15 +60,12 @@ def _collect(config: CollectConfig, out_dir: str, log: Callable[[str], None],
     with guards.StopRequests() as stop:
         try:
             t0 = time.time()
-            keys = jax.random.split(jax.random.PRNGKey(config.seed), num_tasks)
-
-            fresh = functools.partial(fresh_state, progs, config, tasks, keys)
             latest = ckpt.latest_step()
             if latest is not None:
-                state = ckpt.restore(latest, jax.eval_shape(fresh))
+                state = restore_state(ckpt, latest, progs, config, tasks)
                 log(f"resumed from {ckpt.directory} at checkpoint {latest}/{k_total}")
             else:
-                state = fresh()
+                state = fresh_state(progs, config, tasks)
                 check_finite(progs, config, tasks, state, {}, 0, out_dir)
                 ckpt.save(0, state)
                 log(f"{family.name}: SAC on {num_tasks} tasks, {k_total} checkpoints x "

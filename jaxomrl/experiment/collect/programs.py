@@ -14,6 +14,7 @@ from flax import struct
 from jaxomrl import envs
 from jaxomrl.envs.base import Task, TaskFamily
 from jaxomrl.errors import NonFiniteError, tree_all_finite
+from jaxomrl.experiment.checkpoint import Checkpointer
 from jaxomrl.experiment.collect.config import CollectConfig
 from jaxomrl.learners.online_sac import OnlineSACConfig, OnlineSACState, make_online_sac
 
@@ -112,12 +113,20 @@ def programs_for(config: CollectConfig) -> Programs:
                             config.num_checkpoints, config.rollout_envs, config.deterministic)
 
 
-def fresh_state(progs: Programs, config: CollectConfig, tasks: Task, keys: jax.Array
-                 ) -> CollectState:
+def fresh_state(progs: Programs, config: CollectConfig, tasks: Task) -> CollectState:
+    """The state before any SAC step: every task's agent from ``config.seed``."""
+    keys = jax.random.split(jax.random.PRNGKey(config.seed), tasks.num_tasks)
     sac_state, bank = progs.init(keys, tasks)
     return CollectState(sac=sac_state, bank=bank,
                         curve=jnp.full((config.num_checkpoints + 1, tasks.num_tasks), jnp.nan),
                         chunk=jnp.zeros((), jnp.int32))
+
+
+def restore_state(ckpt: Checkpointer, step: int, progs: Programs, config: CollectConfig,
+                  tasks: Task) -> CollectState:
+    """The state ``ckpt`` saved after chunk ``step`` (its structure: ``fresh_state``'s)."""
+    return ckpt.restore(step, jax.eval_shape(functools.partial(fresh_state, progs, config,
+                                                               tasks)))
 
 
 def evaluation_keys(config: CollectConfig, num_tasks: int) -> jax.Array:
