@@ -9,7 +9,7 @@ Stages, into ``<workdir>/<recipe>/<scale>/``:
 1. ``data/``: the recipe's collection (``collect.py``'s pipeline; resumed, or reused when
    complete);
 2. ``runs/<candidate>/<spec>``: every method under each of its option sets (``train.py``
-   processes, one per core; runs that train an identical phase -- a method's option sets, an
+   processes, one per core, or Ray tasks with ``--engine=ray`` / ``--ray_address``; runs that train an identical phase -- a method's option sets, an
    ablation of the policy -- share it through ``shared_phases/``, the others starting once the
    first has trained it, ``sharing.share_schedule``),
    evaluated during training on the training and validation tasks only;
@@ -47,7 +47,7 @@ import numpy as np
 from absl import flags, logging
 
 from jaxomrl.eval import stats
-from jaxomrl.experiment import cli, guards, processes
+from jaxomrl.experiment import cli, guards, jobs as jobs_lib, processes
 from jaxomrl.experiment import collect as collect_lib
 from jaxomrl.experiment import recipes as recipes_lib
 from jaxomrl.eval.stats import task_scores
@@ -68,6 +68,7 @@ flags.DEFINE_list("collect_set", [], "name=value overrides of the collection's s
 flags.DEFINE_string("render", None, "A finished reproduction's directory: its table.md and "
                     "results.json written again from its results.json's scores.")
 flags.DEFINE_integer("workers", 0, "train.py processes side by side (0: one per core).")
+jobs_lib.define_engine_flags()
 _PHYSICS = cli.define_physics_flag()
 cli.require_ints(1, "seeds")
 cli.require_ints(0, "workers")
@@ -117,14 +118,15 @@ class Reproduction:
 
     def __init__(self, recipe: recipes_lib.Recipe, scale: str, root: str,
                  seeds: Optional[int] = None, overrides=None, collect_overrides=None,
-                 physics: str = "auto", workers: int = 0):
+                 physics: str = "auto", workers: int = 0,
+                 engine: jobs_lib.Engine = jobs_lib.Engine()):
         self.recipe, self.scale_name = recipe, scale
         self.scale = recipe.scale(scale)
         self.dir = os.path.join(root, recipe.name, scale)
         self.seeds = seeds or self.scale.seeds
         self.overrides = dict(overrides or {})
         self.collect_overrides = dict(collect_overrides or {})
-        self.physics, self.workers = physics, workers
+        self.physics, self.workers, self.engine = physics, workers, engine
         recipe.validate()
         for m in recipe.methods_at(scale):       # overrides within the settings' bounds
             for c in m.candidate_names():
@@ -218,7 +220,7 @@ class Reproduction:
         that, every method's first option set comes before its others (the table's order)."""
         share_dir = os.path.join(self.dir, "shared_phases")
         common = [sys.executable, os.path.join(HERE, "train.py"), f"--family={self.recipe.family}",
-                  f"--data={self.data_dir}", f"--seeds={self.seeds}", "--workers=1",
+                  f"--data={self.data_dir}", f"--seeds={self.seeds}", *jobs_lib.CHILD_FLAGS,
                   "--summary=false", f"--share_dir={share_dir}", f"--physics={self.physics}"]
         common += [_flag(k, v) for k, v in self.recipe.train.items()]
         first, later = [], []
@@ -266,11 +268,12 @@ class Reproduction:
         if not todo:
             return
         workers = self.workers or os.cpu_count() or 1
-        print(f"[reproduce] training {len(todo)} runs, {workers} at a time: "
+        print(f"[reproduce] training {len(todo)} runs as {self.engine.name} jobs, {workers} at a "
+              "time: "
               + ", ".join(f"{jobs[i][0]} ({jobs[i][1]})" for i in todo), flush=True)
         position = {i: k for k, i in enumerate(todo)}      # a finished job is waited for by none
         after = [None if jobs[i][3] is None else position.get(jobs[i][3]) for i in todo]
-        codes = processes.run_commands([jobs[i][2] for i in todo], workers, after=after)
+        codes = self.engine.run([jobs[i][2] for i in todo], workers, after=after)
         failed = [f"{jobs[i][0]} ({jobs[i][1]})" for i, code in zip(todo, codes) if code]
         if failed or any(code is None for code in codes):
             raise JaxomrlError(f"training failed for {', '.join(failed) or 'a run'} (messages "
@@ -617,7 +620,8 @@ def main(argv):
         reproduction = Reproduction(recipe, FLAGS.scale, FLAGS.workdir, FLAGS.seeds,
                                     _parse(FLAGS.set, "set"),
                                     _parse(FLAGS.collect_set, "collect_set"),
-                                    _PHYSICS.value, FLAGS.workers)
+                                    _PHYSICS.value, FLAGS.workers,
+                                    jobs_lib.engine_from_flags())
     except ValueError as e:
         raise cli.UsageError(str(e)) from e
     cli.writable_dir(reproduction.dir, "workdir")

@@ -24,7 +24,9 @@ the command trains (the same encoder, ReDA's models) starts when that one has fi
 (``sharing.share_schedule``), so the phase still trains once. Every spec trains as in one
 process (the same programs; the README main job's tables come out equal to the last digit);
 their progress lines interleave. If one fails, no further spec starts, the others finish, and
-the command exits non-zero naming it; rerunning resumes.
+the command exits non-zero naming it; rerunning resumes. With ``--engine=ray`` (or
+``--ray_address``) the specs are Ray tasks instead (``jaxomrl.experiment.ray_jobs``): on a
+local Ray instance or a cluster, a lost job retried and resumed from its checkpoint.
 
 Ctrl-C (SIGINT) stops every run at its next chunk boundary, checkpointed, and exits with status
 130; rerunning resumes. A spec's directory that another running command is training in is
@@ -34,6 +36,7 @@ included).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 
@@ -50,13 +53,13 @@ from jaxomrl.data.sampler import describe_data, run_data
 # evaluated once, by evaluate.py (reproduce.py) at the end.
 TRAINING_SPLITS = ("train", "val")
 from jaxomrl.data import dataset as dataset_lib
-from jaxomrl.experiment import cli, guards, processes
+from jaxomrl.experiment import cli, guards, jobs
 from jaxomrl.envs.mujoco_c import default_threads
 from jaxomrl.errors import JaxomrlError
 from jaxomrl.experiment.run_config import RunConfig, RunConfigError
 from jaxomrl.experiment.run_dir import archive_run, check_workdir, run_identity
 from jaxomrl.experiment.runner import run
-from jaxomrl.experiment.sharing import share_schedule
+from jaxomrl.experiment.sharing import pending_shares, share_schedule
 
 FLAGS = flags.FLAGS
 _PHYSICS = cli.define_physics_flag()
@@ -81,6 +84,10 @@ cli.renamed_flag("alpha", "kernel_alpha")
 flags.DEFINE_integer("workers", 0, "Processes that train the specs side by side, one spec each (a "
                      "spec taking a phase another trains after it), then the table. 0: on a CPU "
                      "backend as many as the machine has cores, else 1.")
+jobs.define_engine_flags()
+flags.DEFINE_bool("plan", False, "Print, as one JSON line, every spec's run directory, whether "
+                  "it has finished and the phases it could share that no run has published "
+                  "(experiments/sweep.py schedules jobs from it), then exit without training.")
 flags.DEFINE_bool("summary", True, "Print the table of every spec's results at the end.")
 flags.DEFINE_bool("overwrite", False, "Runs in --workdir with other settings than requested are "
                   "moved to <workdir>/replaced/<spec>-<time> and trained anew (without it they "
@@ -153,7 +160,13 @@ def main(argv):
         raise cli.UsageError("\n".join(message for _, _, message in conflicts))
     for spec, workdir, _ in replace:
         print(f"[{spec}] --overwrite: the old run moved to {archive_run(workdir)}")
-    if _train_in_processes({s: r for s, r in runs.items() if s not in finished}, description):
+    if FLAGS.plan:
+        print(json.dumps({"runs": {spec: {
+            "workdir": config.workdir, "finished": spec in finished,
+            "shares": pending_shares(algorithm, config, description)}
+            for spec, (algorithm, config) in runs.items()}}), flush=True)
+        return
+    if _train_as_jobs({s: r for s, r in runs.items() if s not in finished}, description):
         runs = {spec: (algorithm, dataclasses.replace(config, verbose=False))
                 for spec, (algorithm, config) in runs.items()}     # finished: results reused
     results = {spec: run(algorithm, data, eval_data, config, description)
@@ -162,29 +175,32 @@ def main(argv):
         print_table(ds, results)
 
 
-def _train_in_processes(runs, description) -> bool:
-    """With more than one worker (``--workers``), trains every spec of ``runs`` (the unfinished
-    ones) as a ``train.py`` process of its own with this command's flags, at most that many at
-    a time, a spec that takes a phase another trains after that one
-    (``sharing.share_schedule``); returns whether it did. Raises if any failed (their messages
-    are theirs, above)."""
+def _train_as_jobs(runs, description) -> bool:
+    """Trains every spec of ``runs`` (the unfinished ones) as a ``train.py`` job of its own
+    with this command's flags, on the engine (``--engine``): with more than one worker
+    (``--workers``) on this machine's processes, or always on Ray; a spec that takes a phase
+    another trains starts after that one (``sharing.share_schedule``). Returns whether it did.
+    Raises if any failed (their messages are theirs, above)."""
+    engine = jobs.engine_from_flags()
     schedule = share_schedule(runs, description)
     workers = min(FLAGS.workers or (default_threads() if jax.default_backend() == "cpu" else 1),
                   len(schedule))
-    if workers < 2:
+    if not schedule or (engine.name == "processes" and workers < 2):
         return False
-    print(f"training {len(schedule)} specs in {workers} processes side by side: "
+    where = (f"{workers} processes side by side" if engine.name == "processes" else
+             f"Ray tasks ({engine.address or f'a local instance of {workers} CPUs'})")
+    print(f"training {len(schedule)} specs in {where}: "
           + ", ".join(spec + (f" (after {schedule[a][0]})" if a is not None else "")
                       for spec, a in schedule), flush=True)
-    command = [sys.executable, os.path.abspath(sys.argv[0]), *sys.argv[1:], "--workers=1",
+    command = [sys.executable, os.path.abspath(sys.argv[0]), *sys.argv[1:], *jobs.CHILD_FLAGS,
                "--overwrite=false", "--summary=false"]
-    codes = processes.run_commands([command + [f"--algo={spec}"] for spec, _ in schedule], workers,
-                             after=[a for _, a in schedule])
+    codes = engine.run([command + [f"--algo={spec}"] for spec, _ in schedule], workers,
+                       after=[a for _, a in schedule])
     failed = ", ".join(spec for (spec, _), c in zip(schedule, codes) if c)
-    if failed:
-        not_started = ", ".join(spec for (spec, _), c in zip(schedule, codes) if c is None)
-        raise JaxomrlError(f"training failed for {failed} (messages above); "
-                           + (f"not started: {not_started}; " if not_started else "")
+    not_started = ", ".join(spec for (spec, _), c in zip(schedule, codes) if c is None)
+    if failed or not_started:
+        raise JaxomrlError(f"training failed for {failed or 'none'} (messages above); "
+                           + (f"not started or lost: {not_started}; " if not_started else "")
                            + "the other runs are kept: rerun the same command to resume")
     return True
 

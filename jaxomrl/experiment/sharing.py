@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 import shutil
-from typing import Any, Callable, Collection, Dict, List, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 from jaxomrl.algos.base import Algorithm
 from jaxomrl.experiment.checkpoint import Checkpointer
@@ -51,15 +51,42 @@ def pending_shares(algorithm: Algorithm, config: RunConfig,
             if d and not is_published(os.path.join(config.share_dir, d))]
 
 
+ShareKey = Tuple[str, str]          # (share_dir, digest) of a phase not yet published
+
+
 def share_groups(runs: Dict[str, Tuple[Algorithm, RunConfig]],
                  description: Optional[Dict[str, Any]] = None,
-                 published: Collection[Tuple[str, str]] = ()) -> List[List[str]]:
+                 published: Collection[ShareKey] = ()) -> List[List[str]]:
     """The names of ``runs`` grouped so that runs that can share a phase's outputs (the same
     ``share_dir`` and a phase with the same digest, :func:`phase_digests`, not yet published
     there nor in ``published``) are in one group. Runs that only share phases already published
     take them and are apart. Groups are in the order of their first run, each in the order
     given."""
-    names = list(runs)
+    return groups_by_shares(_pending(runs, description), published)
+
+
+def share_schedule(runs: Dict[str, Tuple[Algorithm, RunConfig]],
+                   description: Optional[Dict[str, Any]] = None
+                   ) -> List[Tuple[str, Optional[int]]]:
+    """An order in which ``runs`` can train side by side, each shared phase trained once:
+    ``[(name, after)]``, ``after`` the index of the entry whose run must have finished first
+    (it publishes the phases this one takes), or None. Of each group of :func:`share_groups`
+    the first run goes first; the others follow it, side by side with each other unless they
+    share a further phase (then the same again among them)."""
+    return schedule_by_shares(_pending(runs, description))
+
+
+def _pending(runs, description) -> Dict[str, List[ShareKey]]:
+    return {name: pending_shares(algorithm, config, description)
+            for name, (algorithm, config) in runs.items()}
+
+
+def groups_by_shares(pending: Dict[str, Sequence[ShareKey]],
+                     published: Collection[ShareKey] = ()) -> List[List[str]]:
+    """:func:`share_groups` of runs given by the phases each could share (``pending``:
+    :func:`pending_shares` of each, in the runs' order), so that runs another process
+    describes (``train.py --plan``) are grouped the same way."""
+    names = list(pending)
     parent = list(range(len(names)))          # union-find over the runs
 
     def root(i: int) -> int:
@@ -67,9 +94,9 @@ def share_groups(runs: Dict[str, Tuple[Algorithm, RunConfig]],
             i = parent[i]
         return i
 
-    first: Dict[Tuple[str, str], int] = {}    # (share_dir, digest) -> first run with it
-    for i, (algorithm, config) in enumerate(runs.values()):
-        for key in pending_shares(algorithm, config, description):
+    first: Dict[ShareKey, int] = {}           # share key -> first run with it
+    for i, keys in enumerate(pending.values()):
+        for key in map(tuple, keys):
             if key in published:
                 continue
             j = first.setdefault(key, i)
@@ -81,25 +108,20 @@ def share_groups(runs: Dict[str, Tuple[Algorithm, RunConfig]],
     return list(groups.values())
 
 
-def share_schedule(runs: Dict[str, Tuple[Algorithm, RunConfig]],
-                   description: Optional[Dict[str, Any]] = None
-                   ) -> List[Tuple[str, Optional[int]]]:
-    """An order in which ``runs`` can train side by side, each shared phase trained once:
-    ``[(name, after)]``, ``after`` the index of the entry whose run must have finished first
-    (it publishes the phases this one takes), or None. Of each group of :func:`share_groups`
-    the first run goes first; the others follow it, side by side with each other unless they
-    share a further phase (then the same again among them)."""
+def schedule_by_shares(pending: Dict[str, Sequence[ShareKey]]
+                       ) -> List[Tuple[str, Optional[int]]]:
+    """:func:`share_schedule` of runs given by the phases each could share (as
+    :func:`groups_by_shares`)."""
     out: List[Tuple[str, Optional[int]]] = []
 
     def add(names: List[str], after: Optional[int], published: frozenset) -> None:
-        for group in share_groups({n: runs[n] for n in names}, description, published):
+        for group in groups_by_shares({n: pending[n] for n in names}, published):
             out.append((group[0], after))
             if len(group) > 1:
-                head = runs[group[0]]
                 add(group[1:], len(out) - 1,
-                    published | set(pending_shares(*head, description)))
+                    published | set(map(tuple, pending[group[0]])))
 
-    add(list(runs), None, frozenset())
+    add(list(pending), None, frozenset())
     return out
 
 
