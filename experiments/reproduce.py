@@ -9,9 +9,10 @@ Stages, into ``<workdir>/<recipe>/<scale>/``:
 1. ``data/``: the recipe's collection (``collect.py``'s pipeline; resumed, or reused when
    complete);
 2. ``runs/<candidate>/<spec>``: every method under each of its option sets (``train.py``
-   processes, one per core, or Ray tasks with ``--engine=ray`` / ``--ray_address``; runs that train an identical phase -- a method's option sets, an
-   ablation of the policy -- share it through ``shared_phases/``, the others starting once the
-   first has trained it, ``sharing.share_schedule``),
+   processes, one per core, or Ray tasks with ``--engine=ray`` / ``--ray_address``; runs that
+   train an identical phase -- a method's option sets, an ablation of the policy -- share it
+   through ``shared_phases/``, the others starting once the first has trained it,
+   ``sharing.share_schedule``),
    evaluated during training on the training and validation tasks only;
 3. ``selection.json``: each method's option set with the best validation score
    (``Recipe.selection``), the runs it names linked under ``chosen/``;

@@ -158,14 +158,14 @@ def main(argv):
         runs[spec] = (algorithm, config)
     if conflicts:
         raise cli.UsageError("\n".join(message for _, _, message in conflicts))
-    for spec, workdir, _ in replace:
-        print(f"[{spec}] --overwrite: the old run moved to {archive_run(workdir)}")
-    if FLAGS.plan:
+    if FLAGS.plan:        # before --overwrite moves anything
         print(json.dumps({"runs": {spec: {
             "workdir": config.workdir, "finished": spec in finished,
             "shares": pending_shares(algorithm, config, description)}
             for spec, (algorithm, config) in runs.items()}}), flush=True)
         return
+    for spec, workdir, _ in replace:
+        print(f"[{spec}] --overwrite: the old run moved to {archive_run(workdir)}")
     if _train_as_jobs({s: r for s, r in runs.items() if s not in finished}, description):
         runs = {spec: (algorithm, dataclasses.replace(config, verbose=False))
                 for spec, (algorithm, config) in runs.items()}     # finished: results reused

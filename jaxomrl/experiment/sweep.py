@@ -133,14 +133,14 @@ class Sweep:
                 f"--seed_offset={offset}", f"--share_dir={self.share_dir}",
                 *[f"--{k}={v}" for k, v in flags.items()], "--summary=false", *extra]
 
-    def plan(self, env: Optional[Dict[str, str]] = None) -> List[Tuple[Job, bool, list]]:
+    def plan(self) -> List[Tuple[Job, bool, list]]:
         """Every job with whether it has finished and the shares it could take or give, as
         ``train.py --plan`` reports them (one call per combination and seed group; it also
         refuses a run directory that holds other settings, before anything trains)."""
         out = []
         for combination, offset in self.groups():
             proc = subprocess.run(self.command(combination, offset, self.specs, "--plan"),
-                                  capture_output=True, text=True, env=env)
+                                  capture_output=True, text=True)
             if proc.returncode != 0:
                 raise SweepError(f"[{combination_name(combination)}] "
                                  + (proc.stderr.strip().splitlines() or ["train.py failed"])[-1])
