@@ -106,14 +106,6 @@ def _literal(text: str) -> Any:
     return text
 
 
-def _flag(name: str, value: Any) -> str:
-    if isinstance(value, (tuple, list)):      # a list: read back from results.json
-        value = ",".join(str(v) for v in value)
-    elif isinstance(value, bool):
-        value = str(value).lower()
-    return f"--{name}={value}"
-
-
 class Reproduction:
     """One recipe at one scale in ``root``: its stages, resumable."""
 
@@ -223,13 +215,13 @@ class Reproduction:
         common = [sys.executable, os.path.join(HERE, "train.py"), f"--family={self.recipe.family}",
                   f"--data={self.data_dir}", f"--seeds={self.seeds}", *jobs_lib.CHILD_FLAGS,
                   "--summary=false", f"--share_dir={share_dir}", f"--physics={self.physics}"]
-        common += [_flag(k, v) for k, v in self.recipe.train.items()]
+        common += [cli.flag_text(k, v) for k, v in self.recipe.train.items()]
         first, later = [], []
         for m in self.recipe.methods_at(self.scale_name):
             for i, c in enumerate(m.candidate_names()):
                 values = self.recipe.setting_values(self.scale_name, m.spec, c, self.overrides)
                 cmd = common + [f"--workdir={os.path.join(self.dir, 'runs', c)}",
-                                f"--algo={m.spec}"] + [_flag(k, v) for k, v in values.items()]
+                                f"--algo={m.spec}"] + [cli.flag_text(k, v) for k, v in values.items()]
                 (first if i == 0 else later).append((m.spec, c, cmd))
         listed = first + later
         by_name = {f"{spec} ({c})": (spec, c, cmd) for spec, c, cmd in listed}
@@ -447,7 +439,7 @@ def summarise(recipe: recipes_lib.Recipe, evaluation: Dict[str, Any], selection:
 
 
 def _settings_text(values: Dict[str, Any]) -> str:
-    return " ".join(_flag(k, v) for k, v in values.items())
+    return " ".join(cli.flag_text(k, v) for k, v in values.items())
 
 
 def _cell(cell: Dict[str, Any], value: str = "mean") -> str:

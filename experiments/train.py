@@ -28,6 +28,12 @@ the command exits non-zero naming it; rerunning resumes. With ``--engine=ray`` (
 ``--ray_address``) the specs are Ray tasks instead (``jaxomrl.experiment.ray_jobs``): on a
 local Ray instance or a cluster, a lost job retried and resumed from its checkpoint.
 
+One run can span the devices of several processes (hosts): the same command in each, with
+``--coordinator_address``, ``--num_processes`` and ``--process_id`` (or under ``srun``, from
+SLURM's environment; ``jaxomrl.experiment.distributed``). The seeds split over every device
+(``--shard_seeds`` implied), process 0 writes the logs and results, each process its shards of
+the checkpoints; the specs train one after another.
+
 Ctrl-C (SIGINT) stops every run at its next chunk boundary, checkpointed, and exits with status
 130; rerunning resumes. A spec's directory that another running command is training in is
 refused, naming that process (a lock the kernel drops when its process ends, ``kill -9``
@@ -53,7 +59,7 @@ from jaxomrl.data.sampler import describe_data, run_data
 # evaluated once, by evaluate.py (reproduce.py) at the end.
 TRAINING_SPLITS = ("train", "val")
 from jaxomrl.data import dataset as dataset_lib
-from jaxomrl.experiment import cli, guards, jobs
+from jaxomrl.experiment import cli, distributed, guards, jobs
 from jaxomrl.envs.mujoco_c import default_threads
 from jaxomrl.errors import JaxomrlError
 from jaxomrl.experiment.run_config import RunConfig, RunConfigError
@@ -69,7 +75,9 @@ flags.DEFINE_string("data", None, "train.npz of a collection, or its directory."
 flags.DEFINE_string("workdir", None, "Working directory (one subdirectory per spec).")
 flags.DEFINE_integer("seeds", 3, "Number of seeds, trained together (vmapped).")
 flags.DEFINE_integer("seed_offset", 0, "First seed.")
-flags.DEFINE_bool("shard_seeds", False, "Split the seeds over all devices (jax.sharding).")
+flags.DEFINE_bool("shard_seeds", False, "Split the seeds over all devices (jax.sharding); "
+                  "always on in a run over several processes.")
+distributed.define_flags()
 flags.DEFINE_bool("share_phases", True, "Specs whose first phases are identical (e.g. the same "
                   "encoder) train them once: outputs shared via <workdir>/shared_phases.")
 flags.DEFINE_string("share_dir", None, "Where shared phases are published (default: "
@@ -115,6 +123,7 @@ def _fmt(summary) -> str:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    processes = jax.process_count()        # cli.run joined them first (distributed)
     path = _dataset_path(FLAGS.data)
     try:
         ds, ood = dataset_lib.load_collection(path, family=FLAGS.family)
@@ -144,7 +153,7 @@ def main(argv):
         config = RunConfig(workdir=workdir, seeds=seeds, chunk_steps=FLAGS.chunk_steps,
                            checkpoint_every_chunks=FLAGS.checkpoint_every_chunks,
                            eval_every=FLAGS.eval_every,
-                           shard_seeds=FLAGS.shard_seeds,
+                           shard_seeds=FLAGS.shard_seeds or processes > 1,
                            share_dir=((FLAGS.share_dir or
                                        os.path.join(FLAGS.workdir, "shared_phases"))
                                       if FLAGS.share_phases else None))
@@ -164,15 +173,29 @@ def main(argv):
             "shares": pending_shares(algorithm, config, description)}
             for spec, (algorithm, config) in runs.items()}}), flush=True)
         return
+    if processes > 1:
+        _check_one_process_per_run()
+    distributed.barrier("runs checked")          # before process 0 moves any aside
     for spec, workdir, _ in replace:
-        print(f"[{spec}] --overwrite: the old run moved to {archive_run(workdir)}")
-    if _train_as_jobs({s: r for s, r in runs.items() if s not in finished}, description):
+        if distributed.is_writer():
+            print(f"[{spec}] --overwrite: the old run moved to {archive_run(workdir)}")
+    if processes == 1 and _train_as_jobs({s: r for s, r in runs.items() if s not in finished}, description):
         runs = {spec: (algorithm, dataclasses.replace(config, verbose=False))
                 for spec, (algorithm, config) in runs.items()}     # finished: results reused
     results = {spec: run(algorithm, data, eval_data, config, description)
                for spec, (algorithm, config) in runs.items()}
-    if FLAGS.summary:
+    if FLAGS.summary and distributed.is_writer():
         print_table(ds, results)
+
+
+def _check_one_process_per_run() -> None:
+    """A run over several processes trains its specs one after another in every process."""
+    engine = jobs.engine_from_flags()
+    if engine.name != "processes" or FLAGS.workers > 1:
+        raise cli.UsageError(
+            f"a run over {jax.process_count()} processes trains its specs in them one after "
+            "another: --workers and --engine=ray do not apply (launch one such command per "
+            "process, by srun or with --coordinator_address/--num_processes/--process_id)")
 
 
 def _train_as_jobs(runs, description) -> bool:
@@ -241,4 +264,4 @@ def print_table(ds, results) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main, io_context=lambda: FLAGS.workdir)
+    cli.run(main, io_context=lambda: FLAGS.workdir, start=distributed.initialize_from_flags)

@@ -32,6 +32,8 @@ TINY = {
     "model_rollout_throughput.py": ["--starts=8", "--hidden=8", "--length=2", "--repeats=1"],
     "phase_throughput.py": ["--family=point_robot_sparse", "--seeds=1", "--steps=2",
                             "--repeats=1", "--hidden=8,8"],
+    "cost_model.py": ["--recipe=point_robot_comparison", "--scale=tiny", "--steps=2",
+                      "--repeats=1"],
 }
 
 
@@ -49,7 +51,8 @@ def tiny_data(tmp_path_factory):
 
 @pytest.mark.parametrize("script", sorted(TINY))
 def test_benchmark_runs_with_its_defaults_at_tiny_sizes(script, tiny_data):
-    args = TINY[script] + ([f"--data={tiny_data}"] if script == "phase_throughput.py" else [])
+    args = TINY[script] + ([f"--data={tiny_data}"] if script in ("phase_throughput.py",
+                                                                 "cost_model.py") else [])
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=600,
                           env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"))
@@ -62,5 +65,12 @@ def test_benchmark_runs_with_its_defaults_at_tiny_sizes(script, tiny_data):
         for r in result["results"]:
             assert r["framework_env_steps_per_s"] > 0
             assert ("mujoco_c_physics_steps_per_s" in r) == (r["family"] != "point_robot_sparse")
+    elif script == "cost_model.py":
+        # r2pgo's encoder and policy, bc's policy; one device runs them one after another
+        assert len(result["units"]) == 3 and result["device_hours"] > 0
+        spread = result["wall_clock_hours"]
+        assert spread["1"]["one_run_per_device"] == pytest.approx(result["device_hours"])
+        assert spread["64"]["seeds_split"] <= spread["8"]["one_run_per_device"] \
+            <= spread["1"]["one_run_per_device"]
     else:
         assert result

@@ -21,12 +21,15 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxomrl.learners.base import Learner
 
 # The first phase's input (it has no predecessor): a scalar zero per seed, so that every phase's
-# prepare / init is called the same way. Later phases get the previous phase's output.
-FIRST_INPUTS = jnp.zeros(())
+# prepare / init is called the same way. Later phases get the previous phase's output. A NumPy
+# value: importing a module must not start JAX's backend (``jax.distributed.initialize`` comes
+# first in a multi-process run).
+FIRST_INPUTS = np.zeros((), np.float32)
 
 
 def _no_prepare(inputs: Any, data: Any) -> Any:

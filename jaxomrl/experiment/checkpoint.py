@@ -12,9 +12,10 @@ import os
 from typing import Any, Dict, Optional
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxomrl.experiment import distributed
 from jaxomrl.io import require_free_space
 
 
@@ -45,13 +46,21 @@ class Checkpointer:
         require_free_space(self.directory, sum(x.nbytes for x in leaves.values()))
         self._manager.save(step, args=ocp.args.StandardSave(leaves))
 
-    def restore(self, step: int, like: Any) -> Any:
+    def restore(self, step: int, like: Any,
+                sharding: Optional[jax.sharding.Sharding] = None) -> Any:
         """The state saved at ``step``, with the structure, shapes and dtypes of ``like``
-        (arrays or ``jax.ShapeDtypeStruct`` leaves, e.g. from ``jax.eval_shape``)."""
+        (arrays or ``jax.ShapeDtypeStruct`` leaves, e.g. from ``jax.eval_shape``), every array
+        placed with ``sharding`` (default: this process's first device). A checkpoint saved
+        from other devices (a sharded run, several processes) restores onto these: each process
+        reads the parts its devices hold."""
+        sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         leaves, treedef = jax.tree_util.tree_flatten(like)
-        target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _nonempty(like))
+        target = jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+            _nonempty(like))
         saved = self._manager.restore(step, args=ocp.args.StandardRestore(target))
-        out = [saved[str(i)] if str(i) in saved else jnp.zeros(x.shape, x.dtype)
+        out = [saved[str(i)] if str(i) in saved else
+               distributed.put(np.zeros(x.shape, x.dtype), sharding)
                for i, x in enumerate(leaves)]
         return jax.tree_util.tree_unflatten(treedef, out)
 

@@ -62,6 +62,16 @@ def define_physics_flag(flag_values=FLAGS):
         "accelerator). Datasets record the one that produced them.", flag_values=flag_values)
 
 
+def flag_text(name: str, value: Any) -> str:
+    """``--name=value`` as the flags of :func:`define_flags` read it back (a tuple or list as
+    a comma-separated list, a bool as true / false)."""
+    if isinstance(value, (tuple, list)):
+        value = ",".join(str(v) for v in value)
+    elif isinstance(value, bool):
+        value = str(value).lower()
+    return f"--{name}={value}"
+
+
 def require_ints(lower: int, *names: str, flag_values=FLAGS) -> None:
     """Integer flags ``names`` must be ``>= lower`` (unset ``None`` flags pass)."""
     _check(names, lambda v: v >= lower, f"an integer >= {lower}", flag_values)
@@ -219,16 +229,21 @@ def fail(message: str, status: int = 1, hard: bool = False) -> None:
 
 
 def run(main: Callable[[Sequence[str]], None],
-        io_context: Callable[[], Optional[str]] = lambda: None) -> None:
+        io_context: Callable[[], Optional[str]] = lambda: None,
+        start: Optional[Callable[[], Any]] = None) -> None:
     """``absl.app.run(main)`` with user-facing failures as one line (see the module doc).
     ``io_context()`` names what was being written (e.g. the workdir) for I/O failures. Turns
-    on the persistent compilation cache (``--compilation_cache``) before ``main``."""
+    on the persistent compilation cache (``--compilation_cache``) before ``main``, after
+    ``start()``, which runs before anything touches JAX's backend (e.g.
+    ``distributed.initialize_from_flags``)."""
     def wrapped(argv):
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]} (flags are --name=value)", 2)
-        use_compilation_cache(FLAGS.compilation_cache)
-        set_matmul_precision(FLAGS.matmul_precision)
         try:
+            if start is not None:
+                start()
+            use_compilation_cache(FLAGS.compilation_cache)
+            set_matmul_precision(FLAGS.matmul_precision)
             return main(argv)
         except UsageError as e:
             fail(str(e), 2)

@@ -11,6 +11,7 @@ import numpy as np
 
 from jaxomrl.algos.base import Algorithm
 from jaxomrl.errors import NonFiniteError
+from jaxomrl.experiment import distributed
 from jaxomrl.experiment.checkpoint import Checkpointer
 from jaxomrl.experiment.run_dir import DIVERGED_JSON
 from jaxomrl.io import atomic_write_text
@@ -54,8 +55,9 @@ def record_divergence(algorithm: Algorithm, schedule, ckpt: Checkpointer, workdi
     returns the error to raise."""
     last = ckpt.latest_step() or 0
     point = end_point(algorithm, schedule, last)
-    atomic_write_text(os.path.join(workdir, DIVERGED_JSON), json.dumps(
-        {"message": message, "resume_point": point, "last_finite_chunk": last}, indent=1))
+    if distributed.is_writer():
+        atomic_write_text(os.path.join(workdir, DIVERGED_JSON), json.dumps(
+            {"message": message, "resume_point": point, "last_finite_chunk": last}, indent=1))
     kept = (f"the last finite checkpoint ({point[0]} step {point[1]}) is kept in "
             f"{workdir}" if last else "no earlier checkpoint exists in this workdir")
     return NonFiniteError(

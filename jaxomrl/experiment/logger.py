@@ -78,3 +78,21 @@ class RunLogger:
     def close(self) -> None:
         for w in self._writers:
             w.close()
+
+
+class NullLogger:
+    """A :class:`RunLogger` that writes nothing: the logger of every process of a multi-process
+    run but process 0 (``distributed.is_writer``)."""
+
+    def truncate(self, table: str, last_step: int) -> None:
+        pass
+
+    def write(self, table: str, step: int, global_step: int, seconds: float,
+              metrics: Dict[str, np.ndarray]) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -4,7 +4,8 @@ over devices); the schedule of chunks and the shapes of what a checkpoint holds.
 runs them, checkpoints and logs is ``jaxomrl.experiment.runner``."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Tuple
+import dataclasses
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxomrl.algos.base import FIRST_INPUTS, Algorithm
 from jaxomrl.errors import steps_finite, tree_all_finite
+from jaxomrl.experiment import distributed
 from jaxomrl.experiment.run_config import RunConfig
 
 EVAL_KEY = 10_000  # fold-in constant of the evaluation key (the same key at every evaluation)
@@ -115,19 +117,36 @@ def sequential_seeds(config: RunConfig) -> bool:
     return jax.default_backend() == "cpu" and not config.shard_seeds
 
 
-def placement(config: RunConfig, data: Any, eval_data: Any) -> Tuple[Callable, Any, Any]:
-    """``(put_seeds, data, eval_data)``: seeds on the leading axis, split over the devices with
-    ``shard_seeds`` (the data then replicated on every device)."""
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a run's arrays live. ``put_seeds``: an array with seeds on its leading axis, placed
+    (split over the devices with ``shard_seeds``); ``data`` / ``eval_data``: the data, placed
+    (replicated on every device with ``shard_seeds``: every seed reads all of it);
+    ``seed_sharding``: the seeds' sharding, or None without ``shard_seeds``."""
+    put_seeds: Callable[[Any], Any]
+    data: Any
+    eval_data: Any
+    seed_sharding: Optional[NamedSharding] = None
+
+
+def placement(config: RunConfig, data: Any, eval_data: Any) -> Placement:
+    """The run's :class:`Placement`. With ``shard_seeds`` the mesh spans ``jax.devices()``:
+    after ``jax.distributed.initialize`` the devices of every process, each process holding
+    its own seeds' rows (``distributed.put``). A run over several processes must shard."""
     if not config.shard_seeds:
-        return (lambda t: t), data, eval_data
+        if jax.process_count() > 1:
+            raise ValueError(f"a run over {jax.process_count()} processes splits its seeds over "
+                             "their devices: set shard_seeds (train.py --shard_seeds)")
+        return Placement(lambda t: t, data, eval_data)
     devices = jax.devices()
     if len(config.seeds) % len(devices):
         raise ValueError(f"shard_seeds: {len(config.seeds)} seeds do not split evenly over "
                          f"{len(devices)} devices")
     mesh = Mesh(np.array(devices), ("seeds",))
     seed_sharding, shared = NamedSharding(mesh, P("seeds")), NamedSharding(mesh, P())
-    data, eval_data = jax.device_put((data, eval_data), shared)
-    return (lambda t: jax.device_put(t, seed_sharding)), data, eval_data
+    data, eval_data = distributed.put((data, eval_data), shared)
+    return Placement(lambda t: distributed.put(t, seed_sharding), data, eval_data,
+                     seed_sharding)
 
 
 def evaluation_keys(seeds) -> jax.Array:

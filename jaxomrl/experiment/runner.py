@@ -42,7 +42,7 @@ import json
 import os
 import signal
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict, Optional
 
 import jax
 import jax.numpy as jnp
@@ -51,13 +51,13 @@ import numpy as np
 from jaxomrl.algos.base import FIRST_INPUTS, Algorithm
 from jaxomrl.errors import Interrupted
 from jaxomrl.eval.stats import scalar_metrics, seed_summary
-from jaxomrl.experiment import guards
+from jaxomrl.experiment import distributed, guards
 from jaxomrl.experiment.checkpoint import Checkpointer
 from jaxomrl.experiment.divergence import (check_evaluation, end_point, nonfinite_message,
                                            record_divergence)
-from jaxomrl.experiment.logger import RunLogger
-from jaxomrl.experiment.programs import (Programs, chunk_schedule, evaluation_keys, placement,
-                                         sequential_seeds, templates)
+from jaxomrl.experiment.logger import NullLogger, RunLogger
+from jaxomrl.experiment.programs import (Placement, Programs, chunk_schedule, evaluation_keys,
+                                         placement, sequential_seeds, templates)
 from jaxomrl.experiment.provenance import MADE_WITH, made_with
 from jaxomrl.experiment.run_config import RunConfig, RunConfigError
 from jaxomrl.experiment.run_dir import (CHANGES_JSON, DIVERGED_JSON, RESULTS_JSON, RUN_JSON,
@@ -79,7 +79,7 @@ class _Position:
 
 def _restore(algorithm: Algorithm, programs: Programs, ckpt: Checkpointer, schedule,
              done_chunks: int, diverged: Optional[Dict[str, Any]], data: Any, num_seeds: int,
-             put_seeds: Callable, workdir: str) -> _Position:
+             place: Placement, workdir: str) -> _Position:
     """The position saved after chunk ``done_chunks``; after a divergence the new settings must
     end that chunk at the same point and fit its state's shapes."""
     p_done = schedule[min(done_chunks, len(schedule)) - 1][0]
@@ -91,7 +91,8 @@ def _restore(algorithm: Algorithm, programs: Programs, ckpt: Checkpointer, sched
             "keep the steps of the phases before it, or start over (--overwrite)")
     like_inputs, like_state = templates(algorithm, data, num_seeds, p_done)
     try:
-        saved = ckpt.restore(done_chunks, {"inputs": like_inputs, "state": like_state})
+        saved = ckpt.restore(done_chunks, {"inputs": like_inputs, "state": like_state},
+                             place.seed_sharding)
     except (ValueError, KeyError) as e:
         if diverged is None:
             raise
@@ -100,9 +101,9 @@ def _restore(algorithm: Algorithm, programs: Programs, ckpt: Checkpointer, sched
             f"the new settings (shapes of the state differ: {str(e)[:200]}); change only "
             "weights, rates and step counts of later phases, or start over (--overwrite)"
         ) from e
-    inputs = put_seeds(saved["inputs"])
+    inputs = place.put_seeds(saved["inputs"])
     return _Position(inputs, p_done, programs.prepare[p_done](inputs, data),
-                     put_seeds(saved["state"]))
+                     place.put_seeds(saved["state"]))
 
 
 def _progress_line(name: str, phase, start: int, n: int, rate: float, num_seeds: int,
@@ -138,7 +139,12 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
     (``guards.StopRequests``).
     """
     identity = run_identity(algorithm, config, description)
-    check_workdir(config.workdir, identity, algorithm.read_config)   # a file, another run: refused
+    # a file, another run: refused
+    status = check_workdir(config.workdir, identity, algorithm.read_config)
+    if not distributed.is_writer():     # process 0 holds the lock and writes the files
+        distributed.barrier(f"checked {config.workdir}")
+        return _run(algorithm, data, eval_data, config, identity, status, stop_after_chunks)
+    distributed.barrier(f"checked {config.workdir}")    # every process read it before writes
     with guards.directory_lock(config.workdir, f"training {algorithm.name}"):
         # read again under the lock: another command may have trained it meanwhile
         status = check_workdir(config.workdir, identity, algorithm.read_config)
@@ -148,14 +154,16 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
 def _run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
          identity: Dict[str, Any], status: str, stop_after_chunks: Optional[int]
          ) -> Optional[Dict[str, Any]]:
-    name, workdir, verbose = algorithm.name, config.workdir, config.verbose
+    name, workdir = algorithm.name, config.workdir
+    writer = distributed.is_writer()
+    verbose = config.verbose and writer
     if status == "finished":
         if verbose:
             print(f"[{name}] finished run with the same settings found in {workdir}; reusing "
                   "its results.json", flush=True)
         return read_json(os.path.join(workdir, RESULTS_JSON))
     os.makedirs(workdir, exist_ok=True)
-    if status == "new":
+    if status == "new" and writer:
         atomic_write_text(os.path.join(workdir, RUN_JSON),
                           json.dumps({**identity, MADE_WITH: made_with()}, indent=1,
                                      sort_keys=True))
@@ -163,7 +171,8 @@ def _run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
         else None
 
     seeds = list(config.seeds)
-    put_seeds, data, eval_data = placement(config, data, eval_data)
+    place = placement(config, data, eval_data)
+    put_seeds, data, eval_data = place.put_seeds, place.data, place.eval_data
     seed_keys = put_seeds(jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, jnp.uint32)))
     phase_keys = [jax.vmap(lambda k: jax.random.fold_in(k, p))(seed_keys)
                   for p in range(len(algorithm.phases))]
@@ -179,12 +188,13 @@ def _run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
     if done_chunks:
         try:
             at = _restore(algorithm, programs, ckpt, schedule, done_chunks, diverged, data,
-                          len(seeds), put_seeds, workdir)
+                          len(seeds), place, workdir)
         except BaseException:
             ckpt.close()
             raise
     if diverged is not None:
-        changed = record_settings_change(workdir, identity, diverged, done_chunks)
+        changed = (record_settings_change(workdir, identity, diverged, done_chunks) if writer
+                   else [])
         if verbose:
             print(f"[{name}] resuming the diverged run after chunk {done_chunks}, settings "
                   f"changed: {'; '.join(changed) or 'none'}", flush=True)
@@ -199,7 +209,8 @@ def _run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
             print(f"[{name}] phases {shared} shared from {where}", flush=True)
 
     purge = sum(s[3] for s in schedule[:first_chunk])  # updates done before this call
-    logger = RunLogger(workdir, seeds, purge_step=purge or None)
+    logger = (RunLogger(workdir, seeds, purge_step=purge or None) if writer
+              else NullLogger())
     if done_chunks:
         p_done, _, start, n = schedule[done_chunks - 1]
         logger.truncate(algorithm.phases[p_done].name, start + n)
@@ -212,7 +223,7 @@ def _run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
 
     def log_eval(position: _Position, step: int, global_step: int, seconds: float):
         outs = programs.output[last_phase](position.state, position.aux)
-        ev = jax.device_get(programs.evaluate(outs, eval_keys, eval_data))
+        ev = distributed.fetch(programs.evaluate(outs, eval_keys, eval_data))
         logger.write("eval", step, global_step, seconds, scalar_metrics(ev))
         return ev
 
@@ -226,7 +237,7 @@ def _run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
             while g < len(schedule):
                 p, c, start, n = schedule[g]
                 if at.phase == p and programs.done[p] is not None and \
-                        np.all(jax.device_get(programs.done[p](at.state))):
+                        np.all(distributed.fetch(programs.done[p](at.state))):
                     # Every seed's phase is done: its remaining updates would change no output.
                     last = max(i for i, chunk in enumerate(schedule) if chunk[0] == p)
                     ckpt.save(last + 1, {"inputs": at.inputs, "state": at.state})
@@ -252,7 +263,7 @@ def _run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
                     t_phase, steps_phase = time.time(), 0
                 key = jax.vmap(lambda k: jax.random.fold_in(k, 1 + c))(phase_keys[p])
                 at.state, metrics, finite, ran = programs.chunk(p, n)(at.state, key, at.aux, data)
-                metrics, finite, ran = jax.device_get((metrics, finite, ran))
+                metrics, finite, ran = distributed.fetch((metrics, finite, ran))
                 if int(np.max(ran)) < n:               # every seed done within the chunk
                     ended_early[phase.name] = start + int(np.max(ran))
                 problem = nonfinite_message(name, phase.name, start, n, finite[0], finite[1],
@@ -268,8 +279,9 @@ def _run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
                         and start + n < phase.num_steps:
                     log_eval(at, start + n, global_step, elapsed)
                 chunks_this_call += 1
+                requested = distributed.any_process(stop.requested is not None)
                 stopping = (stop_after_chunks is not None and chunks_this_call >= stop_after_chunks
-                            or stop.requested is not None)
+                            or requested)
                 phase_ends = g + 1 == len(schedule) or schedule[g + 1][0] != p
                 if (g + 1) % config.checkpoint_every_chunks == 0 or phase_ends or stopping:
                     ckpt.save(g + 1, {"inputs": at.inputs, "state": at.state})
@@ -277,9 +289,10 @@ def _run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
                     rate = steps_phase / max(time.time() - t_phase, 1e-9)
                     print(_progress_line(name, phase, start, n, rate, len(seeds), metrics),
                           flush=True)
-                if stop.requested is not None:
+                if requested:
                     raise Interrupted(
-                        f"[{name}] interrupted ({signal.Signals(stop.requested).name}) after "
+                        f"[{name}] interrupted "
+                        f"({signal.Signals(stop.requested or signal.SIGINT).name}) after "
                         f"chunk {g + 1}/{len(schedule)} ({phase.name} step {start + n}); its "
                         f"checkpoint is kept in {workdir}: rerun the same command to resume")
                 if stopping and g + 1 < len(schedule):
@@ -307,8 +320,10 @@ def _run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
     }
     if changes:
         results["settings_changes"] = changes
-    atomic_write_text(os.path.join(workdir, RESULTS_JSON),
-                      json.dumps(results, indent=1, sort_keys=True, allow_nan=False))
+    if writer:
+        atomic_write_text(os.path.join(workdir, RESULTS_JSON),
+                          json.dumps(results, indent=1, sort_keys=True, allow_nan=False))
+    distributed.barrier(f"finished {workdir}")      # results.json is there for every process
     return results
 
 

@@ -11,6 +11,7 @@ import shutil
 from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple
 
 from jaxomrl.algos.base import Algorithm
+from jaxomrl.experiment import distributed
 from jaxomrl.experiment.checkpoint import Checkpointer
 from jaxomrl.experiment.programs import templates
 from jaxomrl.experiment.run_config import RunConfig
@@ -134,7 +135,8 @@ def take_shared(algorithm: Algorithm, digests, share_dir: str, data: Any, num_se
     for p in reversed(range(len(digests))):
         outputs, where = published_outputs(algorithm, digests, share_dir, data, num_seeds, p)
         if outputs is not None:
-            copy_phase_logs(algorithm.phases[:p + 1], where, workdir)
+            if distributed.is_writer():
+                copy_phase_logs(algorithm.phases[:p + 1], where, workdir)
             return put_seeds(outputs), p + 1, [ph.name for ph in algorithm.phases[:p + 1]], where
     return None
 
@@ -159,10 +161,12 @@ def publish(algorithm: Algorithm, p: int, outputs: Any, digest: Optional[str],
     if is_published(where):
         return
     os.makedirs(where, exist_ok=True)
-    copy_phase_logs(algorithm.phases[:p + 1], config.workdir, where)
     saver = Checkpointer(os.path.join(where, "outputs"))
-    saver.save(0, {"outputs": outputs})
+    saver.save(0, {"outputs": outputs})      # every process saves its shards
     saver.close()
+    if not distributed.is_writer():
+        return
+    copy_phase_logs(algorithm.phases[:p + 1], config.workdir, where)
     atomic_write_text(os.path.join(where, "phase.json"), json.dumps(
         {"phases": [ph.name for ph in algorithm.phases[:p + 1]], "from": config.workdir,
          "algorithm": algorithm.name, "seeds": list(config.seeds)}, indent=1))
