@@ -10,8 +10,8 @@ its runs spread over 1, 8 and 64 devices.
    ``sharing.phase_digests``: an encoder under a method's option sets, R2PGO's hypernetwork
    ablation) counted once, as ``reproduce.py`` trains it once.
 3. Each distinct phase's seconds per update on this machine: ``phase_throughput.py``'s
-   measurement (the runner's jitted chunk over the seeds, best of ``--repeats`` calls of
-   ``--steps`` updates after a warm-up), in a process of its own. The rates are kept in
+   measurement (``worker.time_phase``: the runner's jitted chunk over the seeds, best of
+   ``--repeats`` calls of ``--steps`` updates after a warm-up). The rates are kept in
    ``--rates`` (JSON), so a killed measurement resumes and other recipes reuse them.
 4. Device-hours: the sum of steps x seconds per update. The spread over ``--devices``: list
    scheduling of the phases (a phase starts when the phase before it in its run, or the shared
@@ -35,14 +35,17 @@ import json
 import os
 import platform
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from absl import app, flags
-from worker import measure
+from worker import time_phase
 
 from jaxomrl import algos
 from jaxomrl.data import dataset as dataset_lib
-from jaxomrl.experiment import cli, recipes as recipes_lib
+from jaxomrl.data.sampler import run_data
+from jaxomrl.experiment import recipes as recipes_lib
+from jaxomrl.experiment.programs import Programs, sequential_seeds
+from jaxomrl.experiment.run_config import RunConfig
 from jaxomrl.experiment.sharing import phase_digests
 
 FLAGS = flags.FLAGS
@@ -57,9 +60,6 @@ flags.DEFINE_integer("repeats", 2, "Timed calls per phase (the best is used).")
 flags.DEFINE_list("devices", ["1", "8", "64"], "Device counts to spread the runs over.")
 flags.mark_flags_as_required(["recipe", "data"])
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
 @dataclasses.dataclass
 class Unit:
     """One phase to train: its key (digest, or run and phase), the runs that need it, its
@@ -72,6 +72,7 @@ class Unit:
     steps: int
     after: Optional[str]
     seconds_per_update: float = float("nan")
+    algorithm: Any = dataclasses.field(default=None, repr=False)
 
 
 def units(recipe: recipes_lib.Recipe, scale: str, family, n_train: int, seeds: int,
@@ -88,22 +89,23 @@ def units(recipe: recipes_lib.Recipe, scale: str, family, n_train: int, seeds: i
             chain, before = [], None
             for ph, digest in zip(algorithm.phases, digests):
                 key = digest or f"{run}/{ph.name}"
-                out.setdefault(key, Unit(key, run, m.spec, c, ph.name, ph.num_steps, before))
+                out.setdefault(key, Unit(key, run, m.spec, c, ph.name, ph.num_steps, before,
+                                         algorithm=algorithm))
                 chain.append(key)
                 before = key
             chains[run] = chain
     return out, chains
 
 
-def measure_rate(recipe: recipes_lib.Recipe, scale: str, unit: Unit, seeds: int) -> float:
-    """Seconds per update of ``unit``'s phase with ``seeds`` seeds, on this machine."""
-    values = recipe.setting_values(scale, unit.spec, unit.candidate)
-    args = ["--worker", f"--data={os.path.abspath(FLAGS.data)}", f"--family={recipe.family}",
-            f"--algo={unit.spec}", f"--phase={unit.phase}", f"--seeds={seeds}",
-            f"--steps={FLAGS.steps}", f"--repeats={FLAGS.repeats}"]
-    args += [cli.flag_text(k, v) for k, v in values.items()]
-    result = measure(os.path.join(HERE, "phase_throughput.py"), args)
-    return 1.0 / result["steps_per_s"]
+def measure_rate(algorithm, data, phase: str, seeds: int) -> float:
+    """Seconds per update of ``algorithm``'s phase ``phase`` with ``seeds`` seeds, on this
+    machine, as the runner runs it (seeds one after another where the runner does so)."""
+    names = [ph.name for ph in algorithm.phases]
+    programs = Programs(algorithm, sequential_seeds(RunConfig(workdir="",
+                                                              seeds=tuple(range(seeds)))))
+    steps_per_s, _ = time_phase(programs, data, names.index(phase), seeds, FLAGS.steps,
+                                FLAGS.repeats)
+    return 1.0 / steps_per_s
 
 
 def schedule(units_: Dict[str, Unit], devices: int, width: Dict[str, int]) -> float:
@@ -154,8 +156,9 @@ def main(argv):
     recipe = recipes_lib.get(FLAGS.recipe)
     scale = recipe.scale(FLAGS.scale)
     path = FLAGS.data if FLAGS.data.endswith(".npz") else os.path.join(FLAGS.data, "train.npz")
-    ds = dataset_lib.load(path, family=recipe.family)
+    ds, ood = dataset_lib.load_collection(path, family=recipe.family)
     family = ds.make_family()
+    data, _ = run_data(ds, ood)
     seeds = scale.seeds
     units_, chains = units(recipe, FLAGS.scale, family, int(ds.is_train.sum()), seeds,
                            recipe.train.get("chunk_steps", 500))
@@ -168,7 +171,7 @@ def main(argv):
         name = f"{FLAGS.recipe}/{FLAGS.scale}/{seeds} seeds/{k}"
         if name not in rates:
             print(f"measuring {u.run}: {u.phase} ...", file=sys.stderr, flush=True)
-            rates[name] = {"seconds_per_update": measure_rate(recipe, FLAGS.scale, u, seeds),
+            rates[name] = {"seconds_per_update": measure_rate(u.algorithm, data, u.phase, seeds),
                            "machine": machine, "run": u.run, "phase": u.phase}
             if FLAGS.rates:
                 with open(FLAGS.rates, "w") as f:
@@ -196,7 +199,8 @@ def main(argv):
     print(json.dumps({
         "recipe": recipe.name, "version": recipe.version, "scale": FLAGS.scale, "seeds": seeds,
         "machine": measured_on, "runs": chains,
-        "units": [dataclasses.asdict(u) for u in units_.values()],
+        "units": [{f.name: getattr(u, f.name) for f in dataclasses.fields(u)
+                   if f.name != "algorithm"} for u in units_.values()],
         "device_hours": total / 3600,
         "wall_clock_hours": {str(d): {"one_run_per_device": a / 3600,
                                       "seeds_split": b / 3600}

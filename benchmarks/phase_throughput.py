@@ -25,10 +25,9 @@ import os
 import platform
 import statistics
 import sys
-import time
 
 from absl import app, flags
-from worker import measure
+from worker import measure, time_phase
 
 from jaxomrl import algos
 from jaxomrl.experiment import cli
@@ -53,9 +52,7 @@ flags.mark_flags_as_required(["data", "family"])
 
 def worker() -> dict:
     import jax
-    import jax.numpy as jnp
     import jaxomrl
-    from jaxomrl.algos.base import FIRST_INPUTS
     from jaxomrl.data import dataset as dataset_lib
     from jaxomrl.data.sampler import run_data
     try:
@@ -76,25 +73,9 @@ def worker() -> dict:
         programs = Programs(algorithm, FLAGS.sequential_seeds)
     except TypeError:                                                  # older checkouts
         programs = Programs(algorithm)
-    keys = jax.vmap(jax.random.PRNGKey)(jnp.arange(FLAGS.seeds, dtype=jnp.uint32))
-    inputs = jnp.broadcast_to(FIRST_INPUTS, (FLAGS.seeds,) + FIRST_INPUTS.shape)
-    for p in range(target + 1):
-        aux = programs.prepare[p](inputs, data)
-        state = programs.init[p](keys, aux, data)
-        if p < target:
-            inputs = programs.output[p](state, aux)
-    chunk = programs.chunk(target, FLAGS.steps)
-
-    def call(i):
-        t0 = time.perf_counter()
-        out = chunk(state, jax.vmap(lambda k: jax.random.fold_in(k, i))(keys), aux, data)
-        jax.block_until_ready(out)
-        return time.perf_counter() - t0
-
-    first = call(0)
-    call(1)
-    best = min(call(2 + i) for i in range(FLAGS.repeats))
-    return {"steps_per_s": FLAGS.steps / best, "first_call_s": first, "phase": names[target],
+    steps_per_s, first = time_phase(programs, data, target, FLAGS.seeds, FLAGS.steps,
+                                    FLAGS.repeats)
+    return {"steps_per_s": steps_per_s, "first_call_s": first, "phase": names[target],
             "jaxomrl": os.path.dirname(jaxomrl.__file__), "jax": jax.__version__}
 
 

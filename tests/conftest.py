@@ -41,7 +41,8 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 # reproductions are three files so that they spread over both workers.
 LONGEST_FIRST = ("test_reproduce_rand_params.py", "test_reda.py", "test_benchmarks.py",
                  "test_envs.py", "test_reproduce_reda.py", "test_runner.py", "test_evaluation.py",
-                 "test_reproduce_resume.py", "test_workers.py", "test_sweep.py", "test_distributed.py", "test_failures.py",
+                 "test_reproduce_resume.py", "test_workers.py", "test_sweep.py",
+                 "test_distributed.py", "test_failures.py",
                  "test_gravity_reda_pipeline.py", "test_encoders.py",
                  "test_cheetah_vel_pipeline.py", "test_learner_contract.py",
                  "test_meta_policy.py", "test_prompt_dt.py")
