@@ -283,12 +283,13 @@ def test_evaluate_writes_results_tables_and_figures_from_a_tiny_run(tmp_path):
                       share_dir=str(tmp_path / "runs" / "shared_phases")),
             describe_data(path, ds, ood))
     evaluate = _load_evaluate_module().evaluate
-    res = evaluate(str(tmp_path / "runs"), episodes=3, contexts=2, tsne_contexts=3,
+    # at the runs' own evaluation settings (TINY's), so that --from_training below must equal it
+    res = evaluate(str(tmp_path / "runs"), episodes=2, contexts=4, tsne_contexts=3,
                    verbose=False)
     out = tmp_path / "runs" / "evaluation"
     saved = json.loads((out / "results.json").read_text())
     r2pgo = saved["algorithms"]["r2pgo"]
-    assert np.asarray(r2pgo["per_seed_task_episode"]["test_online"]).shape == (2, 4, 3)
+    assert np.asarray(r2pgo["per_seed_task_episode"]["test_online"]).shape == (2, 4, 2)
     for name in ("test_offline_ctx", "test_offpolicy_ctx", "train_offpolicy_ctx"):
         assert np.asarray(r2pgo["per_seed_task_episode"][name]).shape[:2] == (2, 4 if "test"
                                                                              in name else 12)
@@ -305,7 +306,7 @@ def test_evaluate_writes_results_tables_and_figures_from_a_tiny_run(tmp_path):
     assert list(saved["algorithms"]) == ["r2pgo", "r2pgo/no_hypernetwork", "borel", "prompt_dt"]
     # BOReL (hyper-state, history context, plain SAC) through the same evaluation and tables.
     borel = saved["algorithms"]["borel"]["per_seed_task_episode"]
-    assert np.asarray(borel["test_online"]).shape == (2, 4, 3)
+    assert np.asarray(borel["test_online"]).shape == (2, 4, 2)
     assert "| borel |" in table
     # CSRO's non-prior context protocol, which every method with an encoder gets
     assert "non-prior context" in table
@@ -314,7 +315,7 @@ def test_evaluate_writes_results_tables_and_figures_from_a_tiny_run(tmp_path):
         assert np.asarray(nonprior).shape == (2, 4, 1)
     # Prompt-DT: every protocol, its prompt the context; no embeddings, so no d(phi)
     pdt = saved["algorithms"]["prompt_dt"]
-    assert np.asarray(pdt["per_seed_task_episode"]["test_online"]).shape == (2, 4, 3)
+    assert np.asarray(pdt["per_seed_task_episode"]["test_online"]).shape == (2, 4, 2)
     assert np.asarray(pdt["per_seed_task_episode"]["train_offpolicy_ctx"]).shape == (2, 12, 1)
     assert "test_dphi" not in pdt["summary"] and "| prompt_dt |" in table
     for f in res["figures"]:
@@ -332,16 +333,15 @@ def test_evaluate_writes_results_tables_and_figures_from_a_tiny_run(tmp_path):
         trained = json.loads((tmp_path / "runs" / spec / "results.json").read_text())
         assert again["algorithms"][spec]["per_seed_task_episode"] == trained["per_task"]
     assert (again["setup"]["episodes"], again["setup"]["contexts"]) == (2, 4)  # TINY's
-    # ... which are the tables of evaluating again with those settings (the README main job
-    # evaluates in train.py at evaluate.py's settings and writes its tables --from_training)
-    fresh = _load_evaluate_module().evaluate(str(tmp_path / "runs"), ["r2pgo"], episodes=2,
-                                             contexts=4, tsne_contexts=3, verbose=False,
-                                             out_dir=str(tmp_path / "fresh"))
-    assert fresh["algorithms"]["r2pgo"] == again["algorithms"]["r2pgo"]
+    # ... which are the tables of evaluating again with those settings, as above (the README
+    # main job evaluates in train.py at evaluate.py's settings and writes its tables
+    # --from_training)
+    for spec in ("r2pgo", "borel"):
+        assert res["algorithms"][spec] == again["algorithms"][spec]
     row = lambda out: [line.replace("**", "").replace(" ≈", "") for line in (  # bold, ≈: as
         # against the best of the rows shown
         tmp_path / out / "tables.md").read_text().splitlines() if line.startswith("| r2pgo |")]
-    assert row("fresh") == row("ft") and len(row("ft")) >= 2      # every table's r2pgo row
+    assert len(row("ft")) >= 2 and set(row("ft")) <= set(row("runs/evaluation"))
     assert "tsne.png" in {os.path.basename(f) for f in again["figures"]}
     (tmp_path / "runs" / "borel" / "results.json").write_text("{}")   # no per_task in it
     with pytest.raises(Exception, match="--from_training: borel: no evaluation"):
