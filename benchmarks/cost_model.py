@@ -62,8 +62,9 @@ flags.mark_flags_as_required(["recipe", "data"])
 
 @dataclasses.dataclass
 class Unit:
-    """One phase to train: its key (digest, or run and phase), the runs that need it, its
-    steps, the unit before it in its run, and its measured seconds per update."""
+    """One phase to train: its key (digest, or run and phase), the first run that trains it
+    (its method and option set), its steps, the unit before it in its run, its measured
+    seconds per update and the algorithm that measures it."""
     key: str
     run: str
     spec: str
@@ -167,8 +168,9 @@ def main(argv):
     if FLAGS.rates and os.path.exists(FLAGS.rates):
         with open(FLAGS.rates) as f:
             rates = json.load(f)
+    rate_key = {k: f"{FLAGS.recipe}/{FLAGS.scale}/{seeds} seeds/{k}" for k in units_}
     for k, u in units_.items():
-        name = f"{FLAGS.recipe}/{FLAGS.scale}/{seeds} seeds/{k}"
+        name = rate_key[k]
         if name not in rates:
             print(f"measuring {u.run}: {u.phase} ...", file=sys.stderr, flush=True)
             rates[name] = {"seconds_per_update": measure_rate(u.algorithm, data, u.phase, seeds),
@@ -182,8 +184,7 @@ def main(argv):
     split = {k: seeds for k in units_}
     spread = {int(d): (schedule(units_, int(d), one), schedule(units_, int(d), split))
               for d in FLAGS.devices}
-    measured_on = sorted({rates[f"{FLAGS.recipe}/{FLAGS.scale}/{seeds} seeds/{k}"]["machine"]
-                          for k in units_})
+    measured_on = sorted({rates[rate_key[k]]["machine"] for k in units_})
     print(f"{recipe.name} at scale {FLAGS.scale}: {len(chains)} runs of {seeds} seeds, "
           f"{len(units_)} distinct phases; rates measured on {', '.join(measured_on)}")
     print("| run | phase | steps | s / update | device-hours |")

@@ -221,7 +221,8 @@ class Reproduction:
             for i, c in enumerate(m.candidate_names()):
                 values = self.recipe.setting_values(self.scale_name, m.spec, c, self.overrides)
                 cmd = common + [f"--workdir={os.path.join(self.dir, 'runs', c)}",
-                                f"--algo={m.spec}"] + [cli.flag_text(k, v) for k, v in values.items()]
+                                f"--algo={m.spec}"]
+                cmd += [cli.flag_text(k, v) for k, v in values.items()]
                 (first if i == 0 else later).append((m.spec, c, cmd))
         listed = first + later
         by_name = {f"{spec} ({c})": (spec, c, cmd) for spec, c, cmd in listed}

@@ -179,7 +179,8 @@ def main(argv):
     for spec, workdir, _ in replace:
         if distributed.is_writer():
             print(f"[{spec}] --overwrite: the old run moved to {archive_run(workdir)}")
-    if processes == 1 and _train_as_jobs({s: r for s, r in runs.items() if s not in finished}, description):
+    unfinished = {s: r for s, r in runs.items() if s not in finished}
+    if processes == 1 and _train_as_jobs(unfinished, description):
         runs = {spec: (algorithm, dataclasses.replace(config, verbose=False))
                 for spec, (algorithm, config) in runs.items()}     # finished: results reused
     results = {spec: run(algorithm, data, eval_data, config, description)

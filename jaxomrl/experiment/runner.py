@@ -141,10 +141,9 @@ def run(algorithm: Algorithm, data: Any, eval_data: Any, config: RunConfig,
     identity = run_identity(algorithm, config, description)
     # a file, another run: refused
     status = check_workdir(config.workdir, identity, algorithm.read_config)
-    if not distributed.is_writer():     # process 0 holds the lock and writes the files
-        distributed.barrier(f"checked {config.workdir}")
-        return _run(algorithm, data, eval_data, config, identity, status, stop_after_chunks)
     distributed.barrier(f"checked {config.workdir}")    # every process read it before writes
+    if not distributed.is_writer():     # process 0 holds the lock and writes the files
+        return _run(algorithm, data, eval_data, config, identity, status, stop_after_chunks)
     with guards.directory_lock(config.workdir, f"training {algorithm.name}"):
         # read again under the lock: another command may have trained it meanwhile
         status = check_workdir(config.workdir, identity, algorithm.read_config)
