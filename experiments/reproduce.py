@@ -326,7 +326,7 @@ class Reproduction:
             selection = json.load(f)
         with open(os.path.join(self.data_dir, "summary.json")) as f:
             summary = json.load(f)
-        result = summarise(self.recipe, evaluation, selection, summary)
+        result = summarise(self.recipe, self.scale_name, evaluation, selection, summary)
         result.update(scale=self.scale_name, seeds=self.seeds, overrides=self.overrides,
                       collect_overrides=self.collect_overrides, command=self.command(),
                       settings={**self.scale.settings, **self.overrides})
@@ -402,8 +402,8 @@ def _per_task(algorithm: Dict[str, Any], key: str) -> Optional[List[List[float]]
     return None if scores is None else scores.tolist()
 
 
-def summarise(recipe: recipes_lib.Recipe, evaluation: Dict[str, Any], selection: Dict[str, Any],
-              summary: Dict[str, Any]) -> Dict[str, Any]:
+def summarise(recipe: recipes_lib.Recipe, scale: str, evaluation: Dict[str, Any],
+              selection: Dict[str, Any], summary: Dict[str, Any]) -> Dict[str, Any]:
     """Per method and column: this run's per-seed (and per-task) scores, their statistics
     (:func:`cell_statistics`) and the paper's number; every claim's verdict; the options each
     method ran with."""
@@ -416,7 +416,7 @@ def summarise(recipe: recipes_lib.Recipe, evaluation: Dict[str, Any], selection:
         candidate = selection["chosen"][m.spec]
         row = {"spec": m.spec, "candidate": candidate,
                "validation_scores": selection["scores"][m.spec],
-               "options": {**m.settings, **m.candidates.get(candidate, {})}, "columns": {}}
+               "options": recipe.method_options(scale, m.spec, candidate), "columns": {}}
         for column, key in recipe.columns.items():
             cell = {"paper": next(([n.mean, n.std] for n in recipe.paper_numbers
                                    if n.method == m.label and n.column == column), None)}

@@ -56,6 +56,13 @@ def test_the_tables_have_their_recipes():
     hc = recipes.get("r2pgo_cheetah_vel")
     assert next(n for n in hc.paper_numbers if n.method == "R2PGO"
                 and n.column == "Episode 1").mean == -32.3
+    # a scale's settings for one method: Prompt-DT's own schedule at paper scale only
+    walker = recipes.get("reda_walker2d_gravity_1")
+    assert walker.settings("paper", "prompt_dt").policy_steps == 50_000
+    assert walker.settings("paper", "reda").policy_steps == 600_000
+    assert walker.settings("cpu", "prompt_dt").policy_steps == walker.settings(
+        "cpu", "reda").policy_steps
+    assert walker.method_options("paper", "prompt_dt") == {"policy_steps": 50_000}
 
 
 def test_recipes_refuse_bad_settings_and_unknown_methods():
@@ -73,6 +80,10 @@ def test_recipes_refuse_bad_settings_and_unknown_methods():
     bad = dataclasses.replace(hc, methods=hc.methods + (recipes.Method("X", "nope"),))
     with pytest.raises(ValueError, match="unknown algorithm"):
         bad.validate()
+    stray = dataclasses.replace(hc, cpu_scale=dataclasses.replace(
+        hc.cpu_scale, method_settings={"prompt_dt": {"policy_steps": 1}}))
+    with pytest.raises(ValueError, match="prompt_dt"):
+        stray.validate()                     # a method this table does not have
 
 
 def test_settings_defaults_are_the_declared_learner_configs():

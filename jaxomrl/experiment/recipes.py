@@ -100,9 +100,11 @@ class Scale:
     minutes: Optional[float] = None
     measured: bool = False
     methods: Tuple[str, ...] = ()     # the specs run at this scale (empty: every method)
+    # {spec: settings} of one method at this scale only, over the method's own settings
+    method_settings: Dict[str, Dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        _normalise(self, "collect", "settings", "methods")
+        _normalise(self, "collect", "settings", "methods", "method_settings")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,15 +173,23 @@ class Recipe:
 
     def setting_values(self, scale: str, spec: str, candidate: Optional[str] = None,
                        overrides: Mapping[str, Any] = ()) -> Dict[str, Any]:
-        """The ``algos.Settings`` fields a method runs with at ``scale``: the scale's, then the
-        method's own, then the candidate's, then ``overrides`` (the command line's)."""
+        """The ``algos.Settings`` fields a method runs with at ``scale``: the scale's, then
+        :meth:`method_options`, then ``overrides`` (the command line's)."""
+        return {**self.scale(scale).settings, **self.method_options(scale, spec, candidate),
+                **dict(overrides)}
+
+    def method_options(self, scale: str, spec: str,
+                       candidate: Optional[str] = None) -> Dict[str, Any]:
+        """What one method runs with beyond the scale's settings for every method: its own
+        settings, the scale's for it (``Scale.method_settings``), then the candidate's (the
+        first candidate by default)."""
         m = self.method(spec)
         names = m.candidate_names()
         candidate = candidate or names[0]
         if candidate not in names:
             raise ValueError(f"{self.name}/{spec}: no candidate {candidate!r}; it has {names}")
-        return {**self.scale(scale).settings, **m.settings, **m.candidates.get(candidate, {}),
-                **dict(overrides)}
+        return {**m.settings, **self.scale(scale).method_settings.get(spec, {}),
+                **m.candidates.get(candidate, {})}
 
     def settings(self, scale: str, spec: str, candidate: Optional[str] = None,
                  overrides: Mapping[str, Any] = ()) -> Settings:
@@ -229,7 +239,8 @@ class Recipe:
             raise ValueError(f"{self.name}: selection {self.selection!r} must read validation "
                              "or training tasks")
         for scale in SCALES:
-            unknown = set(self.scale(scale).methods) - {m.spec for m in self.methods}
+            unknown = ({*self.scale(scale).methods, *self.scale(scale).method_settings}
+                       - {m.spec for m in self.methods})
             if unknown:
                 raise ValueError(f"{self.name} [{scale}]: methods {sorted(unknown)} are not "
                                  "the table's")
@@ -548,8 +559,17 @@ _REDA_CPU_CKPTS = {1: (10,), 3: (2, 10, 18), 5: (2, 4, 10, 16, 18)}
 REDA_SETTINGS_CPU = dict(hidden=(128, 128), window=16, policy_steps=20_000,
                          meta_batch=3, eval_episodes=2, model_rounds=40,
                          learn_alpha=False, init_alpha=0.0, nonprior_episodes=0)
+# Prompt-DT trains on its own schedule in every table: its code's 5,000 iterations of 10
+# updates (Xu et al. 2022, github.com/mxu34/prompt-dt, pdt_main.py: max_iters,
+# num_steps_per_iter); ReDA's 1,000 epochs of 1,000 updates are its SAC+BC meta-policy's, which
+# it gives FOCAL and CORRO too (ReDA appendix B.4-B.5).
+PROMPT_DT_PAPER_STEPS = 50_000
 REDA_CHOICES = (
     Choice("model_structure", "per task (the paper's)", "the paper's value"),
+    Choice("Prompt-DT's policy steps (paper)", f"{PROMPT_DT_PAPER_STEPS:,}",
+           "peer code's value", "Prompt-DT's code: 5,000 iterations x 10 updates; the other "
+           "methods' 600,000 are ReDA's SAC+BC meta-policy's (version 2; version 1 gave "
+           "Prompt-DT those too)"),
     Choice("policy sizes, window, steps (cpu)", "128x128, 16, 2,000 / 20,000",
            "fixed before any run", "Gravity-1 task sets, before any result"),
     Choice("learn_alpha / init_alpha", "false / 0 (TD3+BC's objective)",
@@ -579,7 +599,7 @@ def _reda_recipe(task_set: str) -> Recipe:
                          ood_transitions_per_task=_rounded(50_000, 10 * len(paper_ood)))
     measured = task_set in ("HalfCheetah Gravity-1", "Walker2d Gravity-1")
     return Recipe(
-        name="reda_" + task_set.lower().replace(" ", "_").replace("-", "_"), version=1,
+        name="reda_" + task_set.lower().replace(" ", "_").replace("-", "_"), version=2,
         paper="ReDA", table="tables 1-2", task_set=task_set, family=family, task_seed=0,
         collect_split="all",
         methods=tuple(Method(label, spec) for label, spec in REDA_METHODS),
@@ -587,7 +607,8 @@ def _reda_recipe(task_set: str) -> Recipe:
         paper_numbers=numbers, claims=claims, choices=REDA_CHOICES,
         paper_scale=Scale("default", collect=paper_collect, settings=dict(
             window=3, encoder_steps=150_000, policy_steps=600_000, eval_episodes=2,
-            eval_contexts=16, nonprior_episodes=0), seeds=5),
+            eval_contexts=16, nonprior_episodes=0), seeds=5,
+            method_settings={"prompt_dt": {"policy_steps": PROMPT_DT_PAPER_STEPS}}),
         cpu_scale=Scale("cpu" if family in collect_lib.PRESETS["cpu"] else "default",
                         collect=dict(_GRAVITY_CPU_COLLECT, **cpu_collect),
                         settings=REDA_SETTINGS_CPU, seeds=3,
