@@ -90,8 +90,9 @@ class Method:
 class Scale:
     """The sizes of one scale: the collection (``collect_preset`` of
     ``jaxomrl.experiment.collect.PRESETS`` with ``collect`` overrides), the ``settings``
-    (``algos.Settings`` fields) of every method, the seeds, and the expected wall-clock on a
-    2-core CPU (``minutes``; ``measured``: from a run, else an estimate; None: unknown)."""
+    (``algos.Settings`` fields) of every method, ``method_settings`` of one method at this scale
+    (a baseline's own schedule), the seeds, and the expected wall-clock on a 2-core CPU
+    (``minutes``; ``measured``: from a run, else an estimate; None: unknown)."""
 
     collect_preset: str
     collect: Dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -100,7 +101,6 @@ class Scale:
     minutes: Optional[float] = None
     measured: bool = False
     methods: Tuple[str, ...] = ()     # the specs run at this scale (empty: every method)
-    # {spec: settings} of one method at this scale only, over the method's own settings
     method_settings: Dict[str, Dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
