@@ -121,7 +121,9 @@ def test_recipes_do_not_restate_defaults():
     defaults = dataclasses.asdict(algos.Settings())
     for recipe in recipes.RECIPES.values():
         for scale in recipes.SCALES:
-            for where in [recipe.scale(scale).settings] + [m.settings for m in recipe.methods]:
+            s = recipe.scale(scale)
+            for where in ([s.settings, *s.method_settings.values()]
+                          + [m.settings for m in recipe.methods]):
                 same = {k for k, v in where.items() if k in defaults and defaults[k] == v}
                 assert not same, (recipe.name, scale, same)
 
